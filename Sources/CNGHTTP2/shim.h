@@ -1,0 +1,4 @@
+#ifndef FLOWD_CNGHTTP2_SHIM_H
+#define FLOWD_CNGHTTP2_SHIM_H
+#include <nghttp2/nghttp2.h>
+#endif

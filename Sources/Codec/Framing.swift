@@ -1,0 +1,118 @@
+/// gRPC's length-prefixed message framing:
+/// `compressed-flag (1 byte) | length (4 bytes, big-endian) | message`.
+public enum GRPCFraming {
+    /// Size of the prefix in front of every message.
+    public static let prefixLength = 5
+
+    /// Appends `message` with its prefix (uncompressed) to `buffer`.
+    public static func appendFrame(_ message: [UInt8], to buffer: inout [UInt8]) {
+        precondition(message.count <= Int(UInt32.max), "gRPC message longer than 4 GiB")
+        let length = UInt32(message.count)
+        buffer.reserveCapacity(buffer.count + prefixLength + message.count)
+        buffer.append(0)
+        buffer.append(UInt8(truncatingIfNeeded: length >> 24))
+        buffer.append(UInt8(truncatingIfNeeded: length >> 16))
+        buffer.append(UInt8(truncatingIfNeeded: length >> 8))
+        buffer.append(UInt8(truncatingIfNeeded: length))
+        buffer.append(contentsOf: message)
+    }
+
+    /// `message` with its prefix.
+    public static func frame(_ message: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        appendFrame(message, to: &out)
+        return out
+    }
+}
+
+/// Reassembles gRPC messages from arbitrarily split bytes (DATA frame boundaries have no
+/// relation to message boundaries).
+///
+/// The length prefix is checked as soon as it is complete, before any of the body is
+/// buffered, so a lying prefix costs nothing: at most `maxMessageSize + 5` bytes are ever held.
+/// After an error the deframer stays failed and ignores further input.
+public struct GRPCMessageDeframer: Sendable {
+    /// Largest message accepted, in bytes.
+    public let maxMessageSize: Int
+
+    private var pending: [UInt8] = []      // bytes of the message being assembled (prefix included)
+    private var expectedBodyLength: Int?   // known once the prefix is complete
+    private var complete: [[UInt8]] = []
+    private var completeHead = 0
+    private var failed = false
+
+    public init(maxMessageSize: Int) {
+        precondition(maxMessageSize >= 0)
+        self.maxMessageSize = maxMessageSize
+    }
+
+    /// True when some bytes of an unfinished message are buffered.
+    public var hasPartialMessage: Bool { !pending.isEmpty }
+
+    /// Number of complete messages waiting in `next()`.
+    public var completeMessageCount: Int { complete.count - completeHead }
+
+    /// Feeds bytes; completed messages become available through `next()`.
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) throws(CodecError) {
+        guard !failed else { return }
+        var rest = bytes[...]
+        while !rest.isEmpty {
+            if let bodyLength = expectedBodyLength {
+                let need = GRPCFraming.prefixLength + bodyLength - pending.count
+                let take = min(need, rest.count)
+                pending.append(contentsOf: rest.prefix(take))
+                rest = rest.dropFirst(take)
+                if pending.count == GRPCFraming.prefixLength + bodyLength {
+                    complete.append(Array(pending[GRPCFraming.prefixLength...]))
+                    pending.removeAll(keepingCapacity: true)
+                    expectedBodyLength = nil
+                }
+            } else {
+                let take = min(GRPCFraming.prefixLength - pending.count, rest.count)
+                pending.append(contentsOf: rest.prefix(take))
+                rest = rest.dropFirst(take)
+                if pending.count == GRPCFraming.prefixLength {
+                    try readPrefix()
+                }
+            }
+        }
+    }
+
+    private mutating func readPrefix() throws(CodecError) {
+        let flag = pending[0]
+        let length = Int(pending[1]) << 24 | Int(pending[2]) << 16 | Int(pending[3]) << 8 | Int(pending[4])
+        if flag == 1 {
+            failed = true
+            throw CodecError(code: .compressedMessage,
+                             message: "compressed message received but no grpc-encoding was negotiated")
+        }
+        if flag != 0 {
+            failed = true
+            throw CodecError(code: .malformed, message: "invalid compressed-flag byte \(flag) in message prefix")
+        }
+        if length > maxMessageSize {
+            failed = true
+            throw CodecError(code: .messageTooLarge,
+                             message: "message of \(length) bytes exceeds the limit of \(maxMessageSize) bytes")
+        }
+        if length == 0 {
+            complete.append([])
+            pending.removeAll(keepingCapacity: true)
+        } else {
+            expectedBodyLength = length
+            pending.reserveCapacity(GRPCFraming.prefixLength + min(length, 1 << 20))
+        }
+    }
+
+    /// The next complete message, or nil when none is complete yet.
+    public mutating func next() -> [UInt8]? {
+        guard completeHead < complete.count else { return nil }
+        let message = complete[completeHead]
+        completeHead += 1
+        if completeHead == complete.count {
+            complete.removeAll(keepingCapacity: true)
+            completeHead = 0
+        }
+        return message
+    }
+}
