@@ -1,0 +1,565 @@
+import Codec
+import Logging
+import NIOCore
+
+/// Sent down a connection's pipeline to start a graceful shutdown.
+struct GracefulShutdownEvent: Sendable {}
+
+/// One HTTP/2 connection: an nghttp2 session fed from the channel, gRPC calls routed to
+/// handlers that run as Swift tasks, and their responses written back.
+///
+/// Everything here runs on the channel's event loop. Handlers run elsewhere and reach the
+/// connection through `CallSink`, which hops back to the loop.
+final class GRPCConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// One accepted call.
+    private struct Call {
+        var machine: ServerCallStateMachine
+        let handler: RPCHandler
+        let context: ServerContext
+        var task: Task<Void, Never>?
+        var deadline: Scheduled<Void>?
+        var waitingWriters: [CheckedContinuation<Void, any Error>] = []
+    }
+
+    /// Graceful shutdown: notice (GOAWAY max id + PING), then the final GOAWAY once the PING is acknowledged.
+    private enum ShutdownState {
+        case active
+        case noticeSent
+        case goAwaySent
+    }
+
+    private static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
+
+    private let configuration: ServerConfiguration
+    private let router: RPCRouter
+    private var logger: Logger
+    private let limits = DecodingLimits()
+
+    private var session: NGHTTP2Session?
+    private var context: ChannelHandlerContext?
+    private var loopBound: NIOLoopBound<GRPCConnectionHandler>?
+    private var calls: [Int32: Call] = [:]
+    private var runningHandlers = 0
+    private var output = ByteBuffer()
+    private var flushScheduled = false
+    private var shutdownState = ShutdownState.active
+    private var abuse: AbuseGuard
+    private var handshakeTimer: Scheduled<Void>?
+    private var idleTimer: Scheduled<Void>?
+    private var graceTimer: Scheduled<Void>?
+    private var peer = "unknown"
+
+    init(configuration: ServerConfiguration, router: RPCRouter, logger: Logger) {
+        self.configuration = configuration
+        self.router = router
+        self.logger = logger
+        self.abuse = AbuseGuard(configuration: configuration)
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        peer = context.channel.remoteAddress?.description ?? "unknown"
+        logger[metadataKey: "peer"] = "\(peer)"
+        do {
+            session = try NGHTTP2Session(settings: .init(
+                maxConcurrentStreams: UInt32(configuration.maxConcurrentStreams),
+                initialWindowSize: UInt32(configuration.initialStreamWindowSize),
+                connectionWindowSize: Int32(configuration.connectionWindowSize),
+                maxHeaderListSize: UInt32(configuration.maxHeaderListSize),
+                maxFieldCount: configuration.maxHeaderFields,
+                resetBurst: UInt64(configuration.resetStreamBurst),
+                resetRatePerSecond: UInt64(configuration.resetStreamRatePerSecond)))
+        } catch {
+            logger.error("could not create an HTTP/2 session", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+            return
+        }
+        if context.channel.isActive { startHandshakeTimer(context: context) }
+        flush()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startHandshakeTimer(context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        for (_, call) in calls { cancel(call) }
+        calls.removeAll()
+        for timer in [handshakeTimer, idleTimer, graceTimer] { timer?.cancel() }
+        session = nil
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        for (_, call) in calls { cancel(call) }
+        calls.removeAll()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let session else { return }
+        let buffer = unwrapInboundIn(data)
+        let events: [HTTP2Event]
+        do {
+            events = try buffer.withUnsafeReadableBytes { bytes throws(HTTP2SessionError) in try session.receive(bytes) }
+        } catch {
+            logger.debug("closing the connection after an HTTP/2 error", metadata: ["error": "\(error)"])
+            flushNow()
+            context.close(promise: nil)
+            return
+        }
+        for event in events { handle(event) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushNow()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { flushNow() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is GracefulShutdownEvent {
+            beginGracefulShutdown()
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: HTTP/2 events
+
+    private func handle(_ event: HTTP2Event) {
+        switch event {
+        case .requestHeaders(let streamID, let fields, let tooLarge, let endStream):
+            receiveHeaders(streamID: streamID, fields: fields, tooLarge: tooLarge, endStream: endStream)
+        case .data(let streamID, let bytes):
+            abuse.resetEmptyFrames()
+            guard calls[streamID] != nil else { return }
+            let action = calls[streamID]!.machine.receiveData(bytes)
+            perform(action, streamID: streamID)
+        case .endOfRequest(let streamID):
+            guard calls[streamID] != nil else { return }
+            let action = calls[streamID]!.machine.receiveEnd()
+            perform(action, streamID: streamID)
+        case .emptyDataFrame:
+            enforce(abuse.emptyDataFrame())
+        case .streamClosed(let streamID, _):
+            if let call = calls.removeValue(forKey: streamID) { cancel(call) }
+            if calls.isEmpty { startIdleTimer() }
+        case .settings:
+            handshakeTimer?.cancel()
+            handshakeTimer = nil
+            enforce(abuse.settingsFrame())
+        case .ping:
+            enforce(abuse.ping())
+        case .pingAck(let opaque):
+            if opaque == Self.shutdownPingOpaque, case .noticeSent = shutdownState { sendFinalGoAway() }
+        case .invalidFrame:
+            enforce(abuse.invalidFrame())
+        }
+    }
+
+    private func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        if tooLarge {
+            sendEarlyResponse(streamID: streamID, EarlyResponse(
+                code: .resourceExhausted,
+                message: "request headers exceed \(configuration.maxHeaderListSize) bytes or \(configuration.maxHeaderFields) fields"))
+            return
+        }
+        let head: RequestHead
+        switch RequestHead.parse(fields) {
+        case .rejected(let early):
+            sendEarlyResponse(streamID: streamID, early)
+            return
+        case .accepted(let parsed):
+            head = parsed
+        }
+        let handler: RPCHandler
+        switch router.lookup(head.path) {
+        case .found(let found):
+            handler = found
+        case .unknownMethod:
+            sendEarlyResponse(streamID: streamID, EarlyResponse(code: .unimplemented, message: "unknown method \(head.path)"))
+            return
+        case .unknownService(let service):
+            sendEarlyResponse(streamID: streamID, EarlyResponse(code: .unimplemented, message: "unknown service \(service)"))
+            return
+        case .malformedPath:
+            sendEarlyResponse(streamID: streamID, EarlyResponse(code: .unimplemented, message: "malformed method name \"\(head.path)\""))
+            return
+        }
+        let parts = head.path.split(separator: "/")
+        let serverContext = ServerContext(
+            descriptor: MethodDescriptor(service: String(parts[0]), method: String(parts[1])),
+            metadata: head.metadata,
+            deadline: head.timeout.map { NIODeadline.now() + $0 },
+            peer: peer)
+        var call = Call(machine: ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize),
+                        handler: handler, context: serverContext)
+        if let timeout = head.timeout, let context, let loopBound {
+            call.deadline = context.eventLoop.scheduleTask(in: timeout) {
+                loopBound.value.deadlineExpired(streamID: streamID)
+            }
+        }
+        calls[streamID] = call
+        if endStream {
+            let action = calls[streamID]!.machine.receiveEnd()
+            perform(action, streamID: streamID)
+        }
+    }
+
+    private func perform(_ action: ServerCallStateMachine.ReceiveAction, streamID: Int32) {
+        switch action {
+        case .none:
+            break
+        case .reject(let early):
+            calls[streamID]?.deadline?.cancel()
+            sendEarlyResponse(streamID: streamID, early)
+        case .startHandler(let request):
+            startHandler(streamID: streamID, request: request)
+        }
+    }
+
+    private func startHandler(streamID: Int32, request: [UInt8]) {
+        guard let call = calls[streamID], let context, let loopBound else { return }
+        guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
+            calls[streamID]?.machine.streamClosed()
+            session?.resetStream(streamID: streamID, errorCode: .refusedStream)
+            scheduleFlush()
+            return
+        }
+        runningHandlers += 1
+        let sink = CallSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
+        let handler = call.handler
+        let serverContext = call.context
+        let limits = self.limits
+        calls[streamID]!.task = Task {
+            await handler.run(request: request, context: serverContext, limits: limits, sink: sink)
+        }
+    }
+
+    private func deadlineExpired(streamID: Int32) {
+        guard calls[streamID] != nil else { return }
+        let action = calls[streamID]!.machine.deadlineExpired()
+        calls[streamID]!.task?.cancel()
+        failWaitingWriters(streamID: streamID)
+        switch action {
+        case .sendDeadlineExceeded:
+            sendEarlyResponse(streamID: streamID, EarlyResponse(code: .deadlineExceeded, message: "Deadline Exceeded"))
+        case .resetStream:
+            session?.resetStream(streamID: streamID, errorCode: .cancel)
+            scheduleFlush()
+        case .none:
+            break
+        }
+    }
+
+    private func cancel(_ call: Call) {
+        call.task?.cancel()
+        call.deadline?.cancel()
+        for writer in call.waitingWriters { writer.resume(throwing: CancellationError()) }
+    }
+
+    private func failWaitingWriters(streamID: Int32) {
+        guard let writers = calls[streamID]?.waitingWriters, !writers.isEmpty else { return }
+        calls[streamID]!.waitingWriters = []
+        for writer in writers { writer.resume(throwing: CancellationError()) }
+    }
+
+    // MARK: Responses (called on the loop by CallSink)
+
+    fileprivate func sendHeaders(streamID: Int32, metadata: Metadata) {
+        guard calls[streamID] != nil, calls[streamID]!.machine.sendHeaders() else { return }
+        submitResponseHeaders(streamID: streamID, metadata: metadata)
+        scheduleFlush()
+    }
+
+    fileprivate func sendMessage(streamID: Int32, bytes: [UInt8], writer: CheckedContinuation<Void, any Error>?) {
+        guard calls[streamID] != nil else {
+            writer?.resume(throwing: CancellationError())
+            return
+        }
+        switch calls[streamID]!.machine.sendMessage() {
+        case .callClosed:
+            writer?.resume(throwing: CancellationError())
+            return
+        case .sendHeadersThenMessage:
+            submitResponseHeaders(streamID: streamID, metadata: Metadata())
+        case .sendMessage:
+            break
+        }
+        var framed: [UInt8] = []
+        GRPCFraming.appendFrame(bytes, to: &framed)
+        session?.sendData(streamID: streamID, bytes: framed)
+        scheduleFlush()
+        guard let writer else { return }
+        if (session?.bufferedOutboundBytes(streamID: streamID) ?? 0) > configuration.streamWriteHighWaterMark {
+            calls[streamID]!.waitingWriters.append(writer)
+        } else {
+            writer.resume()
+        }
+    }
+
+    fileprivate func finish(streamID: Int32, status: RPCStatus, metadata: Metadata) {
+        runningHandlers -= 1
+        guard calls[streamID] != nil else { return }
+        calls[streamID]!.deadline?.cancel()
+        let trailers = Self.trailerFields(status: status, metadata: metadata)
+        switch calls[streamID]!.machine.finish() {
+        case .sendTrailersOnly:
+            sendTrailersOnly(streamID: streamID, httpStatus: 200, trailers: trailers)
+        case .sendTrailers:
+            session?.sendTrailers(streamID: streamID, fields: trailers)
+            scheduleFlush()
+        case .none:
+            break
+        }
+    }
+
+    private func submitResponseHeaders(streamID: Int32, metadata: Metadata) {
+        var fields = [HeaderField(name: ":status", value: "200"),
+                      HeaderField(name: "content-type", value: "application/grpc")]
+        fields.append(contentsOf: metadata.headerFields)
+        do {
+            try session?.sendResponseHeaders(streamID: streamID, fields: fields, endStream: false)
+        } catch {
+            logger.debug("could not send response headers", metadata: ["stream": "\(streamID)", "error": "\(error)"])
+        }
+    }
+
+    private func sendEarlyResponse(streamID: Int32, _ early: EarlyResponse) {
+        var trailers = Self.trailerFields(status: RPCStatus(code: early.code, message: early.message), metadata: Metadata())
+        trailers.append(contentsOf: early.extraFields)
+        sendTrailersOnly(streamID: streamID, httpStatus: early.httpStatus, trailers: trailers)
+    }
+
+    private func sendTrailersOnly(streamID: Int32, httpStatus: Int, trailers: [HeaderField]) {
+        let fields = [HeaderField(name: ":status", value: String(httpStatus)),
+                      HeaderField(name: "content-type", value: "application/grpc")] + trailers
+        do {
+            try session?.sendResponseHeaders(streamID: streamID, fields: fields, endStream: true)
+        } catch {
+            logger.debug("could not send a Trailers-Only response", metadata: ["stream": "\(streamID)", "error": "\(error)"])
+        }
+        scheduleFlush()
+    }
+
+    /// `grpc-status`, percent-encoded `grpc-message`, `grpc-status-details-bin`, then metadata.
+    static func trailerFields(status: RPCStatus, metadata: Metadata) -> [HeaderField] {
+        var fields = [HeaderField(name: "grpc-status", value: String(status.code.rawValue))]
+        if !status.message.isEmpty {
+            fields.append(HeaderField(name: "grpc-message", value: GRPCStatusMessage.percentEncode(status.message)))
+        }
+        if !status.details.isEmpty {
+            fields.append(HeaderField(name: "grpc-status-details-bin",
+                                      value: Base64.encodeUnpadded(status.serializedBytes())))
+        }
+        fields.append(contentsOf: metadata.headerFields)
+        return fields
+    }
+
+    // MARK: Output
+
+    /// Coalesces flushes requested by handlers within one event-loop tick.
+    private func scheduleFlush() {
+        guard !flushScheduled, let context, let loopBound else { return }
+        flushScheduled = true
+        context.eventLoop.execute { loopBound.value.flushNow() }
+    }
+
+    private func flush() { flushNow() }
+
+    /// Writes everything nghttp2 has to send, then wakes writers whose stream drained.
+    private func flushNow() {
+        flushScheduled = false
+        guard let context, let session, context.channel.isWritable else { return }
+        do {
+            try session.drainOutput(into: &output)
+        } catch {
+            logger.debug("closing the connection after an HTTP/2 error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+            return
+        }
+        if output.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(output), promise: nil)
+            output = context.channel.allocator.buffer(capacity: 0)
+        }
+        resumeDrainedWriters()
+        if !session.isActive {
+            context.close(promise: nil)
+        }
+    }
+
+    private func resumeDrainedWriters() {
+        guard let session else { return }
+        for (streamID, call) in calls where !call.waitingWriters.isEmpty {
+            if session.bufferedOutboundBytes(streamID: streamID) < configuration.streamWriteLowWaterMark {
+                calls[streamID]!.waitingWriters = []
+                for writer in call.waitingWriters { writer.resume() }
+            }
+        }
+    }
+
+    // MARK: Connection management
+
+    private func startHandshakeTimer(context: ChannelHandlerContext) {
+        guard handshakeTimer == nil, let loopBound else { return }
+        handshakeTimer = context.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
+            loopBound.value.logger.debug("closing a connection that did not complete the HTTP/2 handshake")
+            loopBound.value.context?.close(promise: nil)
+        }
+    }
+
+    private func startIdleTimer() {
+        guard idleTimer == nil, case .active = shutdownState, let context, let loopBound else { return }
+        idleTimer = context.eventLoop.scheduleTask(in: configuration.idleTimeout) {
+            loopBound.value.logger.debug("closing an idle connection")
+            loopBound.value.beginGracefulShutdown()
+        }
+    }
+
+    /// GOAWAY(2^31-1) + PING; the final GOAWAY follows the PING's ack. In-flight calls finish;
+    /// the connection closes when nghttp2 has nothing left to do, or at the grace deadline.
+    func beginGracefulShutdown() {
+        guard case .active = shutdownState, let session, let context, let loopBound else { return }
+        shutdownState = .noticeSent
+        idleTimer?.cancel()
+        do {
+            try session.sendShutdownNotice(pingOpaque: Self.shutdownPingOpaque)
+        } catch {
+            sendFinalGoAway()
+        }
+        graceTimer = context.eventLoop.scheduleTask(in: configuration.gracefulShutdownTimeout) {
+            loopBound.value.context?.close(promise: nil)
+        }
+        flushNow()
+    }
+
+    private func sendFinalGoAway() {
+        shutdownState = .goAwaySent
+        try? session?.sendGoAway(errorCode: .noError)
+        scheduleFlush()
+    }
+
+    private func enforce(_ verdict: AbuseGuard.Verdict) {
+        guard case .goAway(let reason) = verdict, let session else { return }
+        logger.info("closing an abusive connection", metadata: ["reason": "\(reason)"])
+        shutdownState = .goAwaySent
+        try? session.sendGoAway(errorCode: .enhanceYourCalm, debugData: reason)
+        for (_, call) in calls { cancel(call) }
+        calls.removeAll()
+        scheduleFlush()
+        if let context, let loopBound {
+            graceTimer = context.eventLoop.scheduleTask(in: .seconds(1)) { loopBound.value.context?.close(promise: nil) }
+        }
+    }
+}
+
+/// The connection's side of a running handler: every call hops to the event loop.
+private struct CallSink: ResponseSink {
+    let streamID: Int32
+    let eventLoop: any EventLoop
+    let connection: NIOLoopBound<GRPCConnectionHandler>
+
+    func sendHeaders(_ metadata: Metadata) async throws {
+        eventLoop.execute { [connection, streamID] in
+            connection.value.sendHeaders(streamID: streamID, metadata: metadata)
+        }
+    }
+
+    func sendMessage(_ bytes: [UInt8]) async throws {
+        try await withCheckedThrowingContinuation { (writer: CheckedContinuation<Void, any Error>) in
+            eventLoop.execute { [connection, streamID] in
+                connection.value.sendMessage(streamID: streamID, bytes: bytes, writer: writer)
+            }
+        }
+    }
+
+    func finish(status: RPCStatus, metadata: Metadata) {
+        eventLoop.execute { [connection, streamID] in
+            connection.value.finish(streamID: streamID, status: status, metadata: metadata)
+        }
+    }
+}
+
+/// Counts frames that cost the server work without doing anything useful, per connection
+/// (hardening.md 1.2: PING, SETTINGS, empty-frame and invalid-frame floods, which nghttp2 1.52
+/// leaves to the application).
+struct AbuseGuard {
+    enum Verdict: Equatable {
+        case ok
+        case goAway(reason: String)
+    }
+
+    private let window: TimeAmount
+    private let maxPings: Int
+    private let maxSettings: Int
+    private let maxEmptyFrames: Int
+    private let maxInvalidFrames: Int
+    private var windowStart = NIODeadline.now()
+    private var pings = 0
+    private var settings = 0
+    private var invalidFrames = 0
+    private var consecutiveEmptyFrames = 0
+
+    init(configuration: ServerConfiguration) {
+        window = configuration.abuseWindow
+        maxPings = configuration.maxPingsPerWindow
+        maxSettings = configuration.maxSettingsPerWindow
+        maxEmptyFrames = configuration.maxConsecutiveEmptyFrames
+        maxInvalidFrames = configuration.maxInvalidFramesPerWindow
+    }
+
+    private mutating func rollWindow(now: NIODeadline) {
+        if now - windowStart > window {
+            windowStart = now
+            pings = 0
+            settings = 0
+            invalidFrames = 0
+        }
+    }
+
+    mutating func ping(now: NIODeadline = .now()) -> Verdict {
+        rollWindow(now: now)
+        pings += 1
+        return pings > maxPings ? .goAway(reason: "too_many_pings") : .ok
+    }
+
+    mutating func settingsFrame(now: NIODeadline = .now()) -> Verdict {
+        rollWindow(now: now)
+        settings += 1
+        return settings > maxSettings ? .goAway(reason: "too_many_settings") : .ok
+    }
+
+    mutating func invalidFrame(now: NIODeadline = .now()) -> Verdict {
+        rollWindow(now: now)
+        invalidFrames += 1
+        return invalidFrames > maxInvalidFrames ? .goAway(reason: "too_many_invalid_frames") : .ok
+    }
+
+    mutating func emptyDataFrame() -> Verdict {
+        consecutiveEmptyFrames += 1
+        return consecutiveEmptyFrames > maxEmptyFrames ? .goAway(reason: "empty_frames") : .ok
+    }
+
+    mutating func resetEmptyFrames() {
+        consecutiveEmptyFrames = 0
+    }
+}

@@ -1,0 +1,100 @@
+import Codec
+import NIOCore
+
+/// A response the transport sends itself before any handler runs: a single HEADERS frame with
+/// END_STREAM carrying the gRPC status (Trailers-Only), with an HTTP status other than 200 for
+/// the cases PROTOCOL-HTTP2.md and grpc-go answer that way.
+struct EarlyResponse: Sendable, Equatable {
+    var httpStatus: Int = 200
+    var code: StatusCode
+    var message: String
+    var extraFields: [HeaderField] = []
+}
+
+/// The validated parts of a gRPC request's header block.
+struct RequestHead: Sendable {
+    var path: String
+    var metadata: Metadata
+    /// From `grpc-timeout`; nil when absent.
+    var timeout: TimeAmount?
+
+    /// Validates a request header block (PROTOCOL-HTTP2.md; status choices follow grpc-go).
+    static func parse(_ fields: [HeaderField]) -> Parsed {
+        var method: String?
+        var path: String?
+        var contentType: String?
+        var encoding: String?
+        var timeoutText: String?
+        for field in fields {
+            switch field.name {
+            case ":method": method = field.value
+            case ":path": path = field.value
+            case "content-type": contentType = field.value
+            case "grpc-encoding": encoding = field.value
+            case "grpc-timeout": timeoutText = field.value
+            default: break
+            }
+        }
+        guard method == "POST" else {
+            return .rejected(EarlyResponse(httpStatus: 405, code: .internalError,
+                                          message: "gRPC requires POST, got \(method ?? "no method")"))
+        }
+        guard let contentType, Self.isGRPCContentType(contentType) else {
+            return .rejected(EarlyResponse(httpStatus: 415, code: .invalidArgument,
+                                          message: "invalid gRPC content-type \"\(contentType ?? "")\""))
+        }
+        if let encoding, encoding != "identity" {
+            return .rejected(EarlyResponse(
+                code: .unimplemented, message: "grpc-encoding \"\(encoding)\" is not supported",
+                extraFields: [HeaderField(name: "grpc-accept-encoding", value: "identity")]))
+        }
+        var timeout: TimeAmount?
+        if let timeoutText {
+            guard let parsed = Self.parseTimeout(timeoutText) else {
+                return .rejected(EarlyResponse(httpStatus: 400, code: .internalError,
+                                              message: "malformed grpc-timeout \"\(timeoutText)\""))
+            }
+            timeout = parsed
+        }
+        guard let metadata = Metadata(requestFields: fields) else {
+            return .rejected(EarlyResponse(httpStatus: 400, code: .internalError,
+                                          message: "malformed base64 in -bin metadata"))
+        }
+        return .accepted(RequestHead(path: path ?? "", metadata: metadata, timeout: timeout))
+    }
+
+    enum Parsed {
+        case accepted(RequestHead)
+        case rejected(EarlyResponse)
+    }
+
+    /// `application/grpc` or `application/grpc+proto` (with optional parameters).
+    static func isGRPCContentType(_ value: String) -> Bool {
+        let mediaType = value.split(separator: ";", maxSplits: 1).first.map { $0.lowercased() } ?? ""
+        return mediaType == "application/grpc" || mediaType == "application/grpc+proto"
+    }
+
+    /// `grpc-timeout`: 1-8 ASCII digits and a unit (H, M, S, m, u, n). Saturates instead of
+    /// overflowing.
+    static func parseTimeout(_ text: String) -> TimeAmount? {
+        let bytes = Array(text.utf8)
+        guard bytes.count >= 2, bytes.count <= 9 else { return nil }
+        var value: Int64 = 0
+        for byte in bytes.dropLast() {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+        }
+        let nanosecondsPerUnit: Int64
+        switch bytes.last! {
+        case UInt8(ascii: "H"): nanosecondsPerUnit = 3_600_000_000_000
+        case UInt8(ascii: "M"): nanosecondsPerUnit = 60_000_000_000
+        case UInt8(ascii: "S"): nanosecondsPerUnit = 1_000_000_000
+        case UInt8(ascii: "m"): nanosecondsPerUnit = 1_000_000
+        case UInt8(ascii: "u"): nanosecondsPerUnit = 1_000
+        case UInt8(ascii: "n"): nanosecondsPerUnit = 1
+        default: return nil
+        }
+        let (product, overflow) = value.multipliedReportingOverflow(by: nanosecondsPerUnit)
+        return .nanoseconds(overflow ? Int64.max : product)
+    }
+}

@@ -1,0 +1,120 @@
+public import Logging
+public import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A gRPC server over cleartext HTTP/2 (h2c with prior knowledge) on nghttp2.
+///
+/// ```swift
+/// let server = GRPCServer(configuration: config, services: [HealthService()], logger: logger)
+/// let address = try await server.start()
+/// try await server.run()            // returns after shutDownGracefully() has drained
+/// ```
+public final class GRPCServer: Sendable {
+    public let configuration: ServerConfiguration
+    private let router: RPCRouter
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let state = Mutex(State())
+
+    private struct State {
+        var listener: (any Channel)?
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var shuttingDown = false
+    }
+
+    public init(configuration: ServerConfiguration, services: [any RegistrableRPCService], logger: Logger) {
+        self.configuration = configuration
+        var router = RPCRouter()
+        for service in services { service.registerMethods(with: &router) }
+        self.router = router
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+    }
+
+    deinit {
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Binds the listening socket and returns its address (useful with port 0).
+    @discardableResult
+    public func start() async throws -> SocketAddress {
+        let configuration = self.configuration
+        let router = self.router
+        let logger = self.logger
+        let listener = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { [weak self] channel in
+                guard let self, self.track(channel) else {
+                    return channel.close()
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        GRPCConnectionHandler(configuration: configuration, router: router, logger: logger))
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port)
+            .get()
+        state.withLock { $0.listener = listener }
+        guard let address = listener.localAddress else { throw ServerError.notBound }
+        logger.info("listening", metadata: ["address": "\(address)"])
+        return address
+    }
+
+    /// The bound address, once started.
+    public var localAddress: SocketAddress? {
+        state.withLock { $0.listener?.localAddress }
+    }
+
+    /// Waits until the listener has closed and every connection has drained.
+    public func run() async throws {
+        guard let listener = state.withLock({ $0.listener }) else { throw ServerError.notBound }
+        try await listener.closeFuture.get()
+        while let connection = state.withLock({ $0.connections.values.first }) {
+            try? await connection.closeFuture.get()
+        }
+        logger.info("stopped")
+    }
+
+    /// Stops accepting connections and asks every connection to drain: GOAWAY, in-flight calls
+    /// finish (up to `gracefulShutdownTimeout`), then the connections close.
+    public func beginGracefulShutdown() {
+        let (listener, connections) = state.withLock { state in
+            state.shuttingDown = true
+            return (state.listener, Array(state.connections.values))
+        }
+        logger.info("shutting down gracefully", metadata: ["connections": "\(connections.count)"])
+        listener?.close(promise: nil)
+        for connection in connections {
+            connection.pipeline.fireUserInboundEventTriggered(GracefulShutdownEvent())
+        }
+    }
+
+    /// Shuts down gracefully and waits for the end.
+    public func shutDownGracefully() async {
+        beginGracefulShutdown()
+        try? await run()
+    }
+
+    private func track(_ channel: any Channel) -> Bool {
+        let id = ObjectIdentifier(channel)
+        let accepted = state.withLock { state in
+            guard !state.shuttingDown else { return false }
+            state.connections[id] = channel
+            return true
+        }
+        if accepted {
+            channel.closeFuture.whenComplete { [weak self] _ in
+                _ = self?.state.withLock { $0.connections.removeValue(forKey: id) }
+            }
+        }
+        return accepted
+    }
+
+    enum ServerError: Error {
+        case notBound
+    }
+}

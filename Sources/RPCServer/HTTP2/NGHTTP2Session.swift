@@ -1,0 +1,475 @@
+private import CNGHTTP2
+import NIOCore
+
+/// An error from nghttp2, mapped from its integer return codes in one place (`init(libraryCode:)`).
+struct HTTP2SessionError: Error, CustomStringConvertible {
+    /// What went wrong, in terms the connection acts on.
+    struct Code: Hashable, Sendable, CustomStringConvertible {
+        let name: String
+        var description: String { name }
+        static let badClientMagic = Code(name: "badClientMagic")
+        static let flooded = Code(name: "flooded")
+        static let tooManyContinuations = Code(name: "tooManyContinuations")
+        static let callbackFailure = Code(name: "callbackFailure")
+        static let noMemory = Code(name: "noMemory")
+        static let invalidArgument = Code(name: "invalidArgument")
+        static let streamClosed = Code(name: "streamClosed")
+        static let protocolError = Code(name: "protocolError")
+        static let other = Code(name: "other")
+    }
+
+    var code: Code
+    var message: String
+    var libraryCode: Int
+
+    init(libraryCode: Int) {
+        self.libraryCode = libraryCode
+        self.message = String(cString: nghttp2_strerror(Int32(libraryCode)))
+        switch Int32(libraryCode) {
+        case NGHTTP2_ERR_BAD_CLIENT_MAGIC.rawValue: code = .badClientMagic
+        case NGHTTP2_ERR_FLOODED.rawValue: code = .flooded
+        case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS.rawValue: code = .tooManyContinuations
+        case NGHTTP2_ERR_CALLBACK_FAILURE.rawValue: code = .callbackFailure
+        case NGHTTP2_ERR_NOMEM.rawValue: code = .noMemory
+        case NGHTTP2_ERR_INVALID_ARGUMENT.rawValue: code = .invalidArgument
+        case NGHTTP2_ERR_STREAM_CLOSED.rawValue, NGHTTP2_ERR_STREAM_CLOSING.rawValue,
+             NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE.rawValue:
+            code = .streamClosed
+        case NGHTTP2_ERR_PROTO.rawValue: code = .protocolError
+        default: code = .other
+        }
+    }
+
+    var description: String { "nghttp2 \(code) (\(libraryCode)): \(message)" }
+}
+
+/// HTTP/2 error codes this server sends in RST_STREAM and GOAWAY.
+enum HTTP2ErrorCode: UInt32, Sendable {
+    case noError = 0x0
+    case protocolError = 0x1
+    case internalError = 0x2
+    case refusedStream = 0x7
+    case cancel = 0x8
+    case enhanceYourCalm = 0xB
+}
+
+/// Something the peer did, recorded by an nghttp2 callback during `receive(_:)`.
+///
+/// Callbacks only record; the connection acts on the events after `nghttp2_session_mem_recv`
+/// has returned.
+enum HTTP2Event {
+    /// A complete request header block. `tooLarge` is set when the block went over the header
+    /// list limits; its fields were then not kept.
+    case requestHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool)
+    /// A chunk of request body.
+    case data(streamID: Int32, bytes: [UInt8])
+    /// END_STREAM on a DATA frame (END_STREAM on the request HEADERS is in `requestHeaders`).
+    case endOfRequest(streamID: Int32)
+    /// An empty DATA frame without END_STREAM (counted against empty-frame floods).
+    case emptyDataFrame(streamID: Int32)
+    /// A PING acknowledgement with its opaque data.
+    case pingAck(UInt64)
+    /// A PING that is not an acknowledgement (nghttp2 answers it itself).
+    case ping
+    /// A SETTINGS frame that is not an acknowledgement.
+    case settings
+    /// The stream is closed; `errorCode` is not `noError` when the peer (or nghttp2) reset it.
+    case streamClosed(streamID: Int32, errorCode: UInt32)
+    /// nghttp2 found an invalid frame and reset a stream or will end the session.
+    case invalidFrame(streamID: Int32)
+}
+
+/// One decoded header field. Values are kept as text; `-bin` values hold base64.
+struct HeaderField: Sendable, Equatable {
+    var name: String
+    var value: String
+}
+
+/// Limits enforced while headers are decoded (nghttp2 only advertises its header list size).
+struct HeaderListLimits {
+    /// Sum of `name + value + 32` over all fields (RFC 7541 section 4.1 counting).
+    var maxListSize: Int
+    var maxFieldCount: Int
+}
+
+/// An nghttp2 server session driven through its memory-buffer API.
+///
+/// Confined to one thread (the connection's event loop). Inbound bytes go in through
+/// `receive(_:)`, which returns what happened; outbound bytes come out of `drainOutput(into:)`.
+/// Response bodies are pulled by nghttp2 from per-stream buffers filled with `sendData`,
+/// so nghttp2 enforces the peer's flow-control windows; a stream with nothing to send is
+/// parked (`NGHTTP2_ERR_DEFERRED`) and resumed by the next `sendData` or `sendTrailers`.
+final class NGHTTP2Session {
+    /// Per-stream bookkeeping owned by the session.
+    private struct StreamIO {
+        var headerFields: [HeaderField] = []
+        var headerBytes = 0
+        var headersTooLarge = false
+        var requestEnded = false
+        var outbound = ByteBuffer()
+        var trailers: [HeaderField]?
+        var deferred = false
+    }
+
+    private let session: OpaquePointer
+    private let headerLimits: HeaderListLimits
+    private var streams: [Int32: StreamIO] = [:]
+    private var events: [HTTP2Event] = []
+    /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
+    /// must follow the END_STREAM HEADERS, and may only be submitted after it was sent.
+    private var earlyClosedStreams: [Int32] = []
+
+    struct Settings {
+        var maxConcurrentStreams: UInt32
+        var initialWindowSize: UInt32
+        var connectionWindowSize: Int32
+        var maxHeaderListSize: UInt32
+        var maxFieldCount: Int
+        var resetBurst: UInt64
+        var resetRatePerSecond: UInt64
+    }
+
+    init(settings: Settings) throws(HTTP2SessionError) {
+        self.headerLimits = HeaderListLimits(
+            maxListSize: Int(settings.maxHeaderListSize), maxFieldCount: settings.maxFieldCount)
+        var option: OpaquePointer?
+        nghttp2_option_new(&option)
+        defer { nghttp2_option_del(option) }
+        nghttp2_option_set_no_closed_streams(option, 1)
+        nghttp2_option_set_max_settings(option, 32)
+        nghttp2_option_set_max_outbound_ack(option, 1000)
+        // Debian backports (deb12u1, deb12u2): also a load-time guard against an unpatched library.
+        nghttp2_option_set_stream_reset_rate_limit(option, settings.resetBurst, settings.resetRatePerSecond)
+        nghttp2_option_set_max_continuations(option, 8)
+
+        var raw: OpaquePointer?
+        // `self` is not fully initialised yet; the user data pointer is set right after.
+        let rc = nghttp2_session_server_new2(&raw, Self.callbacks, nil, option)
+        guard rc == 0, let raw else { throw HTTP2SessionError(libraryCode: Int(rc)) }
+        self.session = raw
+        nghttp2_session_set_user_data(raw, Unmanaged.passUnretained(self).toOpaque())
+
+        var entries = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+                                   value: settings.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+                                   value: settings.initialWindowSize),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
+                                   value: settings.maxHeaderListSize),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
+        ]
+        try Self.check(nghttp2_submit_settings(raw, UInt8(NGHTTP2_FLAG_NONE.rawValue), &entries, entries.count))
+        try Self.check(nghttp2_session_set_local_window_size(
+            raw, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, settings.connectionWindowSize))
+    }
+
+    deinit {
+        nghttp2_session_del(session)
+    }
+
+    // MARK: Input
+
+    /// Feeds bytes read from the socket. Returns what the peer did. Any error is fatal for the
+    /// session: drain the output (it may hold a GOAWAY) and close.
+    func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) -> [HTTP2Event] {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return [] }
+        let rc = nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), bytes.count)
+        let recorded = events
+        events.removeAll(keepingCapacity: true)
+        if rc < 0 { throw HTTP2SessionError(libraryCode: rc) }
+        return recorded
+    }
+
+    // MARK: Output
+
+    /// Appends every pending outbound byte to `buffer`. Returns the number of bytes added.
+    @discardableResult
+    func drainOutput(into buffer: inout ByteBuffer) throws(HTTP2SessionError) -> Int {
+        var total = 0
+        while true {
+            var chunk: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &chunk)
+            if n < 0 { throw HTTP2SessionError(libraryCode: n) }
+            if n > 0, let chunk {
+                buffer.writeBytes(UnsafeRawBufferPointer(start: chunk, count: n))
+                total += n
+                continue
+            }
+            if earlyClosedStreams.isEmpty { return total }
+            let pending = earlyClosedStreams
+            earlyClosedStreams.removeAll()
+            for id in pending {
+                nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, HTTP2ErrorCode.noError.rawValue)
+            }
+        }
+    }
+
+    /// True while the session still wants to read or write; when both are false the
+    /// connection can be closed.
+    var isActive: Bool {
+        nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0
+    }
+
+    /// Frames queued inside nghttp2 (control frames included).
+    var outboundQueueSize: Int { nghttp2_session_get_outbound_queue_size(session) }
+
+    var lastProcessedStreamID: Int32 { nghttp2_session_get_last_proc_stream_id(session) }
+
+    /// Response bytes buffered for `streamID` and not yet handed to nghttp2.
+    func bufferedOutboundBytes(streamID: Int32) -> Int {
+        streams[streamID]?.outbound.readableBytes ?? 0
+    }
+
+    // MARK: Responses
+
+    /// Sends response headers. With `endStream` this is a complete response (Trailers-Only or
+    /// an HTTP error); otherwise the body follows through `sendData` and `sendTrailers`.
+    func sendResponseHeaders(streamID: Int32, fields: [HeaderField], endStream: Bool) throws(HTTP2SessionError) {
+        guard streams[streamID] != nil else { throw HTTP2SessionError(libraryCode: Int(NGHTTP2_ERR_STREAM_CLOSED.rawValue)) }
+        let rc: Int32 = Self.withNameValues(fields) { nva, count in
+            if endStream {
+                return nghttp2_submit_response(session, streamID, nva, count, nil)
+            }
+            var provider = nghttp2_data_provider(
+                source: nghttp2_data_source(ptr: nil), read_callback: Self.readCallback)
+            return nghttp2_submit_response(session, streamID, nva, count, &provider)
+        }
+        try Self.check(rc)
+    }
+
+    /// Queues body bytes (already gRPC-framed) on a stream whose headers were sent without
+    /// `endStream`.
+    func sendData(streamID: Int32, bytes: [UInt8]) {
+        guard streams[streamID] != nil else { return }
+        streams[streamID]!.outbound.writeBytes(bytes)
+        resumeIfDeferred(streamID: streamID)
+    }
+
+    /// Ends the response with trailers once every queued byte has been sent.
+    func sendTrailers(streamID: Int32, fields: [HeaderField]) {
+        guard streams[streamID] != nil else { return }
+        streams[streamID]!.trailers = fields
+        resumeIfDeferred(streamID: streamID)
+    }
+
+    /// Resets a stream; any output still queued for it is discarded.
+    func resetStream(streamID: Int32, errorCode: HTTP2ErrorCode) {
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, errorCode.rawValue)
+    }
+
+    /// First step of a graceful shutdown: GOAWAY with the maximum stream id, then a PING whose
+    /// acknowledgement tells when the peer has seen it.
+    func sendShutdownNotice(pingOpaque: UInt64) throws(HTTP2SessionError) {
+        try Self.check(nghttp2_submit_shutdown_notice(session))
+        try Self.check(flowd_h2_submit_ping(session, pingOpaque))
+    }
+
+    /// Final GOAWAY: streams above the last processed one are refused.
+    func sendGoAway(errorCode: HTTP2ErrorCode, debugData: String = "") throws(HTTP2SessionError) {
+        let rc = Array(debugData.utf8).withUnsafeBufferPointer { debug in
+            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), lastProcessedStreamID,
+                                  errorCode.rawValue, debug.baseAddress, debug.count)
+        }
+        try Self.check(rc)
+    }
+
+    /// GOAWAY with `errorCode`; the session stops once it has been sent.
+    func terminate(errorCode: HTTP2ErrorCode) {
+        nghttp2_session_terminate_session(session, errorCode.rawValue)
+    }
+
+    // MARK: Internals
+
+    private func resumeIfDeferred(streamID: Int32) {
+        guard streams[streamID]?.deferred == true else { return }
+        streams[streamID]!.deferred = false
+        nghttp2_session_resume_data(session, streamID)
+    }
+
+    private static func check(_ rc: Int32) throws(HTTP2SessionError) {
+        if rc < 0 { throw HTTP2SessionError(libraryCode: Int(rc)) }
+    }
+
+    /// Calls `body` with an `nghttp2_nv` array for `fields`. All names and values are copied into
+    /// one buffer first (nested pointer scopes on array elements trip Swift's exclusivity checks);
+    /// nghttp2 copies them again during submit.
+    private static func withNameValues<R>(
+        _ fields: [HeaderField], _ body: (UnsafePointer<nghttp2_nv>, Int) -> R
+    ) -> R {
+        var storage: [UInt8] = []
+        var spans: [(name: Range<Int>, value: Range<Int>)] = []
+        spans.reserveCapacity(fields.count)
+        for field in fields {
+            let nameStart = storage.count
+            storage.append(contentsOf: field.name.utf8)
+            let valueStart = storage.count
+            storage.append(contentsOf: field.value.utf8)
+            spans.append((nameStart..<valueStart, valueStart..<storage.count))
+        }
+        if storage.isEmpty { storage.append(0) }
+        return storage.withUnsafeMutableBufferPointer { bytes in
+            let base = bytes.baseAddress!
+            let nva = spans.map { span in
+                nghttp2_nv(name: base + span.name.lowerBound, value: base + span.value.lowerBound,
+                           namelen: span.name.count, valuelen: span.value.count,
+                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+        }
+    }
+
+    private static func owner(_ userData: UnsafeMutableRawPointer?) -> NGHTTP2Session {
+        Unmanaged<NGHTTP2Session>.fromOpaque(userData!).takeUnretainedValue()
+    }
+
+    // MARK: Callbacks (record only)
+
+    private func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) {
+        guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
+        streams[flowd_h2_frame_stream_id(frame)] = StreamIO()
+    }
+
+    private func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer,
+                          value: UnsafeRawBufferPointer) {
+        let id = flowd_h2_frame_stream_id(frame)
+        guard flowd_h2_frame_is_request_headers(frame) != 0, var stream = streams[id] else { return }
+        stream.headerBytes += name.count + value.count + 32
+        if stream.headersTooLarge
+            || stream.headerBytes > headerLimits.maxListSize
+            || stream.headerFields.count >= headerLimits.maxFieldCount {
+            stream.headersTooLarge = true
+            stream.headerFields = []
+        } else {
+            stream.headerFields.append(HeaderField(
+                name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self)))
+        }
+        streams[id] = stream
+    }
+
+    private func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) {
+        let id = flowd_h2_frame_stream_id(frame)
+        let endStream = flowd_h2_frame_has_end_stream(frame) != 0
+        if flowd_h2_frame_is_request_headers(frame) != 0 {
+            guard var stream = streams[id] else { return }
+            let fields = stream.headerFields
+            stream.headerFields = []
+            stream.requestEnded = endStream
+            streams[id] = stream
+            events.append(.requestHeaders(streamID: id, fields: fields, tooLarge: stream.headersTooLarge,
+                                          endStream: endStream))
+        } else if flowd_h2_frame_is_data(frame) != 0 {
+            guard streams[id] != nil else { return }
+            if endStream {
+                streams[id]!.requestEnded = true
+                events.append(.endOfRequest(streamID: id))
+            } else if flowd_h2_frame_length(frame) == 0 {
+                events.append(.emptyDataFrame(streamID: id))
+            }
+        } else if flowd_h2_frame_is_headers(frame) != 0 {
+            // Request trailers: gRPC clients do not send them; END_STREAM still ends the request.
+            if endStream, streams[id] != nil {
+                streams[id]!.requestEnded = true
+                events.append(.endOfRequest(streamID: id))
+            }
+        } else if flowd_h2_frame_is_ping(frame) != 0 {
+            events.append(flowd_h2_frame_has_ack(frame) != 0 ? .pingAck(flowd_h2_ping_opaque(frame)) : .ping)
+        } else if flowd_h2_frame_is_settings(frame) != 0, flowd_h2_frame_has_ack(frame) == 0 {
+            events.append(.settings)
+        }
+    }
+
+    private func onDataChunk(streamID: Int32, bytes: UnsafeRawBufferPointer) {
+        guard streams[streamID] != nil else { return }
+        events.append(.data(streamID: streamID, bytes: Array(bytes)))
+    }
+
+    private func onFrameSend(_ frame: UnsafePointer<nghttp2_frame>) {
+        guard flowd_h2_frame_is_headers(frame) != 0, flowd_h2_frame_has_end_stream(frame) != 0 else { return }
+        let id = flowd_h2_frame_stream_id(frame)
+        if let stream = streams[id], !stream.requestEnded {
+            earlyClosedStreams.append(id)
+        }
+    }
+
+    private func onStreamClose(streamID: Int32, errorCode: UInt32) {
+        guard streams.removeValue(forKey: streamID) != nil else { return }
+        events.append(.streamClosed(streamID: streamID, errorCode: errorCode))
+    }
+
+    private func onInvalidFrame(_ frame: UnsafePointer<nghttp2_frame>) {
+        events.append(.invalidFrame(streamID: flowd_h2_frame_stream_id(frame)))
+    }
+
+    /// nghttp2 pulls response body bytes here while it writes DATA frames within the peer's window.
+    private func read(streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int,
+                      flags: UnsafeMutablePointer<UInt32>) -> Int {
+        guard var stream = streams[streamID] else {
+            return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        let count = min(length, stream.outbound.readableBytes)
+        if count > 0 {
+            stream.outbound.withUnsafeReadableBytes { bytes in
+                buffer.update(from: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), count: count)
+            }
+            stream.outbound.moveReaderIndex(forwardBy: count)
+            if stream.outbound.readableBytes == 0 { stream.outbound.clear() }
+        }
+        if stream.outbound.readableBytes == 0, let trailers = stream.trailers {
+            flowd_h2_set_data_flags(flags, 1, 1)
+            stream.trailers = nil
+            streams[streamID] = stream
+            let rc = Self.withNameValues(trailers) { nva, n in nghttp2_submit_trailer(session, streamID, nva, n) }
+            return rc < 0 ? Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) : count
+        }
+        if count == 0 {
+            stream.deferred = true
+            streams[streamID] = stream
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        streams[streamID] = stream
+        return count
+    }
+
+    private static let readCallback: nghttp2_data_source_read_callback = {
+        _, streamID, buffer, length, flags, _, userData in
+        owner(userData).read(streamID: streamID, into: buffer!, length: length, flags: flags!)
+    }
+
+    /// The callback table, built once and never mutated; nghttp2 copies it into every session.
+    nonisolated(unsafe) private static let callbacks: OpaquePointer = {
+        var callbacks: OpaquePointer?
+        nghttp2_session_callbacks_new(&callbacks)
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, userData in
+            owner(userData).onBeginHeaders(frame!)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) {
+            _, frame, name, nameLength, value, valueLength, _, userData in
+            owner(userData).onHeader(frame!, name: UnsafeRawBufferPointer(start: name, count: nameLength),
+                                     value: UnsafeRawBufferPointer(start: value, count: valueLength))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
+            owner(userData).onFrameRecv(frame!)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) {
+            _, _, streamID, data, length, userData in
+            owner(userData).onDataChunk(streamID: streamID, bytes: UnsafeRawBufferPointer(start: data, count: length))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, userData in
+            owner(userData).onFrameSend(frame!)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, userData in
+            owner(userData).onStreamClose(streamID: streamID, errorCode: errorCode)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks) { _, frame, _, userData in
+            owner(userData).onInvalidFrame(frame!)
+            return 0
+        }
+        return callbacks!
+    }()
+}

@@ -1,0 +1,133 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// gRPC metadata: ordered key-value pairs carried as HTTP/2 headers.
+///
+/// Keys are lowercase. Keys ending in `-bin` carry binary values, which travel base64-encoded
+/// (sent unpadded; padded and unpadded input are both accepted, and comma-joined values split).
+public struct Metadata: Sendable, Hashable, Sequence {
+    /// A metadata value: text for ordinary keys, bytes for `-bin` keys.
+    public enum Value: Sendable, Hashable {
+        case string(String)
+        case binary([UInt8])
+    }
+
+    /// One entry.
+    public struct Element: Sendable, Hashable {
+        public var key: String
+        public var value: Value
+    }
+
+    private var elements: [Element] = []
+
+    public init() {}
+
+    public var count: Int { elements.count }
+    public var isEmpty: Bool { elements.isEmpty }
+
+    public func makeIterator() -> IndexingIterator<[Element]> { elements.makeIterator() }
+
+    /// Adds a text value. `key` is lowercased.
+    public mutating func addString(_ value: String, forKey key: String) {
+        elements.append(Element(key: key.lowercased(), value: .string(value)))
+    }
+
+    /// Adds a binary value; `key` must end in `-bin`.
+    public mutating func addBinary(_ value: [UInt8], forKey key: String) {
+        precondition(key.hasSuffix("-bin"), "binary metadata keys end in -bin")
+        elements.append(Element(key: key.lowercased(), value: .binary(value)))
+    }
+
+    /// Every text value for `key`.
+    public subscript(stringValues key: String) -> [String] {
+        elements.compactMap { element in
+            guard element.key == key, case .string(let value) = element.value else { return nil }
+            return value
+        }
+    }
+
+    /// Every binary value for `key`.
+    public subscript(binaryValues key: String) -> [[UInt8]] {
+        elements.compactMap { element in
+            guard element.key == key, case .binary(let value) = element.value else { return nil }
+            return value
+        }
+    }
+}
+
+extension Metadata {
+    /// Header names that belong to the protocol and never appear as application metadata.
+    static func isReserved(_ name: String) -> Bool {
+        if name.hasPrefix(":") || name.hasPrefix("grpc-") { return true }
+        switch name {
+        case "content-type", "te", "content-length", "host": return true
+        default: return false
+        }
+    }
+
+    /// Builds request metadata from header fields; nil when a `-bin` value is not base64.
+    init?(requestFields fields: [HeaderField]) {
+        self.init()
+        for field in fields where !Self.isReserved(field.name) {
+            if field.name.hasSuffix("-bin") {
+                for part in field.value.split(separator: ",", omittingEmptySubsequences: false) {
+                    guard let bytes = Base64.decode(part.trimmingSpaces()) else { return nil }
+                    elements.append(Element(key: field.name, value: .binary(bytes)))
+                }
+            } else {
+                elements.append(Element(key: field.name, value: .string(field.value)))
+            }
+        }
+    }
+
+    /// Header fields for this metadata; reserved and malformed keys are skipped.
+    var headerFields: [HeaderField] {
+        elements.compactMap { element in
+            guard !Self.isReserved(element.key), Self.isValidKey(element.key) else { return nil }
+            switch element.value {
+            case .string(let value):
+                guard value.utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) else { return nil }
+                return HeaderField(name: element.key, value: value)
+            case .binary(let bytes):
+                return HeaderField(name: element.key, value: Base64.encodeUnpadded(bytes))
+            }
+        }
+    }
+
+    private static func isValidKey(_ key: String) -> Bool {
+        !key.isEmpty && key.utf8.allSatisfy { byte in
+            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
+        }
+    }
+}
+
+/// Base64 as gRPC uses it for `-bin` metadata, on top of Foundation's codec.
+enum Base64 {
+    static func encodeUnpadded(_ bytes: [UInt8]) -> String {
+        var text = Data(bytes).base64EncodedString()
+        while text.hasSuffix("=") { text.removeLast() }
+        return text
+    }
+
+    static func decode(_ text: Substring) -> [UInt8]? {
+        var padded = String(text)
+        let remainder = padded.utf8.count % 4
+        if remainder == 1 { return nil }
+        if remainder > 0 { padded += String(repeating: "=", count: 4 - remainder) }
+        return Data(base64Encoded: padded).map(Array.init)
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingSpaces() -> Substring {
+        var slice = self
+        while slice.first == " " { slice.removeFirst() }
+        while slice.last == " " { slice.removeLast() }
+        return slice
+    }
+}

@@ -1,0 +1,117 @@
+public import Codec
+
+/// A service that registers its methods with a router (the shape of grpc-swift-2's
+/// `RegistrableRPCService`).
+public protocol RegistrableRPCService: Sendable {
+    func registerMethods(with router: inout RPCRouter)
+}
+
+/// Maps `/service/method` paths to handlers.
+public struct RPCRouter: Sendable {
+    private(set) var handlers: [String: RPCHandler] = [:]
+    private(set) var services: Set<String> = []
+
+    public init() {}
+
+    /// Registers a unary method.
+    public mutating func registerUnary<Request: ProtoMessage, Response: ProtoMessage>(
+        _ descriptor: MethodDescriptor,
+        request: Request.Type = Request.self,
+        response: Response.Type = Response.self,
+        handler: @escaping @Sendable (Request, ServerContext) async throws -> ServerResponse<Response>
+    ) {
+        register(descriptor, kind: .unary) { bytes, context, limits, sink in
+            let request = try Request(serializedBytes: bytes, limits: limits)
+            let response = try await handler(request, context)
+            try await sink.sendHeaders(response.metadata)
+            try await sink.sendMessage(response.message.serializedBytes())
+            return response.trailingMetadata
+        }
+    }
+
+    /// Registers a server-streaming method.
+    public mutating func registerServerStreaming<Request: ProtoMessage, Response: ProtoMessage>(
+        _ descriptor: MethodDescriptor,
+        request: Request.Type = Request.self,
+        response: Response.Type = Response.self,
+        handler: @escaping @Sendable (Request, ServerContext) async throws -> StreamingServerResponse<Response>
+    ) {
+        register(descriptor, kind: .serverStreaming) { bytes, context, limits, sink in
+            let request = try Request(serializedBytes: bytes, limits: limits)
+            let response = try await handler(request, context)
+            try await sink.sendHeaders(response.metadata)
+            return try await response.producer(RPCWriter(sink: sink))
+        }
+    }
+
+    private mutating func register(
+        _ descriptor: MethodDescriptor, kind: RPCHandler.Kind,
+        body: @escaping @Sendable ([UInt8], ServerContext, DecodingLimits, any ResponseSink) async throws -> Metadata
+    ) {
+        handlers[descriptor.path] = RPCHandler(kind: kind, body: body)
+        services.insert(descriptor.service)
+    }
+
+    /// Registers every method of `service`.
+    public mutating func register(_ service: some RegistrableRPCService) {
+        service.registerMethods(with: &self)
+    }
+
+    /// What to do with a request for `path`.
+    func lookup(_ path: String) -> Lookup {
+        if let handler = handlers[path] { return .found(handler) }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].isEmpty, !parts[1].isEmpty, !parts[2].isEmpty else {
+            return .malformedPath
+        }
+        return services.contains(String(parts[1])) ? .unknownMethod : .unknownService(String(parts[1]))
+    }
+
+    enum Lookup {
+        case found(RPCHandler)
+        case unknownMethod
+        case unknownService(String)
+        case malformedPath
+    }
+}
+
+/// A registered method with its types erased: decode, run, encode.
+struct RPCHandler: Sendable {
+    enum Kind: Sendable { case unary, serverStreaming }
+    let kind: Kind
+    /// Runs the method; returns the trailing metadata of a successful call.
+    let body: @Sendable ([UInt8], ServerContext, DecodingLimits, any ResponseSink) async throws -> Metadata
+
+    /// Runs the handler to completion and always finishes the call through `sink`.
+    func run(request: [UInt8], context: ServerContext, limits: DecodingLimits, sink: any ResponseSink) async {
+        do {
+            let trailing = try await body(request, context, limits, sink)
+            sink.finish(status: RPCStatus(code: .ok, message: ""), metadata: trailing)
+        } catch {
+            let (status, metadata) = Self.status(for: error)
+            sink.finish(status: status, metadata: metadata)
+        }
+    }
+
+    /// The status a call ends with when its handler throws `error` (the single mapping point).
+    static func status(for error: any Error) -> (RPCStatus, Metadata) {
+        switch error {
+        case let error as RPCError:
+            return (RPCStatus(code: error.code, message: error.message, details: error.details), error.metadata)
+        case let error as CodecError:
+            let code: StatusCode
+            switch error.code {
+            case .invalidUTF8, .embeddedNUL, .nestingTooDeep: code = .invalidArgument
+            case .allocationBudgetExceeded, .messageTooLarge: code = .resourceExhausted
+            default: code = .internalError
+            }
+            var message = "request could not be decoded: \(error.message)"
+            if let field = error.field { message += " (field \(field))" }
+            return (RPCStatus(code: code, message: message), Metadata())
+        case is CancellationError:
+            return (RPCStatus(code: .cancelled, message: "the call was cancelled"), Metadata())
+        default:
+            return (RPCStatus(code: .unknown, message: "the handler failed unexpectedly"), Metadata())
+        }
+    }
+}

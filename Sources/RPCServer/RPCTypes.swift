@@ -1,0 +1,100 @@
+public import Codec
+public import NIOCore
+
+/// Names one RPC method: `/service/method` on the wire.
+public struct MethodDescriptor: Sendable, Hashable, CustomStringConvertible {
+    /// Fully qualified service name, e.g. `grpc.health.v1.Health`.
+    public var service: String
+    /// Method name, e.g. `Check`.
+    public var method: String
+
+    public init(service: String, method: String) {
+        self.service = service
+        self.method = method
+    }
+
+    /// The HTTP/2 `:path` of the method.
+    public var path: String { "/\(service)/\(method)" }
+    public var description: String { path }
+}
+
+/// What a handler knows about its call besides the request message.
+public struct ServerContext: Sendable {
+    public var descriptor: MethodDescriptor
+    /// Request metadata (reserved headers removed).
+    public var metadata: Metadata
+    /// When the client stops waiting (from `grpc-timeout`); nil means no deadline.
+    public var deadline: NIODeadline?
+    /// The remote address, for logs.
+    public var peer: String
+}
+
+/// An error a handler throws to end its call with a status other than OK.
+///
+/// `details` travel in `grpc-status-details-bin` as a `google.rpc.Status` (AIP-193);
+/// `metadata` is sent in the trailers.
+public struct RPCError: Error, Sendable, CustomStringConvertible {
+    public var code: StatusCode
+    public var message: String
+    public var details: [ErrorDetail]
+    public var metadata: Metadata
+    public var cause: (any Error & Sendable)?
+
+    public init(code: StatusCode, message: String, details: [ErrorDetail] = [], metadata: Metadata = Metadata(),
+                cause: (any Error & Sendable)? = nil) {
+        self.code = code
+        self.message = message
+        self.details = details
+        self.metadata = metadata
+        self.cause = cause
+    }
+
+    public var description: String { "\(code): \(message)" }
+}
+
+/// A unary response: one message plus initial and trailing metadata.
+public struct ServerResponse<Message: ProtoMessage>: Sendable {
+    public var message: Message
+    public var metadata: Metadata
+    public var trailingMetadata: Metadata
+
+    public init(message: Message, metadata: Metadata = Metadata(), trailingMetadata: Metadata = Metadata()) {
+        self.message = message
+        self.metadata = metadata
+        self.trailingMetadata = trailingMetadata
+    }
+}
+
+/// A server-streaming response: initial metadata, then whatever `producer` writes; the
+/// metadata it returns is sent in the trailers.
+public struct StreamingServerResponse<Message: ProtoMessage>: Sendable {
+    public var metadata: Metadata
+    public var producer: @Sendable (RPCWriter<Message>) async throws -> Metadata
+
+    public init(metadata: Metadata = Metadata(),
+                producer: @escaping @Sendable (RPCWriter<Message>) async throws -> Metadata) {
+        self.metadata = metadata
+        self.producer = producer
+    }
+}
+
+/// Writes response messages of a server-streaming call. `write` returns once the message is
+/// queued within the stream's buffer limit, so a slow reader slows the producer down instead
+/// of growing memory. It throws when the call is gone (cancelled, reset, deadline).
+public struct RPCWriter<Message: ProtoMessage>: Sendable {
+    let sink: any ResponseSink
+
+    public func write(_ message: Message) async throws {
+        try await sink.sendMessage(message.serializedBytes())
+    }
+}
+
+/// Where a running handler sends its response; implemented by the connection.
+protocol ResponseSink: Sendable {
+    /// Sends the response headers with `metadata` (at most once; implied by the first message).
+    func sendHeaders(_ metadata: Metadata) async throws
+    /// Sends one serialized message; suspends while the stream's buffer is full.
+    func sendMessage(_ bytes: [UInt8]) async throws
+    /// Ends the call with `status` and trailing `metadata`.
+    func finish(status: RPCStatus, metadata: Metadata)
+}
