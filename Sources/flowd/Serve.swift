@@ -33,7 +33,7 @@ struct Serve: AsyncParsableCommand {
         let address = try await server.start()
         // Scripts wait for this line (and read the port from it when --port 0).
         print("flowd: listening on \(address.ipAddress ?? host):\(address.port ?? port)")
-        fflush(stdout)
+        fflush(nil)  // all streams: the line must reach a pipe at once
 
         let service = GRPCServerService(server: server, health: health)
         let group = ServiceGroup(

@@ -29,6 +29,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case active
         case noticeSent
         case goAwaySent
+        /// GOAWAY(ENHANCE_YOUR_CALM) sent; the peer is ignored until the connection closes.
+        case closingForAbuse
     }
 
     private static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
@@ -115,7 +117,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
-        for event in events { handle(event) }
+        for event in events {
+            if case .closingForAbuse = shutdownState { break }
+            handle(event)
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -460,8 +465,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     private func enforce(_ verdict: AbuseGuard.Verdict) {
         guard case .goAway(let reason) = verdict, let session else { return }
+        if case .closingForAbuse = shutdownState { return }
         logger.info("closing an abusive connection", metadata: ["reason": "\(reason)"])
-        shutdownState = .goAwaySent
+        shutdownState = .closingForAbuse
         try? session.sendGoAway(errorCode: .enhanceYourCalm, debugData: reason)
         for (_, call) in calls { cancel(call) }
         calls.removeAll()
