@@ -20,12 +20,12 @@ public struct RPCRouter: Sendable {
         response: Response.Type = Response.self,
         handler: @escaping @Sendable (Request, ServerContext) async throws -> ServerResponse<Response>
     ) {
-        register(descriptor, kind: .unary) { bytes, context, limits, sink in
+        register(descriptor, kind: .unary) { bytes, context, limits, _ in
             let request = try Request(serializedBytes: bytes, limits: limits)
             let response = try await handler(request, context)
-            try await sink.sendHeaders(response.metadata)
-            try await sink.sendMessage(response.message.serializedBytes())
-            return response.trailingMetadata
+            return HandlerResult(
+                unaryResponse: UnaryResponse(metadata: response.metadata, message: response.message.serializedBytes()),
+                trailingMetadata: response.trailingMetadata)
         }
     }
 
@@ -40,13 +40,13 @@ public struct RPCRouter: Sendable {
             let request = try Request(serializedBytes: bytes, limits: limits)
             let response = try await handler(request, context)
             try await sink.sendHeaders(response.metadata)
-            return try await response.producer(RPCWriter(sink: sink))
+            return HandlerResult(unaryResponse: nil, trailingMetadata: try await response.producer(RPCWriter(sink: sink)))
         }
     }
 
     private mutating func register(
         _ descriptor: MethodDescriptor, kind: RPCHandler.Kind,
-        body: @escaping @Sendable ([UInt8], ServerContext, DecodingLimits, any ResponseSink) async throws -> Metadata
+        body: @escaping @Sendable ([UInt8], ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
     ) {
         handlers[descriptor.path] = RPCHandler(kind: kind, body: body)
         services.insert(descriptor.service)
@@ -75,21 +75,28 @@ public struct RPCRouter: Sendable {
     }
 }
 
+/// What a successful handler produced besides streamed messages.
+struct HandlerResult: Sendable {
+    var unaryResponse: UnaryResponse?
+    var trailingMetadata: Metadata
+}
+
 /// A registered method with its types erased: decode, run, encode.
 struct RPCHandler: Sendable {
     enum Kind: Sendable { case unary, serverStreaming }
     let kind: Kind
-    /// Runs the method; returns the trailing metadata of a successful call.
-    let body: @Sendable ([UInt8], ServerContext, DecodingLimits, any ResponseSink) async throws -> Metadata
+    /// Runs the method.
+    let body: @Sendable ([UInt8], ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
 
     /// Runs the handler to completion and always finishes the call through `sink`.
     func run(request: [UInt8], context: ServerContext, limits: DecodingLimits, sink: any ResponseSink) async {
         do {
-            let trailing = try await body(request, context, limits, sink)
-            sink.finish(status: RPCStatus(code: .ok, message: ""), metadata: trailing)
+            let result = try await body(request, context, limits, sink)
+            sink.finish(response: result.unaryResponse, status: RPCStatus(code: .ok, message: ""),
+                        metadata: result.trailingMetadata)
         } catch {
             let (status, metadata) = Self.status(for: error)
-            sink.finish(status: status, metadata: metadata)
+            sink.finish(response: nil, status: status, metadata: metadata)
         }
     }
 

@@ -95,6 +95,13 @@ protocol ResponseSink: Sendable {
     func sendHeaders(_ metadata: Metadata) async throws
     /// Sends one serialized message; suspends while the stream's buffer is full.
     func sendMessage(_ bytes: [UInt8]) async throws
-    /// Ends the call with `status` and trailing `metadata`.
-    func finish(status: RPCStatus, metadata: Metadata)
+    /// Ends the call with `status` and trailing `metadata`; a unary call's response travels
+    /// here too, so that it costs one hop to the event loop.
+    func finish(response: UnaryResponse?, status: RPCStatus, metadata: Metadata)
+}
+
+/// The serialized response of a unary call.
+struct UnaryResponse: Sendable {
+    var metadata: Metadata
+    var message: [UInt8]
 }

@@ -108,16 +108,21 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let session else { return }
         let buffer = unwrapInboundIn(data)
-        let events: [HTTP2Event]
         do {
-            events = try buffer.withUnsafeReadableBytes { bytes throws(HTTP2SessionError) in try session.receive(bytes) }
+            try buffer.withUnsafeReadableBytes { bytes throws(HTTP2SessionError) in try session.receive(bytes) }
         } catch {
             logger.debug("closing the connection after an HTTP/2 error", metadata: ["error": "\(error)"])
             flushNow()
             context.close(promise: nil)
             return
         }
-        for event in events {
+        handleEvents()
+    }
+
+    /// Acts on what nghttp2 recorded, after `mem_recv`/`mem_send` returned.
+    private func handleEvents() {
+        guard let session else { return }
+        for event in session.takeEvents() {
             if case .closingForAbuse = shutdownState { break }
             handle(event)
         }
@@ -322,9 +327,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    fileprivate func finish(streamID: Int32, status: RPCStatus, metadata: Metadata) {
+    fileprivate func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         runningHandlers -= 1
         guard calls[streamID] != nil else { return }
+        if let response {
+            sendHeaders(streamID: streamID, metadata: response.metadata)
+            sendMessage(streamID: streamID, bytes: response.message, writer: nil)
+        }
         calls[streamID]!.deadline?.cancel()
         let trailers = Self.trailerFields(status: status, metadata: metadata)
         switch calls[streamID]!.machine.finish() {
@@ -406,6 +415,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(output), promise: nil)
             output = context.channel.allocator.buffer(capacity: 0)
         }
+        handleEvents()
         resumeDrainedWriters()
         if !session.isActive {
             context.close(promise: nil)
@@ -498,9 +508,9 @@ private struct CallSink: ResponseSink {
         }
     }
 
-    func finish(status: RPCStatus, metadata: Metadata) {
+    func finish(response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         eventLoop.execute { [connection, streamID] in
-            connection.value.finish(streamID: streamID, status: status, metadata: metadata)
+            connection.value.finish(streamID: streamID, response: response, status: status, metadata: metadata)
         }
     }
 }

@@ -169,15 +169,20 @@ final class NGHTTP2Session {
 
     // MARK: Input
 
-    /// Feeds bytes read from the socket. Returns what the peer did. Any error is fatal for the
-    /// session: drain the output (it may hold a GOAWAY) and close.
-    func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) -> [HTTP2Event] {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return [] }
+    /// Feeds bytes read from the socket; what the peer did is then in `takeEvents()`. Any error
+    /// is fatal for the session: drain the output (it may hold a GOAWAY) and close.
+    func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
         let rc = nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), bytes.count)
-        let recorded = events
-        events.removeAll(keepingCapacity: true)
         if rc < 0 { throw HTTP2SessionError(libraryCode: rc) }
-        return recorded
+    }
+
+    /// The events recorded since the last call, by `receive` and also by `drainOutput`
+    /// (a stream closes once its final frame has been sent).
+    func takeEvents() -> [HTTP2Event] {
+        guard !events.isEmpty else { return [] }
+        defer { events.removeAll(keepingCapacity: true) }
+        return events
     }
 
     // MARK: Output
