@@ -60,6 +60,7 @@ package enum ProtobufCCodec {
                     guard let message = protobuf_c_message_unpack(
                         descriptor, allocator, buffer.count, buffer.baseAddress)
                     else {
+                        assert(budget.pointee.live == 0, "protobuf-c kept memory after a failed unpack")
                         let name = String(cString: descriptor.pointee.name)
                         if budget.pointee.exhausted {
                             throw CodecError(
@@ -71,7 +72,10 @@ package enum ProtobufCCodec {
                         throw CodecError(code: .malformed, message: "protobuf-c rejected the bytes of \(name)",
                                          field: name)
                     }
-                    defer { protobuf_c_message_free_unpacked(message, allocator) }
+                    defer {
+                        protobuf_c_message_free_unpacked(message, allocator)
+                        assert(budget.pointee.live == 0, "free_unpacked left memory allocated")
+                    }
                     return try body(UnsafePointer(message))
                 }
             }
