@@ -25,6 +25,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.errors
+import h2.settings
 
 DEADLINE_S = 10.0
 
@@ -41,10 +42,10 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
-def control_request(response_count=0, fail_code=0, sleep_ms=0, interval_ms=0) -> bytes:
+def control_request(response_count=0, response_size=0, fail_code=0, sleep_ms=0, interval_ms=0) -> bytes:
     """flowd.testing.v1.ControlRequest with the given varint fields (see control.proto)."""
     body = b""
-    for number, value in ((1, response_count), (5, fail_code), (8, sleep_ms), (9, interval_ms)):
+    for number, value in ((1, response_count), (2, response_size), (5, fail_code), (8, sleep_ms), (9, interval_ms)):
         if value:
             body += varint(number << 3) + varint(value)
     return body
@@ -57,7 +58,13 @@ def frame(message: bytes) -> bytes:
 class Client:
     """One HTTP/2 connection; collects every event per stream."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, tolerate_goaway: bool = False):
+        # h2 moves the whole connection to CLOSED on any GOAWAY and then rejects the frames of
+        # streams still in flight, which a graceful GOAWAY(NO_ERROR) explicitly allows. With
+        # tolerate_goaway, frames are fed one at a time and the connection is reopened after
+        # such a GOAWAY, so the drain can be observed.
+        self.tolerate_goaway = tolerate_goaway
+        self.pending = b""
         self.sock = socket.create_connection((host, port), timeout=DEADLINE_S)
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.initiate_connection()
@@ -99,12 +106,28 @@ class Client:
             if not data:
                 self.closed = True
                 return until(self)
-            for event in self.conn.receive_data(data):
+            for event in self.receive(data):
                 self.events.append(event)
                 if isinstance(event, h2.events.DataReceived):
                     self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             self.flush()
         return True
+
+    def receive(self, data: bytes) -> list:
+        if not self.tolerate_goaway:
+            return self.conn.receive_data(data)
+        self.pending += data
+        events = []
+        while len(self.pending) >= 9:
+            size = 9 + int.from_bytes(self.pending[:3], "big")
+            if len(self.pending) < size:
+                break
+            frame_bytes, self.pending = self.pending[:size], self.pending[size:]
+            batch = self.conn.receive_data(frame_bytes)
+            events += batch
+            if any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 0 for e in batch):
+                self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        return events
 
     def stream_events(self, stream_id):
         return [e for e in self.events if getattr(e, "stream_id", None) == stream_id]
@@ -242,8 +265,44 @@ class Checks:
         ok = bool(goaways) and goaways[0].error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
         return ok, f"{len(goaways)} GOAWAY: {[(g.error_code, g.additional_data) for g in goaways[:1]]}"
 
+    def small_window_slow_reader(self):
+        """A 32 KiB stream window, credit given back only in 64 KiB batches after a pause: h2
+        raises FlowControlError if the server ever sends past the window."""
+        c = self.client()
+        c.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 32768})
+        c.flush()
+        count, size = 300, 4000
+        sid = c.request("/flowd.testing.v1.Control/ServerStream", frame(control_request(response_count=count, response_size=size)))
+        received = 0
+        unacked = 0
+        deadline = time.monotonic() + DEADLINE_S
+        ended = False
+        while not ended and time.monotonic() < deadline:
+            c.sock.settimeout(deadline - time.monotonic())
+            data = c.sock.recv(65536)
+            if not data:
+                break
+            for event in c.conn.receive_data(data):  # raises on a flow-control violation
+                c.events.append(event)
+                if isinstance(event, h2.events.DataReceived):
+                    received += len(event.data)
+                    unacked += event.flow_controlled_length
+                    c.conn.increment_flow_control_window(event.flow_controlled_length)  # connection credit at once
+                if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    ended = True
+            if unacked >= 16384 and not ended:
+                time.sleep(0.02)  # a slow reader: credit comes back late, in batches
+                c.conn.increment_flow_control_window(unacked, stream_id=sid)
+                unacked = 0
+            c.flush()
+        trailers = [headers_of(e) for e in c.stream_events(sid) if isinstance(e, h2.events.TrailersReceived)]
+        c.close()
+        status = trailers[0].get("grpc-status") if trailers else None
+        return status == "0" and received >= count * size, \
+            f"{received} bytes ({count} messages) within a 32 KiB window, grpc-status {status}"
+
     def all(self):
-        for name in ("trailers_only_layout", "unsupported_media_type", "header_list_too_large",
+        for name in ("small_window_slow_reader", "trailers_only_layout", "unsupported_media_type", "header_list_too_large",
                      "lying_length_prefix", "bad_preface", "reset_streams_then_call", "ping_flood"):
             self.run(name, getattr(self, name))
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
@@ -252,7 +311,7 @@ class Checks:
 
 def drain(host, port) -> int:
     """The graceful-shutdown client (see the module doc)."""
-    c = Client(host, port)
+    c = Client(host, port, tolerate_goaway=True)
     count = 20
     sid = c.request("/flowd.testing.v1.Control/ServerStream", frame(control_request(response_count=count, interval_ms=50)))
     if not c.pump(lambda c: any(isinstance(e, h2.events.DataReceived) for e in c.stream_events(sid))):

@@ -1,0 +1,137 @@
+import Foundation
+import Logging
+import NIOCore
+import RPCServer
+
+/// Starts a real server on 127.0.0.1:0 for the duration of `body`.
+func withTestServer<T: Sendable>(
+    services: [any RegistrableRPCService],
+    configure: (inout ServerConfiguration) -> Void = { _ in },
+    _ body: (GRPCServer, Int) async throws -> T
+) async throws -> T {
+    var configuration = ServerConfiguration()
+    configuration.host = "127.0.0.1"
+    configuration.port = 0
+    configuration.eventLoopThreads = 2
+    configuration.gracefulShutdownTimeout = .seconds(5)
+    configure(&configuration)
+    var logger = Logger(label: "flowd.test")
+    logger.logLevel = .warning
+    let server = GRPCServer(configuration: configuration, services: services, logger: logger)
+    let address = try await server.start()
+    do {
+        let result = try await body(server, address.port!)
+        await server.shutDownGracefully()
+        return result
+    } catch {
+        await server.shutDownGracefully()
+        throw error
+    }
+}
+
+/// The repository root (tests run tools from it).
+let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// A child process whose output lines can be awaited while it runs.
+final class ChildProcess: @unchecked Sendable {
+    private let process = Process()
+    private let output = Pipe()
+    private let lock = NSLock()
+    // Guarded by `lock`.
+    private var lines: [String] = []
+    private var partial = Data()
+    private var outputClosed = false
+    private var exited = false
+    private var lineWaiters: [(prefix: String, continuation: CheckedContinuation<Bool, Never>)] = []
+    private var exitWaiters: [CheckedContinuation<Void, Never>] = []
+
+    /// Starts `arguments[0]` (looked up on PATH) in the repository root; stderr goes to the
+    /// same pipe as stdout.
+    init(_ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.currentDirectoryURL = repositoryRoot
+        process.standardOutput = output
+        process.standardError = output
+        output.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            self?.consume(handle.availableData)
+        }
+        process.terminationHandler = { [weak self] _ in self?.noteExit() }
+        try process.run()
+    }
+
+    private func consume(_ data: Data) {
+        lock.lock()
+        if data.isEmpty {
+            outputClosed = true
+            output.fileHandleForReading.readabilityHandler = nil
+            if !partial.isEmpty { lines.append(String(decoding: partial, as: UTF8.self)) }
+            partial = Data()
+        } else {
+            partial.append(data)
+            while let newline = partial.firstIndex(of: UInt8(ascii: "\n")) {
+                lines.append(String(decoding: partial[partial.startIndex..<newline], as: UTF8.self))
+                partial = Data(partial[partial.index(after: newline)...])
+            }
+        }
+        var ready: [(CheckedContinuation<Bool, Never>, Bool)] = []
+        lineWaiters.removeAll { waiter in
+            let found = lines.contains { $0.hasPrefix(waiter.prefix) }
+            if found || outputClosed { ready.append((waiter.continuation, found)) }
+            return found || outputClosed
+        }
+        lock.unlock()
+        for (continuation, found) in ready { continuation.resume(returning: found) }
+    }
+
+    private func noteExit() {
+        lock.lock()
+        exited = true
+        let waiters = exitWaiters
+        exitWaiters = []
+        lock.unlock()
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Waits until the child prints a line starting with `prefix`; false if its output ends first.
+    func waitForLine(startingWith prefix: String) async -> Bool {
+        await withCheckedContinuation { continuation in
+            lock.lock()
+            let found = lines.contains { $0.hasPrefix(prefix) }
+            if found || outputClosed {
+                lock.unlock()
+                continuation.resume(returning: found)
+                return
+            }
+            lineWaiters.append((prefix, continuation))
+            lock.unlock()
+        }
+    }
+
+    private func waitForExit() async {
+        await withCheckedContinuation { continuation in
+            lock.lock()
+            if exited { lock.unlock(); continuation.resume(); return }
+            exitWaiters.append(continuation)
+            lock.unlock()
+        }
+    }
+
+    /// Waits for the child to exit, terminating it after `timeout`, and returns its exit
+    /// status and every line it printed.
+    func finish(timeout: Duration) async -> (status: Int32, output: String) {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForExit() }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                if self.process.isRunning { self.process.terminate() }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+        _ = await waitForLine(startingWith: "\u{0}")  // returns once the pipe reached EOF
+        let output = lock.withLock { lines.joined(separator: "\n") }
+        return (process.terminationStatus, output)
+    }
+}
