@@ -6,6 +6,8 @@ lists, lying length prefixes, floods and graceful shutdown.
 
   h2_checks.py --target 127.0.0.1:PORT            run every check; prints PASS/FAIL lines and
                                                   'N passed, M failed'; exit 0 when all pass
+  h2_checks.py --target 127.0.0.1:PORT --timeouts a server with short handshake/idle timeouts
+                                                  closes silent and idle connections
   h2_checks.py --target 127.0.0.1:PORT --drain    the graceful-shutdown client: starts a slow
                                                   server stream, prints READY after its first
                                                   message, then expects GOAWAY, the rest of the
@@ -336,14 +338,50 @@ def drain(host, port) -> int:
     return 0 if ok else 1
 
 
+def timeouts(host, port) -> int:
+    """Against a server with short handshake and idle timeouts (about 0.3 s): a connection that
+    sends nothing is closed, and an idle HTTP/2 connection receives GOAWAY(NO_ERROR) then EOF."""
+    silent = socket.create_connection((host, port), timeout=DEADLINE_S)
+    start = time.monotonic()
+    closed = False
+    try:
+        while silent.recv(65536):  # the server's SETTINGS, then EOF
+            pass
+        closed = True
+    except ConnectionResetError:
+        closed = True
+    except socket.timeout:
+        pass
+    silent_after = time.monotonic() - start
+    silent.close()
+
+    c = Client(host, port)
+    start = time.monotonic()
+    c.pump(lambda c: c.closed, timeout=DEADLINE_S)
+    idle_after = time.monotonic() - start
+    goaways = [e for e in c.events if isinstance(e, h2.events.ConnectionTerminated)]
+    c.close()
+    # With 0.3 s timeouts and a 2 s grace period: both close well before the grace deadline.
+    ok = closed and silent_after < 1.5 and c.closed and bool(goaways) and goaways[0].error_code == 0 \
+        and goaways[0].last_stream_id == 0 and idle_after < 1.5
+    print(f"{'PASS' if ok else 'FAIL'} timeouts: silent connection closed after {silent_after:.2f}s; "
+          f"idle connection got {[(g.error_code, g.last_stream_id) for g in goaways]} and closed after {idle_after:.2f}s",
+          flush=True)
+    return 0 if ok else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", required=True)
     ap.add_argument("--drain", action="store_true", help="run the graceful-shutdown client")
+    ap.add_argument("--timeouts", action="store_true",
+                    help="check the handshake and idle timeouts of a server configured with short ones")
     args = ap.parse_args()
     host, port = args.target.rsplit(":", 1)
     if args.drain:
         return drain(host, int(port))
+    if args.timeouts:
+        return timeouts(host, int(port))
     return Checks(host, int(port)).all()
 
 

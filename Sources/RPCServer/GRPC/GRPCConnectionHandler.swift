@@ -83,7 +83,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         }
         if context.channel.isActive { startHandshakeTimer(context: context) }
-        flush()
+        flushNow()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -172,8 +172,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             if let call = calls.removeValue(forKey: streamID) { cancel(call) }
             if calls.isEmpty { startIdleTimer() }
         case .settings:
-            handshakeTimer?.cancel()
-            handshakeTimer = nil
+            if let handshakeTimer {
+                handshakeTimer.cancel()
+                self.handshakeTimer = nil
+                if calls.isEmpty { startIdleTimer() }
+            }
             enforce(abuse.settingsFrame())
         case .ping:
             enforce(abuse.ping())
@@ -398,8 +401,6 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         context.eventLoop.execute { loopBound.value.flushNow() }
     }
 
-    private func flush() { flushNow() }
-
     /// Writes everything nghttp2 has to send, then wakes writers whose stream drained.
     private func flushNow() {
         flushScheduled = false
@@ -445,8 +446,19 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private func startIdleTimer() {
         guard idleTimer == nil, case .active = shutdownState, let context, let loopBound else { return }
         idleTimer = context.eventLoop.scheduleTask(in: configuration.idleTimeout) {
-            loopBound.value.logger.debug("closing an idle connection")
-            loopBound.value.beginGracefulShutdown()
+            loopBound.value.closeIdleConnection()
+        }
+    }
+
+    /// An idle connection has no call to drain: the final GOAWAY goes out at once and the
+    /// connection closes once it is written (a stream racing it is refused and retried by the
+    /// client).
+    private func closeIdleConnection() {
+        guard case .active = shutdownState, calls.isEmpty, let context, let loopBound else { return }
+        logger.debug("closing an idle connection")
+        sendFinalGoAway()
+        graceTimer = context.eventLoop.scheduleTask(in: configuration.gracefulShutdownTimeout) {
+            loopBound.value.context?.close(promise: nil)
         }
     }
 
