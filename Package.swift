@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.9.0"..<"6.0.0"),
     ],
     targets: [
         // System libraries, reached through pkg-config (Debian: libnghttp2-dev, libprotobuf-c-dev).
@@ -31,7 +33,13 @@ let package = Package(
             name: "Codec",
             dependencies: ["CProtobufC", "CFlowdProtos"]),
         // The run lifecycle; no wire types, no sockets.
-        .target(name: "Engine"),
+        .target(
+            name: "Engine",
+            dependencies: [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The network: SwiftNIO + nghttp2, gRPC routing, services.
         .target(
             name: "RPCServer",
@@ -55,6 +63,7 @@ let package = Package(
             name: "CFlowdTestingProtos", dependencies: ["CProtobufC"],
             path: "Tests/CFlowdTestingProtos", exclude: ["GENERATOR"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"], resources: [.copy("Golden")]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(
             name: "RPCServerTests",
             dependencies: [

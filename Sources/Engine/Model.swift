@@ -1,0 +1,156 @@
+import Foundation
+
+/// How a run was submitted (the trigger audit). Recorded once, never changed.
+public enum Trigger: String, Sendable, Codable, CaseIterable {
+    case apiAsync = "api-async"
+    case apiBlocking = "api-blocking"
+    case apiStreaming = "api-streaming"
+}
+
+/// The protocol a run was submitted over.
+public enum Transport: String, Sendable, Codable, CaseIterable {
+    case grpc
+    case rest
+}
+
+/// A workflow run as stored.
+///
+/// Times are whole milliseconds since 1970 (`Date` values are truncated to milliseconds when
+/// stored, so what is read back equals what was written).
+public struct RunRecord: Sendable, Equatable, Codable {
+    public var id: String
+    public var tenant: String
+    public var workflow: String
+    public var workflowVersion: String
+    public var state: RunState
+    /// The submitted inputs, a JSON object as text.
+    public var inputsJSON: String
+    /// The outputs, a JSON object as text; nil until the run has outputs.
+    public var outputsJSON: String?
+    public var error: String?
+    public var trigger: Trigger
+    public var transport: Transport
+    public var user: String
+    public var idempotencyKey: String?
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    /// Incremented by every claim; every write by a worker is a compare-and-set on it.
+    public var attempt: Int
+    /// The sequence number of the last stored event (0 before the first).
+    public var lastSequence: Int64
+    public var totalSteps: Int
+    public var totalTokens: Int64
+    /// The worker holding the run while it is `running`.
+    public var leaseOwner: String?
+    public var leaseExpiresAt: Date?
+    /// Last time the run showed progress (claim, event, lease renewal does not count).
+    public var lastProgressAt: Date?
+    /// Set by a stop request on a running run; the worker ends the run `stopped`.
+    public var stopRequested: Bool
+
+    public init(
+        id: String, tenant: String, workflow: String, workflowVersion: String, state: RunState,
+        inputsJSON: String, outputsJSON: String? = nil, error: String? = nil, trigger: Trigger,
+        transport: Transport, user: String, idempotencyKey: String? = nil, createdAt: Date,
+        startedAt: Date? = nil, finishedAt: Date? = nil, attempt: Int = 0, lastSequence: Int64 = 0,
+        totalSteps: Int = 0, totalTokens: Int64 = 0, leaseOwner: String? = nil, leaseExpiresAt: Date? = nil,
+        lastProgressAt: Date? = nil, stopRequested: Bool = false
+    ) {
+        self.id = id
+        self.tenant = tenant
+        self.workflow = workflow
+        self.workflowVersion = workflowVersion
+        self.state = state
+        self.inputsJSON = inputsJSON
+        self.outputsJSON = outputsJSON
+        self.error = error
+        self.trigger = trigger
+        self.transport = transport
+        self.user = user
+        self.idempotencyKey = idempotencyKey
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.attempt = attempt
+        self.lastSequence = lastSequence
+        self.totalSteps = totalSteps
+        self.totalTokens = totalTokens
+        self.leaseOwner = leaseOwner
+        self.leaseExpiresAt = leaseExpiresAt
+        self.lastProgressAt = lastProgressAt
+        self.stopRequested = stopRequested
+    }
+
+    /// Run time in milliseconds: from start to finish (or to `now` while running).
+    public func elapsedMilliseconds(now: Date) -> Int64 {
+        guard let startedAt else { return 0 }
+        let end = finishedAt ?? now
+        return max(0, Int64((end.timeIntervalSince(startedAt) * 1000).rounded()))
+    }
+}
+
+/// What a run event says. The payload of node events is the executor's business; the Engine
+/// only orders, stores and delivers them.
+public enum RunEventKind: String, Sendable, Codable, CaseIterable {
+    case runStarted = "run_started"
+    case nodeStarted = "node_started"
+    case nodeFinished = "node_finished"
+    case textChunk = "text_chunk"
+    case runFinished = "run_finished"
+}
+
+/// One entry of a run's append-only event log.
+public struct RunEvent: Sendable, Equatable, Codable {
+    public var runID: String
+    /// 1, 2, 3, ... per run, without gaps.
+    public var sequence: Int64
+    public var time: Date
+    public var kind: RunEventKind
+    /// JSON text. For `run_started` and `run_finished` it is the run record at that moment
+    /// (`RunRecord` encoded with `RunRecord.jsonEncoder`); for node events, what the executor gave.
+    public var payloadJSON: String
+
+    public init(runID: String, sequence: Int64, time: Date, kind: RunEventKind, payloadJSON: String) {
+        self.runID = runID
+        self.sequence = sequence
+        self.time = time
+        self.kind = kind
+        self.payloadJSON = payloadJSON
+    }
+
+    public var isTerminal: Bool { kind == .runFinished }
+}
+
+/// An event that has not been given its sequence number yet.
+public struct NewEvent: Sendable, Equatable {
+    public var kind: RunEventKind
+    public var payloadJSON: String
+
+    public init(kind: RunEventKind, payloadJSON: String) {
+        self.kind = kind
+        self.payloadJSON = payloadJSON
+    }
+}
+
+extension RunRecord {
+    /// The encoder used for run payloads in events (stable key order, millisecond dates).
+    public static var jsonEncoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .millisecondsSince1970
+        return encoder
+    }
+
+    public static var jsonDecoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .millisecondsSince1970
+        return decoder
+    }
+
+    /// This record as event payload JSON.
+    public func jsonPayload() -> String {
+        // Encoding a plain struct of strings, numbers and dates cannot fail.
+        String(decoding: (try? Self.jsonEncoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+
+/// A run to admit. The Engine fills it in; the store decides in one transaction.
+public struct Submission: Sendable, Equatable {
+    public var runID: String
+    public var tenant: String
+    public var workflow: String
+    public var workflowVersion: String
+    public var inputsJSON: String
+    public var user: String
+    public var trigger: Trigger
+    public var transport: Transport
+    /// 1-255 printable ASCII characters, already validated; nil without a key.
+    public var idempotencyKey: String?
+    /// Lowercase hex SHA-256 of the canonical request (see `RequestFingerprint`).
+    public var fingerprint: String
+
+    public init(runID: String, tenant: String, workflow: String, workflowVersion: String, inputsJSON: String,
+                user: String, trigger: Trigger, transport: Transport, idempotencyKey: String?, fingerprint: String) {
+        self.runID = runID
+        self.tenant = tenant
+        self.workflow = workflow
+        self.workflowVersion = workflowVersion
+        self.inputsJSON = inputsJSON
+        self.user = user
+        self.trigger = trigger
+        self.transport = transport
+        self.idempotencyKey = idempotencyKey
+        self.fingerprint = fingerprint
+    }
+}
+
+/// Admission rules applied inside the submission transaction.
+public struct AdmissionPolicy: Sendable, Equatable {
+    /// Active (`scheduled` + `running`) runs a tenant may have when it has no override.
+    public var defaultConcurrencyLimit: Int
+    /// How long an idempotency record is honoured.
+    public var idempotencyTTL: Duration
+
+    public init(defaultConcurrencyLimit: Int, idempotencyTTL: Duration) {
+        self.defaultConcurrencyLimit = defaultConcurrencyLimit
+        self.idempotencyTTL = idempotencyTTL
+    }
+}
+
+/// The store's decision on a submission.
+public enum SubmissionOutcome: Sendable, Equatable {
+    /// The run now exists as `scheduled`.
+    case created(RunRecord)
+    /// Same tenant, key and fingerprint as an earlier submission: that run, unchanged.
+    case replayed(RunRecord)
+    /// Same tenant and key, another fingerprint: nothing was created.
+    case keyReused(existingRunID: String)
+    /// The tenant has `active` runs against a limit of `limit`: nothing was created.
+    case overLimit(active: Int, limit: Int)
+}
+
+/// The result of renewing a lease.
+public enum LeaseStatus: Sendable, Equatable {
+    /// Still ours; `stopRequested` tells the worker to stop the run.
+    case held(stopRequested: Bool)
+    /// The run is no longer ours (reaped, finished elsewhere, or another attempt).
+    case lost
+}
+
+/// The result of a stop request.
+public enum StopOutcome: Sendable, Equatable {
+    /// It was `scheduled`: now `stopped`, with its `run_finished` event.
+    case stopped(RunRecord, RunEvent)
+    /// It is `running`: the stop is recorded; its worker ends it.
+    case stopRequested(RunRecord)
+    /// Already terminal: returned unchanged.
+    case alreadyFinished(RunRecord)
+    case notFound
+}
+
+/// Filters for listing runs.
+public struct RunFilter: Sendable, Equatable {
+    public var states: Set<RunState>
+    public var workflow: String?
+    public var user: String?
+
+    public init(states: Set<RunState> = [], workflow: String? = nil, user: String? = nil) {
+        self.states = states
+        self.workflow = workflow
+        self.user = user
+    }
+}
+
+/// Where a page of `listRuns` ends: runs are ordered newest first by (createdAt, id).
+public struct RunCursor: Sendable, Equatable, Codable {
+    public var createdAt: Date
+    public var id: String
+
+    public init(createdAt: Date, id: String) {
+        self.createdAt = createdAt
+        self.id = id
+    }
+}
+
+/// Thresholds of the reaper (Dify's ZOMBIE_WORKFLOW_* settings).
+public struct ReaperPolicy: Sendable, Equatable {
+    /// `scheduled` longer than this: failed.
+    public var scheduledTimeout: Duration
+    /// `running` without progress for longer than this: failed.
+    public var runningTimeout: Duration
+
+    public init(scheduledTimeout: Duration, runningTimeout: Duration) {
+        self.scheduledTimeout = scheduledTimeout
+        self.runningTimeout = runningTimeout
+    }
+}
+
+/// A run that a store operation ended, with its `run_finished` event.
+public struct FinishedRun: Sendable, Equatable {
+    public var run: RunRecord
+    public var event: RunEvent
+
+    public init(run: RunRecord, event: RunEvent) {
+        self.run = run
+        self.event = event
+    }
+}
+
+/// Durable storage of runs, events, idempotency records and tenant limits.
+///
+/// Every method is one transaction. Writes by workers and the reaper are compare-and-set on
+/// (run id, attempt, state), so a late worker and the reaper can never overwrite each other,
+/// and exactly one of them appends the run's single `run_finished` event. Events get
+/// consecutive sequence numbers per run in the same transaction that changes the run.
+///
+/// Implementations: `SQLiteRunStore` (embedded); a PostgreSQL one follows the same contract.
+public protocol RunStore: Sendable {
+    /// Idempotency lookup, concurrency check and insertion as `scheduled`, atomically.
+    /// An expired idempotency record counts as absent.
+    func submit(_ submission: Submission, policy: AdmissionPolicy, now: Date) async throws -> SubmissionOutcome
+
+    /// Claims one `scheduled` run for `worker`: round-robin across tenants (the tenant with a
+    /// scheduled run whose last claim is oldest goes first; never-claimed tenants before all
+    /// others), oldest run first within a tenant. The run becomes `running` with attempt + 1,
+    /// `startedAt`, a lease until `now + leaseDuration`, and its `run_started` event.
+    func claimNext(worker: String, leaseDuration: Duration, now: Date) async throws -> (RunRecord, RunEvent)?
+
+    /// Extends the lease of a run `worker` holds in `attempt`.
+    func renewLease(runID: String, attempt: Int, worker: String, leaseDuration: Duration, now: Date) async throws -> LeaseStatus
+
+    /// Appends events to a running run held in `attempt`; records progress and adds
+    /// `stepsDelta` to `totalSteps`. Nil when the run is not `running` in that attempt.
+    func appendEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date) async throws -> [RunEvent]?
+
+    /// Ends a run held in `attempt` with a terminal `state`. Nil when it is not `running` in
+    /// that attempt any more (the reaper or a stop got there first).
+    func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?, now: Date) async throws -> FinishedRun?
+
+    /// A durable stop request (see `StopOutcome`). Runs of other tenants are `notFound`.
+    func stop(runID: String, tenant: String, now: Date) async throws -> StopOutcome
+
+    /// The run, if it exists and belongs to `tenant` (any tenant when nil).
+    func run(id: String, tenant: String?) async throws -> RunRecord?
+
+    /// Stored events with `sequence > after`, in order, at most `limit`.
+    func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent]
+
+    /// A tenant's runs, newest first, strictly after `cursor` when given.
+    func listRuns(tenant: String, filter: RunFilter, limit: Int, after cursor: RunCursor?) async throws -> [RunRecord]
+
+    /// Fails runs `scheduled` longer than the policy allows, `running` runs whose lease
+    /// expired, and `running` runs without progress for too long, each with a clear error.
+    func reap(now: Date, policy: ReaperPolicy) async throws -> [FinishedRun]
+
+    /// Start-up recovery of an embedded store: fails every run left `running` by a previous
+    /// process (none can still be alive), so that none stays stuck and none runs twice.
+    func recoverInterruptedRuns(now: Date) async throws -> [FinishedRun]
+
+    /// Deletes idempotency records that expired; returns how many.
+    func purgeExpiredIdempotencyRecords(now: Date) async throws -> Int
+
+    /// Sets (or with nil removes) a tenant's concurrency limit override.
+    func setConcurrencyLimit(tenant: String, limit: Int?) async throws
+}
