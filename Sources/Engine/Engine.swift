@@ -1,0 +1,530 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Settings of the Engine, with Dify's defaults where Dify has one.
+public struct EngineConfiguration: Sendable {
+    /// Runs executed at once by this process.
+    public var workerCount: Int = 4
+    /// Admission: per-tenant active-run limit (`ASYNC_WORKFLOW_MAX_CONCURRENT`, default 50) and
+    /// how long idempotency keys are honoured (24 h).
+    public var admission = AdmissionPolicy(defaultConcurrencyLimit: 50, idempotencyTTL: .seconds(24 * 3600))
+    /// How long a claim lasts without renewal; a worker renews every `leaseRenewalInterval`.
+    public var leaseDuration: Duration = .seconds(30)
+    public var leaseRenewalInterval: Duration = .seconds(10)
+    /// Reaper thresholds (`ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES` = 5,
+    /// `ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES` = 30).
+    public var reaper = ReaperPolicy(scheduledTimeout: .seconds(5 * 60), runningTimeout: .seconds(30 * 60))
+    /// `ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK`.
+    public var reaperEnabled = true
+    /// How often the reaper (and the idempotency purge) runs.
+    public var reaperInterval: Duration = .seconds(30)
+    /// Idle workers look for work submitted by other processes this often (local submissions
+    /// wake them at once).
+    public var idlePollInterval: Duration = .seconds(2)
+    /// Suggested retry delay for a tenant over its limit.
+    public var retryAfter: Duration = .seconds(1)
+    /// Live events buffered per watcher before the oldest are dropped (and re-read from the store).
+    public var watcherBufferSize: Int = 256
+    /// Stored events read per query when a watcher catches up.
+    public var eventPageSize: Int = 256
+    /// How long `stop` waits for a locally running run to end before returning it.
+    public var stopWait: Duration = .seconds(5)
+
+    public init() {}
+}
+
+/// A request to run a workflow.
+public struct RunRequest: Sendable, Equatable {
+    public var tenant: String
+    public var workflow: String
+    public var workflowVersion: String
+    /// A JSON object as text.
+    public var inputsJSON: String
+    public var user: String
+    public var trigger: Trigger
+    public var transport: Transport
+    public var idempotencyKey: String?
+
+    public init(tenant: String, workflow: String, workflowVersion: String, inputsJSON: String, user: String,
+                trigger: Trigger, transport: Transport, idempotencyKey: String? = nil) {
+        self.tenant = tenant
+        self.workflow = workflow
+        self.workflowVersion = workflowVersion
+        self.inputsJSON = inputsJSON
+        self.user = user
+        self.trigger = trigger
+        self.transport = transport
+        self.idempotencyKey = idempotencyKey
+    }
+}
+
+/// The answer to a submission: the run, and whether this call created it.
+public struct SubmitResult: Sendable, Equatable {
+    public var run: RunRecord
+    /// False when an idempotency key replayed an earlier submission.
+    public var created: Bool
+}
+
+/// The run lifecycle: admission, dispatch to workers, events, stop and reaping
+/// (DESIGN.md, "The run lifecycle"). Transports call it; it knows nothing of the wire.
+public final class Engine: Sendable {
+    private struct State {
+        var started = false
+        var shuttingDown = false
+        var background: [Task<Void, Never>] = []
+        /// Runs executing in this process, by id.
+        var executing: [String: Execution] = [:]
+    }
+
+    /// A run executing in this process.
+    private final class Execution: Sendable {
+        let task: Task<ExecutionResult, any Error>
+        let stopRequested = Atomic<Bool>(false)
+        let lost = Atomic<Bool>(false)
+        init(task: Task<ExecutionResult, any Error>) { self.task = task }
+    }
+
+    public let configuration: EngineConfiguration
+    private let store: any RunStore
+    private let executor: any WorkflowExecutor
+    private let clock: any EngineClock
+    private let logger: Logger
+    private let hub: EventHub
+    private let workSignal = WorkSignal()
+    private let state = Mutex(State())
+    /// Names this process's workers in leases.
+    public let processID = UUID().uuidString.lowercased()
+
+    public init(store: any RunStore, executor: any WorkflowExecutor, configuration: EngineConfiguration = EngineConfiguration(),
+                clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "flowd.engine")) {
+        self.store = store
+        self.executor = executor
+        self.configuration = configuration
+        self.clock = clock
+        self.logger = logger
+        self.hub = EventHub(bufferSize: configuration.watcherBufferSize)
+    }
+
+    // MARK: Lifecycle
+
+    /// Recovers runs a previous process left running, then starts the workers and the reaper.
+    public func start() async throws {
+        guard state.withLock({ state in
+            defer { state.started = true }
+            return !state.started
+        }) else { return }
+        let recovered = try await store.recoverInterruptedRuns(now: clock.now())
+        for finished in recovered { hub.publish([finished.event]) }
+        if !recovered.isEmpty {
+            logger.warning("failed runs interrupted by a restart", metadata: ["count": "\(recovered.count)"])
+        }
+        var tasks: [Task<Void, Never>] = []
+        for index in 0..<configuration.workerCount {
+            tasks.append(Task { [self] in await workerLoop(index: index) })
+        }
+        if configuration.reaperEnabled {
+            tasks.append(Task { [self] in await reaperLoop() })
+        }
+        state.withLock { $0.background = tasks }
+    }
+
+    /// Stops claiming work, lets executing runs finish for up to `gracePeriod`, then cancels
+    /// them (they end `failed`, as an interrupted run would after a restart).
+    public func shutdown(gracePeriod: Duration = .seconds(10)) async {
+        let (background, executing) = state.withLock { state in
+            state.shuttingDown = true
+            return (state.background, Array(state.executing.values))
+        }
+        workSignal.wakeAll()
+        let drained = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for execution in executing { _ = await execution.task.result }
+                return true
+            }
+            group.addTask { [clock] in
+                try? await clock.sleep(for: gracePeriod)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !drained { for execution in executing { execution.task.cancel() } }
+        for task in background { task.cancel() }
+        for task in background { await task.value }
+    }
+
+    private var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
+
+    // MARK: Submission
+
+    /// Admits a run: it exists as `scheduled` when this returns, and a worker picks it up.
+    public func submit(_ request: RunRequest) async throws -> SubmitResult {
+        guard !isShuttingDown else { throw EngineError(code: .unavailable, message: "the server is shutting down") }
+        if let key = request.idempotencyKey { try IdempotencyKey.validate(key) }
+        let fingerprint = try RequestFingerprint.compute(
+            workflow: request.workflow, user: request.user, inputsJSON: request.inputsJSON)
+        let submission = Submission(
+            runID: UUID().uuidString.lowercased(), tenant: request.tenant, workflow: request.workflow,
+            workflowVersion: request.workflowVersion, inputsJSON: request.inputsJSON, user: request.user,
+            trigger: request.trigger, transport: request.transport, idempotencyKey: request.idempotencyKey,
+            fingerprint: fingerprint)
+        switch try await store.submit(submission, policy: configuration.admission, now: clock.now()) {
+        case .created(let run):
+            workSignal.notify()
+            return SubmitResult(run: run, created: true)
+        case .replayed(let run):
+            return SubmitResult(run: run, created: false)
+        case .keyReused(let existing):
+            throw EngineError(code: .idempotencyKeyReused,
+                              message: "the idempotency key was used for a different request (run \(existing))",
+                              runID: existing, field: "idempotency_key")
+        case .overLimit(let active, let limit):
+            throw EngineError(code: .tenantOverLimit,
+                              message: "the tenant has \(active) active runs, its limit is \(limit)",
+                              retryAfter: configuration.retryAfter, limit: limit, active: active)
+        }
+    }
+
+    // MARK: Queries
+
+    /// The run, or `runNotFound` (also for another tenant's run).
+    public func run(id: String, tenant: String) async throws -> RunRecord {
+        guard let run = try await store.run(id: id, tenant: tenant) else { throw Self.notFound(id) }
+        return run
+    }
+
+    /// Waits until the run is terminal and returns it; cancellable. Woken by the run's own
+    /// `run_finished` event, not by polling.
+    public func waitForCompletion(id: String, tenant: String) async throws -> RunRecord {
+        let events = try await watch(id: id, tenant: tenant, after: 0, replayStored: false)
+        for try await event in events where event.isTerminal {
+            return try await run(id: id, tenant: tenant)
+        }
+        try Task.checkCancellation()
+        return try await run(id: id, tenant: tenant)
+    }
+
+    /// The run's events with `sequence > after`: stored ones first, then live ones, without gap
+    /// or duplicate, ending after the terminal event.
+    public func watch(id: String, tenant: String, after: Int64) async throws -> RunEventSequence {
+        try await watch(id: id, tenant: tenant, after: after, replayStored: true)
+    }
+
+    private func watch(id: String, tenant: String, after: Int64, replayStored: Bool) async throws -> RunEventSequence {
+        guard let run = try await store.run(id: id, tenant: tenant) else { throw Self.notFound(id) }
+        // Without replay (blocking callers), start from the current end of the log.
+        let start = replayStored ? after : max(after, run.state.isTerminal ? run.lastSequence - 1 : run.lastSequence)
+        return RunEventSequence(runID: id, after: start, store: store, hub: hub, pageSize: configuration.eventPageSize)
+    }
+
+    /// A page of the tenant's runs, newest first, and the cursor of the next page (nil at the end).
+    public func list(tenant: String, filter: RunFilter, pageSize: Int, after cursor: RunCursor?) async throws -> ([RunRecord], RunCursor?) {
+        let size = max(1, pageSize)
+        var runs = try await store.listRuns(tenant: tenant, filter: filter, limit: size + 1, after: cursor)
+        var next: RunCursor?
+        if runs.count > size {
+            runs.removeLast()
+            next = runs.last.map { RunCursor(createdAt: $0.createdAt, id: $0.id) }
+        }
+        return (runs, next)
+    }
+
+    // MARK: Stop
+
+    /// Stops a run: a scheduled one at once; a running one by cancelling its execution (this
+    /// waits up to `stopWait` for it to end); a finished one is returned unchanged.
+    public func stop(id: String, tenant: String) async throws -> RunRecord {
+        switch try await store.stop(runID: id, tenant: tenant, now: clock.now()) {
+        case .notFound:
+            throw Self.notFound(id)
+        case .alreadyFinished(let run):
+            return run
+        case .stopped(let run, let event):
+            hub.publish([event])
+            return run
+        case .stopRequested(let run):
+            let execution = state.withLock { $0.executing[id] }
+            guard let execution else { return run }
+            let events = try await watch(id: id, tenant: tenant, after: 0, replayStored: false)
+            execution.stopRequested.store(true, ordering: .relaxed)
+            execution.task.cancel()
+            return try await withThrowingTaskGroup(of: RunRecord?.self) { group in
+                group.addTask { [self] in
+                    for try await event in events where event.isTerminal { return try await self.run(id: id, tenant: tenant) }
+                    return nil
+                }
+                group.addTask { [clock, configuration] in
+                    try await clock.sleep(for: configuration.stopWait)
+                    return nil
+                }
+                let first = try await group.next() ?? nil
+                group.cancelAll()
+                if let first { return first }
+                return try await self.run(id: id, tenant: tenant)
+            }
+        }
+    }
+
+    /// Sets a tenant's concurrency limit (nil: the default).
+    public func setConcurrencyLimit(tenant: String, limit: Int?) async throws {
+        try await store.setConcurrencyLimit(tenant: tenant, limit: limit)
+    }
+
+    // MARK: Reaper
+
+    /// One reaper pass: fails stuck runs and purges expired idempotency records.
+    @discardableResult
+    public func reapOnce() async throws -> [FinishedRun] {
+        let now = clock.now()
+        let reaped = try await store.reap(now: now, policy: configuration.reaper)
+        for finished in reaped {
+            hub.publish([finished.event])
+            if let execution = state.withLock({ $0.executing[finished.run.id] }) {
+                execution.lost.store(true, ordering: .relaxed)
+                execution.task.cancel()
+            }
+            logger.warning("reaped a stuck run", metadata: ["run": "\(finished.run.id)", "error": "\(finished.run.error ?? "")"])
+        }
+        let purged = try await store.purgeExpiredIdempotencyRecords(now: now)
+        if purged > 0 { logger.debug("purged expired idempotency records", metadata: ["count": "\(purged)"]) }
+        return reaped
+    }
+
+    private func reaperLoop() async {
+        while !Task.isCancelled && !isShuttingDown {
+            do {
+                try await clock.sleep(for: configuration.reaperInterval)
+                try await reapOnce()
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.error("reaper pass failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Workers
+
+    private func workerLoop(index: Int) async {
+        let worker = "\(processID)/\(index)"
+        while !Task.isCancelled && !isShuttingDown {
+            do {
+                if let (run, started) = try await store.claimNext(
+                    worker: worker, leaseDuration: configuration.leaseDuration, now: clock.now()) {
+                    hub.publish([started])
+                    await execute(run, worker: worker)
+                    continue
+                }
+            } catch {
+                logger.error("claiming a run failed", metadata: ["error": "\(error)"])
+            }
+            await workSignal.wait(orAfter: configuration.idlePollInterval, clock: clock)
+        }
+    }
+
+    private func execute(_ run: RunRecord, worker: String) async {
+        let store = self.store
+        let hub = self.hub
+        let clock = self.clock
+        let context = ExecutionContext(runID: run.id, attempt: run.attempt) { events, steps in
+            guard let stored = try await store.appendEvents(
+                runID: run.id, attempt: run.attempt, events: events, stepsDelta: steps, now: clock.now())
+            else { throw ExecutionLostError(runID: run.id) }
+            hub.publish(stored)
+        }
+        let executor = self.executor
+        let execution = Execution(task: Task { try await executor.execute(run, context: context) })
+        state.withLock { $0.executing[run.id] = execution }
+        let renewal = Task { [self] in await renewLease(of: run, worker: worker, execution: execution) }
+        let outcome = await execution.task.result
+        renewal.cancel()
+        state.withLock { $0.executing[run.id] = nil }
+
+        let final: (RunState, String?, String?)?
+        if execution.lost.load(ordering: .relaxed) {
+            final = nil
+        } else if execution.stopRequested.load(ordering: .relaxed) {
+            final = (.stopped, nil, "stopped by request")
+        } else {
+            switch outcome {
+            case .success(let result):
+                final = (result.state, result.outputsJSON, result.error)
+            case .failure(is ExecutionLostError):
+                final = nil
+            case .failure(is CancellationError):
+                final = (.failed, nil, "interrupted: the server shut down while the run was running")
+            case .failure(let error):
+                final = (.failed, nil, "the workflow failed: \(error)")
+            }
+        }
+        guard let (state, outputs, error) = final else { return }
+        do {
+            if let finished = try await store.finish(
+                runID: run.id, attempt: run.attempt, state: state, outputsJSON: outputs, error: error, now: clock.now()) {
+                hub.publish([finished.event])
+            }
+        } catch {
+            logger.error("recording a run's result failed", metadata: ["run": "\(run.id)", "error": "\(error)"])
+        }
+    }
+
+    /// Renews the lease while the run executes; a stop request or a lost lease cancels it.
+    private func renewLease(of run: RunRecord, worker: String, execution: Execution) async {
+        while !Task.isCancelled {
+            do {
+                try await clock.sleep(for: configuration.leaseRenewalInterval)
+                let status = try await store.renewLease(
+                    runID: run.id, attempt: run.attempt, worker: worker,
+                    leaseDuration: configuration.leaseDuration, now: clock.now())
+                switch status {
+                case .held(stopRequested: false):
+                    continue
+                case .held(stopRequested: true):
+                    execution.stopRequested.store(true, ordering: .relaxed)
+                    execution.task.cancel()
+                    return
+                case .lost:
+                    execution.lost.store(true, ordering: .relaxed)
+                    execution.task.cancel()
+                    return
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.error("renewing a lease failed", metadata: ["run": "\(run.id)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private static func notFound(_ id: String) -> EngineError {
+        EngineError(code: .runNotFound, message: "run \(id) not found", runID: id)
+    }
+}
+
+/// Wakes idle workers when work arrives; a notification with nobody waiting is kept for the
+/// next waiter.
+final class WorkSignal: Sendable {
+    private struct State {
+        var pending = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextID = 0
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+
+    func notify() {
+        let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
+            if let id = state.waiters.keys.first { return state.waiters.removeValue(forKey: id) }
+            state.pending += 1
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    func wakeAll() {
+        let waiters = state.withLock { state in
+            state.closed = true
+            defer { state.waiters.removeAll() }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns on a notification, after `timeout` of `clock` time, or on cancellation.
+    func wait(orAfter timeout: Duration, clock: any EngineClock) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForNotification() }
+            group.addTask { try? await clock.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func waitForNotification() async {
+        let id = state.withLock { state -> Int in
+            state.nextID += 1
+            return state.nextID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.closed || Task.isCancelled { return true }
+                    if state.pending > 0 {
+                        state.pending -= 1
+                        return true
+                    }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume()
+        }
+    }
+}
+
+/// The events of one run with `sequence > after`: the stored ones page by page, then live ones
+/// from the hub. Gaps (live events dropped by a full buffer, or the switch from stored to live)
+/// are filled from the store; duplicates are skipped; the sequence ends after `run_finished`.
+/// Pull-based: nothing is read ahead of the consumer beyond one page.
+public struct RunEventSequence: AsyncSequence, Sendable {
+    public typealias Element = RunEvent
+
+    let runID: String
+    let after: Int64
+    let store: any RunStore
+    let hub: EventHub
+    let pageSize: Int
+
+    public func makeAsyncIterator() -> Iterator {
+        // Subscribe before the first store read, so that nothing falls between the two.
+        Iterator(runID: runID, last: after, store: store, live: hub.subscribe(runID: runID).makeAsyncIterator(),
+                 pageSize: pageSize)
+    }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        let runID: String
+        var last: Int64
+        let store: any RunStore
+        var live: AsyncStream<RunEvent>.AsyncIterator
+        let pageSize: Int
+        var page: [RunEvent] = []
+        var readingStored = true
+        var done = false
+
+        public mutating func next() async throws -> RunEvent? {
+            while !done {
+                if !page.isEmpty {
+                    let event = page.removeFirst()
+                    guard event.sequence > last else { continue }
+                    last = event.sequence
+                    if event.isTerminal { done = true }
+                    return event
+                }
+                if readingStored {
+                    page = try await store.events(runID: runID, after: last, limit: pageSize)
+                    if page.count < pageSize { readingStored = false }
+                    continue
+                }
+                guard let event = await live.next() else {
+                    try Task.checkCancellation()
+                    return nil
+                }
+                if event.sequence <= last { continue }
+                if event.sequence > last + 1 {
+                    readingStored = true  // a gap: the missing events are stored
+                    continue
+                }
+                last = event.sequence
+                if event.isTerminal { done = true }
+                return event
+            }
+            return nil
+        }
+    }
+}
