@@ -13,7 +13,7 @@ CONTRACT_CHECK := ../shared/tools/check-contract.py
 # Steps run one after another, in the order they are listed, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: help deps build run test gen-check contract build-tests swift-test health interop-selftest bench clean
+.PHONY: help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine clean
 
 help:
 	@echo "make run      install what is missing, build, start flowd serve on $(HOST):$(PORT)"
@@ -22,6 +22,7 @@ help:
 	@echo "make build    swift build (debug)"
 	@echo "make health   ask a running server for its health (HOST=$(HOST) PORT=$(PORT))"
 	@echo "make bench    h2load: 100,000 Health/Check calls against a release build"
+	@echo "make bench-engine  durable submissions per second at 1, 16 and 64 submitters"
 	@echo "make interop-selftest  run the grpcio interop suite against its grpcio reference server"
 
 deps:
@@ -69,6 +70,9 @@ interop-selftest: deps
 
 bench: deps
 	@tools/bench/h2load-health.sh
+
+bench-engine: deps
+	@tools/bench/engine-submit.sh
 
 clean:
 	$(SWIFT) package clean

@@ -64,6 +64,11 @@ let package = Package(
             path: "Tests/CFlowdTestingProtos", exclude: ["GENERATOR"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"], resources: [.copy("Golden")]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        // Drives the Engine in a child process for the crash test and tools/bench (not shipped).
+        .executableTarget(
+            name: "flowd-engine-harness",
+            dependencies: ["Engine", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/EngineHarness"),
         .testTarget(
             name: "RPCServerTests",
             dependencies: [

@@ -137,20 +137,18 @@ public final class Engine: Sendable {
             return (state.background, Array(state.executing.values))
         }
         workSignal.wakeAll()
-        let drained = await withTaskGroup(of: Bool.self) { group in
+        await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for execution in executing { _ = await execution.task.result }
-                return true
             }
             group.addTask { [clock] in
+                // Cancelled when everything drained in time; otherwise ends the stragglers.
                 try? await clock.sleep(for: gracePeriod)
-                return false
+                if !Task.isCancelled { for execution in executing { execution.task.cancel() } }
             }
-            let first = await group.next() ?? false
+            await group.next()
             group.cancelAll()
-            return first
         }
-        if !drained { for execution in executing { execution.task.cancel() } }
         for task in background { task.cancel() }
         for task in background { await task.value }
     }

@@ -1,0 +1,134 @@
+// A test and benchmark driver for the Engine on a real data directory (not shipped).
+//
+//   flowd-engine-harness crash-child DIR     submit and execute runs until killed; log every
+//                                            acknowledged submission and every execution start
+//   flowd-engine-harness recover DIR         start on DIR (recovery), run what is left, then
+//                                            print a summary line and exit
+//   flowd-engine-harness bench-submit DIR SUBMITTERS COUNT
+//                                            durable async submissions with idempotency keys;
+//                                            prints submissions per second
+//
+// Logs are appended with write(2), so a SIGKILL loses nothing that was written.
+import Engine
+import Foundation
+import Logging
+
+let tenant = "crash"
+
+/// Appends lines to a file with plain write(2) calls (no user-space buffer to lose on SIGKILL).
+final class LineLog: @unchecked Sendable {
+    private let descriptor: Int32
+    private let lock = NSLock()
+
+    init(path: String) {
+        descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        precondition(descriptor >= 0, "cannot open \(path)")
+    }
+
+    func append(_ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        lock.lock()
+        defer { lock.unlock() }
+        _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+    }
+}
+
+/// Logs each execution start, emits two node events with a short pause, then succeeds.
+struct LoggingExecutor: WorkflowExecutor {
+    let log: LineLog
+
+    func execute(_ run: RunRecord, context: ExecutionContext) async throws -> ExecutionResult {
+        log.append("exec \(run.id) \(run.attempt)")
+        for step in 0..<2 {
+            try await Task.sleep(for: .milliseconds(3))
+            try await context.emit([
+                NewEvent(kind: .nodeStarted, payloadJSON: #"{"node":"s\#(step)"}"#),
+                NewEvent(kind: .nodeFinished, payloadJSON: #"{"node":"s\#(step)"}"#),
+            ], steps: 1)
+        }
+        return .succeeded(outputsJSON: #"{"done":true}"#)
+    }
+}
+
+func makeEngine(_ directory: String, executor: any WorkflowExecutor, workers: Int) throws -> Engine {
+    var logger = Logger(label: "flowd.harness")
+    logger.logLevel = .error
+    var configuration = EngineConfiguration()
+    configuration.workerCount = workers
+    configuration.reaperEnabled = false
+    let store = try SQLiteRunStore(directory: URL(fileURLWithPath: directory))
+    return Engine(store: store, executor: executor, configuration: configuration, logger: logger)
+}
+
+func crashChild(_ directory: String) async throws {
+    let engine = try makeEngine(directory, executor: LoggingExecutor(log: LineLog(path: directory + "/exec.log")), workers: 2)
+    let acks = LineLog(path: directory + "/ack.log")
+    try await engine.setConcurrencyLimit(tenant: tenant, limit: 1_000_000)
+    try await engine.start()
+    print("READY")
+    fflush(nil)
+    var index = 0
+    while true {
+        index += 1
+        let result = try await engine.submit(RunRequest(
+            tenant: tenant, workflow: "crash", workflowVersion: "v1", inputsJSON: #"{"i":\#(index)}"#,
+            user: "harness", trigger: .apiAsync, transport: .grpc, idempotencyKey: "crash-\(index)"))
+        acks.append("ack \(result.run.id)")
+    }
+}
+
+func recover(_ directory: String) async throws {
+    let store = try SQLiteRunStore(directory: URL(fileURLWithPath: directory))
+    let engine = try makeEngine(directory, executor: LoggingExecutor(log: LineLog(path: directory + "/exec.log")), workers: 2)
+    try await engine.start()
+    let active = RunFilter(states: [.scheduled, .running])
+    while true {
+        let (pending, _) = try await engine.list(tenant: tenant, filter: active, pageSize: 100, after: nil)
+        if pending.isEmpty { break }
+        for run in pending { _ = try await engine.waitForCompletion(id: run.id, tenant: tenant) }
+    }
+    await engine.shutdown()
+    var counts: [String: Int] = [:]
+    var cursor: RunCursor?
+    repeat {
+        let page = try await store.listRuns(tenant: tenant, filter: RunFilter(), limit: 500, after: cursor)
+        for run in page { counts[run.state.rawValue, default: 0] += 1 }
+        cursor = page.count == 500 ? page.last.map { RunCursor(createdAt: $0.createdAt, id: $0.id) } : nil
+    } while cursor != nil
+    let summary = counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+    print("RECOVERED \(summary)")
+}
+
+func benchSubmit(_ directory: String, submitters: Int, count: Int) async throws {
+    let engine = try makeEngine(directory, executor: LoggingExecutor(log: LineLog(path: "/dev/null")), workers: 0)
+    try await engine.setConcurrencyLimit(tenant: "bench", limit: Int.max / 2)
+    let perSubmitter = count / submitters
+    let clock = ContinuousClock()
+    let start = clock.now
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for submitter in 0..<submitters {
+            group.addTask {
+                for i in 0..<perSubmitter {
+                    _ = try await engine.submit(RunRequest(
+                        tenant: "bench", workflow: "bench", workflowVersion: "v1", inputsJSON: #"{"i":\#(i)}"#,
+                        user: "bench", trigger: .apiAsync, transport: .grpc, idempotencyKey: "b-\(submitter)-\(i)"))
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    let elapsed = (clock.now - start).seconds
+    let total = perSubmitter * submitters
+    print(String(format: "submitters=%d submissions=%d seconds=%.3f per_second=%.0f", submitters, total, elapsed,
+                 Double(total) / elapsed))
+}
+
+let arguments = CommandLine.arguments
+switch (arguments.count > 1 ? arguments[1] : "", arguments.count) {
+case ("crash-child", 3): try await crashChild(arguments[2])
+case ("recover", 3): try await recover(arguments[2])
+case ("bench-submit", 5): try await benchSubmit(arguments[2], submitters: Int(arguments[3])!, count: Int(arguments[4])!)
+default:
+    FileHandle.standardError.write(Data("usage: flowd-engine-harness crash-child DIR | recover DIR | bench-submit DIR SUBMITTERS COUNT\n".utf8))
+    exit(2)
+}
