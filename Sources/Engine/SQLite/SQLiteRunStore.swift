@@ -134,6 +134,19 @@ public final class SQLiteRunStore: RunStore {
                 INSERT INTO counters(name, value) VALUES ('claims', 0);
                 """)
         }
+        migrator.registerMigration("v2: api keys") { db in
+            try db.execute(sql: """
+                CREATE TABLE api_keys (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    secret_sha256 TEXT NOT NULL,
+                    tenant TEXT NOT NULL,
+                    workflow TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    revoked_at INTEGER
+                ) STRICT;
+                CREATE INDEX api_keys_by_tenant ON api_keys(tenant, created_at);
+                """)
+        }
         return migrator
     }
 
@@ -478,5 +491,58 @@ public final class SQLiteRunStore: RunStore {
     private static func minutes(_ duration: Duration) -> String {
         let minutes = duration.seconds / 60
         return minutes == minutes.rounded() ? "\(Int(minutes)) minutes" : String(format: "%.1f minutes", minutes)
+    }
+}
+
+extension SQLiteRunStore: APIKeyStore {
+    public func createKey(tenant: String, workflow: String, now: Date) async throws -> IssuedAPIKey {
+        let (id, secret) = APIKeyFormat.generate()
+        let createdAt = Self.milliseconds(now)
+        try await write { db in
+            try db.execute(sql: """
+                INSERT INTO api_keys (id, secret_sha256, tenant, workflow, created_at) VALUES (?, ?, ?, ?, ?)
+                """, arguments: [id, APIKeyFormat.hash(secret: secret), tenant, workflow, createdAt])
+        }
+        let record = APIKeyRecord(id: id, tenant: tenant, workflow: workflow, createdAt: Self.date(createdAt))
+        return IssuedAPIKey(record: record, key: APIKeyFormat.key(id: id, secret: secret))
+    }
+
+    public func listKeys(tenant: String?) async throws -> [APIKeyRecord] {
+        try await read { db in
+            let rows: [Row]
+            if let tenant {
+                rows = try Row.fetchAll(db, sql: "SELECT * FROM api_keys WHERE tenant = ? ORDER BY created_at, id",
+                                        arguments: [tenant])
+            } else {
+                rows = try Row.fetchAll(db, sql: "SELECT * FROM api_keys ORDER BY created_at, id")
+            }
+            return rows.map(Self.apiKey(from:))
+        }
+    }
+
+    public func revokeKey(id: String, now: Date) async throws -> Bool {
+        let revokedAt = Self.milliseconds(now)
+        return try await write { db in
+            try db.execute(sql: "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+                           arguments: [revokedAt, id])
+            return db.changesCount == 1
+        }
+    }
+
+    public func authenticate(_ presented: String) async throws -> APIKeyRecord? {
+        guard let (id, secret) = APIKeyFormat.parse(presented) else { return nil }
+        let hash = APIKeyFormat.hash(secret: secret)
+        return try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM api_keys WHERE id = ?", arguments: [id]),
+                  APIKeyFormat.constantTimeEqual(row["secret_sha256"], hash)
+            else { return nil }
+            let record = Self.apiKey(from: row)
+            return record.revokedAt == nil ? record : nil
+        }
+    }
+
+    private static func apiKey(from row: Row) -> APIKeyRecord {
+        APIKeyRecord(id: row["id"], tenant: row["tenant"], workflow: row["workflow"], createdAt: date(row["created_at"]),
+                     revokedAt: (row["revoked_at"] as Int64?).map(date))
     }
 }

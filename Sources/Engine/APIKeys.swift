@@ -1,0 +1,83 @@
+import Crypto
+import Foundation
+
+/// An API key as stored: who it belongs to, never the secret itself (only its SHA-256).
+///
+/// A key belongs to one tenant and, like a Dify app key, to one workflow.
+public struct APIKeyRecord: Sendable, Equatable, Codable {
+    /// The public part of the key, used to find it; safe to log and to show in lists.
+    public var id: String
+    public var tenant: String
+    public var workflow: String
+    public var createdAt: Date
+    public var revokedAt: Date?
+
+    public init(id: String, tenant: String, workflow: String, createdAt: Date, revokedAt: Date? = nil) {
+        self.id = id
+        self.tenant = tenant
+        self.workflow = workflow
+        self.createdAt = createdAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// A key just created: the only moment its full text exists outside the caller's hands.
+public struct IssuedAPIKey: Sendable, Equatable {
+    public var record: APIKeyRecord
+    /// `flowd_<id>_<secret>`, to give to the client once.
+    public var key: String
+}
+
+/// Storage of API keys. Only hashes of secrets are kept.
+public protocol APIKeyStore: Sendable {
+    func createKey(tenant: String, workflow: String, now: Date) async throws -> IssuedAPIKey
+    /// Every key, or a tenant's keys, oldest first.
+    func listKeys(tenant: String?) async throws -> [APIKeyRecord]
+    /// Revokes a key; false when there is no such key (revoking twice is true).
+    func revokeKey(id: String, now: Date) async throws -> Bool
+    /// The key's record when `presented` is a valid, unrevoked key; nil for every other case
+    /// (missing, malformed, unknown, wrong secret, revoked), so callers answer all alike.
+    func authenticate(_ presented: String) async throws -> APIKeyRecord?
+}
+
+/// The format and hashing of API keys: `flowd_` + 12 hex characters of id + `_` + 64 hex
+/// characters of secret (32 random bytes). The id finds the row; the secret's SHA-256 is
+/// compared in constant time.
+public enum APIKeyFormat {
+    public static let prefix = "flowd_"
+
+    static func generate() -> (id: String, secret: String) {
+        var generator = SystemRandomNumberGenerator()
+        let id = (0..<6).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        let secret = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return (id, secret)
+    }
+
+    static func key(id: String, secret: String) -> String { "\(prefix)\(id)_\(secret)" }
+
+    /// Splits a presented key into id and secret; nil when it is not of the flowd format.
+    static func parse(_ key: String) -> (id: String, secret: String)? {
+        guard key.hasPrefix(prefix) else { return nil }
+        let parts = key.dropFirst(prefix.count).split(separator: "_", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0].count == 12, parts[1].count == 64,
+              parts.allSatisfy({ $0.utf8.allSatisfy { isHex($0) } }) else { return nil }
+        return (String(parts[0]), String(parts[1]))
+    }
+
+    static func hash(secret: String) -> String {
+        SHA256.hash(data: Array(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Equality of two hex digests that takes the same time wherever they differ.
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for index in x.indices { difference |= x[index] ^ y[index] }
+        return difference == 0
+    }
+
+    private static func isHex(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
+    }
+}
