@@ -1,0 +1,240 @@
+import Codec
+public import Engine
+import Foundation
+import Synchronization
+
+/// Settings of the `flowd.v1.Workflows` service.
+public struct WorkflowsServiceConfiguration: Sendable {
+    /// An idle `WatchRun`/`StreamWorkflow` sends a heartbeat this often.
+    public var heartbeatInterval: Duration = .seconds(10)
+    /// `ListRuns` page size when the request says 0, and the largest allowed.
+    public var defaultPageSize = 20
+    public var maxPageSize = 100
+
+    public init() {}
+}
+
+/// `flowd.v1.Workflows` (DESIGN.md, "The wire contract") on top of the Engine.
+///
+/// Every call authenticates with `authorization: Bearer <api-key>`; the key gives the tenant
+/// and the one workflow it may run. Another tenant's run is NOT_FOUND, exactly like a run that
+/// does not exist.
+public struct WorkflowsService: RegistrableRPCService {
+    public static let serviceName = "flowd.v1.Workflows"
+
+    private let engine: Engine
+    private let keys: any APIKeyStore
+    private let workflows: any WorkflowResolving
+    private let configuration: WorkflowsServiceConfiguration
+
+    public init(engine: Engine, keys: any APIKeyStore, workflows: any WorkflowResolving,
+                configuration: WorkflowsServiceConfiguration = WorkflowsServiceConfiguration()) {
+        self.engine = engine
+        self.keys = keys
+        self.workflows = workflows
+        self.configuration = configuration
+    }
+
+    private static func method(_ name: String) -> MethodDescriptor {
+        MethodDescriptor(service: serviceName, method: name)
+    }
+
+    public func registerMethods(with router: inout RPCRouter) {
+        router.registerUnary(Self.method("RunWorkflow"), request: FlowdV1.RunWorkflowRequest.self,
+                             response: FlowdV1.RunWorkflowResponse.self) { request, context in
+            try await mapped(context) { key in ServerResponse(message: try await runWorkflow(request, key: key, context: context)) }
+        }
+        router.registerServerStreaming(Self.method("StreamWorkflow"), request: FlowdV1.RunWorkflowRequest.self,
+                                       response: FlowdV1.RunEvent.self) { request, context in
+            try await mapped(context) { key in
+                let submitted = try await submit(request, key: key, context: context, trigger: .apiStreaming)
+                let events = try await engine.watch(id: submitted.run.id, tenant: key.tenant, after: 0)
+                return StreamingServerResponse { writer in
+                    do {
+                        try await stream(events, runID: submitted.run.id, to: writer)
+                    } catch {
+                        throw WorkflowsErrors.map(error, tenant: key.tenant)
+                    }
+                    return Metadata()
+                }
+            }
+        }
+        router.registerUnary(Self.method("GetRun"), request: FlowdV1.GetRunRequest.self, response: FlowdV1.Run.self) {
+            request, context in
+            try await mapped(context) { key in
+                ServerResponse(message: WireConversions.run(try await engine.run(id: request.runId, tenant: key.tenant), now: Date()))
+            }
+        }
+        router.registerServerStreaming(Self.method("WatchRun"), request: FlowdV1.WatchRunRequest.self,
+                                       response: FlowdV1.RunEvent.self) { request, context in
+            try await mapped(context) { key in
+                guard request.afterSequence >= 0 else {
+                    throw WorkflowsErrors.invalidArgument(field: "after_sequence", "after_sequence must not be negative")
+                }
+                let events = try await engine.watch(id: request.runId, tenant: key.tenant, after: request.afterSequence)
+                return StreamingServerResponse { writer in
+                    do {
+                        try await stream(events, runID: request.runId, startingAfter: request.afterSequence, to: writer)
+                    } catch {
+                        throw WorkflowsErrors.map(error, tenant: key.tenant)
+                    }
+                    return Metadata()
+                }
+            }
+        }
+        router.registerUnary(Self.method("StopRun"), request: FlowdV1.StopRunRequest.self, response: FlowdV1.Run.self) {
+            request, context in
+            try await mapped(context) { key in
+                ServerResponse(message: WireConversions.run(try await engine.stop(id: request.runId, tenant: key.tenant), now: Date()))
+            }
+        }
+        router.registerUnary(Self.method("ListRuns"), request: FlowdV1.ListRunsRequest.self,
+                             response: FlowdV1.ListRunsResponse.self) { request, context in
+            try await mapped(context) { key in ServerResponse(message: try await listRuns(request, key: key)) }
+        }
+    }
+
+    // MARK: Calls
+
+    private func runWorkflow(_ request: FlowdV1.RunWorkflowRequest, key: APIKeyRecord,
+                             context: ServerContext) async throws -> FlowdV1.RunWorkflowResponse {
+        let async = request.responseMode == .async
+        let submitted = try await submit(request, key: key, context: context, trigger: async ? .apiAsync : .apiBlocking)
+        if async || submitted.run.state.isTerminal {
+            return FlowdV1.RunWorkflowResponse(run: WireConversions.run(submitted.run, now: Date()), created: submitted.created)
+        }
+        // Blocking: bounded by the call's deadline, whose expiry cancels this wait (not the run).
+        let final = try await engine.waitForCompletion(id: submitted.run.id, tenant: key.tenant)
+        return FlowdV1.RunWorkflowResponse(run: WireConversions.run(final, now: Date()), created: submitted.created)
+    }
+
+    private func submit(_ request: FlowdV1.RunWorkflowRequest, key: APIKeyRecord, context: ServerContext,
+                        trigger: Trigger) async throws -> SubmitResult {
+        let workflow = request.workflow.isEmpty ? key.workflow : request.workflow
+        guard workflow == key.workflow else { throw WorkflowsErrors.workflowNotAllowed(workflow) }
+        let headerKey = context.metadata[stringValues: "idempotency-key"].first
+        if let headerKey, !request.idempotencyKey.isEmpty, headerKey != request.idempotencyKey {
+            throw WorkflowsErrors.invalidArgument(
+                field: "idempotency_key", "the idempotency-key metadata and the request field differ")
+        }
+        let idempotencyKey = request.idempotencyKey.isEmpty ? headerKey : request.idempotencyKey
+        let resolved = try workflows.resolve(
+            workflow: workflow, inputsJSON: request.inputsJson.isEmpty ? "{}" : request.inputsJson)
+        return try await engine.submit(RunRequest(
+            tenant: key.tenant, workflow: resolved.name, workflowVersion: resolved.version,
+            inputsJSON: resolved.inputsJSON, user: request.user, trigger: trigger, transport: .grpc,
+            idempotencyKey: idempotencyKey))
+    }
+
+    private func listRuns(_ request: FlowdV1.ListRunsRequest, key: APIKeyRecord) async throws -> FlowdV1.ListRunsResponse {
+        guard request.pageSize >= 0 else {
+            throw WorkflowsErrors.invalidArgument(field: "page_size", "page_size must not be negative")
+        }
+        let pageSize = request.pageSize == 0 ? configuration.defaultPageSize : min(Int(request.pageSize), configuration.maxPageSize)
+        var states = Set<RunState>()
+        for status in request.statuses {
+            guard let state = WireConversions.state(status) else {
+                throw WorkflowsErrors.invalidArgument(field: "statuses", "unknown run status \(status.rawValue)")
+            }
+            states.insert(state)
+        }
+        let filter = RunFilter(states: states, workflow: request.workflow.isEmpty ? nil : request.workflow,
+                               user: request.user.isEmpty ? nil : request.user)
+        let cursor = try request.pageToken.isEmpty ? nil : PageToken.decode(request.pageToken, filter: filter)
+        let (runs, next) = try await engine.list(tenant: key.tenant, filter: filter, pageSize: pageSize, after: cursor)
+        let now = Date()
+        return FlowdV1.ListRunsResponse(runs: runs.map { WireConversions.run($0, now: now) },
+                                        nextPageToken: next.map { PageToken.encode($0, filter: filter) } ?? "")
+    }
+
+    /// Forwards a run's events to a stream, with a heartbeat whenever nothing was sent for
+    /// `heartbeatInterval`; returns after the terminal event.
+    private func stream(_ events: RunEventSequence, runID: String, startingAfter: Int64 = 0,
+                        to writer: RPCWriter<FlowdV1.RunEvent>) async throws {
+        let lastSent = LastSent(sequence: startingAfter)
+        let interval = configuration.heartbeatInterval
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while true {
+                    let due = lastSent.state.withLock { $0.at } + interval
+                    try await Task.sleep(until: due, clock: .continuous)
+                    let (sequence, at) = lastSent.state.withLock { $0 }
+                    guard ContinuousClock.now - at >= interval else { continue }
+                    try await writer.write(WireConversions.heartbeat(runID: runID, lastSequence: sequence, now: Date()))
+                    lastSent.state.withLock { $0.at = ContinuousClock.now }
+                }
+            }
+            for try await event in events {
+                try await writer.write(WireConversions.event(event, now: Date()))
+                lastSent.state.withLock { $0 = (event.sequence, ContinuousClock.now) }
+            }
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Authentication and errors
+
+    /// Authenticates the call, runs `body`, and maps Engine and store errors to gRPC ones.
+    private func mapped<T: Sendable>(_ context: ServerContext, _ body: (APIKeyRecord) async throws -> T) async throws -> T {
+        let key = try await authenticate(context)
+        do {
+            return try await body(key)
+        } catch {
+            throw WorkflowsErrors.map(error, tenant: key.tenant)
+        }
+    }
+
+    private func authenticate(_ context: ServerContext) async throws -> APIKeyRecord {
+        guard let header = context.metadata[stringValues: "authorization"].first else { throw WorkflowsErrors.unauthenticated }
+        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw WorkflowsErrors.unauthenticated }
+        let record: APIKeyRecord?
+        do {
+            record = try await keys.authenticate(String(parts[1]).trimmingCharacters(in: .whitespaces))
+        } catch {
+            throw WorkflowsErrors.map(error, tenant: "")
+        }
+        guard let record else { throw WorkflowsErrors.unauthenticated }
+        return record
+    }
+}
+
+/// What a stream last sent, shared with its heartbeat task.
+private final class LastSent: Sendable {
+    let state: Mutex<(sequence: Int64, at: ContinuousClock.Instant)>
+    init(sequence: Int64) { state = Mutex((sequence, ContinuousClock.now)) }
+}
+
+/// `ListRuns` page tokens: the cursor of the last run of a page and a digest of the filter
+/// it belongs to, base64url-encoded JSON. Opaque to clients; a token used with another
+/// filter, or tampered with, is INVALID_ARGUMENT.
+enum PageToken {
+    private struct Body: Codable {
+        var c: Int64   // createdAt, ms
+        var i: String  // run id
+        var f: String  // filter digest
+    }
+
+    static func encode(_ cursor: RunCursor, filter: RunFilter) -> String {
+        let body = Body(c: Int64((cursor.createdAt.timeIntervalSince1970 * 1000).rounded()), i: cursor.id, f: digest(filter))
+        let data = (try? JSONEncoder().encode(body)) ?? Data()
+        return data.base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decode(_ token: String, filter: RunFilter) throws -> RunCursor {
+        var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        guard let data = Data(base64Encoded: base64), let body = try? JSONDecoder().decode(Body.self, from: data),
+              body.f == digest(filter)
+        else {
+            throw WorkflowsErrors.invalidArgument(field: "page_token", "page_token is not valid for this request")
+        }
+        return RunCursor(createdAt: Date(timeIntervalSince1970: Double(body.c) / 1000), id: body.i)
+    }
+
+    private static func digest(_ filter: RunFilter) -> String {
+        let states = filter.states.map(\.rawValue).sorted().joined(separator: ",")
+        return "\(states)|\(filter.workflow ?? "")|\(filter.user ?? "")"
+    }
+}
