@@ -72,7 +72,8 @@ let package = Package(
         .testTarget(
             name: "RPCServerTests",
             dependencies: [
-                "RPCServer", "Codec", "CProtobufC", "CFlowdTestingProtos",
+                "RPCServer", "Codec", "Engine", "CProtobufC", "CFlowdTestingProtos",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),

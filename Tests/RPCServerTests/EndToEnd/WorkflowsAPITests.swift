@@ -1,0 +1,74 @@
+import Engine
+import Foundation
+import Logging
+import RPCServer
+import Testing
+
+/// Runs described by their inputs: `{"sleep_ms": N, "steps": K, "fail": true}`.
+struct ScriptedExecutor: WorkflowExecutor {
+    func execute(_ run: RunRecord, context: ExecutionContext) async throws -> ExecutionResult {
+        let inputs = (try? JSONSerialization.jsonObject(with: Data(run.inputsJSON.utf8))) as? [String: Any] ?? [:]
+        let steps = (inputs["steps"] as? Int) ?? 1
+        let sleep = (inputs["sleep_ms"] as? Int) ?? 0
+        for step in 0..<steps {
+            try await context.emit(NewEvent(kind: .nodeStarted, payloadJSON: #"{"node_id":"s\#(step)","node_kind":"sleep","index":\#(step)}"#))
+            if sleep > 0 { try await Task.sleep(for: .milliseconds(sleep / max(steps, 1))) }
+            try await context.emit(NewEvent(kind: .nodeFinished, payloadJSON:
+                #"{"node_id":"s\#(step)","node_kind":"sleep","index":\#(step),"status":"succeeded","outputs":{"step":\#(step)}}"#),
+                steps: 1)
+        }
+        if inputs["fail"] as? Bool == true { return .failed("asked to fail") }
+        return .succeeded(outputsJSON: #"{"steps":\#(steps)}"#)
+    }
+}
+
+/// Knows one workflow, `echo`; inputs must be a JSON object without a `bad` key.
+struct EchoResolver: WorkflowResolving {
+    func resolve(workflow: String, inputsJSON: String) throws -> ResolvedWorkflow {
+        guard workflow == "echo" else {
+            throw EngineError(code: .invalidRequest, message: "unknown workflow \(workflow)", field: "workflow")
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(inputsJSON.utf8))) as? [String: Any] else {
+            throw EngineError(code: .invalidRequest, message: "inputs_json must be a JSON object", field: "inputs_json")
+        }
+        if object["bad"] != nil {
+            throw EngineError(code: .invalidRequest, message: "input bad is not declared", field: "inputs.bad")
+        }
+        return ResolvedWorkflow(name: workflow, version: "echo-1", inputsJSON: inputsJSON)
+    }
+}
+
+@Suite("flowd.v1.Workflows end to end", .serialized)
+struct WorkflowsAPITests {
+    @Test("the grpcio Workflows suite passes against a real server, Engine and SQLite store")
+    func grpcioWorkflowsSuite() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-api-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try SQLiteRunStore(directory: directory)
+        var logger = Logger(label: "flowd.test.engine")
+        logger.logLevel = .critical
+        let engine = Engine(store: store, executor: ScriptedExecutor(), logger: logger)
+        try await engine.start()
+        let acme = try await store.createKey(tenant: "acme", workflow: "echo", now: Date())
+        let globex = try await store.createKey(tenant: "globex", workflow: "echo", now: Date())
+        let limited = try await store.createKey(tenant: "limited", workflow: "echo", now: Date())
+        let revoked = try await store.createKey(tenant: "acme", workflow: "echo", now: Date())
+        _ = try await store.revokeKey(id: revoked.record.id, now: Date())
+
+        var service = WorkflowsServiceConfiguration()
+        service.heartbeatInterval = .milliseconds(500)
+        let workflows = WorkflowsService(engine: engine, keys: store, workflows: EchoResolver(), configuration: service)
+        try await withTestServer(services: [HealthService(), workflows]) { _, port in
+            let child = try ChildProcess([
+                "python3", "tools/interop/workflows_api.py", "--target", "127.0.0.1:\(port)",
+                "--key", acme.key, "--other-tenant-key", globex.key, "--limit-key", limited.key,
+                "--revoked-key", revoked.key,
+            ])
+            let (status, output) = await child.finish(timeout: .seconds(300))
+            print(output)
+            #expect(status == 0, "workflows_api.py failed:\n\(output)")
+            #expect(output.contains(" 0 failed"))
+        }
+        await engine.shutdown()
+    }
+}
