@@ -2,58 +2,21 @@ import Foundation
 import GRDB
 import Logging
 
-/// A store error, mapped once from SQLite's result codes.
-public struct StoreError: Error, Sendable, CustomStringConvertible {
-    /// What went wrong. Extensible.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        private init(_ name: String) { self.name = name }
-        public var description: String { name }
-        /// The database is locked by another writer for longer than the busy timeout.
-        public static let busy = Code("busy")
-        /// The disk is full or an I/O error occurred; nothing was committed.
-        public static let storage = Code("storage")
-        /// A constraint or schema problem: a bug, not a transient condition.
-        public static let integrity = Code("integrity")
-        public static let other = Code("other")
-    }
-
-    public var code: Code
-    public var message: String
-    public var cause: (any Error & Sendable)?
-
-    /// Whether the same call may succeed later (callers answer UNAVAILABLE / 503).
-    public var isRetryable: Bool { code == .busy || code == .storage }
-
-    public var description: String { "store \(code): \(message)" }
-
-    init(_ error: any Error) {
-        if let error = error as? StoreError {
-            self = error
-            return
-        }
-        cause = error
-        guard let database = error as? DatabaseError else {
-            code = .other
-            message = "\(error)"
-            return
-        }
-        message = database.message ?? "\(database.resultCode)"
-        switch database.resultCode {
-        case .SQLITE_BUSY, .SQLITE_LOCKED: code = .busy
-        case .SQLITE_FULL, .SQLITE_IOERR, .SQLITE_CANTOPEN, .SQLITE_READONLY: code = .storage
-        case .SQLITE_CONSTRAINT, .SQLITE_MISMATCH, .SQLITE_CORRUPT, .SQLITE_SCHEMA: code = .integrity
-        default: code = .other
-        }
-    }
-}
-
-/// The embedded store: SQLite in WAL mode in a data directory (`flowd.sqlite`).
+/// The embedded store: SQLite in WAL mode, in `flowd.sqlite` inside a data directory.
 ///
-/// Every write is a `BEGIN IMMEDIATE` transaction (GRDB 7 opens write accesses that way; a
-/// deferred read-then-write transaction could fail with SQLITE_BUSY_SNAPSHOT instead of waiting), `synchronous=FULL` so that an
-/// acknowledged submission survives a crash, and a 5 s busy timeout when several processes
-/// share the file. Times are INTEGER milliseconds since 1970.
+/// - Every write is one `BEGIN IMMEDIATE` transaction (asked for explicitly): a deferred
+///   read-then-write transaction would fail at once with SQLITE_BUSY_SNAPSHOT when another
+///   connection (or process) committed in between, whatever the busy timeout. With one writer
+///   at a time, the admission check and the insert cannot race.
+/// - `synchronous=FULL`: an acknowledged commit survives a crash and a power loss.
+/// - A busy timeout (5 s by default) when several processes share the file; past it the call
+///   fails with a retryable `StoreError`.
+/// - Reads are deferred transactions on a snapshot, concurrent with the writer.
+/// - Times are INTEGER milliseconds since 1970; dates come back truncated to the millisecond.
+///
+/// Several handles (or processes) may open the same directory; admission, claims and
+/// compare-and-set writes stay exact across them. `recoverInterruptedRuns` assumes it is the
+/// only process using the directory (see there).
 public final class SQLiteRunStore: RunStore {
     private let pool: DatabasePool
     private let logger: Logger?
@@ -61,222 +24,234 @@ public final class SQLiteRunStore: RunStore {
     /// The database file inside the data directory.
     public static let fileName = "flowd.sqlite"
 
-    /// Opens (creating and migrating when needed) the store in `directory`.
-    public init(directory: URL, logger: Logger? = nil) throws {
+    /// Opens the store in `directory` (created when missing), creating or migrating the
+    /// schema. Throws a `StoreError` when the database cannot be opened, or when it was written
+    /// by a newer flowd (unknown migrations).
+    ///
+    /// `busyTimeout` bounds every wait for another writer, including the wait at opening while
+    /// another process turns a new database to WAL (SQLite answers that with SQLITE_BUSY at
+    /// once, without its busy handler, so opening retries with a short backoff until then).
+    public init(directory: URL, logger: Logger? = nil, busyTimeout: Duration = .seconds(5)) throws {
         self.logger = logger
+        let path = directory.appendingPathComponent(Self.fileName).path
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             var configuration = Configuration()
-            configuration.busyMode = .timeout(5)
+            configuration.busyMode = .timeout(Double(Self.milliseconds(busyTimeout)) / 1000)
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
                 try db.execute(sql: "PRAGMA foreign_keys = ON")
             }
-            pool = try DatabasePool(path: directory.appendingPathComponent(Self.fileName).path, configuration: configuration)
-            try Self.migrator.migrate(pool)
+            let deadline = ContinuousClock.now + busyTimeout
+            var attempt = 0
+            while true {
+                do {
+                    pool = try Self.openPool(path: path, configuration: configuration)
+                    break
+                } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && ContinuousClock.now < deadline {
+                    attempt += 1
+                    logger?.debug("the run store is busy at opening; retrying", metadata: ["attempt": "\(attempt)"])
+                    Thread.sleep(forTimeInterval: Double.random(in: 0.001...0.005) * Double(min(attempt, 10)))
+                }
+            }
+            let migrator = SQLiteSchema.migrator
+            if try pool.read(migrator.hasBeenSuperseded) {
+                throw StoreError(code: .integrity,
+                                 message: "\(path) was migrated by a newer flowd; refusing to use it")
+            }
+            do {
+                try migrator.migrate(pool)
+            } catch {
+                // GRDB reads the applied migrations before the migration's own transaction, so
+                // two processes opening a new directory at once can both try to create the
+                // schema; the loser fails and, on a second look, finds the schema in place.
+                logger?.info("migrating the run store failed once; retrying", metadata: ["error": "\(error)"])
+                try migrator.migrate(pool)
+            }
         } catch {
-            throw StoreError(error)
+            throw StoreError.mapping(error)
+        }
+        logger?.debug("opened the run store", metadata: ["path": "\(path)"])
+    }
+
+    /// The pool, in WAL mode, its writer with `synchronous=FULL`. GRDB sets NORMAL on the writer
+    /// when it turns WAL on, after `prepareDatabase` has run, so FULL is set again here.
+    private static func openPool(path: String, configuration: Configuration) throws -> DatabasePool {
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        return pool
+    }
+
+    /// Closes the database connections. Later calls fail with a `StoreError`. Optional: the
+    /// connections also close when the store is released.
+    public func close() throws {
+        do {
+            try pool.close()
+        } catch {
+            throw StoreError.mapping(error)
         }
     }
 
-    private static var migrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1: runs, events, idempotency, tenants") { db in
-            try db.execute(sql: """
-                CREATE TABLE runs (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    tenant TEXT NOT NULL,
-                    workflow TEXT NOT NULL,
-                    workflow_version TEXT NOT NULL,
-                    state TEXT NOT NULL,
-                    inputs_json TEXT NOT NULL,
-                    outputs_json TEXT,
-                    error TEXT,
-                    trigger TEXT NOT NULL,
-                    transport TEXT NOT NULL,
-                    user TEXT NOT NULL,
-                    idempotency_key TEXT,
-                    created_at INTEGER NOT NULL,
-                    started_at INTEGER,
-                    finished_at INTEGER,
-                    attempt INTEGER NOT NULL DEFAULT 0,
-                    last_sequence INTEGER NOT NULL DEFAULT 0,
-                    total_steps INTEGER NOT NULL DEFAULT 0,
-                    total_tokens INTEGER NOT NULL DEFAULT 0,
-                    lease_owner TEXT,
-                    lease_expires_at INTEGER,
-                    last_progress_at INTEGER,
-                    stop_requested INTEGER NOT NULL DEFAULT 0
-                ) STRICT;
-                CREATE INDEX runs_by_tenant ON runs(tenant, created_at DESC, id DESC);
-                CREATE INDEX runs_by_tenant_state ON runs(tenant, state);
-                CREATE INDEX runs_by_state ON runs(state, tenant, created_at, id);
-                CREATE TABLE run_events (
-                    run_id TEXT NOT NULL REFERENCES runs(id),
-                    sequence INTEGER NOT NULL,
-                    time INTEGER NOT NULL,
-                    kind TEXT NOT NULL,
-                    payload_json TEXT NOT NULL,
-                    PRIMARY KEY (run_id, sequence)
-                ) STRICT, WITHOUT ROWID;
-                CREATE TABLE idempotency (
-                    tenant TEXT NOT NULL,
-                    key TEXT NOT NULL,
-                    fingerprint TEXT NOT NULL,
-                    run_id TEXT NOT NULL,
-                    expires_at INTEGER NOT NULL,
-                    PRIMARY KEY (tenant, key)
-                ) STRICT, WITHOUT ROWID;
-                CREATE INDEX idempotency_by_expiry ON idempotency(expires_at);
-                CREATE TABLE tenant_limits (tenant TEXT PRIMARY KEY NOT NULL, max_active INTEGER NOT NULL) STRICT;
-                CREATE TABLE tenant_dispatch (tenant TEXT PRIMARY KEY NOT NULL, last_claim INTEGER NOT NULL) STRICT;
-                CREATE TABLE counters (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) STRICT;
-                INSERT INTO counters(name, value) VALUES ('claims', 0);
-                """)
-        }
-        migrator.registerMigration("v2: api keys") { db in
-            try db.execute(sql: """
-                CREATE TABLE api_keys (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    secret_sha256 TEXT NOT NULL,
-                    tenant TEXT NOT NULL,
-                    workflow TEXT NOT NULL,
-                    created_at INTEGER NOT NULL,
-                    revoked_at INTEGER
-                ) STRICT;
-                CREATE INDEX api_keys_by_tenant ON api_keys(tenant, created_at);
-                """)
-        }
-        return migrator
-    }
+    // MARK: Transactions
 
+    /// One `BEGIN IMMEDIATE` transaction; it commits when `body` returns, rolls back when it throws.
     private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            return try await pool.write(body)
+            return try await pool.writeWithoutTransaction { db in
+                var result: T?
+                try db.inTransaction(.immediate) {
+                    result = try body(db)
+                    return .commit
+                }
+                return result!
+            }
         } catch {
-            throw StoreError(error)
+            throw StoreError.mapping(error)
         }
     }
 
+    /// One read-only (deferred) transaction on a snapshot.
     private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await pool.read(body)
         } catch {
-            throw StoreError(error)
+            throw StoreError.mapping(error)
         }
     }
 
-    // MARK: RunStore
+    // MARK: Submission
 
     public func submit(_ submission: Submission, policy: AdmissionPolicy, now: Date) async throws -> SubmissionOutcome {
         let nowMS = Self.milliseconds(now)
-        let ttlMS = Int64(policy.idempotencyTTL.seconds * 1000)
+        let expiresAt = nowMS + Self.milliseconds(policy.idempotencyTTL)
         return try await write { db in
-            if let key = submission.idempotencyKey {
-                if let row = try Row.fetchOne(db, sql: """
-                    SELECT fingerprint, run_id, expires_at FROM idempotency WHERE tenant = ? AND key = ?
-                    """, arguments: [submission.tenant, key]) {
-                    let expiresAt: Int64 = row["expires_at"]
-                    if expiresAt > nowMS {
-                        let runID: String = row["run_id"]
-                        guard row["fingerprint"] as String == submission.fingerprint else {
-                            return .keyReused(existingRunID: runID)
-                        }
-                        if let run = try Self.fetchRun(db, id: runID, tenant: submission.tenant) {
-                            return .replayed(run)
-                        }
+            if let key = submission.idempotencyKey,
+               let record = try Row.fetchOne(db.cachedStatement(sql: """
+                   SELECT fingerprint, run_id, expires_at FROM idempotency WHERE tenant = ? AND key = ?
+                   """), arguments: [submission.tenant, key]) {
+                let runID: String = record["run_id"]
+                if record["expires_at"] as Int64 > nowMS {
+                    guard record["fingerprint"] as String == submission.fingerprint else {
+                        return .keyReused(existingRunID: runID)
                     }
-                    try db.execute(sql: "DELETE FROM idempotency WHERE tenant = ? AND key = ?", arguments: [submission.tenant, key])
+                    if let run = try Self.fetchRun(db, id: runID, tenant: submission.tenant) {
+                        return .replayed(run)
+                    }
                 }
+                // Expired (or naming a run that no longer exists): as if absent.
+                try db.cachedStatement(sql: "DELETE FROM idempotency WHERE tenant = ? AND key = ?")
+                    .execute(arguments: [submission.tenant, key])
             }
-            let limit = try Int.fetchOne(db, sql: "SELECT max_active FROM tenant_limits WHERE tenant = ?",
+            let limit = try Int.fetchOne(db.cachedStatement(sql: "SELECT max_active FROM tenant_limits WHERE tenant = ?"),
                                          arguments: [submission.tenant]) ?? policy.defaultConcurrencyLimit
-            let active = try Int.fetchOne(db, sql: """
+            let active = try Int.fetchOne(db.cachedStatement(sql: """
                 SELECT COUNT(*) FROM runs WHERE tenant = ? AND state IN ('scheduled', 'running')
-                """, arguments: [submission.tenant]) ?? 0
+                """), arguments: [submission.tenant]) ?? 0
             if active >= limit { return .overLimit(active: active, limit: limit) }
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO runs (id, tenant, workflow, workflow_version, state, inputs_json, trigger, transport, user,
                                   idempotency_key, created_at)
                 VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?)
-                """, arguments: [submission.runID, submission.tenant, submission.workflow, submission.workflowVersion,
-                                 submission.inputsJSON, submission.trigger.rawValue, submission.transport.rawValue,
-                                 submission.user, submission.idempotencyKey, nowMS])
+                """).execute(arguments: [
+                    submission.runID, submission.tenant, submission.workflow, submission.workflowVersion,
+                    submission.inputsJSON, submission.trigger.rawValue, submission.transport.rawValue,
+                    submission.user, submission.idempotencyKey, nowMS])
             if let key = submission.idempotencyKey {
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     INSERT INTO idempotency (tenant, key, fingerprint, run_id, expires_at) VALUES (?, ?, ?, ?, ?)
-                    """, arguments: [submission.tenant, key, submission.fingerprint, submission.runID, nowMS + ttlMS])
+                    """).execute(arguments: [submission.tenant, key, submission.fingerprint, submission.runID, expiresAt])
             }
             return .created(try Self.fetchRun(db, id: submission.runID, tenant: nil)!)
         }
     }
 
+    // MARK: Workers
+
+    /// Round-robin: among tenants with a `scheduled` run, the one whose last claim has the
+    /// smallest claim number (never claimed = 0, so first), ties broken by the tenant's oldest
+    /// scheduled run, then by name. Then that tenant's oldest run by (createdAt, id).
+    ///
+    /// Bound: while k tenants have scheduled runs, each of them gets one of every k consecutive
+    /// claims. The tenant choice reads every scheduled run (covering index), which the
+    /// per-tenant concurrency limit keeps to tenants × limit rows.
     public func claimNext(worker: String, leaseDuration: Duration, now: Date) async throws -> (RunRecord, RunEvent)? {
         let nowMS = Self.milliseconds(now)
-        let leaseMS = Int64(leaseDuration.seconds * 1000)
+        let leaseExpiresAt = nowMS + Self.milliseconds(leaseDuration)
         return try await write { db in
-            // Round-robin: the tenant with a scheduled run whose last claim is oldest.
-            guard let tenant = try String.fetchOne(db, sql: """
+            guard let tenant = try String.fetchOne(db.cachedStatement(sql: """
                 SELECT r.tenant FROM runs r LEFT JOIN tenant_dispatch d ON d.tenant = r.tenant
                 WHERE r.state = 'scheduled'
                 GROUP BY r.tenant
                 ORDER BY COALESCE(MAX(d.last_claim), 0), MIN(r.created_at), r.tenant
                 LIMIT 1
-                """) else { return nil }
-            guard let id = try String.fetchOne(db, sql: """
+                """)) else { return nil }
+            guard let id = try String.fetchOne(db.cachedStatement(sql: """
                 SELECT id FROM runs WHERE state = 'scheduled' AND tenant = ? ORDER BY created_at, id LIMIT 1
-                """, arguments: [tenant]) else { return nil }
-            let claim = try Int64.fetchOne(db, sql: "UPDATE counters SET value = value + 1 WHERE name = 'claims' RETURNING value")!
-            try db.execute(sql: """
+                """), arguments: [tenant]) else { return nil }
+            let claim = try Int64.fetchOne(db.cachedStatement(sql: """
+                UPDATE counters SET value = value + 1 WHERE name = 'claims' RETURNING value
+                """))!
+            try db.cachedStatement(sql: """
                 INSERT INTO tenant_dispatch (tenant, last_claim) VALUES (?, ?)
                 ON CONFLICT(tenant) DO UPDATE SET last_claim = excluded.last_claim
-                """, arguments: [tenant, claim])
-            try db.execute(sql: """
+                """).execute(arguments: [tenant, claim])
+            try db.cachedStatement(sql: """
                 UPDATE runs SET state = 'running', attempt = attempt + 1, started_at = ?, lease_owner = ?,
                        lease_expires_at = ?, last_progress_at = ?
                 WHERE id = ? AND state = 'scheduled'
-                """, arguments: [nowMS, worker, nowMS + leaseMS, nowMS, id])
-            let event = try Self.appendRunEvent(db, runID: id, kind: .runStarted, time: nowMS)
-            return (try Self.fetchRun(db, id: id, tenant: nil)!, event)
+                """).execute(arguments: [nowMS, worker, leaseExpiresAt, nowMS, id])
+            return try Self.appendRunEvent(db, runID: id, kind: .runStarted, time: nowMS)
         }
     }
 
     public func renewLease(runID: String, attempt: Int, worker: String, leaseDuration: Duration, now: Date) async throws -> LeaseStatus {
-        let expiry = Self.milliseconds(now) + Int64(leaseDuration.seconds * 1000)
+        let leaseExpiresAt = Self.milliseconds(now) + Self.milliseconds(leaseDuration)
         return try await write { db in
-            try db.execute(sql: """
+            guard let stopRequested = try Bool.fetchOne(db.cachedStatement(sql: """
                 UPDATE runs SET lease_expires_at = ?
                 WHERE id = ? AND attempt = ? AND state = 'running' AND lease_owner = ?
-                """, arguments: [expiry, runID, attempt, worker])
-            guard db.changesCount == 1 else { return .lost }
-            let stop = try Bool.fetchOne(db, sql: "SELECT stop_requested FROM runs WHERE id = ?", arguments: [runID]) ?? false
-            return .held(stopRequested: stop)
+                RETURNING stop_requested
+                """), arguments: [leaseExpiresAt, runID, attempt, worker]) else { return .lost }
+            return .held(stopRequested: stopRequested)
         }
     }
 
+    /// Only node events (`node_started`, `node_finished`, `text_chunk`) may be appended:
+    /// `run_started` and `run_finished` belong to `claimNext` and the calls that end a run;
+    /// other kinds throw `StoreError.Code.invalidArgument` and store nothing.
     public func appendEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date) async throws -> [RunEvent]? {
+        if let event = events.first(where: { $0.kind == .runStarted || $0.kind == .runFinished }) {
+            throw StoreError(code: .invalidArgument,
+                             message: "\(event.kind.rawValue) events are written by the store, not appended")
+        }
         let nowMS = Self.milliseconds(now)
         return try await write { db in
-            guard var sequence = try Int64.fetchOne(db, sql: """
+            guard var sequence = try Int64.fetchOne(db.cachedStatement(sql: """
                 SELECT last_sequence FROM runs WHERE id = ? AND attempt = ? AND state = 'running'
-                """, arguments: [runID, attempt]) else { return nil }
+                """), arguments: [runID, attempt]) else { return nil }
             var stored: [RunEvent] = []
+            stored.reserveCapacity(events.count)
             for event in events {
                 sequence += 1
-                try Self.insertEvent(db, RunEvent(runID: runID, sequence: sequence, time: Self.date(nowMS),
-                                                  kind: event.kind, payloadJSON: event.payloadJSON))
-                stored.append(RunEvent(runID: runID, sequence: sequence, time: Self.date(nowMS), kind: event.kind,
-                                       payloadJSON: event.payloadJSON))
+                let runEvent = RunEvent(runID: runID, sequence: sequence, time: Self.date(nowMS), kind: event.kind,
+                                        payloadJSON: event.payloadJSON)
+                try Self.insertEvent(db, runEvent)
+                stored.append(runEvent)
             }
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE runs SET last_sequence = ?, last_progress_at = ?, total_steps = total_steps + ? WHERE id = ?
-                """, arguments: [sequence, nowMS, stepsDelta, runID])
+                """).execute(arguments: [sequence, nowMS, stepsDelta, runID])
             return stored
         }
     }
 
+    /// `state` must be terminal, else `StoreError.Code.invalidArgument`.
     public func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?, now: Date) async throws -> FinishedRun? {
-        precondition(state.isTerminal, "finish needs a terminal state")
+        guard state.isTerminal else {
+            throw StoreError(code: .invalidArgument, message: "finish needs a terminal state, not \(state.rawValue)")
+        }
         let nowMS = Self.milliseconds(now)
         return try await write { db in
             try Self.end(db, runID: runID, attempt: attempt, from: .running, to: state, outputsJSON: outputsJSON,
@@ -284,14 +259,18 @@ public final class SQLiteRunStore: RunStore {
         }
     }
 
+    // MARK: Callers
+
     public func stop(runID: String, tenant: String, now: Date) async throws -> StopOutcome {
         let nowMS = Self.milliseconds(now)
         return try await write { db in
             guard let run = try Self.fetchRun(db, id: runID, tenant: tenant) else { return .notFound }
             switch run.state {
             case .scheduled:
-                guard let finished = try Self.end(db, runID: runID, attempt: run.attempt, from: .scheduled, to: .stopped,
-                                                  outputsJSON: nil, error: "stopped before it started", now: nowMS)
+                // Inside this transaction the CAS cannot fail.
+                guard let finished = try Self.end(db, runID: runID, attempt: run.attempt, from: .scheduled,
+                                                  to: .stopped, outputsJSON: nil, error: "stopped before it started",
+                                                  now: nowMS)
                 else { return .notFound }
                 return .stopped(finished.run, finished.event)
             case .running:
@@ -308,11 +287,12 @@ public final class SQLiteRunStore: RunStore {
     }
 
     public func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent] {
-        try await read { db in
-            try Row.fetchAll(db, sql: """
+        let limit = max(0, limit)  // SQLite reads a negative LIMIT as "no limit"
+        return try await read { db in
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT run_id, sequence, time, kind, payload_json FROM run_events
                 WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
-                """, arguments: [runID, after, limit]).map(Self.event(from:))
+                """), arguments: [runID, after, limit]).map(Self.event(from:))
         }
     }
 
@@ -321,70 +301,77 @@ public final class SQLiteRunStore: RunStore {
         var arguments: StatementArguments = [tenant]
         if !filter.states.isEmpty {
             let states = filter.states.map(\.rawValue).sorted()
-            conditions.append("state IN (\(states.map { _ in "?" }.joined(separator: ", ")))")
-            for state in states { _ = arguments.append(contentsOf: [state]) }
+            conditions.append("state IN (\(Array(repeating: "?", count: states.count).joined(separator: ", ")))")
+            arguments += StatementArguments(states)
         }
         if let workflow = filter.workflow {
             conditions.append("workflow = ?")
-            _ = arguments.append(contentsOf: [workflow])
+            arguments += [workflow]
         }
         if let user = filter.user {
             conditions.append("user = ?")
-            _ = arguments.append(contentsOf: [user])
+            arguments += [user]
         }
         if let cursor {
-            let createdAt = Self.milliseconds(cursor.createdAt)
-            conditions.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            _ = arguments.append(contentsOf: [createdAt, createdAt, cursor.id])
+            conditions.append("(created_at, id) < (?, ?)")
+            arguments += [Self.milliseconds(cursor.createdAt), cursor.id]
         }
-        _ = arguments.append(contentsOf: [limit])
+        arguments += [max(0, limit)]
         let sql = "SELECT * FROM runs WHERE \(conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?"
-        let finalArguments = arguments
-        return try await read { db in try Row.fetchAll(db, sql: sql, arguments: finalArguments).map(Self.run(from:)) }
+        let statementArguments = arguments
+        return try await read { db in
+            try Row.fetchAll(db.cachedStatement(sql: sql), arguments: statementArguments).map(Self.run(from:))
+        }
     }
 
+    // MARK: Maintenance
+
+    /// The rules in order: (a) `scheduled` with `createdAt <= now - scheduledTimeout`;
+    /// (b) `running` with `leaseExpiresAt < now`; (c) `running` with
+    /// `lastProgressAt <= now - runningTimeout`. A run matching (b) and (c) gets (b)'s error.
+    /// Results come in that order, oldest first within a rule.
     public func reap(now: Date, policy: ReaperPolicy) async throws -> [FinishedRun] {
         let nowMS = Self.milliseconds(now)
-        let scheduledBefore = nowMS - Int64(policy.scheduledTimeout.seconds * 1000)
-        let progressBefore = nowMS - Int64(policy.runningTimeout.seconds * 1000)
-        let scheduledMinutes = Self.minutes(policy.scheduledTimeout)
-        let runningMinutes = Self.minutes(policy.runningTimeout)
+        let scheduledBefore = nowMS - Self.milliseconds(policy.scheduledTimeout)
+        let progressBefore = nowMS - Self.milliseconds(policy.runningTimeout)
+        let rules: [(sql: String, bound: Int64, from: RunState, error: String)] = [
+            ("SELECT id, attempt FROM runs WHERE state = 'scheduled' AND created_at <= ? ORDER BY created_at, id",
+             scheduledBefore, .scheduled,
+             "scheduled for more than \(Self.describe(policy.scheduledTimeout)) without a worker"),
+            ("SELECT id, attempt FROM runs WHERE state = 'running' AND lease_expires_at < ? ORDER BY created_at, id",
+             nowMS, .running, "the worker's lease expired (worker gone)"),
+            ("SELECT id, attempt FROM runs WHERE state = 'running' AND last_progress_at <= ? ORDER BY created_at, id",
+             progressBefore, .running, "no progress for more than \(Self.describe(policy.runningTimeout))"),
+        ]
         return try await write { db in
             var reaped: [FinishedRun] = []
-            let candidates = try Row.fetchAll(db, sql: """
-                SELECT id, attempt, state, lease_expires_at, last_progress_at, created_at FROM runs
-                WHERE (state = 'scheduled' AND created_at <= ?)
-                   OR (state = 'running' AND (lease_expires_at < ? OR last_progress_at <= ?))
-                """, arguments: [scheduledBefore, nowMS, progressBefore])
-            for row in candidates {
-                let state = RunState(rawValue: row["state"])!
-                let error: String
-                if state == .scheduled {
-                    error = "scheduled for more than \(scheduledMinutes) without a worker"
-                } else if (row["lease_expires_at"] as Int64?).map({ $0 < nowMS }) == true {
-                    error = "the worker's lease expired (worker gone)"
-                } else {
-                    error = "no progress for more than \(runningMinutes)"
-                }
-                if let finished = try Self.end(db, runID: row["id"], attempt: row["attempt"], from: state, to: .failed,
-                                               outputsJSON: nil, error: error, now: nowMS) {
-                    reaped.append(finished)
+            for rule in rules {
+                for row in try Row.fetchAll(db.cachedStatement(sql: rule.sql), arguments: [rule.bound]) {
+                    if let finished = try Self.end(db, runID: row["id"], attempt: row["attempt"], from: rule.from,
+                                                   to: .failed, outputsJSON: nil, error: rule.error, now: nowMS) {
+                        reaped.append(finished)
+                    }
                 }
             }
             return reaped
         }
     }
 
+    /// Fails every `running` run. Only for start-up, before this process's workers claim
+    /// anything: a run another live process holds on the same directory would be failed too.
     public func recoverInterruptedRuns(now: Date) async throws -> [FinishedRun] {
         let nowMS = Self.milliseconds(now)
         return try await write { db in
-            try Row.fetchAll(db, sql: "SELECT id, attempt FROM runs WHERE state = 'running'").compactMap { row in
-                try Self.end(db, runID: row["id"], attempt: row["attempt"], from: .running, to: .failed, outputsJSON: nil,
-                             error: "interrupted: flowd restarted while the run was running", now: nowMS)
-            }
+            try Row.fetchAll(db, sql: "SELECT id, attempt FROM runs WHERE state = 'running' ORDER BY created_at, id")
+                .compactMap { row in
+                    try Self.end(db, runID: row["id"], attempt: row["attempt"], from: .running, to: .failed,
+                                 outputsJSON: nil, error: "interrupted: flowd restarted while the run was running",
+                                 now: nowMS)
+                }
         }
     }
 
+    /// A record is expired when `expiresAt <= now`, as in `submit`.
     public func purgeExpiredIdempotencyRecords(now: Date) async throws -> Int {
         let nowMS = Self.milliseconds(now)
         return try await write { db in
@@ -406,91 +393,74 @@ public final class SQLiteRunStore: RunStore {
         }
     }
 
-    // MARK: Rows
+    // MARK: Transitions
 
-    /// Moves a run from `from` to the terminal `to` by compare-and-set on (id, attempt, state)
-    /// and appends its `run_finished` event; nil when the CAS fails.
+    /// Moves a run from `from` to the terminal `to` by compare-and-set on (id, attempt, state),
+    /// clears the lease and appends the run's `run_finished` event; nil when the CAS fails.
     private static func end(_ db: Database, runID: String, attempt: Int, from: RunState, to: RunState,
                             outputsJSON: String?, error: String?, now: Int64) throws -> FinishedRun? {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             UPDATE runs SET state = ?, finished_at = ?, outputs_json = ?, error = ?, lease_owner = NULL,
                    lease_expires_at = NULL
             WHERE id = ? AND attempt = ? AND state = ?
-            """, arguments: [to.rawValue, now, outputsJSON, error, runID, attempt, from.rawValue])
+            """).execute(arguments: [to.rawValue, now, outputsJSON, error, runID, attempt, from.rawValue])
         guard db.changesCount == 1 else { return nil }
-        let event = try appendRunEvent(db, runID: runID, kind: .runFinished, time: now)
-        return FinishedRun(run: try fetchRun(db, id: runID, tenant: nil)!, event: event)
+        let (run, event) = try appendRunEvent(db, runID: runID, kind: .runFinished, time: now)
+        return FinishedRun(run: run, event: event)
     }
 
-    /// Appends a `run_started`/`run_finished` event whose payload is the run as it is after the
-    /// event (its `lastSequence` already the event's sequence).
-    private static func appendRunEvent(_ db: Database, runID: String, kind: RunEventKind, time: Int64) throws -> RunEvent {
-        try db.execute(sql: "UPDATE runs SET last_sequence = last_sequence + 1 WHERE id = ?", arguments: [runID])
+    /// Appends a `run_started` or `run_finished` event whose payload is the run as it is with
+    /// the event stored (its `lastSequence` already the event's sequence).
+    private static func appendRunEvent(_ db: Database, runID: String, kind: RunEventKind,
+                                       time: Int64) throws -> (RunRecord, RunEvent) {
+        try db.cachedStatement(sql: "UPDATE runs SET last_sequence = last_sequence + 1 WHERE id = ?")
+            .execute(arguments: [runID])
         let run = try fetchRun(db, id: runID, tenant: nil)!
         let event = RunEvent(runID: runID, sequence: run.lastSequence, time: date(time), kind: kind,
                              payloadJSON: run.jsonPayload())
         try insertEvent(db, event)
-        return event
+        return (run, event)
     }
 
-    private static func insertEvent(_ db: Database, _ event: RunEvent) throws {
-        try db.execute(sql: """
-            INSERT INTO run_events (run_id, sequence, time, kind, payload_json) VALUES (?, ?, ?, ?, ?)
-            """, arguments: [event.runID, event.sequence, milliseconds(event.time), event.kind.rawValue, event.payloadJSON])
-    }
+    // MARK: Test hooks (internal)
 
-    private static func fetchRun(_ db: Database, id: String, tenant: String?) throws -> RunRecord? {
-        let row: Row?
-        if let tenant {
-            row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ? AND tenant = ?", arguments: [id, tenant])
-        } else {
-            row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id])
+    /// Runs `sql` on the writer connection outside any transaction (tests set pragmas with it).
+    func executeOnWriter(sql: String) async throws {
+        do {
+            try await pool.writeWithoutTransaction { db in try db.execute(sql: sql) }
+        } catch {
+            throw StoreError.mapping(error)
         }
-        return try row.map(run(from:))
     }
 
-    private static func run(from row: Row) throws -> RunRecord {
-        guard let state = RunState(rawValue: row["state"]), let trigger = Trigger(rawValue: row["trigger"]),
-              let transport = Transport(rawValue: row["transport"])
-        else { throw StoreError(CorruptRow(id: row["id"])) }
-        return RunRecord(
-            id: row["id"], tenant: row["tenant"], workflow: row["workflow"], workflowVersion: row["workflow_version"],
-            state: state, inputsJSON: row["inputs_json"], outputsJSON: row["outputs_json"], error: row["error"],
-            trigger: trigger, transport: transport, user: row["user"], idempotencyKey: row["idempotency_key"],
-            createdAt: date(row["created_at"]), startedAt: (row["started_at"] as Int64?).map(date),
-            finishedAt: (row["finished_at"] as Int64?).map(date), attempt: row["attempt"],
-            lastSequence: row["last_sequence"], totalSteps: row["total_steps"], totalTokens: row["total_tokens"],
-            leaseOwner: row["lease_owner"], leaseExpiresAt: (row["lease_expires_at"] as Int64?).map(date),
-            lastProgressAt: (row["last_progress_at"] as Int64?).map(date), stopRequested: row["stop_requested"])
+    /// The writer connection's settings that durability and locking depend on.
+    func writerSettings() async throws -> [String: String] {
+        do {
+            return try await pool.writeWithoutTransaction { db in
+                var settings: [String: String] = [:]
+                for name in ["journal_mode", "synchronous", "foreign_keys", "busy_timeout"] {
+                    settings[name] = try String.fetchOne(db, sql: "PRAGMA \(name)")
+                }
+                return settings
+            }
+        } catch {
+            throw StoreError.mapping(error)
+        }
     }
 
-    private static func event(from row: Row) throws -> RunEvent {
-        guard let kind = RunEventKind(rawValue: row["kind"]) else { throw StoreError(CorruptRow(id: row["run_id"])) }
-        return RunEvent(runID: row["run_id"], sequence: row["sequence"], time: date(row["time"]), kind: kind,
-                        payloadJSON: row["payload_json"])
-    }
-
-    private struct CorruptRow: Error, CustomStringConvertible {
-        let id: String
-        var description: String { "row of run \(id) holds a value this version does not know" }
-    }
-
-    // MARK: Time
-
-    /// Milliseconds since 1970, truncated; a date read back from the store converts exactly.
-    static func milliseconds(_ date: Date) -> Int64 {
-        let exact = date.timeIntervalSince1970 * 1000
-        let nearest = exact.rounded()
-        return abs(exact - nearest) < 1e-3 ? Int64(nearest) : Int64(exact.rounded(.down))
-    }
-
-    static func date(_ milliseconds: Int64) -> Date {
-        Date(timeIntervalSince1970: Double(milliseconds) / 1000)
-    }
-
-    private static func minutes(_ duration: Duration) -> String {
-        let minutes = duration.seconds / 60
-        return minutes == minutes.rounded() ? "\(Int(minutes)) minutes" : String(format: "%.1f minutes", minutes)
+    /// Holds an IMMEDIATE write transaction while `body` runs (it may block), then rolls back:
+    /// tests use it to play a writer in another process.
+    func holdWriteTransaction(_ body: @escaping @Sendable () -> Void) async throws {
+        do {
+            try await pool.writeWithoutTransaction { db in
+                try db.inTransaction(.immediate) {
+                    body()
+                    return .rollback
+                }
+            }
+        } catch {
+            throw StoreError.mapping(error)
+        }
     }
 }
 

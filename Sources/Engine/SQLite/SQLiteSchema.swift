@@ -1,0 +1,85 @@
+import GRDB
+
+/// The schema of `flowd.sqlite`. Migrations are append-only: never edit a registered one.
+///
+/// - `runs`: one row per run; times are INTEGER milliseconds since 1970.
+///   Indexes: `runs_by_tenant` (listing, newest first), `runs_by_tenant_state` (admission
+///   count), `runs_by_state` (claims, reaper, recovery).
+/// - `run_events`: the append-only log, primary key (run_id, sequence).
+/// - `idempotency`: primary key (tenant, key); `expires_at` indexed for the purge.
+/// - `tenant_limits`: concurrency limit overrides.
+/// - `api_keys`: API keys by id, with the SHA-256 of their secret (never the secret).
+/// - `tenant_dispatch` and the `claims` counter: round-robin state of `claimNext` (a tenant's
+///   last claim is a claim number, not a time, so claims in the same millisecond still rotate).
+enum SQLiteSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: runs, events, idempotency, tenants") { db in
+            try db.execute(sql: """
+                CREATE TABLE runs (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    tenant TEXT NOT NULL,
+                    workflow TEXT NOT NULL,
+                    workflow_version TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    inputs_json TEXT NOT NULL,
+                    outputs_json TEXT,
+                    error TEXT,
+                    trigger TEXT NOT NULL,
+                    transport TEXT NOT NULL,
+                    user TEXT NOT NULL,
+                    idempotency_key TEXT,
+                    created_at INTEGER NOT NULL,
+                    started_at INTEGER,
+                    finished_at INTEGER,
+                    attempt INTEGER NOT NULL DEFAULT 0,
+                    last_sequence INTEGER NOT NULL DEFAULT 0,
+                    total_steps INTEGER NOT NULL DEFAULT 0,
+                    total_tokens INTEGER NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    lease_expires_at INTEGER,
+                    last_progress_at INTEGER,
+                    stop_requested INTEGER NOT NULL DEFAULT 0
+                ) STRICT;
+                CREATE INDEX runs_by_tenant ON runs(tenant, created_at DESC, id DESC);
+                CREATE INDEX runs_by_tenant_state ON runs(tenant, state);
+                CREATE INDEX runs_by_state ON runs(state, tenant, created_at, id);
+                CREATE TABLE run_events (
+                    run_id TEXT NOT NULL REFERENCES runs(id),
+                    sequence INTEGER NOT NULL,
+                    time INTEGER NOT NULL,
+                    kind TEXT NOT NULL,
+                    payload_json TEXT NOT NULL,
+                    PRIMARY KEY (run_id, sequence)
+                ) STRICT, WITHOUT ROWID;
+                CREATE TABLE idempotency (
+                    tenant TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    fingerprint TEXT NOT NULL,
+                    run_id TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    PRIMARY KEY (tenant, key)
+                ) STRICT, WITHOUT ROWID;
+                CREATE INDEX idempotency_by_expiry ON idempotency(expires_at);
+                CREATE TABLE tenant_limits (tenant TEXT PRIMARY KEY NOT NULL, max_active INTEGER NOT NULL) STRICT;
+                CREATE TABLE tenant_dispatch (tenant TEXT PRIMARY KEY NOT NULL, last_claim INTEGER NOT NULL) STRICT;
+                CREATE TABLE counters (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) STRICT;
+                INSERT INTO counters(name, value) VALUES ('claims', 0);
+                """)
+        }
+        migrator.registerMigration("v2: api keys") { db in
+            try db.execute(sql: """
+                CREATE TABLE api_keys (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    secret_sha256 TEXT NOT NULL,
+                    tenant TEXT NOT NULL,
+                    workflow TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    revoked_at INTEGER
+                ) STRICT;
+                CREATE INDEX api_keys_by_tenant ON api_keys(tenant, created_at);
+                """)
+        }
+        return migrator
+    }
+}

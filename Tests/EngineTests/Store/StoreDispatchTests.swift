@@ -1,0 +1,248 @@
+import Engine
+import Foundation
+import Testing
+
+@Suite("SQLite store: claims, leases, events, compare-and-set and stop")
+struct StoreDispatchTests {
+    typealias F = StoreFixture
+
+    @Test("a claim takes the oldest run: running, attempt 1, a lease, and a run_started event carrying the run")
+    func claim() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            #expect(try await store.claimNext(worker: "w", leaseDuration: .seconds(30), now: F.t0) == nil)
+            try await F.create(store, F.submission("young"), now: F.t0.plus(ms: 1))
+            let old = try await F.create(store, F.submission("old"))
+            let now = F.t0.plus(seconds: 5)
+            let (run, event) = try await F.claim(store, worker: "w1", lease: .seconds(30), now: now)
+            #expect(run.id == old.id)
+            #expect(run.state == .running && run.attempt == 1 && run.lastSequence == 1)
+            #expect(run.startedAt == now && run.lastProgressAt == now)
+            #expect(run.leaseOwner == "w1" && run.leaseExpiresAt == now.plus(seconds: 30))
+            #expect(run.createdAt == old.createdAt && run.trigger == old.trigger && run.transport == old.transport)
+            #expect(event == RunEvent(runID: run.id, sequence: 1, time: now, kind: .runStarted, payloadJSON: event.payloadJSON))
+            #expect(try F.decodePayload(event) == run)
+            #expect(try await store.run(id: run.id, tenant: "t") == run)
+            #expect(try await store.events(runID: run.id, after: 0, limit: 10) == [event])
+        }
+    }
+
+    @Test("fairness: after tenant A queues 500 runs and B 5, B's 5 are all claimed within the first 10 claims")
+    func fairness() async throws {
+        // The bound: while k tenants have scheduled runs, each gets one of every k consecutive
+        // claims, so with A and B waiting, B's n-th run is claimed by claim 2n.
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            try await store.setConcurrencyLimit(tenant: "A", limit: 1000)
+            let policy = F.policy(limit: 50)
+            for i in 0..<500 {
+                try await F.create(store, F.submission(String(format: "a%03d", i), tenant: "A"), policy: policy,
+                                   now: F.t0.plus(ms: Int64(i)))
+            }
+            for i in 0..<5 {
+                try await F.create(store, F.submission("b\(i)", tenant: "B"), policy: policy, now: F.t0.plus(seconds: 10))
+            }
+            var claimed: [RunRecord] = []
+            for _ in 0..<10 {
+                claimed.append(try await F.claim(store, now: F.t0.plus(seconds: 20)).0)
+            }
+            let firstTen = claimed.map(\.id)
+            #expect(Set(firstTen).isSuperset(of: (0..<5).map { "b\($0)" }))
+            #expect(firstTen == ["a000", "b0", "a001", "b1", "a002", "b2", "a003", "b3", "a004", "b4"])
+            // B has nothing left: A's backlog continues in order.
+            #expect(try await F.claim(store, now: F.t0.plus(seconds: 20)).0.id == "a005")
+        }
+    }
+
+    @Test("round-robin rotates by claim order, not time: three tenants claimed in one millisecond alternate")
+    func rotationWithinOneMillisecond() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            for tenant in ["C", "A", "B"] {
+                for i in 0..<3 { try await F.create(store, F.submission("\(tenant)\(i)", tenant: tenant)) }
+            }
+            var order: [String] = []
+            while let (run, _) = try await store.claimNext(worker: "w", leaseDuration: .seconds(30), now: F.t0) {
+                order.append(run.id)
+            }
+            // All runs share one createdAt: never-claimed tenants go first, by name; then rotation.
+            #expect(order == ["A0", "B0", "C0", "A1", "B1", "C1", "A2", "B2", "C2"])
+        }
+    }
+
+    @Test("a stale attempt, a finished run or another worker changes nothing: nil or lost")
+    func compareAndSet() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            try await F.create(store, F.submission("r"))
+            let (run, started) = try await F.claim(store, worker: "w1")
+            let later = F.t0.plus(seconds: 1)
+            #expect(try await store.finish(runID: "r", attempt: 0, state: .succeeded, outputsJSON: "{}", error: nil,
+                                           now: later) == nil)
+            #expect(try await store.finish(runID: "r", attempt: 2, state: .failed, outputsJSON: nil, error: "x",
+                                           now: later) == nil)
+            #expect(try await store.appendEvents(runID: "r", attempt: 0, events: [NewEvent(kind: .nodeStarted, payloadJSON: "{}")],
+                                                 stepsDelta: 1, now: later) == nil)
+            #expect(try await store.renewLease(runID: "r", attempt: 1, worker: "w2", leaseDuration: .seconds(30),
+                                               now: later) == .lost)
+            #expect(try await store.renewLease(runID: "r", attempt: 0, worker: "w1", leaseDuration: .seconds(30),
+                                               now: later) == .lost)
+            #expect(try await store.run(id: "r", tenant: nil) == run)
+            #expect(try await store.events(runID: "r", after: 0, limit: 10) == [started])
+
+            let finished = try #require(try await store.finish(runID: "r", attempt: 1, state: .partialSucceeded,
+                                                               outputsJSON: #"{"a":1}"#, error: "node b failed", now: later))
+            #expect(finished.run.state == .partialSucceeded && finished.run.finishedAt == later)
+            #expect(finished.run.outputsJSON == #"{"a":1}"# && finished.run.error == "node b failed")
+            #expect(finished.run.leaseOwner == nil && finished.run.leaseExpiresAt == nil)
+            #expect(finished.event.kind == .runFinished && finished.event.sequence == 2 && finished.run.lastSequence == 2)
+            #expect(try F.decodePayload(finished.event) == finished.run)
+            // Finished: every worker write is refused now.
+            #expect(try await store.finish(runID: "r", attempt: 1, state: .succeeded, outputsJSON: "{}", error: nil,
+                                           now: later) == nil)
+            #expect(try await store.appendEvents(runID: "r", attempt: 1, events: [], stepsDelta: 0, now: later) == nil)
+            #expect(try await store.renewLease(runID: "r", attempt: 1, worker: "w1", leaseDuration: .seconds(30),
+                                               now: later) == .lost)
+            #expect(try await store.run(id: "r", tenant: nil) == finished.run)
+            #expect(try await store.events(runID: "r", after: 0, limit: 10) == [started, finished.event])
+        }
+    }
+
+    @Test("contract violations throw a non-retryable invalidArgument and store nothing")
+    func invalidArguments() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            try await F.create(store, F.submission("r"))
+            let (run, _) = try await F.claim(store)
+            let notTerminal = try await #require(throws: StoreError.self) {
+                try await store.finish(runID: "r", attempt: run.attempt, state: .running, outputsJSON: nil, error: nil,
+                                       now: F.t0)
+            }
+            #expect(notTerminal.code == .invalidArgument && !notTerminal.isRetryable)
+            let finishedEvent = try await #require(throws: StoreError.self) {
+                try await store.appendEvents(runID: "r", attempt: run.attempt,
+                                             events: [NewEvent(kind: .nodeStarted, payloadJSON: "{}"),
+                                                      NewEvent(kind: .runFinished, payloadJSON: "{}")],
+                                             stepsDelta: 1, now: F.t0)
+            }
+            #expect(finishedEvent.code == .invalidArgument)
+            #expect(try await store.run(id: "r", tenant: nil) == run)
+            #expect(try await store.events(runID: "r", after: 0, limit: 10).map(\.kind) == [.runStarted])
+        }
+    }
+
+    @Test("events: consecutive sequences across appends, in order, paged by after and limit; progress recorded")
+    func events() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            try await F.create(store, F.submission("r"))
+            let (run, _) = try await F.claim(store, lease: .seconds(30))
+            var expectedKinds: [RunEventKind] = [.runStarted]
+            for (batch, size) in [2, 3, 0, 1].enumerated() {
+                let events = (0..<size).map { NewEvent(kind: $0 % 2 == 0 ? .nodeStarted : .textChunk,
+                                                       payloadJSON: #"{"batch":\#(batch),"i":\#($0)}"#) }
+                let stored = try #require(try await store.appendEvents(runID: "r", attempt: run.attempt, events: events,
+                                                                       stepsDelta: size, now: F.t0.plus(seconds: Int64(batch + 1))))
+                let first = Int64(expectedKinds.count + 1)
+                #expect(stored.map(\.sequence) == Array(first..<(first + Int64(size))))
+                #expect(stored.map(\.payloadJSON) == events.map(\.payloadJSON))
+                #expect(stored.allSatisfy { $0.time == F.t0.plus(seconds: Int64(batch + 1)) })
+                expectedKinds += events.map(\.kind)
+            }
+            // A lease renewal is not progress.
+            #expect(try await store.renewLease(runID: "r", attempt: 1, worker: "w", leaseDuration: .seconds(30),
+                                               now: F.t0.plus(seconds: 9)) == .held(stopRequested: false))
+            let current = try #require(try await store.run(id: "r", tenant: nil))
+            #expect(current.lastSequence == 7 && current.totalSteps == 6)
+            #expect(current.lastProgressAt == F.t0.plus(seconds: 4))
+            #expect(current.leaseExpiresAt == F.t0.plus(seconds: 39))
+
+            let all = try await store.events(runID: "r", after: 0, limit: 100)
+            #expect(all.map(\.sequence) == Array(1...7))
+            #expect(all.map(\.kind) == expectedKinds)
+            var paged: [RunEvent] = []
+            var after: Int64 = 0
+            while case let page = try await store.events(runID: "r", after: after, limit: 3), !page.isEmpty {
+                #expect(page.count <= 3)
+                paged += page
+                after = page.last!.sequence
+            }
+            #expect(paged == all)
+            #expect(try await store.events(runID: "r", after: 5, limit: 100).map(\.sequence) == [6, 7])
+            #expect(try await store.events(runID: "r", after: 7, limit: 100).isEmpty)
+            #expect(try await store.events(runID: "r", after: 0, limit: 0).isEmpty)
+            #expect(try await store.events(runID: "r", after: 0, limit: -1).isEmpty)
+            #expect(try await store.events(runID: "nope", after: 0, limit: 10).isEmpty)
+        }
+    }
+
+    @Test("stop: scheduled ends at once, running gets a durable request, finished is unchanged, others are not found")
+    func stop() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let policy = F.policy(limit: 2)
+            try await F.create(store, F.submission("waiting"), policy: policy)
+            try await F.create(store, F.submission("busy"), policy: policy, now: F.t0.plus(ms: -1))
+            let (busy, _) = try await F.claim(store)
+            #expect(busy.id == "busy")
+            let now = F.t0.plus(seconds: 1)
+
+            // Scheduled: stopped now, with its single run_finished event; its slot is free again.
+            guard case .stopped(let stopped, let event) = try await store.stop(runID: "waiting", tenant: "t", now: now)
+            else { Issue.record("a scheduled run was not stopped"); return }
+            #expect(stopped.state == .stopped && stopped.finishedAt == now && stopped.startedAt == nil)
+            #expect(stopped.error == "stopped before it started" && stopped.attempt == 0)
+            #expect(event.kind == .runFinished && event.sequence == 1 && stopped.lastSequence == 1)
+            #expect(try F.decodePayload(event) == stopped)
+            #expect(try await store.events(runID: "waiting", after: 0, limit: 10) == [event])
+            try await F.create(store, F.submission("next"), policy: policy, now: now)
+            #expect(try await store.stop(runID: "waiting", tenant: "t", now: now) == .alreadyFinished(stopped))
+
+            // Running: the request is recorded; the worker sees it at its next renewal and ends the run.
+            guard case .stopRequested(let requested) = try await store.stop(runID: "busy", tenant: "t", now: now)
+            else { Issue.record("a running run did not get a stop request"); return }
+            #expect(requested.state == .running && requested.stopRequested && requested.finishedAt == nil)
+            #expect(try await store.stop(runID: "busy", tenant: "t", now: now) == .stopRequested(requested))
+            let reopened = try makeStore(directory)
+            #expect(try await reopened.renewLease(runID: "busy", attempt: busy.attempt, worker: "w",
+                                                  leaseDuration: .seconds(30), now: now) == .held(stopRequested: true))
+            let ended = try #require(try await store.finish(runID: "busy", attempt: busy.attempt, state: .stopped,
+                                                            outputsJSON: nil, error: "stopped by request", now: now))
+            #expect(try await store.stop(runID: "busy", tenant: "t", now: now) == .alreadyFinished(ended.run))
+
+            // Another tenant's run, or no run at all.
+            #expect(try await store.stop(runID: "next", tenant: "intruder", now: now) == .notFound)
+            #expect(try await store.stop(runID: "missing", tenant: "t", now: now) == .notFound)
+            #expect(try await store.run(id: "next", tenant: nil)?.state == .scheduled)
+        }
+    }
+
+    @Test("listing filters by state, workflow and user, pages with a cursor and stays in the tenant")
+    func listingFilters() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            try await store.setConcurrencyLimit(tenant: "t", limit: 100)
+            for i in 0..<12 {
+                try await F.create(store, F.submission(String(format: "r%02d", i), workflow: i % 2 == 0 ? "even" : "odd",
+                                                       user: i % 3 == 0 ? "alice" : "bob"),
+                                   now: F.t0.plus(ms: Int64(i)))
+            }
+            try await F.create(store, F.submission("foreign", tenant: "t2", workflow: "even", user: "alice"))
+            let (claimed, _) = try await F.claim(store)  // r00, the oldest
+            #expect(claimed.id == "r00")
+
+            func list(_ filter: RunFilter, limit: Int = 100, after: RunCursor? = nil) async throws -> [String] {
+                try await store.listRuns(tenant: "t", filter: filter, limit: limit, after: after).map(\.id)
+            }
+            #expect(try await list(RunFilter(states: [.running])) == ["r00"])
+            #expect(try await list(RunFilter(states: [.running, .scheduled])).count == 12)
+            #expect(try await list(RunFilter(states: [.succeeded])).isEmpty)
+            #expect(try await list(RunFilter(workflow: "even", user: "alice")) == ["r06", "r00"])
+            #expect(try await list(RunFilter(states: [.scheduled], workflow: "odd")) == ["r11", "r09", "r07", "r05", "r03", "r01"])
+            let cursor = RunCursor(createdAt: F.t0.plus(ms: 7), id: "r07")
+            #expect(try await list(RunFilter(workflow: "odd"), limit: 2, after: cursor) == ["r05", "r03"])
+            #expect(try await list(RunFilter(), limit: 0).isEmpty)
+            #expect(try await store.listRuns(tenant: "t2", filter: RunFilter(), limit: 10, after: nil).map(\.id) == ["foreign"])
+        }
+    }
+}
