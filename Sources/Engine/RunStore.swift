@@ -166,10 +166,13 @@ public protocol RunStore: Sendable {
 
     /// Fails runs `scheduled` longer than the policy allows, `running` runs whose lease
     /// expired, and `running` runs without progress for too long, each with a clear error.
+    /// A run whose stop was requested ends `stopped` instead (stop requests are durable).
     func reap(now: Date, policy: ReaperPolicy) async throws -> [FinishedRun]
 
     /// Start-up recovery of an embedded store: fails every run left `running` by a previous
-    /// process (none can still be alive), so that none stays stuck and none runs twice.
+    /// process (none can still be alive), so that none stays stuck and none runs twice; a run
+    /// whose stop was requested ends `stopped`. Only safe before this process claims anything
+    /// and with no other live process on the same store.
     func recoverInterruptedRuns(now: Date) async throws -> [FinishedRun]
 
     /// Deletes idempotency records that expired; returns how many.

@@ -335,20 +335,21 @@ public final class SQLiteRunStore: RunStore {
         let scheduledBefore = nowMS - Self.milliseconds(policy.scheduledTimeout)
         let progressBefore = nowMS - Self.milliseconds(policy.runningTimeout)
         let rules: [(sql: String, bound: Int64, from: RunState, error: String)] = [
-            ("SELECT id, attempt FROM runs WHERE state = 'scheduled' AND created_at <= ? ORDER BY created_at, id",
+            ("SELECT id, attempt, stop_requested FROM runs WHERE state = 'scheduled' AND created_at <= ? ORDER BY created_at, id",
              scheduledBefore, .scheduled,
              "scheduled for more than \(Self.describe(policy.scheduledTimeout)) without a worker"),
-            ("SELECT id, attempt FROM runs WHERE state = 'running' AND lease_expires_at < ? ORDER BY created_at, id",
+            ("SELECT id, attempt, stop_requested FROM runs WHERE state = 'running' AND lease_expires_at < ? ORDER BY created_at, id",
              nowMS, .running, "the worker's lease expired (worker gone)"),
-            ("SELECT id, attempt FROM runs WHERE state = 'running' AND last_progress_at <= ? ORDER BY created_at, id",
+            ("SELECT id, attempt, stop_requested FROM runs WHERE state = 'running' AND last_progress_at <= ? ORDER BY created_at, id",
              progressBefore, .running, "no progress for more than \(Self.describe(policy.runningTimeout))"),
         ]
         return try await write { db in
             var reaped: [FinishedRun] = []
             for rule in rules {
                 for row in try Row.fetchAll(db.cachedStatement(sql: rule.sql), arguments: [rule.bound]) {
+                    let (state, error) = Self.endState(stopRequested: row["stop_requested"], otherwise: rule.error)
                     if let finished = try Self.end(db, runID: row["id"], attempt: row["attempt"], from: rule.from,
-                                                   to: .failed, outputsJSON: nil, error: rule.error, now: nowMS) {
+                                                   to: state, outputsJSON: nil, error: error, now: nowMS) {
                         reaped.append(finished)
                     }
                 }
@@ -357,18 +358,25 @@ public final class SQLiteRunStore: RunStore {
         }
     }
 
-    /// Fails every `running` run. Only for start-up, before this process's workers claim
+    /// Ends every `running` run (failed; stopped when its stop was requested). Only for start-up, before this process's workers claim
     /// anything: a run another live process holds on the same directory would be failed too.
     public func recoverInterruptedRuns(now: Date) async throws -> [FinishedRun] {
         let nowMS = Self.milliseconds(now)
         return try await write { db in
-            try Row.fetchAll(db, sql: "SELECT id, attempt FROM runs WHERE state = 'running' ORDER BY created_at, id")
+            try Row.fetchAll(db, sql: "SELECT id, attempt, stop_requested FROM runs WHERE state = 'running' ORDER BY created_at, id")
                 .compactMap { row in
-                    try Self.end(db, runID: row["id"], attempt: row["attempt"], from: .running, to: .failed,
-                                 outputsJSON: nil, error: "interrupted: flowd restarted while the run was running",
-                                 now: nowMS)
+                    let (state, error) = Self.endState(
+                        stopRequested: row["stop_requested"], otherwise: "interrupted: flowd restarted while the run was running")
+                    return try Self.end(db, runID: row["id"], attempt: row["attempt"], from: .running, to: state,
+                                        outputsJSON: nil, error: error, now: nowMS)
                 }
         }
+    }
+
+    /// A stop request is durable: a run whose stop was requested ends `stopped` even when its
+    /// worker is gone; any other stuck run ends `failed` with `otherwise` as its error.
+    private static func endState(stopRequested: Bool, otherwise error: String) -> (RunState, String) {
+        stopRequested ? (.stopped, "stopped by request (its worker is gone)") : (.failed, error)
     }
 
     /// A record is expired when `expiresAt <= now`, as in `submit`.

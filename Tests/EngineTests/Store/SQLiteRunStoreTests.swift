@@ -147,3 +147,34 @@ struct SQLiteRunStoreTests {
         }
     }
 }
+
+@Suite("SQLite run store: durable stop requests")
+struct DurableStopTests {
+    @Test("a running run whose stop was requested ends stopped when its worker is gone (reaper and recovery)")
+    func stopSurvivesWorkerLoss() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+            let policy = AdmissionPolicy(defaultConcurrencyLimit: 50, idempotencyTTL: .seconds(60))
+            for (id, lease) in [("reaped", 30), ("recovered", 3600)] {
+                _ = try await store.submit(Submission(runID: id, tenant: "t", workflow: "wf", workflowVersion: "v", inputsJSON: "{}",
+                                                      user: "u", trigger: .apiAsync, transport: .grpc, idempotencyKey: nil,
+                                                      fingerprint: id), policy: policy, now: t0)
+                _ = try await store.claimNext(worker: "w", leaseDuration: .seconds(lease), now: t0)
+                guard case .stopRequested = try await store.stop(runID: id, tenant: "t", now: t0) else {
+                    Issue.record("expected a stop request"); return
+                }
+            }
+            // One lease expired: the reaper ends that run; start-up recovery ends the other.
+            let reaped = try await store.reap(now: t0 + 31, policy: ReaperPolicy(scheduledTimeout: .seconds(300), runningTimeout: .seconds(1800)))
+            let recovered = try await store.recoverInterruptedRuns(now: t0 + 32)
+            #expect(reaped.map(\.run.id) == ["reaped"])
+            #expect(recovered.map(\.run.id) == ["recovered"])
+            for finished in reaped + recovered {
+                #expect(finished.run.state == .stopped)
+                #expect(finished.run.error == "stopped by request (its worker is gone)")
+                #expect(finished.event.kind == .runFinished)
+            }
+        }
+    }
+}

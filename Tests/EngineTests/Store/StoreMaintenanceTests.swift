@@ -127,7 +127,7 @@ struct StoreMaintenanceTests {
         }
     }
 
-    @Test("start-up recovery fails every running run once, leaves the others, and the queue goes on")
+    @Test("start-up recovery ends every running run once (stopped if its stop was requested), leaves the others, and the queue goes on")
     func recovery() async throws {
         try await withDataDirectory { directory in
             do {
@@ -153,8 +153,14 @@ struct StoreMaintenanceTests {
             let recovered = try await store.recoverInterruptedRuns(now: now)
             #expect(recovered.map(\.run.id) == ["a", "b"])
             for finished in recovered {
-                #expect(finished.run.state == .failed && finished.run.finishedAt == now)
-                #expect(finished.run.error == "interrupted: flowd restarted while the run was running")
+                #expect(finished.run.finishedAt == now)
+                if finished.run.id == "b" {  // its stop was requested: a stop request is durable
+                    #expect(finished.run.state == .stopped)
+                    #expect(finished.run.error == "stopped by request (its worker is gone)")
+                } else {
+                    #expect(finished.run.state == .failed)
+                    #expect(finished.run.error == "interrupted: flowd restarted while the run was running")
+                }
                 #expect(try await store.events(runID: finished.run.id, after: 0, limit: 10).map(\.kind)
                         == [.runStarted, .runFinished])
             }
