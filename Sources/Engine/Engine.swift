@@ -214,7 +214,10 @@ public final class Engine: Sendable {
         guard let run = try await store.run(id: id, tenant: tenant) else { throw Self.notFound(id) }
         // Without replay (blocking callers), start from the current end of the log.
         let start = replayStored ? after : max(after, run.state.isTerminal ? run.lastSequence - 1 : run.lastSequence)
-        return RunEventSequence(runID: id, after: start, store: store, hub: hub, pageSize: configuration.eventPageSize)
+        // A finished run asked for events past its last one has nothing more to say.
+        let finished = run.state.isTerminal && start >= run.lastSequence
+        return RunEventSequence(runID: id, after: start, store: store, hub: hub, pageSize: configuration.eventPageSize,
+                                finished: finished)
     }
 
     /// A page of the tenant's runs, newest first, and the cursor of the next page (nil at the end).
@@ -478,11 +481,13 @@ public struct RunEventSequence: AsyncSequence, Sendable {
     let store: any RunStore
     let hub: EventHub
     let pageSize: Int
+    /// The run ended at or before `after`: the sequence is empty.
+    let finished: Bool
 
     public func makeAsyncIterator() -> Iterator {
         // Subscribe before the first store read, so that nothing falls between the two.
         Iterator(runID: runID, last: after, store: store, live: hub.subscribe(runID: runID).makeAsyncIterator(),
-                 pageSize: pageSize)
+                 pageSize: pageSize, done: finished)
     }
 
     public struct Iterator: AsyncIteratorProtocol {
@@ -493,7 +498,17 @@ public struct RunEventSequence: AsyncSequence, Sendable {
         let pageSize: Int
         var page: [RunEvent] = []
         var readingStored = true
-        var done = false
+        var done: Bool
+
+        init(runID: String, last: Int64, store: any RunStore, live: AsyncStream<RunEvent>.AsyncIterator,
+             pageSize: Int, done: Bool) {
+            self.runID = runID
+            self.last = last
+            self.store = store
+            self.live = live
+            self.pageSize = pageSize
+            self.done = done
+        }
 
         public mutating func next() async throws -> RunEvent? {
             while !done {
@@ -513,7 +528,11 @@ public struct RunEventSequence: AsyncSequence, Sendable {
                     try Task.checkCancellation()
                     return nil
                 }
-                if event.sequence <= last { continue }
+                if event.sequence <= last {
+                    // The run ended before the watcher's position: nothing more will come.
+                    if event.isTerminal { done = true }
+                    continue
+                }
                 if event.sequence > last + 1 {
                     readingStored = true  // a gap: the missing events are stored
                     continue

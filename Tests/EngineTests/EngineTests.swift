@@ -296,3 +296,34 @@ struct EngineTests {
         }
     }
 }
+
+@Suite("Engine: watching from the end of a run")
+struct WatchPastEndTests {
+    @Test("a watch at or past the terminal event ends at once, for finished runs and for runs that finish later")
+    func pastTheEnd() async throws {
+        try await withDataDirectory { directory in
+            let gate = Gate()
+            let executor = TestExecutor(gate: gate, steps: 1)
+            let engine = Engine(store: try makeStore(directory), executor: executor, logger: quietLogger())
+            try await engine.start()
+            let run = try await engine.submit(request()).run
+            // Running, asked far beyond its end: ends when the run finishes, without events.
+            let ahead = try await engine.watch(id: run.id, tenant: "t1", after: 1000)
+            let aheadTask = Task { try await ahead.reduce(into: [Int64]()) { $0.append($1.sequence) } }
+            gate.open()
+            let final = try await engine.waitForCompletion(id: run.id, tenant: "t1")
+            #expect(try await aheadTask.value.isEmpty)
+            for after in [final.lastSequence, final.lastSequence + 5] {
+                var seen: [Int64] = []
+                for try await event in try await engine.watch(id: run.id, tenant: "t1", after: after) { seen.append(event.sequence) }
+                #expect(seen.isEmpty)
+            }
+            var last: [Int64] = []
+            for try await event in try await engine.watch(id: run.id, tenant: "t1", after: final.lastSequence - 1) {
+                last.append(event.sequence)
+            }
+            #expect(last == [final.lastSequence])
+            await engine.shutdown()
+        }
+    }
+}
