@@ -13,7 +13,7 @@ public struct NodeEventPayload: Sendable, Equatable, Codable {
     public var title: String
     /// The order in which the run reached the node (1, 2, ...); retries keep it.
     public var index: Int
-    /// 1 for the first try, 2 for the first retry, ...
+    /// 1 for the first try, 2 for the first retry, ...; 0 for a skipped node.
     public var attempt: Int
     public var status: NodeStatus
     /// What the node worked on (rendered URL, body, program input, ...).

@@ -86,6 +86,8 @@ public struct WorkflowNodeError: Error, Sendable, CustomStringConvertible {
         public static let programFailed = Code("programFailed")
         /// An output was larger than the configured limit.
         public static let tooLarge = Code("tooLarge")
+        /// Anything else.
+        public static let other = Code("other")
     }
 
     public var code: Code

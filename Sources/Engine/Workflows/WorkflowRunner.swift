@@ -208,22 +208,26 @@ public struct WorkflowRunner: WorkflowExecutor {
             if Task.isCancelled { return await recordStop(number, inputs: eventInputs, elapsed: nil) }
             try await emit([NewEvent(kind: .nodeStarted, payloadJSON: payload(number, .running, inputs: eventInputs))], 0)
             let start = ContinuousClock.now
-            let failure: WorkflowNodeError
+            let outcome: Result<JSONValue, any Error>
             do {
                 let work = try resolved.get()
-                let result = try await withTimeout(timeout) { try await self.perform(work, timeout: timeout) }
+                outcome = .success(try await withTimeout(timeout) { try await self.perform(work, timeout: timeout) })
+            } catch {
+                outcome = .failure(error)
+            }
+            let failure: WorkflowNodeError
+            switch outcome {
+            case .success(let result):
                 let event = NewEvent(kind: .nodeFinished, payloadJSON: payload(
                     number, .succeeded, inputs: eventInputs, outputs: result, elapsed: ContinuousClock.now - start))
                 try await emit([event], 1)
                 return NodeOutcome(id: node.id, status: .succeeded, outputs: result, error: nil)
-            } catch let nodeError as WorkflowNodeError where !Task.isCancelled {
-                failure = nodeError
-            } catch where Task.isCancelled {
+            case .failure where Task.isCancelled:
                 return await recordStop(number, inputs: eventInputs, elapsed: ContinuousClock.now - start)
-            } catch let other as ExecutionLostError {
-                throw other
-            } catch {
-                failure = WorkflowNodeError(code: .invalidValue, message: "\(error)")
+            case .failure(let error as WorkflowNodeError):
+                failure = error
+            case .failure(let error):
+                failure = WorkflowNodeError(code: .other, message: "\(error)")
             }
             let retry = number <= node.retry.maxRetries && failure.isRetryable
             try await emit([NewEvent(kind: .nodeFinished, payloadJSON: payload(

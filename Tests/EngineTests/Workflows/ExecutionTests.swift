@@ -128,6 +128,23 @@ struct ExecutionTests {
         }
     }
 
+    @Test("slow: a watcher sees the first sleep start; a stop ends the run at once, the sleep recorded as stopped")
+    func stopDuringSleep() async throws {
+        let catalog = try WorkflowCatalog.load(directory: examplesDirectory)
+        try await withEngine(catalog) { engine, store in
+            let run = try await submit(engine, catalog, "slow", "{}")
+            for try await event in try await engine.watch(id: run.id, tenant: "t1", after: 0) where event.kind == .nodeStarted {
+                break
+            }
+            let stopped = try await engine.stop(id: run.id, tenant: "t1")
+            #expect(stopped.state == .stopped)
+            #expect(stopped.elapsedMilliseconds(now: Date()) < 3000)
+            #expect(try await timeline(store, run) == [
+                "run_started", "node_started first_quarter running", "node_finished first_quarter stopped", "run_finished",
+            ])
+        }
+    }
+
     @Test("two 1 s sleeps run in parallel in well under 2 s of run time, and take at least 2 s chained")
     func parallel() async throws {
         let catalog = try loadCatalog([

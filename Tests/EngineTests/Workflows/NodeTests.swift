@@ -109,6 +109,32 @@ struct NodeTests {
         #expect(try log.finished("call")?.status == .failed)
     }
 
+    @Test("http: cancelling the run abandons a call in flight at once and records the node as stopped")
+    func httpCancelled() async throws {
+        let arrived = Counter()
+        let server = try await LoopbackHTTPServer.start { _ in
+            arrived.increment()
+            return nil
+        }
+        defer { Task { await server.shutdown() } }
+        let log = EventLog()
+        let run = Task {
+            try await runWorkflow("""
+                name: h
+                inputs: { url: string }
+                nodes:
+                  - { id: call, kind: http, config: { url: "{{inputs.url}}" } }
+                  - { id: done, kind: end, needs: call, config: { outputs: {} } }
+                """, inputs: #"{"url": "\#(server.baseURL)"}"#, log: log)
+        }
+        await arrived.wait(untilAtLeast: 1)
+        let cancelled = ContinuousClock.now
+        run.cancel()
+        await #expect(throws: CancellationError.self) { try await run.value }
+        #expect(ContinuousClock.now - cancelled < .seconds(2))
+        #expect(try log.finished("call")?.status == .stopped)
+    }
+
     @Test("retries: two 503 answers then a 200 succeed on the third attempt, each attempt in the events")
     func retries() async throws {
         let calls = Mutex(0)
