@@ -14,6 +14,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.9.0"..<"6.0.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // System libraries, reached through pkg-config (Debian: libnghttp2-dev, libprotobuf-c-dev).
@@ -39,6 +42,11 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
         // The network: SwiftNIO + nghttp2, gRPC routing, services.
         .target(
@@ -63,7 +71,14 @@ let package = Package(
             name: "CFlowdTestingProtos", dependencies: ["CProtobufC"],
             path: "Tests/CFlowdTestingProtos", exclude: ["GENERATOR"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"], resources: [.copy("Golden")]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        .testTarget(
+            name: "EngineTests",
+            dependencies: [
+                "Engine",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
         // Drives the Engine in a child process for the crash test and tools/bench (not shipped).
         .executableTarget(
             name: "flowd-engine-harness",

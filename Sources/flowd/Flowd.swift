@@ -6,5 +6,5 @@ struct Flowd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flowd",
         abstract: "A workflow-run service that speaks gRPC.",
-        subcommands: [Serve.self, Keys.self])
+        subcommands: [Serve.self, Keys.self, Validate.self])
 }

@@ -1,11 +1,14 @@
 import ArgumentParser
+import Engine
+import Foundation
 import Logging
 import RPCServer
 import ServiceLifecycle
 
-/// `flowd serve`: runs the gRPC server until SIGTERM or SIGINT, then drains gracefully.
+/// `flowd serve`: the gRPC server with the Engine, until SIGTERM or SIGINT, then a graceful
+/// drain. Every flag also has an environment variable; Dify's names where Dify has one.
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Serve gRPC on HOST:PORT.")
+    static let configuration = CommandConfiguration(abstract: "Serve flowd's gRPC API on HOST:PORT.")
 
     @Option(help: "Address to listen on (env FLOWD_HOST).")
     var host: String = Environment.string("FLOWD_HOST") ?? "127.0.0.1"
@@ -13,40 +16,104 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port to listen on; 0 picks a free port (env FLOWD_PORT).")
     var port: Int = Environment.int("FLOWD_PORT") ?? 50051
 
+    @OptionGroup var data: DataDirectoryOption
+
+    @Option(help: "Directory of workflow definitions (env FLOWD_WORKFLOWS_DIR).")
+    var workflows: String = Environment.string("FLOWD_WORKFLOWS_DIR") ?? "workflows"
+
     @Option(help: "Event-loop threads (env FLOWD_THREADS; 0 means one per core).")
     var threads: Int = Environment.int("FLOWD_THREADS") ?? 0
+
+    @Option(help: "Runs executed at once (env FLOWD_WORKERS, default 4).")
+    var workers: Int?
+
+    @Option(help: "Active runs per tenant (env ASYNC_WORKFLOW_MAX_CONCURRENT, default 50).")
+    var maxConcurrent: Int?
+
+    @Option(help: "Reaper: fail runs scheduled longer than this (env ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES, default 5).")
+    var scheduledTimeoutMinutes: Int?
+
+    @Option(help: "Reaper: fail runs without progress for longer (env ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES, default 30).")
+    var runningTimeoutMinutes: Int?
+
+    @Option(help: "Idempotency keys are honoured this long (env FLOWD_IDEMPOTENCY_TTL_HOURS, default 24).")
+    var idempotencyTtlHours: Int?
+
+    @Option(name: .customLong("exec-allow"),
+            help: "A program exec nodes may run (repeatable; env FLOWD_EXEC_ALLOW, colon-separated).")
+    var execAllow: [String] = Environment.string("FLOWD_EXEC_ALLOW")?.split(separator: ":").map(String.init) ?? []
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env FLOWD_LOG_LEVEL).")
     var logLevel: String = Environment.string("FLOWD_LOG_LEVEL") ?? "info"
 
     func run() async throws {
         var logger = Logger(label: "flowd")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+        logger.logLevel = level
 
-        var configuration = ServerConfiguration()
-        configuration.host = host
-        configuration.port = port
-        if threads > 0 { configuration.eventLoopThreads = threads }
+        var engineConfiguration = EngineConfiguration()
+        do {
+            try engineConfiguration.apply(environment: ProcessInfo.processInfo.environment)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        for (value, name) in [(workers, "--workers"), (maxConcurrent, "--max-concurrent"),
+                              (scheduledTimeoutMinutes, "--scheduled-timeout-minutes"),
+                              (runningTimeoutMinutes, "--running-timeout-minutes"),
+                              (idempotencyTtlHours, "--idempotency-ttl-hours")] {
+            if let value, value <= 0 { throw ValidationError("\(name) must be positive") }
+        }
+        if let workers { engineConfiguration.workerCount = workers }
+        if let maxConcurrent { engineConfiguration.admission.defaultConcurrencyLimit = maxConcurrent }
+        if let scheduledTimeoutMinutes { engineConfiguration.reaper.scheduledTimeout = .seconds(60 * scheduledTimeoutMinutes) }
+        if let runningTimeoutMinutes { engineConfiguration.reaper.runningTimeout = .seconds(60 * runningTimeoutMinutes) }
+        if let idempotencyTtlHours { engineConfiguration.admission.idempotencyTTL = .seconds(3600 * idempotencyTtlHours) }
 
+        let catalog: WorkflowCatalog
+        do {
+            catalog = try WorkflowCatalog.load(directory: URL(fileURLWithPath: workflows))
+        } catch {
+            throw ValidationError("workflows in \(workflows) are not valid:\n\(error)")
+        }
+        var runnerConfiguration = WorkflowRunnerConfiguration()
+        runnerConfiguration.allowedPrograms = Set(execAllow)
+
+        let store = try data.openStore()
+        let engine = Engine(store: store, executor: WorkflowRunner(catalog: catalog, configuration: runnerConfiguration),
+                            configuration: engineConfiguration, logger: logger)
+        try await engine.start()
+
+        var serverConfiguration = ServerConfiguration()
+        serverConfiguration.host = host
+        serverConfiguration.port = port
+        if threads > 0 { serverConfiguration.eventLoopThreads = threads }
         let health = HealthService()
-        let server = GRPCServer(configuration: configuration, services: [health], logger: logger)
+        let server = GRPCServer(
+            configuration: serverConfiguration,
+            services: [health, WorkflowsService(engine: engine, keys: store, workflows: catalog)], logger: logger)
         let address = try await server.start()
+        logger.info("serving", metadata: [
+            "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "data-dir": "\(data.dataDirectory)",
+            "workers": "\(engineConfiguration.workerCount)",
+        ])
         // Scripts wait for this line (and read the port from it when --port 0).
         print("flowd: listening on \(address.ipAddress ?? host):\(address.port ?? port)")
         fflush(nil)  // all streams: the line must reach a pipe at once
 
-        let service = GRPCServerService(server: server, health: health)
+        let service = FlowdService(server: server, health: health, engine: engine)
         let group = ServiceGroup(
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
 
-/// Runs a started server under swift-service-lifecycle: on graceful shutdown, health turns
-/// NOT_SERVING and connections drain.
-struct GRPCServerService: Service {
+/// Runs a started server under swift-service-lifecycle. On graceful shutdown: health turns
+/// NOT_SERVING, connections drain (GOAWAY), then the Engine stops claiming and lets executing
+/// runs finish within its grace period.
+struct FlowdService: Service {
     let server: GRPCServer
     let health: HealthService
+    let engine: Engine
 
     func run() async throws {
         try await withGracefulShutdownHandler {
@@ -55,22 +122,18 @@ struct GRPCServerService: Service {
             health.markAllNotServing()
             server.beginGracefulShutdown()
         }
+        await engine.shutdown()
     }
 }
 
 /// Reads configuration from environment variables.
 enum Environment {
     static func string(_ name: String) -> String? {
-        guard let value = getenv(name) else { return nil }
-        let text = String(cString: value)
-        return text.isEmpty ? nil : text
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
     }
 
     static func int(_ name: String) -> Int? {
         string(name).flatMap { Int($0) }
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -1,0 +1,243 @@
+import Engine
+import Foundation
+import Testing
+
+@Suite("Workflows through the Engine on a SQLite store: events, outputs, parallel branches and stop")
+struct ExecutionTests {
+    /// An Engine running `catalog`'s workflows on a fresh store, shut down afterwards.
+    private func withEngine<T>(_ catalog: WorkflowCatalog, configuration: WorkflowRunnerConfiguration = WorkflowRunnerConfiguration(),
+                               _ body: (Engine, SQLiteRunStore) async throws -> T) async throws -> T {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            var engineConfiguration = EngineConfiguration()
+            engineConfiguration.reaperEnabled = false
+            let engine = Engine(store: store, executor: WorkflowRunner(catalog: catalog, configuration: configuration),
+                                configuration: engineConfiguration, logger: quietLogger())
+            try await engine.start()
+            do {
+                let result = try await body(engine, store)
+                await engine.shutdown()
+                return result
+            } catch {
+                await engine.shutdown(gracePeriod: .milliseconds(100))
+                throw error
+            }
+        }
+    }
+
+    private func submit(_ engine: Engine, _ catalog: WorkflowCatalog, _ workflow: String, _ inputs: String) async throws -> RunRecord {
+        let request = try catalog.runRequest(tenant: "t1", workflow: workflow, inputsJSON: inputs, user: "u",
+                                             trigger: .apiAsync, transport: .grpc)
+        return try await engine.submit(request).run
+    }
+
+    /// The run's events as (kind, node id, status), node payloads decoded.
+    private func timeline(_ store: SQLiteRunStore, _ run: RunRecord) async throws -> [String] {
+        try await store.events(runID: run.id, after: 0, limit: 1000).map { event in
+            guard event.kind == .nodeStarted || event.kind == .nodeFinished else { return event.kind.rawValue }
+            let payload = try NodeEventPayload(json: event.payloadJSON)
+            return "\(event.kind.rawValue) \(payload.nodeID) \(payload.status.rawValue)"
+        }
+    }
+
+    @Test("hello: the events in order, the greeting as output, one step per node, the version recorded")
+    func hello() async throws {
+        let catalog = try WorkflowCatalog.load(directory: examplesDirectory)
+        try await withEngine(catalog) { engine, store in
+            let run = try await submit(engine, catalog, "hello", #"{"name": "Ada"}"#)
+            let final = try await engine.waitForCompletion(id: run.id, tenant: "t1")
+            #expect(final.state == .succeeded)
+            #expect(final.outputsJSON == #"{"greeting":"Hello, Ada!"}"#)
+            #expect(final.workflowVersion == "1")
+            #expect(final.totalSteps == 2)
+            #expect(try await timeline(store, run) == [
+                "run_started",
+                "node_started greet running", "node_finished greet succeeded",
+                "node_started done running", "node_finished done succeeded",
+                "run_finished",
+            ])
+            let events = try await store.events(runID: run.id, after: 0, limit: 100)
+            let greet = try NodeEventPayload(json: events[2].payloadJSON)
+            #expect(greet.title == "Compose the greeting")
+            #expect(greet.nodeKind == "template")
+            #expect(greet.index == 1)
+            #expect(greet.attempt == 1)
+            #expect(greet.outputs == ["text": "Hello, Ada!"])
+            #expect(greet.elapsedMS != nil)
+            #expect(greet.error == nil)
+            // The payload always carries every field.
+            let raw = try JSONValue(parsing: events[2].payloadJSON).objectValue ?? [:]
+            #expect(Set(raw.keys) == ["node_id", "node_kind", "title", "index", "attempt", "status", "inputs", "outputs", "error",
+                                      "elapsed_ms", "inputs_truncated", "outputs_truncated", "will_retry"])
+        }
+    }
+
+    @Test("branch: the untaken branch is recorded as skipped, both ways")
+    func branch() async throws {
+        let catalog = try WorkflowCatalog.load(directory: examplesDirectory)
+        try await withEngine(catalog) { engine, store in
+            let small = try await submit(engine, catalog, "branch", #"{"n": 3}"#)
+            let smallFinal = try await engine.waitForCompletion(id: small.id, tenant: "t1")
+            #expect(smallFinal.state == .succeeded)
+            #expect(try JSONValue(parsing: smallFinal.outputsJSON ?? "") == ["verdict": "3 is small", "branch": "else"])
+            #expect(try await timeline(store, small) == [
+                "run_started",
+                "node_started check running", "node_finished check succeeded",
+                "node_finished big skipped",
+                "node_started small running", "node_finished small succeeded",
+                "node_started done running", "node_finished done succeeded",
+                "run_finished",
+            ])
+            #expect(smallFinal.totalSteps == 3)
+
+            let big = try await submit(engine, catalog, "branch", #"{"n": 12.5}"#)
+            let bigFinal = try await engine.waitForCompletion(id: big.id, tenant: "t1")
+            #expect(try JSONValue(parsing: bigFinal.outputsJSON ?? "") == ["verdict": "12.5 is big", "branch": "then"])
+            #expect(try await timeline(store, big).contains("node_finished small skipped"))
+        }
+    }
+
+    @Test("call-service: the example calls a loopback service and returns its JSON answer")
+    func callService() async throws {
+        let server = try await LoopbackHTTPServer.start { request in
+            .json(#"{"reply": "got \#(request.method) \#(request.body.replacingOccurrences(of: "\"", with: "'"))"}"#)
+        }
+        defer { Task { await server.shutdown() } }
+        let catalog = try WorkflowCatalog.load(directory: examplesDirectory)
+        try await withEngine(catalog) { engine, _ in
+            let run = try await submit(engine, catalog, "call-service", #"{"url": "\#(server.baseURL)/echo", "message": "hi"}"#)
+            let final = try await engine.waitForCompletion(id: run.id, tenant: "t1")
+            #expect(final.state == .succeeded, "\(final.error ?? "")")
+            #expect(try JSONValue(parsing: final.outputsJSON ?? "") == ["status": 200, "reply": ["reply": "got POST {'message':'hi'}"]])
+        }
+    }
+
+    @Test("slow: four sleeps in a row add up to the requested seconds and end with done: true")
+    func slow() async throws {
+        let catalog = try WorkflowCatalog.load(directory: examplesDirectory)
+        try await withEngine(catalog) { engine, store in
+            let run = try await submit(engine, catalog, "slow", #"{"seconds": 0.8}"#)
+            let final = try await engine.waitForCompletion(id: run.id, tenant: "t1")
+            #expect(final.outputsJSON == #"{"done":true}"#)
+            let elapsed = final.elapsedMilliseconds(now: Date())
+            #expect(elapsed >= 800 && elapsed < 3000, "\(elapsed) ms")
+            let sleeps = try await store.events(runID: run.id, after: 0, limit: 100)
+                .compactMap { try? NodeEventPayload(json: $0.payloadJSON) }
+                .filter { $0.nodeKind == "sleep" && $0.status == .succeeded }
+            #expect(sleeps.map { $0.inputs } == Array(repeating: ["seconds": 0.2], count: 4))
+        }
+    }
+
+    @Test("slow: a watcher sees the first sleep start; a stop ends the run at once, the sleep recorded as stopped")
+    func stopDuringSleep() async throws {
+        let catalog = try WorkflowCatalog.load(directory: examplesDirectory)
+        try await withEngine(catalog) { engine, store in
+            let run = try await submit(engine, catalog, "slow", "{}")
+            for try await event in try await engine.watch(id: run.id, tenant: "t1", after: 0) where event.kind == .nodeStarted {
+                break
+            }
+            let stopped = try await engine.stop(id: run.id, tenant: "t1")
+            #expect(stopped.state == .stopped)
+            #expect(stopped.elapsedMilliseconds(now: Date()) < 3000)
+            #expect(try await timeline(store, run) == [
+                "run_started", "node_started first_quarter running", "node_finished first_quarter stopped", "run_finished",
+            ])
+        }
+    }
+
+    @Test("two 1 s sleeps run in parallel in well under 2 s of run time, and take at least 2 s chained")
+    func parallel() async throws {
+        let catalog = try loadCatalog([
+            "parallel.yaml": """
+                name: parallel
+                nodes:
+                  - { id: left, kind: sleep, config: { seconds: 1 } }
+                  - { id: right, kind: sleep, config: { seconds: 1 } }
+                  - { id: done, kind: end, needs: [left, right], config: { outputs: { ok: true } } }
+                """,
+            "chained.yaml": """
+                name: chained
+                nodes:
+                  - { id: left, kind: sleep, config: { seconds: 1 } }
+                  - { id: right, kind: sleep, needs: left, config: { seconds: 1 } }
+                  - { id: done, kind: end, needs: right, config: { outputs: { ok: true } } }
+                """,
+        ])
+        try await withEngine(catalog) { engine, store in
+            func measure(_ workflow: String) async throws -> (run: Int64, sleeps: Int64) {
+                let run = try await submit(engine, catalog, workflow, "{}")
+                let final = try await engine.waitForCompletion(id: run.id, tenant: "t1")
+                #expect(final.state == .succeeded)
+                let events = try await store.events(runID: run.id, after: 0, limit: 100)
+                let node = try events.filter { $0.kind == .nodeStarted || $0.kind == .nodeFinished }
+                    .map { ($0, try NodeEventPayload(json: $0.payloadJSON)) }
+                    .filter { $0.1.nodeKind == "sleep" }
+                let first = try #require(node.first { $0.0.kind == .nodeStarted }?.0.time)
+                let last = try #require(node.last { $0.0.kind == .nodeFinished }?.0.time)
+                return (final.elapsedMilliseconds(now: Date()), Int64((last.timeIntervalSince(first) * 1000).rounded()))
+            }
+            let parallel = try await measure("parallel")
+            let chained = try await measure("chained")
+            print("parallel: run \(parallel.run) ms, sleeps \(parallel.sleeps) ms; chained: run \(chained.run) ms, sleeps \(chained.sleeps) ms")
+            #expect(parallel.sleeps >= 1000 && parallel.sleeps < 1800, "\(parallel)")
+            #expect(parallel.run < 1800, "\(parallel)")
+            #expect(chained.sleeps >= 2000, "\(chained)")
+            #expect(chained.run >= 2000, "\(chained)")
+        }
+    }
+
+    @Test("stop during a long exec node: the child process is gone and the run is stopped")
+    func stopDuringExec() async throws {
+        let script = try Script("echo $$ > \"$1\"\nexec sleep 60")
+        defer { script.remove() }
+        let fifo = script.file("ready")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let catalog = try loadCatalog(["long.yaml": """
+            name: long
+            nodes:
+              - { id: work, kind: exec, config: { program: \(script.path), args: ["\(fifo)"] } }
+              - { id: done, kind: end, needs: work, config: { outputs: {} } }
+            """])
+        var configuration = WorkflowRunnerConfiguration()
+        configuration.allowedPrograms = [script.path]
+        try await withEngine(catalog, configuration: configuration) { engine, store in
+            // Should the child never come, opening the write end releases the reader.
+            defer { close(open(fifo, O_WRONLY | O_NONBLOCK)) }
+            async let reader = readPID(fromFIFO: fifo)
+            let run = try await submit(engine, catalog, "long", "{}")
+            // The child writes its pid into the FIFO: it is running.
+            let pid = try #require(await reader)
+            #expect(processExists(pid))
+
+            let stopAsked = ContinuousClock.now
+            let stopped = try await engine.stop(id: run.id, tenant: "t1")
+            let stopTook = ContinuousClock.now - stopAsked
+            #expect(stopped.state == .stopped)
+            #expect(stopTook < .seconds(3), "\(stopTook)")
+            #expect(!processExists(pid), "the child \(pid) outlived the stop")
+
+            let timeline = try await timeline(store, run)
+            #expect(timeline == ["run_started", "node_started work running", "node_finished work stopped", "run_finished"])
+        }
+    }
+}
+
+/// Waits (on a thread of its own: open and read block) until a writer has opened the FIFO,
+/// written and closed it; what it wrote, as a pid.
+private func readPID(fromFIFO path: String) async -> pid_t? {
+    await withCheckedContinuation { continuation in
+        Thread {
+            let fd = open(path, O_RDONLY)
+            guard fd >= 0 else { return continuation.resume(returning: nil) }
+            defer { close(fd) }
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 64)
+            while true {
+                let count = read(fd, &buffer, buffer.count)
+                if count <= 0 { break }
+                bytes += buffer[0..<count]
+            }
+            continuation.resume(returning: pid_t(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        }.start()
+    }
+}

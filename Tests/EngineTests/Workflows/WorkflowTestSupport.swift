@@ -1,0 +1,195 @@
+import Engine
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import Testing
+
+/// The repository's `examples/workflows`.
+let examplesDirectory = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("examples/workflows", isDirectory: true)
+
+/// Writes `files` (name → text) to a fresh directory and loads it as a catalog.
+func loadCatalog(_ files: [String: String]) throws -> WorkflowCatalog {
+    try withTemporaryFiles(files) { directory in try WorkflowCatalog.load(directory: directory) }
+}
+
+/// The problems loading `files` reports (none when it loads).
+func loadProblems(_ files: [String: String]) throws -> [WorkflowDefinitionError] {
+    try withTemporaryFiles(files) { directory in
+        do {
+            _ = try WorkflowCatalog.load(directory: directory)
+            return []
+        } catch let error as WorkflowCatalogError {
+            return error.problems
+        }
+    }
+}
+
+func withTemporaryFiles<T>(_ files: [String: String], _ body: (URL) throws -> T) throws -> T {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-workflows-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    for (name, text) in files { try Data(text.utf8).write(to: directory.appendingPathComponent(name)) }
+    return try body(directory)
+}
+
+/// An executable shell script in a fresh directory; removed by `remove()`.
+struct Script {
+    let directory: URL
+    let path: String
+
+    init(_ body: String) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-exec-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let url = directory.appendingPathComponent("node.sh")
+        try Data(("#!/bin/sh\n" + body + "\n").utf8).write(to: url)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: url.path)
+        path = url.path
+    }
+
+    func file(_ name: String) -> String { directory.appendingPathComponent(name).path }
+
+    func remove() { try? FileManager.default.removeItem(at: directory) }
+}
+
+/// Whether a process with this id exists (zombies included).
+func processExists(_ pid: pid_t) -> Bool {
+    kill(pid, 0) == 0 || errno != ESRCH
+}
+
+/// Collects what a runner emits.
+final class EventLog: Sendable {
+    private let entries = Mutex<[(event: NewEvent, steps: Int)]>([])
+
+    var sink: WorkflowRunner.EventSink {
+        { events, steps in
+            self.entries.withLock { entries in
+                for (offset, event) in events.enumerated() { entries.append((event, offset == events.count - 1 ? steps : 0)) }
+            }
+        }
+    }
+
+    var events: [NewEvent] { entries.withLock { $0.map(\.event) } }
+    var steps: Int { entries.withLock { $0.reduce(0) { $0 + $1.steps } } }
+
+    /// The node events' payloads, in order.
+    func payloads() throws -> [NodeEventPayload] {
+        try events.map { try NodeEventPayload(json: $0.payloadJSON) }
+    }
+
+    /// The last `node_finished` payload of `node`.
+    func finished(_ node: String) throws -> NodeEventPayload? {
+        let pairs = Array(zip(events, try payloads()))
+        return pairs.last { $0.0.kind == .nodeFinished && $0.1.nodeID == node }?.1
+    }
+}
+
+/// Runs one workflow given as YAML directly on a runner (no Engine), collecting its events.
+func runWorkflow(_ yaml: String, inputs: String = "{}", configuration: WorkflowRunnerConfiguration = WorkflowRunnerConfiguration(),
+                 log: EventLog = EventLog()) async throws -> ExecutionResult {
+    let definition = try WorkflowCatalog.parse(yaml, file: "test.yaml")
+    let runner = WorkflowRunner(catalog: try WorkflowCatalog(definitions: [definition]), configuration: configuration)
+    return try await runner.run(definition, inputs: try definition.validateInputs(json: inputs), emit: log.sink)
+}
+
+/// The JSON object of a run's outputs.
+func outputs(_ result: ExecutionResult) throws -> [String: JSONValue] {
+    let text = try #require(result.outputsJSON)
+    return try #require(try JSONValue(parsing: text).objectValue)
+}
+
+/// A request as the loopback server saw it.
+struct RecordedRequest: Sendable {
+    let method: String
+    let uri: String
+    let headers: [String: String]
+    let body: String
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 with a port of its own, answering with `respond`; nil
+/// leaves the request unanswered (for timeouts).
+final class LoopbackHTTPServer: Sendable {
+    struct Reply: Sendable {
+        var status: Int
+        var contentType: String
+        var body: String
+
+        static func json(_ body: String, status: Int = 200) -> Reply { Reply(status: status, contentType: "application/json", body: body) }
+        static func text(_ body: String, status: Int) -> Reply { Reply(status: status, contentType: "text/plain", body: body) }
+    }
+
+    private let channel: any Channel
+    private let log: RequestLog
+    let port: Int
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+    var requests: [RecordedRequest] { log.requests.withLock { $0 } }
+
+    private init(channel: any Channel, log: RequestLog) {
+        self.channel = channel
+        self.log = log
+        self.port = channel.localAddress!.port!
+    }
+
+    static func start(_ respond: @escaping @Sendable (RecordedRequest) -> Reply?) async throws -> LoopbackHTTPServer {
+        let log = RequestLog()
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(respond: { request in
+                        log.requests.withLock { $0.append(request) }
+                        return respond(request)
+                    }))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return LoopbackHTTPServer(channel: channel, log: log)
+    }
+
+    func shutdown() async {
+        try? await channel.close()
+    }
+
+    private final class RequestLog: Sendable {
+        let requests = Mutex<[RecordedRequest]>([])
+    }
+
+    private final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+
+        let respond: @Sendable (RecordedRequest) -> Reply?
+        var head: HTTPRequestHead?
+        var body = ByteBuffer()
+
+        init(respond: @escaping @Sendable (RecordedRequest) -> Reply?) { self.respond = respond }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                self.head = head
+                body.clear()
+            case .body(var chunk):
+                body.writeBuffer(&chunk)
+            case .end:
+                guard let head else { return }
+                var headers: [String: String] = [:]
+                for header in head.headers { headers[header.name.lowercased()] = header.value }
+                let request = RecordedRequest(method: head.method.rawValue, uri: head.uri, headers: headers, body: String(buffer: body))
+                guard let reply = respond(request) else { return }
+                var responseHeaders = HTTPHeaders()
+                responseHeaders.add(name: "content-type", value: reply.contentType)
+                responseHeaders.add(name: "content-length", value: "\(reply.body.utf8.count)")
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(
+                    version: .http1_1, status: HTTPResponseStatus(statusCode: reply.status), headers: responseHeaders))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: reply.body)))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+}
