@@ -7,6 +7,8 @@ SWIFT  ?= swift
 PYTHON ?= python3
 HOST   ?= 127.0.0.1
 PORT   ?= 50051
+DATA   ?= data
+WORKFLOWS ?= examples/workflows
 # The shared design checker lives beside the clone (../shared); CI has it, a lone clone may not.
 CONTRACT_CHECK := ../shared/tools/check-contract.py
 
@@ -33,8 +35,17 @@ build: deps
 	$(SWIFT) build
 
 run: build
-	@echo "== flowd serve on $(HOST):$(PORT) (Ctrl-C stops it)"
-	$(SWIFT) run flowd serve --host $(HOST) --port $(PORT)
+	@mkdir -p $(DATA)
+	@$(SWIFT) run --skip-build flowd validate $(WORKFLOWS)
+	@hello=$$($(SWIFT) run --skip-build flowd keys create --tenant demo --workflow hello --data-dir $(DATA)); \
+	 slow=$$($(SWIFT) run --skip-build flowd keys create --tenant demo --workflow slow --data-dir $(DATA)); \
+	 echo; echo "== API keys (shown once; only their hashes are stored in $(DATA)/)"; \
+	 echo "   hello: $$hello"; echo "   slow:  $$slow"; echo; \
+	 echo "== Try, from another terminal:"; \
+	 echo "   python3 tools/interop/flowd_client.py --key $$hello run --inputs '{\"name\":\"Ada\"}' --mode blocking"; \
+	 echo "   python3 tools/interop/flowd_client.py --key $$slow run --inputs '{\"seconds\":5}' --mode async"; echo
+	@echo "== flowd serve on $(HOST):$(PORT) (Ctrl-C stops it gracefully)"
+	$(SWIFT) run --skip-build flowd serve --host $(HOST) --port $(PORT) --data-dir $(DATA) --workflows $(WORKFLOWS)
 
 test: deps gen-check contract interop-selftest build-tests swift-test
 	@echo "== make test: all steps passed"
