@@ -94,6 +94,16 @@ final class ChildProcess: @unchecked Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
+    /// Whether it still runs, and every line printed so far.
+    func snapshot() -> (running: Bool, output: String) {
+        lock.withLock { (process.isRunning, lines.joined(separator: "\n")) }
+    }
+
+    /// Sends SIGTERM.
+    func terminate() {
+        process.terminate()
+    }
+
     /// Waits until the child prints a line starting with `prefix`; false if its output ends first.
     func waitForLine(startingWith prefix: String) async -> Bool {
         await withCheckedContinuation { continuation in

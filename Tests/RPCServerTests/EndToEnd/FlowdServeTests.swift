@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+
+/// The `flowd` executable, built next to the test bundle by `swift build --build-tests`.
+private let flowdBinary: URL = URL(fileURLWithPath: CommandLine.arguments[0])
+    .deletingLastPathComponent().appendingPathComponent("flowd")
+
+/// Runs a command to completion and returns its exit status and standard output.
+private func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+    let child = try ChildProcess(arguments)
+    let (status, output) = await child.finish(timeout: .seconds(120))
+    return (status, output)
+}
+
+@Suite("The flowd executable end to end", .serialized)
+struct FlowdServeTests {
+    @Test("flowd serve with the example workflows: keys, blocking, async + watch + get, errors, graceful SIGTERM")
+    func quickStart() async throws {
+        #expect(FileManager.default.isExecutableFile(atPath: flowdBinary.path), "missing \(flowdBinary.path)")
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-serve-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: data) }
+
+        let server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
+                                       "--data-dir", data.path, "--workflows", "examples/workflows"])
+        #expect(await server.waitForLine(startingWith: "flowd: listening on "))
+        let (_, early) = server.snapshot()
+        let port = try #require(early.split(separator: "\n").first { $0.hasPrefix("flowd: listening on ") }?
+            .split(separator: ":").last.map(String.init))
+        let target = "127.0.0.1:\(port)"
+
+        let hello = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "hello",
+                                   "--data-dir", data.path])
+        #expect(hello.status == 0)
+        let helloKey = hello.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(helloKey.hasPrefix("flowd_") && !helloKey.contains("\n"), "the key is printed alone: \(hello.output)")
+        let slowKey = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "slow",
+                                     "--data-dir", data.path]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+
+        let client = ["python3", "tools/interop/flowd_client.py", "--target", target]
+        let blocking = try await run(client + ["--key", helloKey, "run", "--inputs", #"{"name":"Ada"}"#, "--mode", "blocking"])
+        #expect(blocking.status == 0, "\(blocking.output)")
+        #expect(blocking.output.contains("RUN_STATUS_SUCCEEDED"))
+        #expect(blocking.output.contains(#"Hello, Ada!"#))
+
+        let submitted = try await run(client + ["--key", slowKey, "run", "--inputs", #"{"seconds":1}"#, "--mode", "async"])
+        #expect(submitted.output.contains("RUN_STATUS_SCHEDULED"), "\(submitted.output)")
+        let json = try #require(submitted.output.range(of: "{").map { String(submitted.output[$0.lowerBound...]) })
+        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        let runID = try #require((object?["run"] as? [String: Any])?["id"] as? String)
+        let watched = try await run(client + ["--key", slowKey, "watch", runID])
+        let lines = watched.output.split(separator: "\n")
+        #expect(lines.first?.contains("run_started") == true, "\(watched.output)")
+        #expect(lines.last?.contains("run_finished") == true && lines.last?.contains("succeeded") == true)
+        let polled = try await run(client + ["--key", slowKey, "get", runID])
+        #expect(polled.output.contains("RUN_STATUS_SUCCEEDED"))
+
+        // Another tenant's key sees NOT_FOUND; a bad key is UNAUTHENTICATED.
+        let otherKey = try await run([flowdBinary.path, "keys", "create", "--tenant", "acme", "--workflow", "slow",
+                                      "--data-dir", data.path]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let foreign = try await run(client + ["--key", otherKey, "get", runID])
+        #expect(foreign.status == 1 && foreign.output.contains("NOT_FOUND"), "\(foreign.output)")
+        let unauthenticated = try await run(client + ["--key", "flowd_nope", "get", runID])
+        #expect(unauthenticated.status == 1 && unauthenticated.output.contains("UNAUTHENTICATED"))
+
+        server.terminate()
+        let (status, output) = await server.finish(timeout: .seconds(30))
+        #expect(status == 0, "flowd serve exited with \(status):\n\(output)")
+        #expect(output.contains("shutting down gracefully"))
+        #expect(!output.contains(helloKey) && !output.contains("Ada"), "keys and inputs must not be logged")
+    }
+}
