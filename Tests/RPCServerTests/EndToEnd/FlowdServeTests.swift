@@ -68,4 +68,26 @@ struct FlowdServeTests {
         #expect(output.contains("shutting down gracefully"))
         #expect(!output.contains(helloKey) && !output.contains("Ada"), "keys and inputs must not be logged")
     }
+
+    @Test("flowd validate accepts the examples and rejects a bad definition with file, line, node and reason")
+    func validate() async throws {
+        let good = try await run([flowdBinary.path, "validate", "examples/workflows"])
+        #expect(good.status == 0, "\(good.output)")
+        for name in ["hello", "slow", "branch", "call-service"] { #expect(good.output.contains("ok  \(name)")) }
+
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-validate-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try """
+            name: broken
+            nodes:
+              - id: one
+                kind: tempalte
+                config: { template: "x" }
+              - { id: done, kind: end, needs: one, config: { outputs: {} } }
+            """.write(to: directory.appendingPathComponent("broken.yaml"), atomically: true, encoding: .utf8)
+        let bad = try await run([flowdBinary.path, "validate", directory.path])
+        #expect(bad.status != 0)
+        #expect(bad.output.contains("broken.yaml:3: node 'one': unknown node kind 'tempalte'"), "\(bad.output)")
+    }
 }
