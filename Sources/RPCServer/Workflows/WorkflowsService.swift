@@ -1,7 +1,7 @@
 import Codec
 public import Engine
 import Foundation
-import Synchronization
+import AsyncAlgorithms
 
 /// Settings of the `flowd.v1.Workflows` service.
 public struct WorkflowsServiceConfiguration: Sendable {
@@ -148,27 +148,37 @@ public struct WorkflowsService: RegistrableRPCService {
     }
 
     /// Forwards a run's events to a stream, with a heartbeat whenever nothing was sent for
-    /// `heartbeatInterval`; returns after the terminal event.
+    /// `heartbeatInterval`; returns after the terminal event. One loop does every write, so a
+    /// heartbeat always repeats the sequence of the last event sent before it.
     private func stream(_ events: RunEventSequence, runID: String, startingAfter: Int64 = 0,
                         to writer: RPCWriter<FlowdV1.RunEvent>) async throws {
-        let lastSent = LastSent(sequence: startingAfter)
+        enum Item: Sendable {
+            case event(RunEvent)
+            case tick
+            /// The events ended (after the terminal one, or with nothing past `startingAfter`).
+            case end
+        }
         let interval = configuration.heartbeatInterval
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while true {
-                    let due = lastSent.state.withLock { $0.at } + interval
-                    try await Task.sleep(until: due, clock: .continuous)
-                    let (sequence, at) = lastSent.state.withLock { $0 }
-                    guard ContinuousClock.now - at >= interval else { continue }
-                    try await writer.write(WireConversions.heartbeat(runID: runID, lastSequence: sequence, now: Date()))
-                    lastSent.state.withLock { $0.at = ContinuousClock.now }
-                }
-            }
-            for try await event in events {
+        let ticks = AsyncTimerSequence(interval: interval / 4, clock: ContinuousClock()).map { _ in Item.tick }
+        var lastSequence = startingAfter
+        var lastWrite = ContinuousClock.now
+        let items = chain(events.map { Item.event($0) }, [Item.end].async)
+        for try await item in merge(items, ticks) {
+            switch item {
+            case .event(let event):
                 try await writer.write(WireConversions.event(event, now: Date()))
-                lastSent.state.withLock { $0 = (event.sequence, ContinuousClock.now) }
+                lastSequence = event.sequence
+                lastWrite = .now
+                if event.isTerminal { return }
+            case .tick:
+                try Task.checkCancellation()
+                guard ContinuousClock.now - lastWrite >= interval else { continue }
+                try await writer.write(WireConversions.heartbeat(runID: runID, lastSequence: lastSequence, now: Date()))
+                lastWrite = .now
+            case .end:
+                try Task.checkCancellation()
+                return
             }
-            group.cancelAll()
         }
     }
 
@@ -197,12 +207,6 @@ public struct WorkflowsService: RegistrableRPCService {
         guard let record else { throw WorkflowsErrors.unauthenticated }
         return record
     }
-}
-
-/// What a stream last sent, shared with its heartbeat task.
-private final class LastSent: Sendable {
-    let state: Mutex<(sequence: Int64, at: ContinuousClock.Instant)>
-    init(sequence: Int64) { state = Mutex((sequence, ContinuousClock.now)) }
 }
 
 /// `ListRuns` page tokens: the cursor of the last run of a page and a digest of the filter
