@@ -3,7 +3,8 @@
 # missing, so that a second run is a no-op that takes a second.
 #
 #   Debian: nghttp2 and protobuf-c (headers, protoc-c), protoc, h2load/nghttp, pkg-config, SQLite
-#   PyPI:   grpcio, grpcio-tools, grpcio-status (the interop suite's client and stub generator), h2 (frame-level checks)
+#   PyPI:   grpcio, grpcio-tools, grpcio-status (the interop suite's client and stub generator), h2 (frame-level checks),
+#           requests, httpx (REST shim suite)
 #
 # Swift itself is not installed here: the toolchain must already be on PATH.
 set -euo pipefail
@@ -18,7 +19,7 @@ APT_PACKAGES=(
   pkg-config            # SwiftPM finds libnghttp2 / libprotobuf-c through it
   libsqlite3-dev        # the embedded store
 )
-PIP_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1 h2==4.1.0)
+PIP_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1 h2==4.1.0 requests httpx==0.28.1)
 # Debian's security backports (Rapid Reset, CONTINUATION flood, CVE-2026-27135) end here.
 MIN_NGHTTP2="1.52.0-1+deb12u3"
 
@@ -61,7 +62,7 @@ else
 fi
 
 # --- Python packages -------------------------------------------------------------------
-if python3 -c "import grpc, grpc_tools.protoc, grpc_status.rpc_status, h2" >/dev/null 2>&1; then
+if python3 -c "import grpc, grpc_tools.protoc, grpc_status.rpc_status, h2, requests, httpx" >/dev/null 2>&1; then
   say "Python packages present (grpcio $(python3 -c 'import grpc; print(grpc.__version__)'))"
 else
   if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -1,9 +1,11 @@
 public import Logging
 public import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// A gRPC server over cleartext HTTP/2 (h2c with prior knowledge) on nghttp2.
+/// A gRPC server over cleartext HTTP/2 (h2c with prior knowledge) on nghttp2, and HTTP/1.1
+/// (the REST shim) on the same port: the first bytes of a connection choose.
 ///
 /// ```swift
 /// let server = GRPCServer(configuration: config, services: [HealthService()], logger: logger)
@@ -13,6 +15,8 @@ import Synchronization
 public final class GRPCServer: Sendable {
     public let configuration: ServerConfiguration
     private let router: RPCRouter
+    private let http: any HTTPRequestHandling
+    private let httpConfiguration: HTTP1Configuration
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let state = Mutex(State())
@@ -23,8 +27,13 @@ public final class GRPCServer: Sendable {
         var shuttingDown = false
     }
 
-    public init(configuration: ServerConfiguration, services: [any RegistrableRPCService], logger: Logger) {
+    /// `http` answers HTTP/1.1 requests (by default everything is 404).
+    public init(configuration: ServerConfiguration, services: [any RegistrableRPCService],
+                http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
+                logger: Logger) {
         self.configuration = configuration
+        self.http = http ?? NotFoundHandler()
+        self.httpConfiguration = httpConfiguration
         var router = RPCRouter()
         for service in services { service.registerMethods(with: &router) }
         self.router = router
@@ -42,6 +51,8 @@ public final class GRPCServer: Sendable {
         let configuration = self.configuration
         let router = self.router
         let logger = self.logger
+        let http = self.http
+        let httpConfiguration = self.httpConfiguration
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -52,8 +63,19 @@ public final class GRPCServer: Sendable {
                     return channel.close()
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        GRPCConnectionHandler(configuration: configuration, router: router, logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(timeout: configuration.handshakeTimeout) {
+                        detected, context in
+                        let pipeline = context.pipeline.syncOperations
+                        switch detected {
+                        case .http2:
+                            try pipeline.addHandler(GRPCConnectionHandler(configuration: configuration, router: router, logger: logger))
+                        case .http1:
+                            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                            try pipeline.addHandler(HTTP1ConnectionHandler(
+                                configuration: httpConfiguration, gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
+                                handler: http, logger: logger))
+                        }
+                    })
                 }
             }
             .bind(host: configuration.host, port: configuration.port)

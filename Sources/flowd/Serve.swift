@@ -8,7 +8,7 @@ import ServiceLifecycle
 /// `flowd serve`: the gRPC server with the Engine, until SIGTERM or SIGINT, then a graceful
 /// drain. Every flag also has an environment variable; Dify's names where Dify has one.
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Serve flowd's gRPC API on HOST:PORT.")
+    static let configuration = CommandConfiguration(abstract: "Serve flowd's gRPC API and the Dify-compatible REST API on HOST:PORT.")
 
     @Option(help: "Address to listen on (env FLOWD_HOST).")
     var host: String = Environment.string("FLOWD_HOST") ?? "127.0.0.1"
@@ -42,6 +42,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("exec-allow"),
             help: "A program exec nodes may run (repeatable; env FLOWD_EXEC_ALLOW, colon-separated).")
     var execAllow: [String] = Environment.string("FLOWD_EXEC_ALLOW")?.split(separator: ":").map(String.init) ?? []
+
+    @Option(help: "REST streaming: seconds between `event: ping` lines (env FLOWD_REST_PING_INTERVAL_SECONDS, default 10).")
+    var restPingIntervalSeconds: Int = Environment.int("FLOWD_REST_PING_INTERVAL_SECONDS") ?? 10
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env FLOWD_LOG_LEVEL).")
     var logLevel: String = Environment.string("FLOWD_LOG_LEVEL") ?? "info"
@@ -87,10 +90,15 @@ struct Serve: AsyncParsableCommand {
         serverConfiguration.host = host
         serverConfiguration.port = port
         if threads > 0 { serverConfiguration.eventLoopThreads = threads }
+        guard restPingIntervalSeconds > 0 else { throw ValidationError("--rest-ping-interval-seconds must be positive") }
+        var restConfiguration = DifyWorkflowsAPIConfiguration()
+        restConfiguration.pingInterval = .seconds(restPingIntervalSeconds)
         let health = HealthService()
         let server = GRPCServer(
             configuration: serverConfiguration,
-            services: [health, WorkflowsService(engine: engine, keys: store, workflows: catalog)], logger: logger)
+            services: [health, WorkflowsService(engine: engine, keys: store, workflows: catalog)],
+            http: DifyWorkflowsAPI(engine: engine, keys: store, workflows: catalog, configuration: restConfiguration),
+            logger: logger)
         let address = try await server.start()
         logger.info("serving", metadata: [
             "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "data-dir": "\(data.dataDirectory)",

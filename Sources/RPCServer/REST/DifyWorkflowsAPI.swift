@@ -1,0 +1,354 @@
+public import Engine
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// Settings of the Dify-compatible REST shim.
+public struct DifyWorkflowsAPIConfiguration: Sendable {
+    /// A streaming response sends `event: ping` this often (Dify: every 10 s).
+    public var pingInterval: Duration = .seconds(10)
+    /// `GET /v1/workflows/logs` reads the tenant's runs from the Engine in pages of this size.
+    public var logsScanPageSize = 500
+
+    public init() {}
+}
+
+/// Dify's Service API for workflow apps (DESIGN.md, "REST shim"; notes/dify-contract.md) on
+/// top of the same Engine operations as `flowd.v1.Workflows`:
+/// `POST /v1/workflows/run` (blocking, streaming, async), `GET /v1/workflows/run/{id}`,
+/// `POST /v1/workflows/tasks/{task_id}/stop`, `GET /v1/workflows/logs`.
+///
+/// `task_id` and `workflow_run_id` are both the run id. An idempotent replay answers in the
+/// response mode the run was first submitted with (its stored trigger), with a body derived
+/// from the stored run and its stored events, so it is the first answer again.
+public struct DifyWorkflowsAPI: HTTPRequestHandling {
+    private let engine: Engine
+    private let keys: any APIKeyStore
+    private let workflows: any WorkflowResolving
+    private let configuration: DifyWorkflowsAPIConfiguration
+
+    public init(engine: Engine, keys: any APIKeyStore, workflows: any WorkflowResolving,
+                configuration: DifyWorkflowsAPIConfiguration = DifyWorkflowsAPIConfiguration()) {
+        self.engine = engine
+        self.keys = keys
+        self.workflows = workflows
+        self.configuration = configuration
+    }
+
+    private enum Route {
+        case run, getRun(String), stop(String), logs
+
+        var method: HTTPMethod {
+            switch self {
+            case .run, .stop: .POST
+            case .getRun, .logs: .GET
+            }
+        }
+    }
+
+    private static func route(_ path: String) -> Route? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        switch parts.count {
+        case 3 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "run": return .run
+        case 3 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "logs": return .logs
+        case 4 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "run" && !parts[3].isEmpty:
+            return .getRun(parts[3])
+        case 5 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "tasks" && !parts[3].isEmpty && parts[4] == "stop":
+            return .stop(parts[3])
+        default: return nil
+        }
+    }
+
+    public func respond(to request: HTTPRequest) async -> HTTPResponse {
+        guard let route = Self.route(request.path) else { return RESTError.notFound.response }
+        guard request.method == route.method else { return RESTError.methodNotAllowed(allowed: [route.method]).response }
+        do {
+            let key = try await authenticate(request)
+            switch route {
+            case .run: return try await run(request, key: key)
+            case .getRun(let id): return try await getRun(id, key: key)
+            case .stop(let id): return try await stop(id, request: request, key: key)
+            case .logs: return try await logs(request, key: key)
+            }
+        } catch {
+            return RESTError.map(error).response
+        }
+    }
+
+    // MARK: Authentication and request bodies
+
+    private func authenticate(_ request: HTTPRequest) async throws -> APIKeyRecord {
+        guard let header = request.headers.first(name: "authorization"), let space = header.firstIndex(of: " ") else {
+            throw RESTError.unauthorized("Authorization header must be provided and start with 'Bearer'")
+        }
+        guard header[..<space].lowercased() == "bearer" else {
+            throw RESTError.unauthorized("Authorization scheme must be 'Bearer'")
+        }
+        let token = header[header.index(after: space)...].trimmingCharacters(in: .whitespaces)
+        guard let record = try await keys.authenticate(token) else { throw RESTError.unauthorized("Access token is invalid") }
+        return record
+    }
+
+    /// The JSON object body with a non-empty `user` (Dify reads it before anything else).
+    private func jsonBody(_ request: HTTPRequest) throws -> (object: [String: JSONValue], user: String) {
+        let contentType = request.headers.first(name: "content-type")?.lowercased() ?? ""
+        guard contentType.split(separator: ";").first?.trimmingCharacters(in: .whitespaces) == "application/json" else {
+            throw RESTError.unsupportedMediaType
+        }
+        let value: JSONValue
+        do {
+            value = try JSONValue(parsing: Data(request.body.readableBytesView))
+        } catch {
+            throw RESTError.badRequest("Failed to decode JSON object: the request body is not valid JSON.")
+        }
+        guard case .object(let object) = value else {
+            throw RESTError.badRequest("Failed to decode JSON object: the request body is not a JSON object.")
+        }
+        let user: String
+        switch object["user"] {
+        case .string(let text)?: user = text
+        case .integer(let number)?: user = String(number)
+        default: user = ""
+        }
+        guard !user.isEmpty else { throw RESTError.invalidParam("Arg user must be provided.") }
+        return (object, user)
+    }
+
+    private static func validationError(_ field: String, _ problem: String) -> RESTError {
+        .invalidParam("1 validation error for WorkflowRunPayload\n\(field)\n  \(problem)")
+    }
+
+    // MARK: POST /v1/workflows/run
+
+    private func run(_ request: HTTPRequest, key: APIKeyRecord) async throws -> HTTPResponse {
+        let (body, user) = try jsonBody(request)
+        guard let inputsValue = body["inputs"], inputsValue != .null else {
+            throw Self.validationError("inputs", "Field required [type=missing]")
+        }
+        guard case .object = inputsValue else { throw Self.validationError("inputs", "Input should be a valid dictionary [type=dict_type]") }
+        let trigger: Trigger
+        switch body["response_mode"] {
+        case nil, .null?, .string("blocking")?: trigger = .apiBlocking
+        case .string("streaming")?: trigger = .apiStreaming
+        case .string("async")?: trigger = .apiAsync
+        default:
+            throw Self.validationError("response_mode", "Input should be 'blocking', 'streaming' or 'async' [type=literal_error]")
+        }
+        if let files = body["files"], files != .null, files.arrayValue == nil {
+            throw Self.validationError("files", "Input should be a valid list [type=list_type]")
+        }
+        let idempotencyKey = request.headers.first(name: "idempotency-key")
+        let resolved = try workflows.resolve(workflow: key.workflow, inputsJSON: inputsValue.jsonText)
+        let submitted = try await engine.submit(RunRequest(
+            tenant: key.tenant, workflow: resolved.name, workflowVersion: resolved.version, inputsJSON: resolved.inputsJSON,
+            user: user, trigger: trigger, transport: .rest, idempotencyKey: idempotencyKey))
+        var run = submitted.run
+        var headers: HTTPHeaders = [:]
+        if !submitted.created { headers.add(name: "Idempotent-Replayed", value: "true") }
+        switch run.trigger {
+        case .apiAsync:
+            headers.add(name: "Location", value: "/v1/workflows/run/\(run.id)")
+            return Self.json(Self.asyncBody(run), status: submitted.created ? .accepted : .ok, headers: headers)
+        case .apiBlocking:
+            if !run.state.isTerminal { run = try await engine.waitForCompletion(id: run.id, tenant: key.tenant) }
+            return Self.json(Self.blockingBody(run), headers: headers)
+        case .apiStreaming:
+            let events = try await engine.watch(id: run.id, tenant: key.tenant, after: 0)
+            headers.add(name: "content-type", value: "text/event-stream; charset=utf-8")
+            headers.add(name: "cache-control", value: "no-cache")
+            let interval = configuration.pingInterval
+            let runID = run.id
+            return HTTPResponse(status: .ok, headers: headers, body: .stream { writer in
+                try await Self.stream(events, runID: runID, pingInterval: interval, to: writer)
+            })
+        }
+    }
+
+    private static func json(_ body: DifyJSON, status: HTTPResponseStatus = .ok, headers: HTTPHeaders = [:]) -> HTTPResponse {
+        var headers = headers
+        headers.add(name: "content-type", value: "application/json; charset=utf-8")
+        return HTTPResponse(status: status, headers: headers, body: .full(ByteBuffer(string: body.text)))
+    }
+
+    private enum StreamItem: Sendable {
+        case ping
+        case event(RunEvent)
+        case failed(RESTError)
+    }
+
+    /// Writes the run's events as `data: {json}` until `workflow_finished`, with `event: ping`
+    /// every `pingInterval`; a failure is an `error` event and the end of the stream.
+    private static func stream(_ events: RunEventSequence, runID: String, pingInterval: Duration,
+                               to writer: HTTPBodyWriter) async throws {
+        let (items, continuation) = AsyncStream<StreamItem>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: pingInterval)
+                    continuation.yield(.ping)
+                }
+            }
+            group.addTask {
+                do {
+                    for try await event in events { continuation.yield(.event(event)) }
+                    try Task.checkCancellation()
+                    continuation.yield(.failed(.internalError(SendableDescription("the event stream ended early"))))
+                } catch is CancellationError {
+                } catch {
+                    continuation.yield(.failed(RESTError.map(error)))
+                }
+            }
+            loop: for await item in items {
+                switch item {
+                case .ping:
+                    try await writer.write("event: ping\n\n")
+                case .event(let event):
+                    guard let json = DifyEvents.streamEvent(event) else { continue }
+                    try await writer.write("data: \(json.text)\n\n")
+                    if event.isTerminal { break loop }
+                case .failed(let error):
+                    let json: DifyJSON = .object([
+                        ("event", "error"), ("workflow_run_id", .string(runID)), ("code", .string(error.code)),
+                        ("status", .int(Int64(error.status.code))), ("message", .string(error.message)),
+                    ])
+                    try await writer.write("data: \(json.text)\n\n")
+                    break loop
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    static func asyncBody(_ run: RunRecord) -> DifyJSON {
+        .object([
+            ("task_id", .string(run.id)), ("workflow_run_id", .string(run.id)),
+            ("data", .object([
+                ("id", .string(run.id)), ("workflow_id", .string(run.workflow)), ("status", "scheduled"),
+                ("created_at", DifyEvents.seconds(run.createdAt)),
+            ])),
+        ])
+    }
+
+    static func blockingBody(_ run: RunRecord) -> DifyJSON {
+        .object([
+            ("task_id", .string(run.id)), ("workflow_run_id", .string(run.id)),
+            ("data", .object([
+                ("id", .string(run.id)), ("workflow_id", .string(run.workflow)), ("status", .string(run.state.rawValue)),
+                ("outputs", DifyJSON(parsing: run.outputsJSON)), ("error", .string(run.error)),
+                ("elapsed_time", DifyEvents.elapsed(run)), ("total_tokens", .int(run.totalTokens)),
+                ("total_steps", .int(Int64(run.totalSteps))), ("created_at", DifyEvents.seconds(run.createdAt)),
+                ("finished_at", run.finishedAt.map(DifyEvents.seconds) ?? .null),
+            ])),
+        ])
+    }
+
+    // MARK: GET /v1/workflows/run/{id}
+
+    private func getRun(_ id: String, key: APIKeyRecord) async throws -> HTTPResponse {
+        let run = try await engine.run(id: id, tenant: key.tenant)
+        return Self.json(.object([
+            ("id", .string(run.id)), ("workflow_id", .string(run.workflow)), ("status", .string(run.state.rawValue)),
+            ("inputs", .string(DifyJSON(parsing: run.inputsJSON).text)), ("outputs", DifyJSON(parsing: run.outputsJSON)),
+            ("error", .string(run.error)), ("total_steps", .int(Int64(run.totalSteps))), ("total_tokens", .int(run.totalTokens)),
+            ("created_at", DifyEvents.seconds(run.createdAt)), ("finished_at", run.finishedAt.map(DifyEvents.seconds) ?? .null),
+            ("elapsed_time", DifyEvents.elapsed(run)),
+        ]))
+    }
+
+    // MARK: POST /v1/workflows/tasks/{task_id}/stop
+
+    /// Always `{"result": "success"}` once authenticated and well-formed, as in Dify: an unknown
+    /// or foreign task is not revealed.
+    private func stop(_ id: String, request: HTTPRequest, key: APIKeyRecord) async throws -> HTTPResponse {
+        _ = try jsonBody(request)
+        do {
+            _ = try await engine.stop(id: id, tenant: key.tenant)
+        } catch let error as EngineError where error.code == .runNotFound {
+        }
+        return Self.json(.object([("result", "success")]))
+    }
+
+    // MARK: GET /v1/workflows/logs
+
+    private func logs(_ request: HTTPRequest, key: APIKeyRecord) async throws -> HTTPResponse {
+        func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+            guard let text = request.queryValue(name) else { return value }
+            guard let number = Int(text), range.contains(number) else {
+                throw RESTError.invalidParam("\(name) must be an integer between \(range.lowerBound) and \(range.upperBound)")
+            }
+            return number
+        }
+        func date(_ name: String) throws -> Date? {
+            guard let text = request.queryValue(name), !text.isEmpty else { return nil }
+            guard let date = Self.parseISO8601(text) else { throw RESTError.invalidParam("\(name) must be an ISO 8601 date-time") }
+            return date
+        }
+        let page = try integer("page", default: 1, range: 1...99999)
+        let limit = try integer("limit", default: 20, range: 1...100)
+        var states = Set<RunState>()
+        if let status = request.queryValue("status"), !status.isEmpty {
+            guard let state = RunState(rawValue: status), [.succeeded, .failed, .stopped].contains(state) else {
+                throw RESTError.invalidParam("status must be one of succeeded, failed, stopped")
+            }
+            states.insert(state)
+        }
+        let before = try date("created_at__before")
+        let after = try date("created_at__after")
+        let keyword = request.queryValue("keyword").flatMap { $0.isEmpty ? nil : $0 }
+
+        let filter = RunFilter(states: states, workflow: key.workflow, user: nil)
+        var matching: [RunRecord] = []
+        var cursor: RunCursor?
+        repeat {
+            let (runs, next) = try await engine.list(tenant: key.tenant, filter: filter,
+                                                     pageSize: configuration.logsScanPageSize, after: cursor)
+            matching += runs.filter { run in
+                if let before, run.createdAt > before { return false }
+                if let after, run.createdAt < after { return false }
+                if let keyword {
+                    return run.id == keyword || run.user.localizedCaseInsensitiveContains(keyword)
+                        || run.inputsJSON.localizedCaseInsensitiveContains(keyword)
+                        || (run.outputsJSON?.localizedCaseInsensitiveContains(keyword) ?? false)
+                }
+                return true
+            }
+            cursor = next
+        } while cursor != nil
+        let start = min(matching.count, (page - 1) * limit)
+        let slice = matching[start..<min(matching.count, start + limit)]
+        return Self.json(.object([
+            ("page", .int(Int64(page))), ("limit", .int(Int64(limit))), ("total", .int(Int64(matching.count))),
+            ("has_more", .bool(matching.count > page * limit)), ("data", .array(slice.map(Self.logEntry))),
+        ]))
+    }
+
+    private static func logEntry(_ run: RunRecord) -> DifyJSON {
+        .object([
+            ("id", .string(run.id)),
+            ("workflow_run", .object([
+                ("id", .string(run.id)), ("version", .string(run.workflowVersion)), ("status", .string(run.state.rawValue)),
+                ("triggered_from", .string(run.trigger.rawValue)), ("error", .string(run.error)),
+                ("elapsed_time", DifyEvents.elapsed(run)), ("total_tokens", .int(run.totalTokens)),
+                ("total_steps", .int(Int64(run.totalSteps))), ("created_at", DifyEvents.seconds(run.createdAt)),
+                ("finished_at", run.finishedAt.map(DifyEvents.seconds) ?? .null), ("exceptions_count", 0),
+            ])),
+            ("details", .null),
+            ("created_from", "service-api"),
+            ("created_by_role", "end_user"),
+            ("created_by_account", .null),
+            ("created_by_end_user", .object([
+                ("id", .string(run.user)), ("type", "service-api"), ("is_anonymous", false), ("session_id", .string(run.user)),
+            ])),
+            ("created_at", DifyEvents.seconds(run.createdAt)),
+        ])
+    }
+
+    private static func parseISO8601(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        for options: ISO8601DateFormatter.Options in [[.withInternetDateTime], [.withInternetDateTime, .withFractionalSeconds]] {
+            formatter.formatOptions = options
+            if let date = formatter.date(from: text) { return date }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,203 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// One HTTP/1.1 connection after the sniffer: collects each request (bounded by
+/// `maxRequestBodySize`), lets the handler answer it in a task, writes the response (streamed
+/// with chunked encoding when it is a stream) and keeps the connection alive unless asked not to.
+/// Requests are answered one at a time (NIO's pipelining assistance holds the next one back).
+final class HTTP1ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        /// Waiting for (the rest of) a request.
+        case reading(head: HTTPRequestHead?, body: ByteBuffer)
+        /// Answering a request.
+        case responding(Task<Void, Never>)
+        /// A 413 was sent; the rest of the request is ignored and the connection closes.
+        case discarding
+    }
+
+    private let configuration: HTTP1Configuration
+    private let gracefulShutdownTimeout: TimeAmount
+    private let handler: any HTTPRequestHandling
+    private let logger: Logger
+    private var state = State.reading(head: nil, body: ByteBuffer())
+    private var readTimer: Scheduled<Void>?
+    private var graceTimer: Scheduled<Void>?
+    private var shuttingDown = false
+    private var loopBound: NIOLoopBound<HTTP1ConnectionHandler>?
+    private var currentContext: ChannelHandlerContext?
+
+    init(configuration: HTTP1Configuration, gracefulShutdownTimeout: TimeAmount, handler: any HTTPRequestHandling,
+         logger: Logger) {
+        self.configuration = configuration
+        self.gracefulShutdownTimeout = gracefulShutdownTimeout
+        self.handler = handler
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        currentContext = context
+        loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        armReadTimer(context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        currentContext = nil
+        readTimer?.cancel()
+        graceTimer?.cancel()
+        if case .responding(let task) = state { task.cancel() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .responding(let task) = state { task.cancel() }
+        readTimer?.cancel()
+        graceTimer?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is GracefulShutdownEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        shuttingDown = true
+        if case .reading(nil, _) = state {
+            context.close(promise: nil)
+            return
+        }
+        let channel = context.channel
+        graceTimer = context.eventLoop.scheduleTask(in: gracefulShutdownTimeout) { channel.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("HTTP/1.1 connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        switch (state, part) {
+        case (.discarding, _), (.responding, _):
+            return
+        case (.reading, .head(let head)):
+            if let length = head.headers.first(name: "content-length").flatMap(Int.init),
+               length > configuration.maxRequestBodySize {
+                rejectTooLarge(context: context)
+                return
+            }
+            state = .reading(head: head, body: context.channel.allocator.buffer(capacity: 0))
+        case (.reading(let head?, var body), .body(var chunk)):
+            guard body.readableBytes + chunk.readableBytes <= configuration.maxRequestBodySize else {
+                rejectTooLarge(context: context)
+                return
+            }
+            state = .reading(head: nil, body: ByteBuffer())  // drop the reference before appending
+            body.writeBuffer(&chunk)
+            state = .reading(head: head, body: body)
+        case (.reading(let head?, let body), .end):
+            readTimer?.cancel()
+            readTimer = nil
+            dispatch(HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, body: body),
+                     keepAlive: head.isKeepAlive, version: head.version, context: context)
+        case (.reading(nil, _), .body), (.reading(nil, _), .end):
+            return
+        }
+    }
+
+    private func rejectTooLarge(context: ChannelHandlerContext) {
+        sendAndClose(.payloadTooLarge(limit: configuration.maxRequestBodySize), context: context)
+    }
+
+    private func armReadTimer(context: ChannelHandlerContext) {
+        readTimer?.cancel()
+        guard let loopBound else { return }
+        readTimer = context.eventLoop.scheduleTask(in: configuration.idleTimeout) {
+            loopBound.value.readTimedOut()
+        }
+    }
+
+    /// No complete request in time: 408 when one had begun, otherwise a silent close.
+    private func readTimedOut() {
+        guard let context = currentContext else { return }
+        if case .reading(_?, _) = state {
+            sendAndClose(.requestTimeout, context: context)
+        } else if case .reading = state {
+            context.close(promise: nil)
+        }
+    }
+
+    /// Answers with an error outside the request/response cycle and closes the connection.
+    private func sendAndClose(_ error: RESTError, context: ChannelHandlerContext) {
+        state = .discarding
+        readTimer?.cancel()
+        let response = error.response
+        context.write(wrapOutboundOut(.head(response.head(keepAlive: false, version: .http1_1))), promise: nil)
+        if case .full(let body) = response.body {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    private func dispatch(_ request: HTTPRequest, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
+        let handler = self.handler
+        let channel = context.channel
+        let eventLoop = context.eventLoop
+        guard let loopBound else { return }
+        let task = Task {
+            let response = await handler.respond(to: request)
+            let keepAlive = keepAlive && !Task.isCancelled
+            do {
+                try await channel.writeAndFlush(HTTPServerResponsePart.head(response.head(keepAlive: keepAlive, version: version))).get()
+                switch response.body {
+                case .full(let bytes):
+                    if bytes.readableBytes > 0 {
+                        try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(bytes))).get()
+                    }
+                case .stream(let produce):
+                    try await produce(HTTPBodyWriter { bytes in
+                        try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(bytes))).get()
+                    })
+                }
+                eventLoop.execute { loopBound.value.finishResponse(close: !keepAlive) }
+            } catch {
+                channel.close(promise: nil)
+            }
+        }
+        state = .responding(task)
+    }
+
+    /// Writes the end of the response. The state changes first: NIO's pipelining assistance
+    /// delivers the next request as soon as the end passes through it.
+    private func finishResponse(close: Bool) {
+        guard let context = currentContext else { return }
+        state = .reading(head: nil, body: ByteBuffer())
+        let close = close || shuttingDown
+        let channel = context.channel
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if close {
+            written.whenComplete { _ in channel.close(promise: nil) }
+        } else if case .reading = state {
+            armReadTimer(context: context)
+        }
+    }
+}
+
+extension HTTPResponse {
+    /// The response head with transport headers: `Content-Length` for a complete body,
+    /// chunked encoding for a stream, and `Connection: close` when the connection ends after it.
+    func head(keepAlive: Bool, version: HTTPVersion) -> HTTPResponseHead {
+        var headers = self.headers
+        switch body {
+        case .full(let bytes):
+            headers.replaceOrAdd(name: "content-length", value: String(bytes.readableBytes))
+        case .stream:
+            headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+        }
+        if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+        return HTTPResponseHead(version: version, status: status, headers: headers)
+    }
+}

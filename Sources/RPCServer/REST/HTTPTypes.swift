@@ -1,0 +1,106 @@
+public import NIOCore
+public import NIOHTTP1
+
+/// Limits of the HTTP/1.1 side of the port (the REST shim).
+public struct HTTP1Configuration: Sendable {
+    /// Largest request body accepted; larger is 413 and the connection is closed.
+    public var maxRequestBodySize: Int = 4 * 1024 * 1024
+    /// A connection must deliver a complete request (head and body) within this time after it
+    /// opens or after the previous response ended; otherwise it is closed (408 when a request
+    /// had begun). Covers both idle keep-alive connections and slow clients.
+    public var idleTimeout: TimeAmount = .seconds(60)
+
+    public init() {}
+}
+
+/// A complete HTTP request as the REST handlers see it.
+public struct HTTPRequest: Sendable {
+    public var method: HTTPMethod
+    /// The path without the query string.
+    public var path: String
+    /// Query parameters in order, percent-decoded.
+    public var query: [(name: String, value: String)]
+    public var headers: HTTPHeaders
+    public var body: ByteBuffer
+
+    public init(method: HTTPMethod, uri: String, headers: HTTPHeaders, body: ByteBuffer) {
+        self.method = method
+        self.headers = headers
+        self.body = body
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        path = parts.first.map { String($0).removingPercentEncodingLeniently() } ?? "/"
+        query = parts.count > 1 ? Self.parseQuery(String(parts[1])) : []
+    }
+
+    /// The first value of a query parameter.
+    public func queryValue(_ name: String) -> String? {
+        query.first { $0.name == name }?.value
+    }
+
+    static func parseQuery(_ text: String) -> [(name: String, value: String)] {
+        text.split(separator: "&").compactMap { pair in
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = kv.first, !name.isEmpty else { return nil }
+            let decode = { (s: Substring) in String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncodingLeniently() }
+            return (decode(name), kv.count > 1 ? decode(kv[1]) : "")
+        }
+    }
+}
+
+/// Streams a response body; each write resolves once the bytes are flushed (so a slow
+/// reader slows the producer) and throws once the client has gone.
+public struct HTTPBodyWriter: Sendable {
+    let write: @Sendable (ByteBuffer) async throws -> Void
+
+    public func write(_ bytes: ByteBuffer) async throws { try await write(bytes) }
+    public func write(_ text: String) async throws { try await write(ByteBuffer(string: text)) }
+}
+
+/// A response: head, then a complete body or a streamed one.
+public struct HTTPResponse: Sendable {
+    public enum Body: Sendable {
+        case full(ByteBuffer)
+        /// Written with chunked encoding until the closure returns.
+        case stream(@Sendable (HTTPBodyWriter) async throws -> Void)
+    }
+
+    public var status: HTTPResponseStatus
+    public var headers: HTTPHeaders
+    public var body: Body
+
+    public init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: Body) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// Answers HTTP/1.1 requests (the REST shim's router).
+public protocol HTTPRequestHandling: Sendable {
+    /// The response to a complete request. Cancelled when the client disconnects.
+    func respond(to request: HTTPRequest) async -> HTTPResponse
+}
+
+extension String {
+    /// Percent-decoding that keeps malformed escapes as they are.
+    func removingPercentEncodingLeniently() -> String {
+        guard contains("%") else { return self }
+        var bytes: [UInt8] = []
+        var iterator = Array(utf8)[...]
+        while let byte = iterator.popFirst() {
+            if byte == UInt8(ascii: "%"), iterator.count >= 2,
+               let value = UInt8(String(decoding: iterator.prefix(2), as: UTF8.self), radix: 16) {
+                bytes.append(value)
+                iterator = iterator.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// Answers every HTTP/1.1 request with 404 (a server without the REST shim).
+struct NotFoundHandler: HTTPRequestHandling {
+    func respond(to request: HTTPRequest) async -> HTTPResponse { RESTError.notFound.response }
+}

@@ -1,0 +1,90 @@
+import NIOCore
+
+/// The first handler of every accepted connection: reads until the bytes either are the
+/// HTTP/2 client preface (gRPC and h2c, the nghttp2 pipeline) or diverge from it (HTTP/1.1),
+/// installs the matching pipeline after itself, hands it what it has read, and leaves.
+/// A connection that sends too little within `timeout` is closed.
+final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    enum Detected { case http2, http1 }
+
+    static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    private let timeout: TimeAmount
+    private let install: (Detected, ChannelHandlerContext) throws -> Void
+    private var buffered: ByteBuffer?
+    private var timer: Scheduled<Void>?
+    private var decided = false
+
+    /// `install` adds the pipeline for the detected protocol after this handler.
+    init(timeout: TimeAmount, install: @escaping (Detected, ChannelHandlerContext) throws -> Void) {
+        self.timeout = timeout
+        self.install = install
+    }
+
+    /// HTTP/2 when `bytes` start with the preface, HTTP/1 once they diverge, nil while undecided.
+    static func detect(_ bytes: ByteBuffer) -> Detected? {
+        let view = bytes.readableBytesView
+        for (offset, byte) in view.prefix(preface.count).enumerated() where byte != preface[offset] {
+            return .http1
+        }
+        return view.count >= preface.count ? .http2 : nil
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { startTimer(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startTimer(context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+    }
+
+    private func startTimer(context: ChannelHandlerContext) {
+        guard timer == nil else { return }
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        guard !decided else {
+            context.fireChannelRead(data)
+            return
+        }
+        if var previous = buffered {
+            previous.writeBuffer(&bytes)
+            bytes = previous
+        }
+        guard let detected = Self.detect(bytes) else {
+            buffered = bytes
+            return
+        }
+        decided = true
+        buffered = nil
+        timer?.cancel()
+        do {
+            try install(detected, context)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(wrapInboundOut(bytes))
+        context.fireChannelReadComplete()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if !decided, event is GracefulShutdownEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}
