@@ -43,7 +43,8 @@ final class ChildProcess: @unchecked Sendable {
     private var partial = Data()
     private var outputClosed = false
     private var exited = false
-    private var lineWaiters: [(prefix: String, continuation: CheckedContinuation<Bool, Never>)] = []
+    private var lineWaiters: [(id: Int, prefix: String, continuation: CheckedContinuation<Bool, Never>)] = []
+    private var nextWaiterID = 0
     private var exitWaiters: [CheckedContinuation<Void, Never>] = []
 
     /// Starts `arguments[0]` (looked up on PATH) in the repository root; stderr goes to the
@@ -54,18 +55,24 @@ final class ChildProcess: @unchecked Sendable {
         process.currentDirectoryURL = repositoryRoot
         process.standardOutput = output
         process.standardError = output
-        output.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            self?.consume(handle.availableData)
-        }
         process.terminationHandler = { [weak self] _ in self?.noteExit() }
         try process.run()
+        // A thread with blocking reads: FileHandle.readabilityHandler (a DispatchSource in
+        // corelibs Foundation) was seen to miss output under heavily parallel test runs.
+        let reader = output.fileHandleForReading
+        Thread { [weak self] in
+            while true {
+                let data = reader.availableData  // blocks until data or EOF
+                self?.consume(data)
+                if data.isEmpty { return }
+            }
+        }.start()
     }
 
     private func consume(_ data: Data) {
         lock.lock()
         if data.isEmpty {
             outputClosed = true
-            output.fileHandleForReading.readabilityHandler = nil
             if !partial.isEmpty { lines.append(String(decoding: partial, as: UTF8.self)) }
             partial = Data()
         } else {
@@ -104,9 +111,19 @@ final class ChildProcess: @unchecked Sendable {
         process.terminate()
     }
 
-    /// Waits until the child prints a line starting with `prefix`; false if its output ends first.
-    func waitForLine(startingWith prefix: String) async -> Bool {
-        await withCheckedContinuation { continuation in
+    /// Waits until the child prints a line starting with `prefix`; false if its output ends
+    /// first or `timeout` passes.
+    func waitForLine(startingWith prefix: String, timeout: Duration = .seconds(60)) async -> Bool {
+        let id = lock.withLock { () -> Int in
+            nextWaiterID += 1
+            return nextWaiterID
+        }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            self?.expireWaiter(id)
+        }
+        defer { timer.cancel() }
+        return await withCheckedContinuation { continuation in
             lock.lock()
             let found = lines.contains { $0.hasPrefix(prefix) }
             if found || outputClosed {
@@ -114,9 +131,17 @@ final class ChildProcess: @unchecked Sendable {
                 continuation.resume(returning: found)
                 return
             }
-            lineWaiters.append((prefix, continuation))
+            lineWaiters.append((id, prefix, continuation))
             lock.unlock()
         }
+    }
+
+    private func expireWaiter(_ id: Int) {
+        let waiter: CheckedContinuation<Bool, Never>? = lock.withLock {
+            guard let index = lineWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return lineWaiters.remove(at: index).continuation
+        }
+        waiter?.resume(returning: false)
     }
 
     private func waitForExit() async {
