@@ -68,7 +68,9 @@ public final class GRPCServer: Sendable {
                         let pipeline = context.pipeline.syncOperations
                         switch detected {
                         case .http2:
-                            try pipeline.addHandler(GRPCConnectionHandler(configuration: configuration, router: router, logger: logger))
+                            try pipeline.addHandler(GRPCConnectionHandler(
+                                configuration: configuration, router: router, logger: logger,
+                                http: http, httpConfiguration: httpConfiguration))
                         case .http1:
                             try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
                             try pipeline.addHandler(HTTP1ConnectionHandler(

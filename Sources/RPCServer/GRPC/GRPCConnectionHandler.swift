@@ -1,6 +1,7 @@
 import Codec
 import Logging
 import NIOCore
+import NIOHTTP1
 
 /// Sent down a connection's pipeline to start a graceful shutdown.
 struct GracefulShutdownEvent: Sendable {}
@@ -35,8 +36,22 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     private static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
 
+    /// A plain HTTP request on this connection (the REST shim over h2c).
+    private struct HTTPCall {
+        var method: String
+        var uri: String
+        var headers: HTTPHeaders
+        var body = ByteBuffer()
+        var rejected = false
+        var task: Task<Void, Never>?
+        var waitingWriters: [CheckedContinuation<Void, any Error>] = []
+    }
+
     private let configuration: ServerConfiguration
     private let router: RPCRouter
+    private let http: (any HTTPRequestHandling)?
+    private let httpConfiguration: HTTP1Configuration
+    private var httpCalls: [Int32: HTTPCall] = [:]
     private var logger: Logger
     private let limits = DecodingLimits()
 
@@ -54,9 +69,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private var graceTimer: Scheduled<Void>?
     private var peer = "unknown"
 
-    init(configuration: ServerConfiguration, router: RPCRouter, logger: Logger) {
+    /// `http` answers plain HTTP requests under `/v1/` (the REST shim over h2c); without it,
+    /// every non-gRPC request gets 415.
+    init(configuration: ServerConfiguration, router: RPCRouter, logger: Logger,
+         http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration()) {
         self.configuration = configuration
         self.router = router
+        self.http = http
+        self.httpConfiguration = httpConfiguration
         self.logger = logger
         self.abuse = AbuseGuard(configuration: configuration)
     }
@@ -94,6 +114,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         for (_, call) in calls { cancel(call) }
         calls.removeAll()
+        for (_, call) in httpCalls { cancel(call) }
+        httpCalls.removeAll()
         for timer in [handshakeTimer, idleTimer, graceTimer] { timer?.cancel() }
         session = nil
         self.context = nil
@@ -102,6 +124,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         for (_, call) in calls { cancel(call) }
         calls.removeAll()
+        for (_, call) in httpCalls { cancel(call) }
+        httpCalls.removeAll()
         context.fireChannelInactive()
     }
 
@@ -159,10 +183,18 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             receiveHeaders(streamID: streamID, fields: fields, tooLarge: tooLarge, endStream: endStream)
         case .data(let streamID, let bytes):
             abuse.resetEmptyFrames()
+            if httpCalls[streamID] != nil {
+                receiveHTTPBody(streamID: streamID, bytes: bytes)
+                return
+            }
             guard calls[streamID] != nil else { return }
             let action = calls[streamID]!.machine.receiveData(bytes)
             perform(action, streamID: streamID)
         case .endOfRequest(let streamID):
+            if httpCalls[streamID] != nil {
+                startHTTPHandler(streamID: streamID)
+                return
+            }
             guard calls[streamID] != nil else { return }
             let action = calls[streamID]!.machine.receiveEnd()
             perform(action, streamID: streamID)
@@ -170,7 +202,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             enforce(abuse.emptyDataFrame())
         case .streamClosed(let streamID, _):
             if let call = calls.removeValue(forKey: streamID) { cancel(call) }
-            if calls.isEmpty { startIdleTimer() }
+            if let call = httpCalls.removeValue(forKey: streamID) { cancel(call) }
+            if calls.isEmpty && httpCalls.isEmpty { startIdleTimer() }
         case .settings:
             if let handshakeTimer {
                 handshakeTimer.cancel()
@@ -194,6 +227,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             sendEarlyResponse(streamID: streamID, EarlyResponse(
                 code: .resourceExhausted,
                 message: "request headers exceed \(configuration.maxHeaderListSize) bytes or \(configuration.maxHeaderFields) fields"))
+            return
+        }
+        if http != nil, let path = fields.first(where: { $0.name == ":path" })?.value, path.hasPrefix("/v1/"),
+           !RequestHead.isGRPCContentType(fields.first(where: { $0.name == "content-type" })?.value ?? "") {
+            beginHTTPCall(streamID: streamID, fields: fields, endStream: endStream)
             return
         }
         let head: RequestHead
@@ -294,6 +332,116 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard let writers = calls[streamID]?.waitingWriters, !writers.isEmpty else { return }
         calls[streamID]!.waitingWriters = []
         for writer in writers { writer.resume(throwing: CancellationError()) }
+    }
+
+    // MARK: Plain HTTP over h2c (the REST shim)
+
+    private func beginHTTPCall(streamID: Int32, fields: [HeaderField], endStream: Bool) {
+        var headers = HTTPHeaders()
+        var method = "GET", uri = "/"
+        for field in fields {
+            switch field.name {
+            case ":method": method = field.value
+            case ":path": uri = field.value
+            case ":authority": headers.add(name: "host", value: field.value)
+            case let name where name.hasPrefix(":"): continue
+            default: headers.add(name: field.name, value: field.value)
+            }
+        }
+        httpCalls[streamID] = HTTPCall(method: method, uri: uri, headers: headers)
+        if endStream { startHTTPHandler(streamID: streamID) }
+    }
+
+    private func receiveHTTPBody(streamID: Int32, bytes: [UInt8]) {
+        guard var call = httpCalls[streamID], !call.rejected else { return }
+        if call.body.readableBytes + bytes.count > httpConfiguration.maxRequestBodySize {
+            call.rejected = true
+            call.body = ByteBuffer()
+            httpCalls[streamID] = call
+            sendHTTPHead(streamID: streamID, RESTError.payloadTooLarge(limit: httpConfiguration.maxRequestBodySize).response)
+            return
+        }
+        call.body.writeBytes(bytes)
+        httpCalls[streamID] = call
+    }
+
+    private func startHTTPHandler(streamID: Int32) {
+        guard let call = httpCalls[streamID], !call.rejected, call.task == nil, let http, let context, let loopBound else { return }
+        guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
+            session?.resetStream(streamID: streamID, errorCode: .refusedStream)
+            scheduleFlush()
+            return
+        }
+        runningHandlers += 1
+        let request = HTTPRequest(method: HTTPMethod(rawValue: call.method), uri: call.uri, headers: call.headers, body: call.body)
+        let sink = HTTPStreamSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
+        httpCalls[streamID]!.task = Task {
+            let response = await http.respond(to: request)
+            sink.head(response)
+            if case .stream(let produce) = response.body {
+                try? await produce(HTTPBodyWriter(write: { bytes in try await sink.write(bytes) }))
+                sink.finish()
+            }
+            sink.done()
+        }
+    }
+
+    /// Submits the response head; a complete body goes with it.
+    fileprivate func sendHTTPHead(streamID: Int32, _ response: HTTPResponse) {
+        guard httpCalls[streamID] != nil, let session else { return }
+        var fields = [HeaderField(name: ":status", value: String(response.status.code))]
+        for (name, value) in response.headers {
+            let lowered = name.lowercased()
+            guard !["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "content-length"]
+                .contains(lowered) else { continue }
+            fields.append(HeaderField(name: lowered, value: value))
+        }
+        var body: ByteBuffer?
+        if case .full(let bytes) = response.body {
+            fields.append(HeaderField(name: "content-length", value: String(bytes.readableBytes)))
+            body = bytes
+        }
+        let endStream = body.map { $0.readableBytes == 0 } ?? false
+        do {
+            try session.sendResponseHeaders(streamID: streamID, fields: fields, endStream: endStream)
+        } catch {
+            logger.debug("could not send an HTTP response", metadata: ["stream": "\(streamID)", "error": "\(error)"])
+            return
+        }
+        if let body, body.readableBytes > 0 {
+            session.sendData(streamID: streamID, bytes: Array(body.readableBytesView))
+            session.finishBody(streamID: streamID)
+        }
+        scheduleFlush()
+    }
+
+    fileprivate func sendHTTPBody(streamID: Int32, bytes: ByteBuffer, writer: CheckedContinuation<Void, any Error>) {
+        guard httpCalls[streamID] != nil, let session else {
+            writer.resume(throwing: CancellationError())
+            return
+        }
+        session.sendData(streamID: streamID, bytes: Array(bytes.readableBytesView))
+        scheduleFlush()
+        if session.bufferedOutboundBytes(streamID: streamID) > configuration.streamWriteHighWaterMark {
+            httpCalls[streamID]!.waitingWriters.append(writer)
+        } else {
+            writer.resume()
+        }
+    }
+
+    fileprivate func finishHTTPBody(streamID: Int32) {
+        guard httpCalls[streamID] != nil else { return }
+        session?.finishBody(streamID: streamID)
+        scheduleFlush()
+    }
+
+    fileprivate func httpHandlerFinished() {
+        runningHandlers -= 1
+    }
+
+    private func cancel(_ call: HTTPCall) {
+        call.task?.cancel()
+        for writer in call.waitingWriters { writer.resume(throwing: CancellationError()) }
     }
 
     // MARK: Responses (called on the loop by CallSink)
@@ -425,6 +573,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     private func resumeDrainedWriters() {
         guard let session else { return }
+        for (streamID, call) in httpCalls where !call.waitingWriters.isEmpty {
+            if session.bufferedOutboundBytes(streamID: streamID) < configuration.streamWriteLowWaterMark {
+                httpCalls[streamID]!.waitingWriters = []
+                for writer in call.waitingWriters { writer.resume() }
+            }
+        }
         for (streamID, call) in calls where !call.waitingWriters.isEmpty {
             if session.bufferedOutboundBytes(streamID: streamID) < configuration.streamWriteLowWaterMark {
                 calls[streamID]!.waitingWriters = []
@@ -524,6 +678,33 @@ private struct CallSink: ResponseSink {
         eventLoop.execute { [connection, streamID] in
             connection.value.finish(streamID: streamID, response: response, status: status, metadata: metadata)
         }
+    }
+}
+
+/// The connection's side of a running HTTP handler (REST over h2c): every call hops to the loop.
+private struct HTTPStreamSink: Sendable {
+    let streamID: Int32
+    let eventLoop: any EventLoop
+    let connection: NIOLoopBound<GRPCConnectionHandler>
+
+    func head(_ response: HTTPResponse) {
+        eventLoop.execute { [connection, streamID] in connection.value.sendHTTPHead(streamID: streamID, response) }
+    }
+
+    func write(_ bytes: ByteBuffer) async throws {
+        try await withCheckedThrowingContinuation { (writer: CheckedContinuation<Void, any Error>) in
+            eventLoop.execute { [connection, streamID] in
+                connection.value.sendHTTPBody(streamID: streamID, bytes: bytes, writer: writer)
+            }
+        }
+    }
+
+    func finish() {
+        eventLoop.execute { [connection, streamID] in connection.value.finishHTTPBody(streamID: streamID) }
+    }
+
+    func done() {
+        eventLoop.execute { [connection] in connection.value.httpHandlerFinished() }
     }
 }
 

@@ -108,6 +108,8 @@ final class NGHTTP2Session {
         var requestEnded = false
         var outbound = ByteBuffer()
         var trailers: [HeaderField]?
+        /// The body ends with END_STREAM on its last DATA frame, without trailers (plain HTTP).
+        var endsWithoutTrailers = false
         var deferred = false
     }
 
@@ -254,6 +256,14 @@ final class NGHTTP2Session {
     func sendTrailers(streamID: Int32, fields: [HeaderField]) {
         guard streams[streamID] != nil else { return }
         streams[streamID]!.trailers = fields
+        resumeIfDeferred(streamID: streamID)
+    }
+
+    /// Ends a plain HTTP response once every queued byte has been sent (END_STREAM on the
+    /// last DATA frame, no trailers).
+    func finishBody(streamID: Int32) {
+        guard streams[streamID] != nil else { return }
+        streams[streamID]!.endsWithoutTrailers = true
         resumeIfDeferred(streamID: streamID)
     }
 
@@ -418,6 +428,11 @@ final class NGHTTP2Session {
             }
             stream.outbound.moveReaderIndex(forwardBy: count)
             if stream.outbound.readableBytes == 0 { stream.outbound.clear() }
+        }
+        if stream.outbound.readableBytes == 0, stream.endsWithoutTrailers {
+            flowd_h2_set_data_flags(flags, 1, 0)
+            streams[streamID] = stream
+            return count
         }
         if stream.outbound.readableBytes == 0, let trailers = stream.trailers {
             flowd_h2_set_data_flags(flags, 1, 1)

@@ -90,4 +90,53 @@ struct FlowdServeTests {
         #expect(bad.status != 0)
         #expect(bad.output.contains("broken.yaml:3: node 'one': unknown node kind 'tempalte'"), "\(bad.output)")
     }
+
+    @Test("the REST shim over h2c (curl --http2-prior-knowledge): blocking, async 202, SSE with pings, 401, 404")
+    func restOverH2C() async throws {
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-h2c-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: data) }
+        let server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", data.path,
+                                       "--workflows", "examples/workflows", "--rest-ping-interval-seconds", "1"])
+        #expect(await server.waitForLine(startingWith: "flowd: listening on "))
+        let port = try #require(server.snapshot().output.split(separator: "\n")
+            .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
+        let base = "http://127.0.0.1:\(port)"
+        func key(_ workflow: String) async throws -> String {
+            try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", workflow, "--data-dir", data.path])
+                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let hello = try await key("hello"), slow = try await key("slow")
+        func curl(_ arguments: [String]) async throws -> String {
+            try await run(["curl", "-s", "--http2-prior-knowledge", "--max-time", "30", "-w", "\n%{http_version} %{http_code}\n"] + arguments).output
+        }
+        func post(_ key: String, _ body: String, headers: Bool = false) async throws -> String {
+            try await curl((headers ? ["-i"] : []) + ["-X", "POST", "\(base)/v1/workflows/run", "-H", "Authorization: Bearer \(key)",
+                                                       "-H", "Content-Type: application/json", "-d", body])
+        }
+
+        let blocking = try await post(hello, #"{"inputs":{"name":"Ada"},"user":"u1","response_mode":"blocking"}"#)
+        #expect(blocking.hasSuffix("2 200"), "\(blocking)")
+        #expect(blocking.contains(#""status": "succeeded", "outputs": {"greeting": "Hello, Ada!"}"#))
+
+        let async = try await post(hello, #"{"inputs":{"name":"Bo"},"user":"u1","response_mode":"async"}"#, headers: true)
+        #expect(async.hasSuffix("2 202"), "\(async)")
+        #expect(async.contains("location: /v1/workflows/run/") && async.contains(#""status": "scheduled""#))
+
+        let stream = try await post(slow, #"{"inputs":{"seconds":2},"user":"u1","response_mode":"streaming"}"#)
+        let events = stream.split(separator: "\n").filter { $0.hasPrefix("data: ") }
+        #expect(stream.hasSuffix("2 200"), "\(stream)")
+        #expect(events.first?.contains(#""event": "workflow_started""#) == true)
+        #expect(events.last?.contains(#""event": "workflow_finished""#) == true)
+        #expect(events.last?.contains(#""status": "succeeded""#) == true)
+        #expect(stream.contains("\nevent: ping\n"), "no keep-alive ping in a 2 s stream with a 1 s interval")
+
+        let unauthorized = try await curl(["-i", "\(base)/v1/workflows/logs"])
+        #expect(unauthorized.hasSuffix("2 401") && unauthorized.contains(#"www-authenticate: Bearer realm="api""#))
+        let unknown = try await curl(["-H", "Authorization: Bearer \(hello)", "\(base)/v1/nope"])
+        #expect(unknown.hasSuffix("2 404") && unknown.contains(#""code": "not_found""#), "\(unknown)")
+
+        server.terminate()
+        let (status, _) = await server.finish(timeout: .seconds(30))
+        #expect(status == 0)
+    }
 }
