@@ -170,52 +170,38 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         return HTTPResponse(status: status, headers: headers, body: .full(ByteBuffer(string: body.text)))
     }
 
-    private enum StreamItem: Sendable {
-        case ping
-        case event(RunEvent)
-        case failed(RESTError)
-    }
-
     /// Writes the run's events as `data: {json}` until `workflow_finished`, with `event: ping`
     /// every `pingInterval`; a failure is an `error` event and the end of the stream.
     private static func stream(_ events: RunEventSequence, runID: String, pingInterval: Duration,
                                to writer: HTTPBodyWriter) async throws {
-        let (items, continuation) = AsyncStream<StreamItem>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while true {
-                    try await Task.sleep(for: pingInterval)
-                    continuation.yield(.ping)
-                }
-            }
-            group.addTask {
-                do {
-                    for try await event in events { continuation.yield(.event(event)) }
-                    try Task.checkCancellation()
-                    continuation.yield(.failed(.internalError(SendableDescription("the event stream ended early"))))
-                } catch is CancellationError {
-                } catch {
-                    continuation.yield(.failed(RESTError.map(error)))
-                }
-            }
-            loop: for await item in items {
+        func fail(_ error: RESTError) async throws {
+            let json: DifyJSON = .object([
+                ("event", "error"), ("workflow_run_id", .string(runID)), ("code", .string(error.code)),
+                ("status", .int(Int64(error.status.code))), ("message", .string(error.message)),
+            ])
+            try await writer.write("data: \(json.text)\n\n")
+        }
+        do {
+            for try await item in eventsWithTicks(events, every: pingInterval) {
                 switch item {
-                case .ping:
+                case .tick:
                     try await writer.write("event: ping\n\n")
                 case .event(let event):
                     guard let json = DifyEvents.streamEvent(event) else { continue }
                     try await writer.write("data: \(json.text)\n\n")
-                    if event.isTerminal { break loop }
-                case .failed(let error):
-                    let json: DifyJSON = .object([
-                        ("event", "error"), ("workflow_run_id", .string(runID)), ("code", .string(error.code)),
-                        ("status", .int(Int64(error.status.code))), ("message", .string(error.message)),
-                    ])
-                    try await writer.write("data: \(json.text)\n\n")
-                    break loop
+                    if event.isTerminal { return }
+                case .end:
+                    try Task.checkCancellation()
+                    try await fail(.internalError(SendableDescription("the event stream ended early")))
+                    return
                 }
             }
-            group.cancelAll()
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            // A failed read of the events is reported in the stream; a failed write (the
+            // client is gone) fails this write too and ends the stream.
+            try await fail(RESTError.map(error))
         }
     }
 

@@ -1,7 +1,6 @@
 import Codec
 public import Engine
 import Foundation
-import AsyncAlgorithms
 
 /// Settings of the `flowd.v1.Workflows` service.
 public struct WorkflowsServiceConfiguration: Sendable {
@@ -152,18 +151,10 @@ public struct WorkflowsService: RegistrableRPCService {
     /// heartbeat always repeats the sequence of the last event sent before it.
     private func stream(_ events: RunEventSequence, runID: String, startingAfter: Int64 = 0,
                         to writer: RPCWriter<FlowdV1.RunEvent>) async throws {
-        enum Item: Sendable {
-            case event(RunEvent)
-            case tick
-            /// The events ended (after the terminal one, or with nothing past `startingAfter`).
-            case end
-        }
         let interval = configuration.heartbeatInterval
-        let ticks = AsyncTimerSequence(interval: interval / 4, clock: ContinuousClock()).map { _ in Item.tick }
         var lastSequence = startingAfter
         var lastWrite = ContinuousClock.now
-        let items = chain(events.map { Item.event($0) }, [Item.end].async)
-        for try await item in merge(items, ticks) {
+        for try await item in eventsWithTicks(events, every: interval / 4) {
             switch item {
             case .event(let event):
                 try await writer.write(WireConversions.event(event, now: Date()))
