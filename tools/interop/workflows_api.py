@@ -41,7 +41,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import flowd_stubs  # noqa: E402
-from checklib import CheckFailed, Report, fail, one_line, rpc_error_text  # noqa: E402,F401
+from checklib import CheckFailed, Report, add_suite_arguments, fail, one_line, rpc_error_text, run_suite  # noqa: E402,F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKFLOW = "echo"
@@ -1227,40 +1227,9 @@ def main(argv=None) -> int:
     ap.add_argument("--other-tenant-key", help="API key of another tenant, bound to echo")
     ap.add_argument("--limit-key", help="API key of a third tenant without runs (limit 50 active runs)")
     ap.add_argument("--revoked-key", help="a revoked API key of the --key tenant")
-    ap.add_argument("--proto-dir", default=None, help="proto/ folder (default: the repository's)")
-    ap.add_argument("--only", default="", help="comma-separated check names (see --list)")
-    ap.add_argument("--list", action="store_true", help="print the check names and exit")
-    ap.add_argument("--deadline", type=float, default=240.0,
-                    help="seconds for the whole suite; past it the run fails (default 240)")
-    ap.add_argument("--connect-timeout", type=float, default=10.0)
-    ap.add_argument("--keep-stubs", metavar="DIR", default=None,
-                    help="generate the stubs into DIR and keep them (default: a temporary folder)")
+    add_suite_arguments(ap)
     args = ap.parse_args(argv)
-
-    if args.list:
-        for names, _ in Suite(args, Report()).plan():
-            for n in names:
-                print(n)
-        return 0
-    if not args.target:
-        ap.error("--target is required")
-
-    report = Report()
-
-    def on_deadline():
-        report.record(False, "watchdog", f"the suite did not finish within {args.deadline:.0f} s "
-                                         f"(stuck in {report.current})")
-        report.close()
-        os._exit(1)
-
-    watchdog = threading.Timer(args.deadline, on_deadline)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        Suite(args, report).run()
-    finally:
-        watchdog.cancel()
-    return report.close()
+    return run_suite(ap, args, Suite)
 
 
 if __name__ == "__main__":

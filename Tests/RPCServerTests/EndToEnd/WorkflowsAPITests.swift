@@ -42,33 +42,19 @@ struct EchoResolver: WorkflowResolving {
 struct WorkflowsAPITests {
     @Test("the grpcio Workflows suite passes against a real server, Engine and SQLite store")
     func grpcioWorkflowsSuite() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-api-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let store = try SQLiteRunStore(directory: directory)
-        var logger = Logger(label: "flowd.test.engine")
-        logger.logLevel = .critical
-        let engine = Engine(store: store, executor: ScriptedExecutor(), logger: logger)
-        try await engine.start()
-        let acme = try await store.createKey(tenant: "acme", workflow: "echo", now: Date())
-        let globex = try await store.createKey(tenant: "globex", workflow: "echo", now: Date())
-        let limited = try await store.createKey(tenant: "limited", workflow: "echo", now: Date())
-        let revoked = try await store.createKey(tenant: "acme", workflow: "echo", now: Date())
-        _ = try await store.revokeKey(id: revoked.record.id, now: Date())
-
-        var service = WorkflowsServiceConfiguration()
-        service.heartbeatInterval = .milliseconds(500)
-        let workflows = WorkflowsService(engine: engine, keys: store, workflows: EchoResolver(), configuration: service)
-        try await withTestServer(services: [HealthService(), workflows]) { _, port in
-            let child = try ChildProcess([
-                "python3", "tools/interop/workflows_api.py", "--target", "127.0.0.1:\(port)",
-                "--key", acme.key, "--other-tenant-key", globex.key, "--limit-key", limited.key,
-                "--revoked-key", revoked.key,
-            ])
-            let (status, output) = await child.finish(timeout: .seconds(300))
-            print(output)
-            #expect(status == 0, "workflows_api.py failed:\n\(output)")
-            #expect(output.contains(" 0 failed"))
+        try await APIFixture.with { fixture in
+            var service = WorkflowsServiceConfiguration()
+            service.heartbeatInterval = .milliseconds(500)
+            let workflows = WorkflowsService(engine: fixture.engine, keys: fixture.store, workflows: EchoResolver(),
+                                             configuration: service)
+            try await withTestServer(services: [HealthService(), workflows]) { _, port in
+                let child = try ChildProcess(["python3", "tools/interop/workflows_api.py", "--target", "127.0.0.1:\(port)"]
+                                             + fixture.keyArguments)
+                let (status, output) = await child.finish(timeout: .seconds(300))
+                print(output)
+                #expect(status == 0, "workflows_api.py failed:\n\(output)")
+                #expect(output.contains(" 0 failed"))
+            }
         }
-        await engine.shutdown()
     }
 }

@@ -1,11 +1,14 @@
 import Foundation
+import Engine
 import Logging
 import NIOCore
 import RPCServer
 
 /// Starts a real server on 127.0.0.1:0 for the duration of `body`.
+/// `http` answers HTTP/1.1 (and h2c `/v1/`) requests on the same port.
 func withTestServer<T: Sendable>(
     services: [any RegistrableRPCService],
+    http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
     configure: (inout ServerConfiguration) -> Void = { _ in },
     _ body: (GRPCServer, Int) async throws -> T
 ) async throws -> T {
@@ -17,7 +20,8 @@ func withTestServer<T: Sendable>(
     configure(&configuration)
     var logger = Logger(label: "flowd.test")
     logger.logLevel = .warning
-    let server = GRPCServer(configuration: configuration, services: services, logger: logger)
+    let server = GRPCServer(configuration: configuration, services: services, http: http,
+                            httpConfiguration: httpConfiguration, logger: logger)
     let address = try await server.start()
     do {
         let result = try await body(server, address.port!)
@@ -168,5 +172,49 @@ final class ChildProcess: @unchecked Sendable {
         _ = await waitForLine(startingWith: "\u{0}")  // returns once the pipe reached EOF
         let output = lock.withLock { lines.joined(separator: "\n") }
         return (process.terminationStatus, output)
+    }
+}
+
+/// A real Engine on a temporary SQLite store with the scripted test executor, and the API keys
+/// the end-to-end suites use: tenants acme, globex and limited (all bound to `echo`) and a
+/// revoked acme key.
+struct APIFixture: Sendable {
+    let store: SQLiteRunStore
+    let engine: Engine
+    let acme: IssuedAPIKey
+    let globex: IssuedAPIKey
+    let limited: IssuedAPIKey
+    let revoked: IssuedAPIKey
+
+    /// The key arguments every suite script takes.
+    var keyArguments: [String] {
+        ["--key", acme.key, "--other-tenant-key", globex.key, "--limit-key", limited.key, "--revoked-key", revoked.key]
+    }
+
+    static func with<T: Sendable>(configuration: EngineConfiguration = EngineConfiguration(),
+                                  _ body: (APIFixture) async throws -> T) async throws -> T {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-api-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try SQLiteRunStore(directory: directory)
+        var logger = Logger(label: "flowd.test.engine")
+        logger.logLevel = .critical
+        let engine = Engine(store: store, executor: ScriptedExecutor(), configuration: configuration, logger: logger)
+        try await engine.start()
+        let revoked = try await store.createKey(tenant: "acme", workflow: "echo", now: Date())
+        _ = try await store.revokeKey(id: revoked.record.id, now: Date())
+        let fixture = APIFixture(
+            store: store, engine: engine,
+            acme: try await store.createKey(tenant: "acme", workflow: "echo", now: Date()),
+            globex: try await store.createKey(tenant: "globex", workflow: "echo", now: Date()),
+            limited: try await store.createKey(tenant: "limited", workflow: "echo", now: Date()),
+            revoked: revoked)
+        do {
+            let result = try await body(fixture)
+            await engine.shutdown(gracePeriod: .seconds(1))
+            return result
+        } catch {
+            await engine.shutdown(gracePeriod: .seconds(1))
+            throw error
+        }
     }
 }
