@@ -28,6 +28,22 @@ public struct IssuedAPIKey: Sendable, Equatable {
     public var key: String
 }
 
+/// A key as stored: its record and the SHA-256 of its secret (lowercase hex).
+public struct StoredAPIKey: Sendable, Equatable {
+    public var record: APIKeyRecord
+    public var secretSHA256: String
+
+    public init(record: APIKeyRecord, secretSHA256: String) {
+        self.record = record
+        self.secretSHA256 = secretSHA256
+    }
+
+    /// Whether `secret` is this key's secret and the key is not revoked (constant-time compare).
+    func accepts(secret: String) -> Bool {
+        APIKeyFormat.constantTimeEqual(secretSHA256, APIKeyFormat.hash(secret: secret)) && record.revokedAt == nil
+    }
+}
+
 /// Storage of API keys. Only hashes of secrets are kept.
 public protocol APIKeyStore: Sendable {
     func createKey(tenant: String, workflow: String, now: Date) async throws -> IssuedAPIKey
@@ -35,9 +51,19 @@ public protocol APIKeyStore: Sendable {
     func listKeys(tenant: String?) async throws -> [APIKeyRecord]
     /// Revokes a key; false when there is no such key (revoking twice is true).
     func revokeKey(id: String, now: Date) async throws -> Bool
+    /// The stored key with this id, revoked or not.
+    func storedKey(id: String) async throws -> StoredAPIKey?
+}
+
+extension APIKeyStore {
     /// The key's record when `presented` is a valid, unrevoked key; nil for every other case
     /// (missing, malformed, unknown, wrong secret, revoked), so callers answer all alike.
-    func authenticate(_ presented: String) async throws -> APIKeyRecord?
+    /// Reads the store every time; `Authenticator` caches.
+    public func authenticate(_ presented: String) async throws -> APIKeyRecord? {
+        guard let (id, secret) = APIKeyFormat.parse(presented), let stored = try await storedKey(id: id),
+              stored.accepts(secret: secret) else { return nil }
+        return stored.record
+    }
 }
 
 /// The format and hashing of API keys: `flowd_` + 12 hex characters of id + `_` + 64 hex
@@ -48,8 +74,8 @@ public enum APIKeyFormat {
 
     static func generate() -> (id: String, secret: String) {
         var generator = SystemRandomNumberGenerator()
-        let id = (0..<6).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-        let secret = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        let id = Hex.encode((0..<6).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let secret = Hex.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
         return (id, secret)
     }
 
@@ -65,7 +91,7 @@ public enum APIKeyFormat {
     }
 
     static func hash(secret: String) -> String {
-        SHA256.hash(data: Array(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SHA256.hash(data: Array(secret.utf8)))
     }
 
     /// Equality of two hex digests that takes the same time wherever they differ.
@@ -79,5 +105,20 @@ public enum APIKeyFormat {
 
     private static func isHex(_ byte: UInt8) -> Bool {
         (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
+    }
+}
+
+/// Lowercase hexadecimal text of bytes (no `String(format:)`: it is slow on hot paths).
+enum Hex {
+    private static let digits = Array("0123456789abcdef".utf8)
+
+    static func encode<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+        var text: [UInt8] = []
+        text.reserveCapacity(bytes.underestimatedCount * 2)
+        for byte in bytes {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 }

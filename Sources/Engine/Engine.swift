@@ -6,6 +6,10 @@ import Synchronization
 public struct EngineConfiguration: Sendable {
     /// Runs executed at once by this process.
     public var workerCount: Int = 4
+    /// Runs one tenant may execute at once in this process (`FLOWD_WORKERS_PER_TENANT`); nil
+    /// means `defaultWorkersPerTenant`: all workers but a quarter (at least one) stay open to
+    /// other tenants, so a tenant with long runs cannot hold every worker.
+    public var workersPerTenant: Int?
     /// Admission: per-tenant active-run limit (`ASYNC_WORKFLOW_MAX_CONCURRENT`, default 50) and
     /// how long idempotency keys are honoured (24 h).
     public var admission = AdmissionPolicy(defaultConcurrencyLimit: 50, idempotencyTTL: .seconds(24 * 3600))
@@ -32,9 +36,41 @@ public struct EngineConfiguration: Sendable {
     public var stopWait: Duration = .seconds(5)
 
     public init() {}
+
+    /// The per-tenant cap in force: `workersPerTenant`, or `workerCount` minus a quarter of
+    /// it (at least one worker kept for others; 1 with a single worker).
+    public var effectiveWorkersPerTenant: Int {
+        if let workersPerTenant { return max(1, min(workersPerTenant, workerCount)) }
+        return max(1, workerCount - max(1, workerCount / 4))
+    }
 }
 
-/// A request to run a workflow.
+/// A submission through the front door: the caller's key decides the tenant and the workflow
+/// it may run; the Engine resolves the workflow and checks the inputs itself.
+public struct SubmitRequest: Sendable, Equatable {
+    public var key: APIKeyRecord
+    /// Empty: the key's workflow. Another workflow than the key's is `workflowNotAllowed`.
+    public var workflow: String
+    /// A JSON object as text; empty means `{}`.
+    public var inputsJSON: String
+    public var user: String
+    public var trigger: Trigger
+    public var transport: Transport
+    public var idempotencyKey: String?
+
+    public init(key: APIKeyRecord, workflow: String = "", inputsJSON: String, user: String, trigger: Trigger,
+                transport: Transport, idempotencyKey: String? = nil) {
+        self.key = key
+        self.workflow = workflow
+        self.inputsJSON = inputsJSON
+        self.user = user
+        self.trigger = trigger
+        self.transport = transport
+        self.idempotencyKey = idempotencyKey
+    }
+}
+
+/// A request to run a workflow that is already resolved (tenant, version and complete inputs).
 public struct RunRequest: Sendable, Equatable {
     public var tenant: String
     public var workflow: String
@@ -75,19 +111,28 @@ public final class Engine: Sendable {
         var background: [Task<Void, Never>] = []
         /// Runs executing in this process, by id.
         var executing: [String: Execution] = [:]
+        /// How many of `executing` each tenant holds.
+        var executingByTenant: [String: Int] = [:]
+        /// The tasks that record each executing run's result, by run id.
+        var completions: [String: Task<Void, Never>] = [:]
     }
 
     /// A run executing in this process.
     private final class Execution: Sendable {
+        let run: RunRecord
         let task: Task<ExecutionResult, any Error>
         let stopRequested = Atomic<Bool>(false)
         let lost = Atomic<Bool>(false)
-        init(task: Task<ExecutionResult, any Error>) { self.task = task }
+        init(run: RunRecord, task: Task<ExecutionResult, any Error>) {
+            self.run = run
+            self.task = task
+        }
     }
 
     public let configuration: EngineConfiguration
     private let store: any RunStore
     private let executor: any WorkflowExecutor
+    private let workflows: (any WorkflowResolving)?
     private let clock: any EngineClock
     private let logger: Logger
     private let hub: EventHub
@@ -96,10 +141,14 @@ public final class Engine: Sendable {
     /// Names this process's workers in leases.
     public let processID = UUID().uuidString.lowercased()
 
-    public init(store: any RunStore, executor: any WorkflowExecutor, configuration: EngineConfiguration = EngineConfiguration(),
+    /// `workflows` resolves the submissions of `submit(_: SubmitRequest)` (the front door of
+    /// the transports); without it only already resolved `RunRequest`s can be submitted.
+    public init(store: any RunStore, executor: any WorkflowExecutor, workflows: (any WorkflowResolving)? = nil,
+                configuration: EngineConfiguration = EngineConfiguration(),
                 clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "flowd.engine")) {
         self.store = store
         self.executor = executor
+        self.workflows = workflows
         self.configuration = configuration
         self.clock = clock
         self.logger = logger
@@ -119,10 +168,10 @@ public final class Engine: Sendable {
         if !recovered.isEmpty {
             logger.warning("failed runs interrupted by a restart", metadata: ["count": "\(recovered.count)"])
         }
-        var tasks: [Task<Void, Never>] = []
-        for index in 0..<configuration.workerCount {
-            tasks.append(Task { [self] in await workerLoop(index: index) })
-        }
+        var tasks: [Task<Void, Never>] = [
+            Task { [self] in await dispatchLoop() },
+            Task { [self] in await leaseRenewalLoop() },
+        ]
         if configuration.reaperEnabled {
             tasks.append(Task { [self] in await reaperLoop() })
         }
@@ -151,18 +200,47 @@ public final class Engine: Sendable {
         }
         for task in background { task.cancel() }
         for task in background { await task.value }
+        // Each ended execution's result is being recorded; wait for those writes.
+        for completion in state.withLock({ Array($0.completions.values) }) { await completion.value }
     }
 
     private var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
 
     // MARK: Submission
 
-    /// Admits a run: it exists as `scheduled` when this returns, and a worker picks it up.
+    /// The front door: checks that the key may run the workflow, resolves it (version, inputs
+    /// checked and completed with defaults), and admits the run as `submit(_: RunRequest)` does.
+    public func submit(_ request: SubmitRequest) async throws -> SubmitResult {
+        guard let workflows else {
+            throw EngineError(code: .invalidRequest, message: "this engine has no workflow catalog", field: "workflow")
+        }
+        let workflow = request.workflow.isEmpty ? request.key.workflow : request.workflow
+        guard workflow == request.key.workflow else {
+            throw EngineError(code: .workflowNotAllowed, message: "this API key cannot run workflow \(workflow)",
+                              field: "workflow")
+        }
+        if let key = request.idempotencyKey { try IdempotencyKey.validate(key) }
+        let resolved = try workflows.resolve(workflow: workflow,
+                                             inputsJSON: request.inputsJSON.isEmpty ? "{}" : request.inputsJSON)
+        // The resolver's inputs are canonical already: no second parse for the fingerprint.
+        let fingerprint = RequestFingerprint.compute(workflow: resolved.name, user: request.user,
+                                                     canonicalInputs: resolved.inputsJSON)
+        return try await admit(RunRequest(
+            tenant: request.key.tenant, workflow: resolved.name, workflowVersion: resolved.version,
+            inputsJSON: resolved.inputsJSON, user: request.user, trigger: request.trigger, transport: request.transport,
+            idempotencyKey: request.idempotencyKey), fingerprint: fingerprint)
+    }
+
+    /// Admits a resolved run: it exists as `scheduled` when this returns, and a worker picks it up.
     public func submit(_ request: RunRequest) async throws -> SubmitResult {
-        guard !isShuttingDown else { throw EngineError(code: .unavailable, message: "the server is shutting down") }
         if let key = request.idempotencyKey { try IdempotencyKey.validate(key) }
         let fingerprint = try RequestFingerprint.compute(
             workflow: request.workflow, user: request.user, inputsJSON: request.inputsJSON)
+        return try await admit(request, fingerprint: fingerprint)
+    }
+
+    private func admit(_ request: RunRequest, fingerprint: String) async throws -> SubmitResult {
+        guard !isShuttingDown else { throw EngineError(code: .unavailable, message: "the server is shutting down") }
         let submission = Submission(
             runID: UUID().uuidString.lowercased(), tenant: request.tenant, workflow: request.workflow,
             workflowVersion: request.workflowVersion, inputsJSON: request.inputsJSON, user: request.user,
@@ -308,24 +386,41 @@ public final class Engine: Sendable {
 
     // MARK: Workers
 
-    private func workerLoop(index: Int) async {
-        let worker = "\(processID)/\(index)"
+    /// Names this process in the leases it holds.
+    private var worker: String { processID }
+
+    /// One loop claims work for every free worker slot at once (one store call, round-robin
+    /// across tenants, each tenant capped at `effectiveWorkersPerTenant`), starts each claimed
+    /// run as a task, and sleeps until a submission or a finished run wakes it (or
+    /// `idlePollInterval` passes, for work submitted by other processes). It never spins: it
+    /// claims again only after such a wake-up or after a claim that filled every free slot.
+    private func dispatchLoop() async {
+        let cap = configuration.effectiveWorkersPerTenant
         while !Task.isCancelled && !isShuttingDown {
-            do {
-                if let (run, started) = try await store.claimNext(
-                    worker: worker, leaseDuration: configuration.leaseDuration, now: clock.now()) {
-                    hub.publish([started])
-                    await execute(run, worker: worker)
-                    continue
+            let (free, held) = state.withLock { ($0.executing.count, $0.executingByTenant) }
+            let slots = configuration.workerCount - free
+            var filled = false
+            if slots > 0 {
+                do {
+                    let claimed = try await store.claim(
+                        ClaimRequest(worker: worker, maxRuns: slots, leaseDuration: configuration.leaseDuration,
+                                     perTenantLimit: cap, held: held),
+                        now: clock.now())
+                    for claim in claimed { start(claim) }
+                    filled = claimed.count == slots
+                } catch {
+                    logger.error("claiming runs failed", metadata: ["error": "\(error)"])
                 }
-            } catch {
-                logger.error("claiming a run failed", metadata: ["error": "\(error)"])
             }
+            if filled { continue }
             await workSignal.wait(orAfter: configuration.idlePollInterval, clock: clock)
         }
     }
 
-    private func execute(_ run: RunRecord, worker: String) async {
+    /// Starts executing a claimed run in a task of its own.
+    private func start(_ claim: ClaimedRun) {
+        let run = claim.run
+        hub.publish([claim.event])
         let store = self.store
         let hub = self.hub
         let clock = self.clock
@@ -336,13 +431,19 @@ public final class Engine: Sendable {
             hub.publish(stored)
         }
         let executor = self.executor
-        let execution = Execution(task: Task { try await executor.execute(run, context: context) })
-        state.withLock { $0.executing[run.id] = execution }
-        let renewal = Task { [self] in await renewLease(of: run, worker: worker, execution: execution) }
-        let outcome = await execution.task.result
-        renewal.cancel()
-        state.withLock { $0.executing[run.id] = nil }
+        state.withLock { state in
+            // Created under the lock, so that the task's end (which removes it) comes after.
+            let execution = Execution(run: run, task: Task { try await executor.execute(run, context: context) })
+            state.executing[run.id] = execution
+            state.executingByTenant[run.tenant, default: 0] += 1
+            state.completions[run.id] = Task { [self] in await complete(execution) }
+        }
+    }
 
+    /// Waits for an execution to end, records its result, frees its slot and wakes the dispatcher.
+    private func complete(_ execution: Execution) async {
+        let run = execution.run
+        let outcome = await execution.task.result
         let final: (RunState, String?, String?)?
         if execution.lost.load(ordering: .relaxed) {
             final = nil
@@ -360,41 +461,55 @@ public final class Engine: Sendable {
                 final = (.failed, nil, "the workflow failed: \(error)")
             }
         }
-        guard let (state, outputs, error) = final else { return }
-        do {
-            if let finished = try await store.finish(
-                runID: run.id, attempt: run.attempt, state: state, outputsJSON: outputs, error: error, now: clock.now()) {
-                hub.publish([finished.event])
+        if let (state, outputs, error) = final {
+            do {
+                if let finished = try await store.finish(
+                    runID: run.id, attempt: run.attempt, state: state, outputsJSON: outputs, error: error, now: clock.now()) {
+                    hub.publish([finished.event])
+                }
+            } catch {
+                logger.error("recording a run's result failed", metadata: ["run": "\(run.id)", "error": "\(error)"])
             }
-        } catch {
-            logger.error("recording a run's result failed", metadata: ["run": "\(run.id)", "error": "\(error)"])
         }
+        state.withLock { state in
+            state.executing[run.id] = nil
+            state.completions[run.id] = nil
+            if let count = state.executingByTenant[run.tenant], count > 1 {
+                state.executingByTenant[run.tenant] = count - 1
+            } else {
+                state.executingByTenant[run.tenant] = nil
+            }
+        }
+        workSignal.notify()
     }
 
-    /// Renews the lease while the run executes; a stop request or a lost lease cancels it.
-    private func renewLease(of run: RunRecord, worker: String, execution: Execution) async {
+    /// Renews the leases of every run executing here in one store call per interval; a stop
+    /// request or a lost lease cancels the execution.
+    private func leaseRenewalLoop() async {
         while !Task.isCancelled {
             do {
                 try await clock.sleep(for: configuration.leaseRenewalInterval)
-                let status = try await store.renewLease(
-                    runID: run.id, attempt: run.attempt, worker: worker,
+                let executions = state.withLock { Array($0.executing.values) }
+                guard !executions.isEmpty else { continue }
+                let statuses = try await store.renewLeases(
+                    executions.map { HeldLease(runID: $0.run.id, attempt: $0.run.attempt) }, worker: worker,
                     leaseDuration: configuration.leaseDuration, now: clock.now())
-                switch status {
-                case .held(stopRequested: false):
-                    continue
-                case .held(stopRequested: true):
-                    execution.stopRequested.store(true, ordering: .relaxed)
-                    execution.task.cancel()
-                    return
-                case .lost:
-                    execution.lost.store(true, ordering: .relaxed)
-                    execution.task.cancel()
-                    return
+                for execution in executions {
+                    switch statuses[execution.run.id] ?? .lost {
+                    case .held(stopRequested: false):
+                        continue
+                    case .held(stopRequested: true):
+                        execution.stopRequested.store(true, ordering: .relaxed)
+                        execution.task.cancel()
+                    case .lost:
+                        execution.lost.store(true, ordering: .relaxed)
+                        execution.task.cancel()
+                    }
                 }
             } catch is CancellationError {
                 return
             } catch {
-                logger.error("renewing a lease failed", metadata: ["run": "\(run.id)", "error": "\(error)"])
+                logger.error("renewing leases failed", metadata: ["error": "\(error)"])
             }
         }
     }
@@ -404,11 +519,12 @@ public final class Engine: Sendable {
     }
 }
 
-/// Wakes idle workers when work arrives; a notification with nobody waiting is kept for the
-/// next waiter.
+/// Wakes the idle dispatcher when work arrives or a slot frees; notifications with nobody
+/// waiting coalesce into one, kept for the next wait (so a burst of submissions costs one
+/// wake-up, not one claim each).
 final class WorkSignal: Sendable {
     private struct State {
-        var pending = 0
+        var pending = false
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
         var nextID = 0
         var closed = false
@@ -419,7 +535,7 @@ final class WorkSignal: Sendable {
     func notify() {
         let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
             if let id = state.waiters.keys.first { return state.waiters.removeValue(forKey: id) }
-            state.pending += 1
+            state.pending = true
             return nil
         }
         waiter?.resume()
@@ -453,8 +569,8 @@ final class WorkSignal: Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { state -> Bool in
                     if state.closed || Task.isCancelled { return true }
-                    if state.pending > 0 {
-                        state.pending -= 1
+                    if state.pending {
+                        state.pending = false
                         return true
                     }
                     state.waiters[id] = continuation

@@ -19,6 +19,7 @@ extension EngineConfiguration {
     /// | `ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES` | reaper: running without progress (default 30) |
     /// | `ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK` | reaper on (`true`, default) or off (`false`) |
     /// | `FLOWD_WORKERS` | runs executed at once by this process |
+    /// | `FLOWD_WORKERS_PER_TENANT` | runs one tenant may execute at once in this process |
     /// | `FLOWD_IDEMPOTENCY_TTL_HOURS` | how long idempotency keys are honoured (default 24) |
     ///
     /// All or nothing: on an invalid value nothing is changed.
@@ -42,6 +43,9 @@ extension EngineConfiguration {
         }
         if let value = environment["FLOWD_WORKERS"] {
             updated.workerCount = try Self.positiveInt(value, name: "FLOWD_WORKERS")
+        }
+        if let value = environment["FLOWD_WORKERS_PER_TENANT"] {
+            updated.workersPerTenant = try Self.positiveInt(value, name: "FLOWD_WORKERS_PER_TENANT")
         }
         if let value = environment["FLOWD_IDEMPOTENCY_TTL_HOURS"] {
             updated.admission.idempotencyTTL = .seconds(3600 * (try Self.positiveInt(value, name: "FLOWD_IDEMPOTENCY_TTL_HOURS")))

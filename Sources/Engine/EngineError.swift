@@ -20,6 +20,8 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
         public static let runNotFound = Code("runNotFound")
         /// The request is malformed (`field` names what).
         public static let invalidRequest = Code("invalidRequest")
+        /// The caller's API key may not run this workflow (`field` is `workflow`).
+        public static let workflowNotAllowed = Code("workflowNotAllowed")
         /// The Engine is shutting down and takes no new work.
         public static let unavailable = Code("unavailable")
     }
@@ -72,7 +74,12 @@ public enum IdempotencyKey {
 /// retrying an async submission in blocking mode replays the same run.
 public enum RequestFingerprint {
     public static func compute(workflow: String, user: String, inputsJSON: String) throws(EngineError) -> String {
-        let canonicalInputs = try canonicalJSON(inputsJSON)
+        compute(workflow: workflow, user: user, canonicalInputs: try canonicalJSON(inputsJSON))
+    }
+
+    /// The fingerprint of inputs that are canonical JSON already (the workflow resolver's
+    /// output), without parsing them again.
+    public static func compute(workflow: String, user: String, canonicalInputs: String) -> String {
         var hasher = SHA256()
         for part in [workflow, user, canonicalInputs] {
             let bytes = Array(part.utf8)
@@ -80,7 +87,7 @@ public enum RequestFingerprint {
             withUnsafeBytes(of: &length) { hasher.update(bufferPointer: $0) }
             hasher.update(data: bytes)
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(hasher.finalize())
     }
 
     /// `json` re-encoded with sorted keys; `invalidRequest` when it is not a JSON object.

@@ -148,9 +148,106 @@ extension RunRecord {
         return decoder
     }
 
-    /// This record as event payload JSON.
+    /// This record as event payload JSON: what `jsonEncoder` would write (keys sorted, times
+    /// as milliseconds, absent optionals left out), written directly because it is on the hot
+    /// path of every claim and finish.
     public func jsonPayload() -> String {
-        // Encoding a plain struct of strings, numbers and dates cannot fail.
-        String(decoding: (try? Self.jsonEncoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+        var json = JSONWriter()
+        json.beginObject()
+        json.field("attempt", Int64(attempt))
+        json.field("createdAt", createdAt)
+        json.field("error", error)
+        json.field("finishedAt", finishedAt)
+        json.field("id", id)
+        json.field("idempotencyKey", idempotencyKey)
+        json.field("inputsJSON", inputsJSON)
+        json.field("lastProgressAt", lastProgressAt)
+        json.field("lastSequence", lastSequence)
+        json.field("leaseExpiresAt", leaseExpiresAt)
+        json.field("leaseOwner", leaseOwner)
+        json.field("outputsJSON", outputsJSON)
+        json.field("startedAt", startedAt)
+        json.field("state", state.rawValue)
+        json.field("stopRequested", stopRequested)
+        json.field("tenant", tenant)
+        json.field("totalSteps", Int64(totalSteps))
+        json.field("totalTokens", totalTokens)
+        json.field("transport", transport.rawValue)
+        json.field("trigger", trigger.rawValue)
+        json.field("user", user)
+        json.field("workflow", workflow)
+        json.field("workflowVersion", workflowVersion)
+        json.endObject()
+        return json.text
+    }
+}
+
+/// Writes compact JSON into a byte buffer: objects of strings, integers, booleans and
+/// millisecond times. Fields must be written in the order wanted (sorted, for payloads).
+struct JSONWriter {
+    private var bytes: [UInt8] = []
+    private var needsComma = false
+
+    init() { bytes.reserveCapacity(512) }
+
+    var text: String { String(decoding: bytes, as: UTF8.self) }
+
+    mutating func beginObject() {
+        bytes.append(UInt8(ascii: "{"))
+        needsComma = false
+    }
+
+    mutating func endObject() { bytes.append(UInt8(ascii: "}")) }
+
+    mutating func field(_ name: StaticString, _ value: String?) {
+        guard let value else { return }
+        key(name)
+        string(value)
+    }
+
+    mutating func field(_ name: StaticString, _ value: Int64) {
+        key(name)
+        bytes.append(contentsOf: String(value).utf8)
+    }
+
+    mutating func field(_ name: StaticString, _ value: Bool) {
+        key(name)
+        bytes.append(contentsOf: (value ? "true" : "false").utf8)
+    }
+
+    /// A time as whole milliseconds since 1970 (as `.millisecondsSince1970` decodes it).
+    mutating func field(_ name: StaticString, _ value: Date?) {
+        guard let value else { return }
+        key(name)
+        let milliseconds = (value.timeIntervalSince1970 * 1000).rounded()
+        bytes.append(contentsOf: String(Int64(milliseconds)).utf8)
+    }
+
+    private mutating func key(_ name: StaticString) {
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
+        needsComma = true
+        bytes.append(UInt8(ascii: "\""))
+        name.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
+    }
+
+    private static let hex = Array("0123456789abcdef".utf8)
+
+    private mutating func string(_ value: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0..<0x20:
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                          Self.hex[Int(byte >> 4)], Self.hex[Int(byte & 0x0F)]])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
     }
 }

@@ -111,6 +111,48 @@ public struct ReaperPolicy: Sendable, Equatable {
     }
 }
 
+/// What `RunStore.claim` may take.
+public struct ClaimRequest: Sendable, Equatable {
+    /// Names the claimer in the runs' leases.
+    public var worker: String
+    public var maxRuns: Int
+    public var leaseDuration: Duration
+    /// Runs one tenant may hold at once among this claimer's (nil: no cap).
+    public var perTenantLimit: Int?
+    /// Runs each tenant holds already.
+    public var held: [String: Int]
+
+    public init(worker: String, maxRuns: Int, leaseDuration: Duration, perTenantLimit: Int? = nil, held: [String: Int] = [:]) {
+        self.worker = worker
+        self.maxRuns = maxRuns
+        self.leaseDuration = leaseDuration
+        self.perTenantLimit = perTenantLimit
+        self.held = held
+    }
+}
+
+/// A run just claimed, with its `run_started` event.
+public struct ClaimedRun: Sendable, Equatable {
+    public var run: RunRecord
+    public var event: RunEvent
+
+    public init(run: RunRecord, event: RunEvent) {
+        self.run = run
+        self.event = event
+    }
+}
+
+/// A lease a worker holds: the run and the attempt it claimed.
+public struct HeldLease: Sendable, Hashable {
+    public var runID: String
+    public var attempt: Int
+
+    public init(runID: String, attempt: Int) {
+        self.runID = runID
+        self.attempt = attempt
+    }
+}
+
 /// A run that a store operation ended, with its `run_finished` event.
 public struct FinishedRun: Sendable, Equatable {
     public var run: RunRecord
@@ -124,7 +166,9 @@ public struct FinishedRun: Sendable, Equatable {
 
 /// Durable storage of runs, events, idempotency records and tenant limits.
 ///
-/// Every method is one transaction. Writes by workers and the reaper are compare-and-set on
+/// Every method is one transaction, or part of one: an implementation may group concurrent
+/// calls into one transaction (group commit), answering each only after that transaction
+/// committed, and deciding each call as if it ran alone in the order they were taken. Writes by workers and the reaper are compare-and-set on
 /// (run id, attempt, state), so a late worker and the reaper can never overwrite each other,
 /// and exactly one of them appends the run's single `run_finished` event. Events get
 /// consecutive sequence numbers per run in the same transaction that changes the run.
@@ -135,14 +179,17 @@ public protocol RunStore: Sendable {
     /// An expired idempotency record counts as absent.
     func submit(_ submission: Submission, policy: AdmissionPolicy, now: Date) async throws -> SubmissionOutcome
 
-    /// Claims one `scheduled` run for `worker`: round-robin across tenants (the tenant with a
-    /// scheduled run whose last claim is oldest goes first; never-claimed tenants before all
-    /// others), oldest run first within a tenant. The run becomes `running` with attempt + 1,
-    /// `startedAt`, a lease until `now + leaseDuration`, and its `run_started` event.
-    func claimNext(worker: String, leaseDuration: Duration, now: Date) async throws -> (RunRecord, RunEvent)?
+    /// Claims up to `request.maxRuns` `scheduled` runs for `request.worker`, one at a time in
+    /// one transaction: round-robin across tenants (the tenant with a scheduled run whose last
+    /// claim is oldest goes first; never-claimed tenants before all others, the one with the
+    /// oldest scheduled run first), oldest run first within a tenant, skipping a tenant once it
+    /// holds `request.perTenantLimit` runs (counting `request.held`). Each run becomes `running`
+    /// with attempt + 1, `startedAt`, a lease until `now + leaseDuration`, and its `run_started`
+    /// event. Returns the claimed runs in claim order (empty when none is available).
+    func claim(_ request: ClaimRequest, now: Date) async throws -> [ClaimedRun]
 
-    /// Extends the lease of a run `worker` holds in `attempt`.
-    func renewLease(runID: String, attempt: Int, worker: String, leaseDuration: Duration, now: Date) async throws -> LeaseStatus
+    /// Extends the leases `worker` holds, each in its attempt; the status of each, by run id.
+    func renewLeases(_ leases: [HeldLease], worker: String, leaseDuration: Duration, now: Date) async throws -> [String: LeaseStatus]
 
     /// Appends events to a running run held in `attempt`; records progress and adds
     /// `stepsDelta` to `totalSteps`. Nil when the run is not `running` in that attempt.
@@ -180,4 +227,19 @@ public protocol RunStore: Sendable {
 
     /// Sets (or with nil removes) a tenant's concurrency limit override.
     func setConcurrencyLimit(tenant: String, limit: Int?) async throws
+}
+
+extension RunStore {
+    /// Claims at most one run (see `claim(_:now:)`).
+    public func claimNext(worker: String, leaseDuration: Duration, now: Date) async throws -> (RunRecord, RunEvent)? {
+        let claimed = try await claim(ClaimRequest(worker: worker, maxRuns: 1, leaseDuration: leaseDuration), now: now)
+        return claimed.first.map { ($0.run, $0.event) }
+    }
+
+    /// Extends the lease of a run `worker` holds in `attempt`.
+    public func renewLease(runID: String, attempt: Int, worker: String, leaseDuration: Duration, now: Date) async throws -> LeaseStatus {
+        let statuses = try await renewLeases([HeldLease(runID: runID, attempt: attempt)], worker: worker,
+                                             leaseDuration: leaseDuration, now: now)
+        return statuses[runID] ?? .lost
+    }
 }

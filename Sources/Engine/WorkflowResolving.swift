@@ -1,8 +1,9 @@
 /// Finds a workflow by name and checks a submission's inputs against its declaration.
-/// Implemented by the workflow catalog; transports call it before `Engine.submit`.
+/// Implemented by the workflow catalog; `Engine.submit(_: SubmitRequest)` calls it.
 public protocol WorkflowResolving: Sendable {
-    /// The workflow's current version and the inputs completed with defaults (a JSON object as
-    /// text). Throws `EngineError` `.invalidRequest` naming the field (`workflow`, or the input).
+    /// The workflow's current version and the inputs completed with defaults, as canonical
+    /// JSON text (object keys sorted, no insignificant whitespace: the idempotency fingerprint
+    /// hashes it as is). Throws `EngineError` `.invalidRequest` naming the field (`workflow`, or the input).
     func resolve(workflow: String, inputsJSON: String) throws -> ResolvedWorkflow
 }
 

@@ -27,6 +27,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Runs executed at once (env FLOWD_WORKERS, default 4).")
     var workers: Int?
 
+    @Option(help: "Runs one tenant may execute at once (env FLOWD_WORKERS_PER_TENANT; default: all workers but a quarter, at least 1).")
+    var workersPerTenant: Int?
+
     @Option(help: "Active runs per tenant (env ASYNC_WORKFLOW_MAX_CONCURRENT, default 50).")
     var maxConcurrent: Int?
 
@@ -60,13 +63,15 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        for (value, name) in [(workers, "--workers"), (maxConcurrent, "--max-concurrent"),
+        for (value, name) in [(workers, "--workers"), (workersPerTenant, "--workers-per-tenant"),
+                              (maxConcurrent, "--max-concurrent"),
                               (scheduledTimeoutMinutes, "--scheduled-timeout-minutes"),
                               (runningTimeoutMinutes, "--running-timeout-minutes"),
                               (idempotencyTtlHours, "--idempotency-ttl-hours")] {
             if let value, value <= 0 { throw ValidationError("\(name) must be positive") }
         }
         if let workers { engineConfiguration.workerCount = workers }
+        if let workersPerTenant { engineConfiguration.workersPerTenant = workersPerTenant }
         if let maxConcurrent { engineConfiguration.admission.defaultConcurrencyLimit = maxConcurrent }
         if let scheduledTimeoutMinutes { engineConfiguration.reaper.scheduledTimeout = .seconds(60 * scheduledTimeoutMinutes) }
         if let runningTimeoutMinutes { engineConfiguration.reaper.runningTimeout = .seconds(60 * runningTimeoutMinutes) }
@@ -83,7 +88,8 @@ struct Serve: AsyncParsableCommand {
 
         let store = try data.openStore()
         let engine = Engine(store: store, executor: WorkflowRunner(catalog: catalog, configuration: runnerConfiguration),
-                            configuration: engineConfiguration, logger: logger)
+                            workflows: catalog, configuration: engineConfiguration, logger: logger)
+        let authenticator = Authenticator(keys: store)
         try await engine.start()
 
         var serverConfiguration = ServerConfiguration()
@@ -96,8 +102,8 @@ struct Serve: AsyncParsableCommand {
         let health = HealthService()
         let server = GRPCServer(
             configuration: serverConfiguration,
-            services: [health, WorkflowsService(engine: engine, keys: store, workflows: catalog)],
-            http: DifyWorkflowsAPI(engine: engine, keys: store, workflows: catalog, configuration: restConfiguration),
+            services: [health, WorkflowsService(engine: engine, authenticator: authenticator)],
+            http: DifyWorkflowsAPI(engine: engine, authenticator: authenticator, configuration: restConfiguration),
             logger: logger)
         let address = try await server.start()
         logger.info("serving", metadata: [

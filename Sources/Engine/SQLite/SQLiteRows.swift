@@ -3,40 +3,49 @@ import GRDB
 
 /// Row access shared by the store's transactions. Hot statements are cached per connection.
 extension SQLiteRunStore {
+    /// The columns of `runs` in the order `run(from:)` reads them (by index: a look-up by
+    /// name costs a case-insensitive search per column).
+    static let runColumns = """
+        id, tenant, workflow, workflow_version, state, inputs_json, outputs_json, error, trigger, transport, user, \
+        idempotency_key, created_at, started_at, finished_at, attempt, last_sequence, total_steps, total_tokens, \
+        lease_owner, lease_expires_at, last_progress_at, stop_requested
+        """
+
     static func fetchRun(_ db: Database, id: String, tenant: String?) throws -> RunRecord? {
         let row: Row?
         if let tenant {
-            row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM runs WHERE id = ? AND tenant = ?"),
+            row = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(runColumns) FROM runs WHERE id = ? AND tenant = ?"),
                                    arguments: [id, tenant])
         } else {
-            row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM runs WHERE id = ?"), arguments: [id])
+            row = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(runColumns) FROM runs WHERE id = ?"), arguments: [id])
         }
         return try row.map(run(from:))
     }
 
+    /// A run from a row of `runColumns`.
     static func run(from row: Row) throws -> RunRecord {
-        let id: String = row["id"]
-        guard let state = RunState(rawValue: row["state"]) else { throw unreadable(id, "state", row["state"]) }
-        guard let trigger = Trigger(rawValue: row["trigger"]) else { throw unreadable(id, "trigger", row["trigger"]) }
-        guard let transport = Transport(rawValue: row["transport"]) else {
-            throw unreadable(id, "transport", row["transport"])
-        }
+        let id: String = row[0]
+        let stateText: String = row[4], triggerText: String = row[8], transportText: String = row[9]
+        guard let state = RunState(rawValue: stateText) else { throw unreadable(id, "state", stateText) }
+        guard let trigger = Trigger(rawValue: triggerText) else { throw unreadable(id, "trigger", triggerText) }
+        guard let transport = Transport(rawValue: transportText) else { throw unreadable(id, "transport", transportText) }
         return RunRecord(
-            id: id, tenant: row["tenant"], workflow: row["workflow"], workflowVersion: row["workflow_version"],
-            state: state, inputsJSON: row["inputs_json"], outputsJSON: row["outputs_json"], error: row["error"],
-            trigger: trigger, transport: transport, user: row["user"], idempotencyKey: row["idempotency_key"],
-            createdAt: date(row["created_at"]), startedAt: (row["started_at"] as Int64?).map(date),
-            finishedAt: (row["finished_at"] as Int64?).map(date), attempt: row["attempt"],
-            lastSequence: row["last_sequence"], totalSteps: row["total_steps"], totalTokens: row["total_tokens"],
-            leaseOwner: row["lease_owner"], leaseExpiresAt: (row["lease_expires_at"] as Int64?).map(date),
-            lastProgressAt: (row["last_progress_at"] as Int64?).map(date), stopRequested: row["stop_requested"])
+            id: id, tenant: row[1], workflow: row[2], workflowVersion: row[3],
+            state: state, inputsJSON: row[5], outputsJSON: row[6], error: row[7],
+            trigger: trigger, transport: transport, user: row[10], idempotencyKey: row[11],
+            createdAt: date(row[12]), startedAt: (row[13] as Int64?).map(date),
+            finishedAt: (row[14] as Int64?).map(date), attempt: row[15],
+            lastSequence: row[16], totalSteps: row[17], totalTokens: row[18],
+            leaseOwner: row[19], leaseExpiresAt: (row[20] as Int64?).map(date),
+            lastProgressAt: (row[21] as Int64?).map(date), stopRequested: row[22])
     }
 
+    /// An event from a row of `run_id, sequence, time, kind, payload_json`.
     static func event(from row: Row) throws -> RunEvent {
-        let runID: String = row["run_id"]
-        guard let kind = RunEventKind(rawValue: row["kind"]) else { throw unreadable(runID, "event kind", row["kind"]) }
-        return RunEvent(runID: runID, sequence: row["sequence"], time: date(row["time"]), kind: kind,
-                        payloadJSON: row["payload_json"])
+        let runID: String = row[0]
+        let kindText: String = row[3]
+        guard let kind = RunEventKind(rawValue: kindText) else { throw unreadable(runID, "event kind", kindText) }
+        return RunEvent(runID: runID, sequence: row[1], time: date(row[2]), kind: kind, payloadJSON: row[4])
     }
 
     static func insertEvent(_ db: Database, _ event: RunEvent) throws {

@@ -4,14 +4,17 @@ import Logging
 
 /// The embedded store: SQLite in WAL mode, in `flowd.sqlite` inside a data directory.
 ///
-/// - Every write is one `BEGIN IMMEDIATE` transaction (asked for explicitly): a deferred
-///   read-then-write transaction would fail at once with SQLITE_BUSY_SNAPSHOT when another
-///   connection (or process) committed in between, whatever the busy timeout. With one writer
-///   at a time, the admission check and the insert cannot race.
+/// - Writes are group-committed (`SQLiteCommitter`): the writes waiting at a moment share one
+///   `BEGIN IMMEDIATE` transaction (asked for explicitly: a deferred read-then-write
+///   transaction would fail at once with SQLITE_BUSY_SNAPSHOT when another connection or
+///   process committed in between) and one fsync; each runs as if alone, in arrival order,
+///   and each caller is answered after that COMMIT. With one writer at a time, the admission
+///   check and the insert cannot race.
 /// - `synchronous=FULL`: an acknowledged commit survives a crash and a power loss.
 /// - A busy timeout (5 s by default) when several processes share the file; past it the call
 ///   fails with a retryable `StoreError`.
-/// - Reads are deferred transactions on a snapshot, concurrent with the writer.
+/// - Reads are single statements (each consistent on its own) on read-only connections taken
+///   from `SQLiteReaders`, run on the caller's thread: no thread hop, no task switch.
 /// - Times are INTEGER milliseconds since 1970; dates come back truncated to the millisecond.
 ///
 /// Several handles (or processes) may open the same directory; admission, claims and
@@ -19,6 +22,8 @@ import Logging
 /// only process using the directory (see there).
 public final class SQLiteRunStore: RunStore {
     private let pool: DatabasePool
+    private let committer: SQLiteCommitter
+    private let readers: SQLiteReaders
     private let logger: Logger?
 
     /// The database file inside the data directory.
@@ -34,6 +39,7 @@ public final class SQLiteRunStore: RunStore {
     public init(directory: URL, logger: Logger? = nil, busyTimeout: Duration = .seconds(5)) throws {
         self.logger = logger
         let path = directory.appendingPathComponent(Self.fileName).path
+        let pool: DatabasePool
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             var configuration = Configuration()
@@ -71,7 +77,14 @@ public final class SQLiteRunStore: RunStore {
         } catch {
             throw StoreError.mapping(error)
         }
+        self.pool = pool
+        self.committer = SQLiteCommitter(pool: pool)
+        self.readers = SQLiteReaders(path: path, busyTimeout: busyTimeout)
         logger?.debug("opened the run store", metadata: ["path": "\(path)"])
+    }
+
+    deinit {
+        committer.stop()
     }
 
     /// The pool, in WAL mode, its writer with `synchronous=FULL`. GRDB sets NORMAL on the writer
@@ -87,6 +100,8 @@ public final class SQLiteRunStore: RunStore {
     /// Closes the database connections. Later calls fail with a `StoreError`. Optional: the
     /// connections also close when the store is released.
     public func close() throws {
+        committer.stop()
+        readers.close()
         do {
             try pool.close()
         } catch {
@@ -96,29 +111,33 @@ public final class SQLiteRunStore: RunStore {
 
     // MARK: Transactions
 
-    /// One `BEGIN IMMEDIATE` transaction; it commits when `body` returns, rolls back when it throws.
+    /// Runs `body` in the next group-committed transaction (see `SQLiteCommitter`) and returns
+    /// its result once that transaction committed; rolled back (for this caller only) when it throws.
+    /// A caller cancelled before its write is queued gets `CancellationError` and writes nothing;
+    /// once queued, the write is not interrupted by its caller's cancellation (it shares a
+    /// transaction with others) and its result is returned.
     private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try Task.checkCancellation()
         do {
-            return try await pool.writeWithoutTransaction { db in
-                var result: T?
-                try db.inTransaction(.immediate) {
-                    result = try body(db)
-                    return .commit
-                }
-                return result!
-            }
+            return try await committer.perform(body)
         } catch {
             throw StoreError.mapping(error)
         }
     }
 
-    /// One read-only (deferred) transaction on a snapshot.
-    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// One statement (or several that need no common snapshot) on a read-only connection, on
+    /// this thread.
+    private func read<T>(_ body: (Database) throws -> T) throws -> T {
         do {
-            return try await pool.read(body)
+            return try readers.read(body)
         } catch {
             throw StoreError.mapping(error)
         }
+    }
+
+    /// Group-commit counters: transactions committed and the writes they held.
+    public var commitStatistics: (transactions: Int, writes: Int) {
+        (committer.batchesCommitted, committer.writesCommitted)
     }
 
     // MARK: Submission
@@ -131,9 +150,9 @@ public final class SQLiteRunStore: RunStore {
                let record = try Row.fetchOne(db.cachedStatement(sql: """
                    SELECT fingerprint, run_id, expires_at FROM idempotency WHERE tenant = ? AND key = ?
                    """), arguments: [submission.tenant, key]) {
-                let runID: String = record["run_id"]
-                if record["expires_at"] as Int64 > nowMS {
-                    guard record["fingerprint"] as String == submission.fingerprint else {
+                let runID: String = record[1]
+                if record[2] as Int64 > nowMS {
+                    guard record[0] as String == submission.fingerprint else {
                         return .keyReused(existingRunID: runID)
                     }
                     if let run = try Self.fetchRun(db, id: runID, tenant: submission.tenant) {
@@ -146,9 +165,8 @@ public final class SQLiteRunStore: RunStore {
             }
             let limit = try Int.fetchOne(db.cachedStatement(sql: "SELECT max_active FROM tenant_limits WHERE tenant = ?"),
                                          arguments: [submission.tenant]) ?? policy.defaultConcurrencyLimit
-            let active = try Int.fetchOne(db.cachedStatement(sql: """
-                SELECT COUNT(*) FROM runs WHERE tenant = ? AND state IN ('scheduled', 'running')
-                """), arguments: [submission.tenant]) ?? 0
+            let active = try Int.fetchOne(db.cachedStatement(sql: "SELECT active FROM tenants WHERE tenant = ?"),
+                                          arguments: [submission.tenant]) ?? 0
             if active >= limit { return .overLimit(active: active, limit: limit) }
             try db.cachedStatement(sql: """
                 INSERT INTO runs (id, tenant, workflow, workflow_version, state, inputs_json, trigger, transport, user,
@@ -158,68 +176,104 @@ public final class SQLiteRunStore: RunStore {
                     submission.runID, submission.tenant, submission.workflow, submission.workflowVersion,
                     submission.inputsJSON, submission.trigger.rawValue, submission.transport.rawValue,
                     submission.user, submission.idempotencyKey, nowMS])
+            try db.cachedStatement(sql: """
+                INSERT INTO tenants (tenant, active, scheduled) VALUES (?, 1, 1)
+                ON CONFLICT(tenant) DO UPDATE SET active = active + 1, scheduled = scheduled + 1
+                """).execute(arguments: [submission.tenant])
             if let key = submission.idempotencyKey {
                 try db.cachedStatement(sql: """
                     INSERT INTO idempotency (tenant, key, fingerprint, run_id, expires_at) VALUES (?, ?, ?, ?, ?)
                     """).execute(arguments: [submission.tenant, key, submission.fingerprint, submission.runID, expiresAt])
             }
-            return .created(try Self.fetchRun(db, id: submission.runID, tenant: nil)!)
+            return .created(RunRecord(
+                id: submission.runID, tenant: submission.tenant, workflow: submission.workflow,
+                workflowVersion: submission.workflowVersion, state: .scheduled, inputsJSON: submission.inputsJSON,
+                trigger: submission.trigger, transport: submission.transport, user: submission.user,
+                idempotencyKey: submission.idempotencyKey, createdAt: Self.date(nowMS)))
         }
     }
 
     // MARK: Workers
 
-    /// Round-robin: among tenants with a `scheduled` run, the one whose last claim has the
-    /// smallest claim number (never claimed = 0, so first), ties broken by the tenant's oldest
-    /// scheduled run, then by name. Then that tenant's oldest run by (createdAt, id).
+    /// Round-robin: among tenants with a `scheduled` run and under the per-tenant cap, the one
+    /// whose last claim has the smallest claim number (never claimed = 0, so first), ties
+    /// broken by the tenant's oldest scheduled run, then by name. Then that tenant's oldest run
+    /// by (createdAt, id). Repeated up to `maxRuns` times in the same transaction.
     ///
-    /// Bound: while k tenants have scheduled runs, each of them gets one of every k consecutive
-    /// claims. The tenant choice reads every scheduled run (covering index), which the
-    /// per-tenant concurrency limit keeps to tenants × limit rows.
-    public func claimNext(worker: String, leaseDuration: Duration, now: Date) async throws -> (RunRecord, RunEvent)? {
+    /// Bound: while k tenants have scheduled runs and none is capped, each of them gets one of
+    /// every k consecutive claims. Finding the tenant reads the `tenants` rows with scheduled
+    /// runs (at most as many as the tenants skipped for their cap, plus one).
+    public func claim(_ request: ClaimRequest, now: Date) async throws -> [ClaimedRun] {
         let nowMS = Self.milliseconds(now)
-        let leaseExpiresAt = nowMS + Self.milliseconds(leaseDuration)
+        let leaseExpiresAt = nowMS + Self.milliseconds(request.leaseDuration)
+        guard request.maxRuns > 0 else { return [] }
         return try await write { db in
-            guard let tenant = try String.fetchOne(db.cachedStatement(sql: """
-                SELECT r.tenant FROM runs r LEFT JOIN tenant_dispatch d ON d.tenant = r.tenant
-                WHERE r.state = 'scheduled'
-                GROUP BY r.tenant
-                ORDER BY COALESCE(MAX(d.last_claim), 0), MIN(r.created_at), r.tenant
-                LIMIT 1
-                """)) else { return nil }
-            guard let id = try String.fetchOne(db.cachedStatement(sql: """
-                SELECT id FROM runs WHERE state = 'scheduled' AND tenant = ? ORDER BY created_at, id LIMIT 1
-                """), arguments: [tenant]) else { return nil }
-            let claim = try Int64.fetchOne(db.cachedStatement(sql: """
-                UPDATE counters SET value = value + 1 WHERE name = 'claims' RETURNING value
-                """))!
-            try db.cachedStatement(sql: """
-                INSERT INTO tenant_dispatch (tenant, last_claim) VALUES (?, ?)
-                ON CONFLICT(tenant) DO UPDATE SET last_claim = excluded.last_claim
-                """).execute(arguments: [tenant, claim])
-            try db.cachedStatement(sql: """
-                UPDATE runs SET state = 'running', attempt = attempt + 1, started_at = ?, lease_owner = ?,
-                       lease_expires_at = ?, last_progress_at = ?
-                WHERE id = ? AND state = 'scheduled'
-                """).execute(arguments: [nowMS, worker, leaseExpiresAt, nowMS, id])
-            return try Self.appendRunEvent(db, runID: id, kind: .runStarted, time: nowMS)
+            var held = request.held
+            var capped = Set<String>()
+            if let cap = request.perTenantLimit {
+                for (tenant, count) in held where count >= cap { capped.insert(tenant) }
+            }
+            var claimed: [ClaimedRun] = []
+            while claimed.count < request.maxRuns {
+                let candidates = try String.fetchAll(db.cachedStatement(sql: """
+                    SELECT t.tenant FROM tenants t WHERE t.scheduled > 0
+                    ORDER BY t.last_claim,
+                             (SELECT MIN(r.created_at) FROM runs r WHERE r.state = 'scheduled' AND r.tenant = t.tenant),
+                             t.tenant
+                    LIMIT ?
+                    """), arguments: [capped.count + 1])
+                guard let tenant = candidates.first(where: { !capped.contains($0) }) else { break }
+                guard let id = try String.fetchOne(db.cachedStatement(sql: """
+                    SELECT id FROM runs WHERE state = 'scheduled' AND tenant = ? ORDER BY created_at, id LIMIT 1
+                    """), arguments: [tenant]) else {
+                    throw StoreError(code: .integrity, message: "tenant \(tenant) counts scheduled runs but has none")
+                }
+                let claim = try Int64.fetchOne(db.cachedStatement(sql: """
+                    UPDATE counters SET value = value + 1 WHERE name = 'claims' RETURNING value
+                    """))!
+                try db.cachedStatement(sql: """
+                    UPDATE tenants SET last_claim = ?, scheduled = scheduled - 1 WHERE tenant = ?
+                    """).execute(arguments: [claim, tenant])
+                guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+                    UPDATE runs SET state = 'running', attempt = attempt + 1, started_at = ?, lease_owner = ?,
+                           lease_expires_at = ?, last_progress_at = ?, last_sequence = last_sequence + 1
+                    WHERE id = ? AND state = 'scheduled'
+                    RETURNING \(Self.runColumns)
+                    """), arguments: [nowMS, request.worker, leaseExpiresAt, nowMS, id]) else {
+                    throw StoreError(code: .integrity, message: "run \(id) could not be claimed")
+                }
+                let run = try Self.run(from: row)
+                let event = try Self.insertRunEvent(db, run: run, kind: .runStarted, time: nowMS)
+                claimed.append(ClaimedRun(run: run, event: event))
+                held[tenant, default: 0] += 1
+                if let cap = request.perTenantLimit, held[tenant, default: 0] >= cap { capped.insert(tenant) }
+            }
+            return claimed
         }
     }
 
-    public func renewLease(runID: String, attempt: Int, worker: String, leaseDuration: Duration, now: Date) async throws -> LeaseStatus {
+    public func renewLeases(_ leases: [HeldLease], worker: String, leaseDuration: Duration, now: Date) async throws -> [String: LeaseStatus] {
+        guard !leases.isEmpty else { return [:] }
         let leaseExpiresAt = Self.milliseconds(now) + Self.milliseconds(leaseDuration)
         return try await write { db in
-            guard let stopRequested = try Bool.fetchOne(db.cachedStatement(sql: """
-                UPDATE runs SET lease_expires_at = ?
-                WHERE id = ? AND attempt = ? AND state = 'running' AND lease_owner = ?
-                RETURNING stop_requested
-                """), arguments: [leaseExpiresAt, runID, attempt, worker]) else { return .lost }
-            return .held(stopRequested: stopRequested)
+            var statuses: [String: LeaseStatus] = [:]
+            for lease in leases {
+                if let stopRequested = try Bool.fetchOne(db.cachedStatement(sql: """
+                    UPDATE runs SET lease_expires_at = ?
+                    WHERE id = ? AND attempt = ? AND state = 'running' AND lease_owner = ?
+                    RETURNING stop_requested
+                    """), arguments: [leaseExpiresAt, lease.runID, lease.attempt, worker]) {
+                    statuses[lease.runID] = .held(stopRequested: stopRequested)
+                } else {
+                    statuses[lease.runID] = .lost
+                }
+            }
+            return statuses
         }
     }
 
     /// Only node events (`node_started`, `node_finished`, `text_chunk`) may be appended:
-    /// `run_started` and `run_finished` belong to `claimNext` and the calls that end a run;
+    /// `run_started` and `run_finished` belong to `claim` and the calls that end a run;
     /// other kinds throw `StoreError.Code.invalidArgument` and store nothing.
     public func appendEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date) async throws -> [RunEvent]? {
         if let event = events.first(where: { $0.kind == .runStarted || $0.kind == .runFinished }) {
@@ -227,10 +281,14 @@ public final class SQLiteRunStore: RunStore {
                              message: "\(event.kind.rawValue) events are written by the store, not appended")
         }
         let nowMS = Self.milliseconds(now)
+        let count = Int64(events.count)
         return try await write { db in
-            guard var sequence = try Int64.fetchOne(db.cachedStatement(sql: """
-                SELECT last_sequence FROM runs WHERE id = ? AND attempt = ? AND state = 'running'
-                """), arguments: [runID, attempt]) else { return nil }
+            guard let last = try Int64.fetchOne(db.cachedStatement(sql: """
+                UPDATE runs SET last_sequence = last_sequence + ?, last_progress_at = ?, total_steps = total_steps + ?
+                WHERE id = ? AND attempt = ? AND state = 'running'
+                RETURNING last_sequence
+                """), arguments: [count, nowMS, stepsDelta, runID, attempt]) else { return nil }
+            var sequence = last - count
             var stored: [RunEvent] = []
             stored.reserveCapacity(events.count)
             for event in events {
@@ -240,9 +298,6 @@ public final class SQLiteRunStore: RunStore {
                 try Self.insertEvent(db, runEvent)
                 stored.append(runEvent)
             }
-            try db.cachedStatement(sql: """
-                UPDATE runs SET last_sequence = ?, last_progress_at = ?, total_steps = total_steps + ? WHERE id = ?
-                """).execute(arguments: [sequence, nowMS, stepsDelta, runID])
             return stored
         }
     }
@@ -274,8 +329,10 @@ public final class SQLiteRunStore: RunStore {
                 else { return .notFound }
                 return .stopped(finished.run, finished.event)
             case .running:
-                try db.execute(sql: "UPDATE runs SET stop_requested = 1 WHERE id = ?", arguments: [runID])
-                return .stopRequested(try Self.fetchRun(db, id: runID, tenant: nil)!)
+                try db.cachedStatement(sql: "UPDATE runs SET stop_requested = 1 WHERE id = ?").execute(arguments: [runID])
+                var requested = run
+                requested.stopRequested = true
+                return .stopRequested(requested)
             case .succeeded, .failed, .stopped, .partialSucceeded:
                 return .alreadyFinished(run)
             }
@@ -283,12 +340,12 @@ public final class SQLiteRunStore: RunStore {
     }
 
     public func run(id: String, tenant: String?) async throws -> RunRecord? {
-        try await read { db in try Self.fetchRun(db, id: id, tenant: tenant) }
+        try read { db in try Self.fetchRun(db, id: id, tenant: tenant) }
     }
 
     public func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent] {
         let limit = max(0, limit)  // SQLite reads a negative LIMIT as "no limit"
-        return try await read { db in
+        return try read { db in
             try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT run_id, sequence, time, kind, payload_json FROM run_events
                 WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
@@ -317,9 +374,9 @@ public final class SQLiteRunStore: RunStore {
             arguments += [Self.milliseconds(cursor.createdAt), cursor.id]
         }
         arguments += [max(0, limit)]
-        let sql = "SELECT * FROM runs WHERE \(conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?"
+        let sql = "SELECT \(Self.runColumns) FROM runs WHERE \(conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?"
         let statementArguments = arguments
-        return try await read { db in
+        return try read { db in
             try Row.fetchAll(db.cachedStatement(sql: sql), arguments: statementArguments).map(Self.run(from:))
         }
     }
@@ -347,8 +404,8 @@ public final class SQLiteRunStore: RunStore {
             var reaped: [FinishedRun] = []
             for rule in rules {
                 for row in try Row.fetchAll(db.cachedStatement(sql: rule.sql), arguments: [rule.bound]) {
-                    let (state, error) = Self.endState(stopRequested: row["stop_requested"], otherwise: rule.error)
-                    if let finished = try Self.end(db, runID: row["id"], attempt: row["attempt"], from: rule.from,
+                    let (state, error) = Self.endState(stopRequested: row[2], otherwise: rule.error)
+                    if let finished = try Self.end(db, runID: row[0], attempt: row[1], from: rule.from,
                                                    to: state, outputsJSON: nil, error: error, now: nowMS) {
                         reaped.append(finished)
                     }
@@ -366,8 +423,8 @@ public final class SQLiteRunStore: RunStore {
             try Row.fetchAll(db, sql: "SELECT id, attempt, stop_requested FROM runs WHERE state = 'running' ORDER BY created_at, id")
                 .compactMap { row in
                     let (state, error) = Self.endState(
-                        stopRequested: row["stop_requested"], otherwise: "interrupted: flowd restarted while the run was running")
-                    return try Self.end(db, runID: row["id"], attempt: row["attempt"], from: .running, to: state,
+                        stopRequested: row[2], otherwise: "interrupted: flowd restarted while the run was running")
+                    return try Self.end(db, runID: row[0], attempt: row[1], from: .running, to: state,
                                         outputsJSON: nil, error: error, now: nowMS)
                 }
         }
@@ -404,30 +461,31 @@ public final class SQLiteRunStore: RunStore {
     // MARK: Transitions
 
     /// Moves a run from `from` to the terminal `to` by compare-and-set on (id, attempt, state),
-    /// clears the lease and appends the run's `run_finished` event; nil when the CAS fails.
+    /// clears the lease, keeps the tenant's counters, and appends the run's `run_finished`
+    /// event; nil when the CAS fails.
     private static func end(_ db: Database, runID: String, attempt: Int, from: RunState, to: RunState,
                             outputsJSON: String?, error: String?, now: Int64) throws -> FinishedRun? {
-        try db.cachedStatement(sql: """
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
             UPDATE runs SET state = ?, finished_at = ?, outputs_json = ?, error = ?, lease_owner = NULL,
-                   lease_expires_at = NULL
+                   lease_expires_at = NULL, last_sequence = last_sequence + 1
             WHERE id = ? AND attempt = ? AND state = ?
-            """).execute(arguments: [to.rawValue, now, outputsJSON, error, runID, attempt, from.rawValue])
-        guard db.changesCount == 1 else { return nil }
-        let (run, event) = try appendRunEvent(db, runID: runID, kind: .runFinished, time: now)
+            RETURNING \(runColumns)
+            """), arguments: [to.rawValue, now, outputsJSON, error, runID, attempt, from.rawValue]) else { return nil }
+        let run = try self.run(from: row)
+        try db.cachedStatement(sql: """
+            UPDATE tenants SET active = active - 1, scheduled = scheduled - ? WHERE tenant = ?
+            """).execute(arguments: [from == .scheduled ? 1 : 0, run.tenant])
+        let event = try insertRunEvent(db, run: run, kind: .runFinished, time: now)
         return FinishedRun(run: run, event: event)
     }
 
-    /// Appends a `run_started` or `run_finished` event whose payload is the run as it is with
-    /// the event stored (its `lastSequence` already the event's sequence).
-    private static func appendRunEvent(_ db: Database, runID: String, kind: RunEventKind,
-                                       time: Int64) throws -> (RunRecord, RunEvent) {
-        try db.cachedStatement(sql: "UPDATE runs SET last_sequence = last_sequence + 1 WHERE id = ?")
-            .execute(arguments: [runID])
-        let run = try fetchRun(db, id: runID, tenant: nil)!
-        let event = RunEvent(runID: runID, sequence: run.lastSequence, time: date(time), kind: kind,
+    /// Stores the `run_started` or `run_finished` event of `run`, whose `lastSequence` is
+    /// already that event's; the payload is the run as it is with the event stored.
+    private static func insertRunEvent(_ db: Database, run: RunRecord, kind: RunEventKind, time: Int64) throws -> RunEvent {
+        let event = RunEvent(runID: run.id, sequence: run.lastSequence, time: date(time), kind: kind,
                              payloadJSON: run.jsonPayload())
         try insertEvent(db, event)
-        return (run, event)
+        return event
     }
 
     // MARK: Test hooks (internal)
@@ -486,13 +544,13 @@ extension SQLiteRunStore: APIKeyStore {
     }
 
     public func listKeys(tenant: String?) async throws -> [APIKeyRecord] {
-        try await read { db in
+        try read { db in
             let rows: [Row]
             if let tenant {
-                rows = try Row.fetchAll(db, sql: "SELECT * FROM api_keys WHERE tenant = ? ORDER BY created_at, id",
+                rows = try Row.fetchAll(db, sql: "SELECT \(Self.keyColumns) FROM api_keys WHERE tenant = ? ORDER BY created_at, id",
                                         arguments: [tenant])
             } else {
-                rows = try Row.fetchAll(db, sql: "SELECT * FROM api_keys ORDER BY created_at, id")
+                rows = try Row.fetchAll(db, sql: "SELECT \(Self.keyColumns) FROM api_keys ORDER BY created_at, id")
             }
             return rows.map(Self.apiKey(from:))
         }
@@ -507,20 +565,19 @@ extension SQLiteRunStore: APIKeyStore {
         }
     }
 
-    public func authenticate(_ presented: String) async throws -> APIKeyRecord? {
-        guard let (id, secret) = APIKeyFormat.parse(presented) else { return nil }
-        let hash = APIKeyFormat.hash(secret: secret)
-        return try await read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM api_keys WHERE id = ?", arguments: [id]),
-                  APIKeyFormat.constantTimeEqual(row["secret_sha256"], hash)
-            else { return nil }
-            let record = Self.apiKey(from: row)
-            return record.revokedAt == nil ? record : nil
+    public func storedKey(id: String) async throws -> StoredAPIKey? {
+        try read { db in
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.keyColumns) FROM api_keys WHERE id = ?"),
+                                             arguments: [id]) else { return nil }
+            return StoredAPIKey(record: Self.apiKey(from: row), secretSHA256: row[5])
         }
     }
 
+    /// Columns of `api_keys` in the order `apiKey(from:)` reads them.
+    private static let keyColumns = "id, tenant, workflow, created_at, revoked_at, secret_sha256"
+
     private static func apiKey(from row: Row) -> APIKeyRecord {
-        APIKeyRecord(id: row["id"], tenant: row["tenant"], workflow: row["workflow"], createdAt: date(row["created_at"]),
-                     revokedAt: (row["revoked_at"] as Int64?).map(date))
+        APIKeyRecord(id: row[0], tenant: row[1], workflow: row[2], createdAt: date(row[3]),
+                     revokedAt: (row[4] as Int64?).map(date))
     }
 }

@@ -11,6 +11,11 @@ import GRDB
 /// - `api_keys`: API keys by id, with the SHA-256 of their secret (never the secret).
 /// - `tenant_dispatch` and the `claims` counter: round-robin state of `claimNext` (a tenant's
 ///   last claim is a claim number, not a time, so claims in the same millisecond still rotate).
+///   Replaced by `tenants` in v3.
+/// - `tenants` (v3): per tenant, its `active` (`scheduled` + `running`) and `scheduled` run
+///   counts, kept in the same transactions that change a run's state, and its `last_claim`.
+///   Admission reads one row instead of counting runs, and a claim finds the next tenant among
+///   the tenants with work instead of grouping every scheduled run.
 enum SQLiteSchema {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
@@ -78,6 +83,23 @@ enum SQLiteSchema {
                     revoked_at INTEGER
                 ) STRICT;
                 CREATE INDEX api_keys_by_tenant ON api_keys(tenant, created_at);
+                """)
+        }
+        migrator.registerMigration("v3: tenant counters") { db in
+            try db.execute(sql: """
+                CREATE TABLE tenants (
+                    tenant TEXT PRIMARY KEY NOT NULL,
+                    active INTEGER NOT NULL DEFAULT 0,
+                    scheduled INTEGER NOT NULL DEFAULT 0,
+                    last_claim INTEGER NOT NULL DEFAULT 0
+                ) STRICT, WITHOUT ROWID;
+                INSERT INTO tenants (tenant, active, scheduled, last_claim)
+                SELECT t.tenant,
+                       (SELECT COUNT(*) FROM runs r WHERE r.tenant = t.tenant AND r.state IN ('scheduled', 'running')),
+                       (SELECT COUNT(*) FROM runs r WHERE r.tenant = t.tenant AND r.state = 'scheduled'),
+                       COALESCE((SELECT d.last_claim FROM tenant_dispatch d WHERE d.tenant = t.tenant), 0)
+                FROM (SELECT tenant FROM runs UNION SELECT tenant FROM tenant_dispatch) t;
+                DROP TABLE tenant_dispatch;
                 """)
         }
         return migrator

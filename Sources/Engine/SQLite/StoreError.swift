@@ -26,6 +26,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         public static let integrity = Code("integrity")
         /// The caller broke the contract (for example `finish` with a non-terminal state).
         public static let invalidArgument = Code("invalidArgument")
+        /// The store was closed; nothing was done.
+        public static let closed = Code("closed")
         public static let other = Code("other")
     }
 

@@ -23,15 +23,15 @@ public struct DifyWorkflowsAPIConfiguration: Sendable {
 /// from the stored run and its stored events, so it is the first answer again.
 public struct DifyWorkflowsAPI: HTTPRequestHandling {
     private let engine: Engine
-    private let keys: any APIKeyStore
-    private let workflows: any WorkflowResolving
+    private let authenticator: Authenticator
     private let configuration: DifyWorkflowsAPIConfiguration
 
-    public init(engine: Engine, keys: any APIKeyStore, workflows: any WorkflowResolving,
+    /// `engine` must have a workflow catalog (`Engine.init(workflows:)`): submissions go
+    /// through its front door, as gRPC's do.
+    public init(engine: Engine, authenticator: Authenticator,
                 configuration: DifyWorkflowsAPIConfiguration = DifyWorkflowsAPIConfiguration()) {
         self.engine = engine
-        self.keys = keys
-        self.workflows = workflows
+        self.authenticator = authenticator
         self.configuration = configuration
     }
 
@@ -77,16 +77,20 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
 
     // MARK: Authentication and request bodies
 
+    /// Dify's three 401 messages; the key itself is checked by the shared `Authenticator`.
     private func authenticate(_ request: HTTPRequest) async throws -> APIKeyRecord {
-        guard let header = request.headers.first(name: "authorization"), let space = header.firstIndex(of: " ") else {
-            throw RESTError.unauthorized("Authorization header must be provided and start with 'Bearer'")
+        do {
+            return try await authenticator.authenticate(authorization: request.headers.first(name: "authorization"))
+        } catch let error as AuthenticationError {
+            switch error.code {
+            case .missingCredentials:
+                throw RESTError.unauthorized("Authorization header must be provided and start with 'Bearer'")
+            case .wrongScheme:
+                throw RESTError.unauthorized("Authorization scheme must be 'Bearer'")
+            default:
+                throw RESTError.unauthorized("Access token is invalid")
+            }
         }
-        guard header[..<space].lowercased() == "bearer" else {
-            throw RESTError.unauthorized("Authorization scheme must be 'Bearer'")
-        }
-        let token = header[header.index(after: space)...].trimmingCharacters(in: .whitespaces)
-        guard let record = try await keys.authenticate(token) else { throw RESTError.unauthorized("Access token is invalid") }
-        return record
     }
 
     /// The JSON object body with a non-empty `user` (Dify reads it before anything else).
@@ -138,10 +142,9 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
             throw Self.validationError("files", "Input should be a valid list [type=list_type]")
         }
         let idempotencyKey = request.headers.first(name: "idempotency-key")
-        let resolved = try workflows.resolve(workflow: key.workflow, inputsJSON: inputsValue.jsonText)
-        let submitted = try await engine.submit(RunRequest(
-            tenant: key.tenant, workflow: resolved.name, workflowVersion: resolved.version, inputsJSON: resolved.inputsJSON,
-            user: user, trigger: trigger, transport: .rest, idempotencyKey: idempotencyKey))
+        let submitted = try await engine.submit(SubmitRequest(
+            key: key, inputsJSON: inputsValue.jsonText, user: user, trigger: trigger, transport: .rest,
+            idempotencyKey: idempotencyKey))
         var run = submitted.run
         var headers: HTTPHeaders = [:]
         if !submitted.created { headers.add(name: "Idempotent-Replayed", value: "true") }

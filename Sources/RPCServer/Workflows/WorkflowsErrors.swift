@@ -12,11 +12,6 @@ enum WorkflowsErrors {
         code: .unauthenticated, message: "missing or invalid API key",
         details: [.errorInfo(ErrorInfo(reason: "API_KEY_INVALID", domain: domain))])
 
-    static func workflowNotAllowed(_ workflow: String) -> RPCError {
-        RPCError(code: .permissionDenied, message: "this API key cannot run workflow \(workflow)",
-                 details: [.errorInfo(ErrorInfo(reason: "WORKFLOW_NOT_ALLOWED", domain: domain, metadata: ["workflow": workflow]))])
-    }
-
     static func invalidArgument(field: String, _ message: String, reason: String = "INVALID_ARGUMENT") -> RPCError {
         RPCError(code: .invalidArgument, message: message, details: [
             .errorInfo(ErrorInfo(reason: reason, domain: domain)),
@@ -67,6 +62,10 @@ enum WorkflowsErrors {
             ])
         case .invalidRequest:
             return invalidArgument(field: error.field ?? "request", error.message)
+        case .workflowNotAllowed:
+            return RPCError(code: .permissionDenied, message: error.message, details: [
+                .errorInfo(ErrorInfo(reason: "WORKFLOW_NOT_ALLOWED", domain: domain)),
+            ])
         case .unavailable:
             return RPCError(code: .unavailable, message: error.message, details: [
                 .errorInfo(ErrorInfo(reason: "SHUTTING_DOWN", domain: domain)),

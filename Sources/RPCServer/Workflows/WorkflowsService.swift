@@ -22,15 +22,15 @@ public struct WorkflowsService: RegistrableRPCService {
     public static let serviceName = "flowd.v1.Workflows"
 
     private let engine: Engine
-    private let keys: any APIKeyStore
-    private let workflows: any WorkflowResolving
+    private let authenticator: Authenticator
     private let configuration: WorkflowsServiceConfiguration
 
-    public init(engine: Engine, keys: any APIKeyStore, workflows: any WorkflowResolving,
+    /// `engine` must have a workflow catalog (`Engine.init(workflows:)`): submissions go
+    /// through its front door.
+    public init(engine: Engine, authenticator: Authenticator,
                 configuration: WorkflowsServiceConfiguration = WorkflowsServiceConfiguration()) {
         self.engine = engine
-        self.keys = keys
-        self.workflows = workflows
+        self.authenticator = authenticator
         self.configuration = configuration
     }
 
@@ -109,20 +109,15 @@ public struct WorkflowsService: RegistrableRPCService {
 
     private func submit(_ request: FlowdV1.RunWorkflowRequest, key: APIKeyRecord, context: ServerContext,
                         trigger: Trigger) async throws -> SubmitResult {
-        let workflow = request.workflow.isEmpty ? key.workflow : request.workflow
-        guard workflow == key.workflow else { throw WorkflowsErrors.workflowNotAllowed(workflow) }
         let headerKey = context.metadata[stringValues: "idempotency-key"].first
         if let headerKey, !request.idempotencyKey.isEmpty, headerKey != request.idempotencyKey {
             throw WorkflowsErrors.invalidArgument(
                 field: "idempotency_key", "the idempotency-key metadata and the request field differ")
         }
         let idempotencyKey = request.idempotencyKey.isEmpty ? headerKey : request.idempotencyKey
-        let resolved = try workflows.resolve(
-            workflow: workflow, inputsJSON: request.inputsJson.isEmpty ? "{}" : request.inputsJson)
-        return try await engine.submit(RunRequest(
-            tenant: key.tenant, workflow: resolved.name, workflowVersion: resolved.version,
-            inputsJSON: resolved.inputsJSON, user: request.user, trigger: trigger, transport: .grpc,
-            idempotencyKey: idempotencyKey))
+        return try await engine.submit(SubmitRequest(
+            key: key, workflow: request.workflow, inputsJSON: request.inputsJson, user: request.user, trigger: trigger,
+            transport: .grpc, idempotencyKey: idempotencyKey))
     }
 
     private func listRuns(_ request: FlowdV1.ListRunsRequest, key: APIKeyRecord) async throws -> FlowdV1.ListRunsResponse {
@@ -185,18 +180,15 @@ public struct WorkflowsService: RegistrableRPCService {
         }
     }
 
+    /// Every failure (no header, another scheme, a bad, unknown or revoked key) is the same answer.
     private func authenticate(_ context: ServerContext) async throws -> APIKeyRecord {
-        guard let header = context.metadata[stringValues: "authorization"].first else { throw WorkflowsErrors.unauthenticated }
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw WorkflowsErrors.unauthenticated }
-        let record: APIKeyRecord?
         do {
-            record = try await keys.authenticate(String(parts[1]).trimmingCharacters(in: .whitespaces))
+            return try await authenticator.authenticate(authorization: context.metadata[stringValues: "authorization"].first)
+        } catch is AuthenticationError {
+            throw WorkflowsErrors.unauthenticated
         } catch {
             throw WorkflowsErrors.map(error, tenant: "")
         }
-        guard let record else { throw WorkflowsErrors.unauthenticated }
-        return record
     }
 }
 

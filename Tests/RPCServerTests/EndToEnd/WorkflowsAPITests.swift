@@ -34,7 +34,8 @@ struct EchoResolver: WorkflowResolving {
         if object["bad"] != nil {
             throw EngineError(code: .invalidRequest, message: "input bad is not declared", field: "inputs.bad")
         }
-        return ResolvedWorkflow(name: workflow, version: "echo-1", inputsJSON: inputsJSON)
+        // Canonical, as the resolver contract asks (the fingerprint hashes it as is).
+        return ResolvedWorkflow(name: workflow, version: "echo-1", inputsJSON: try RequestFingerprint.canonicalJSON(inputsJSON))
     }
 }
 
@@ -45,7 +46,7 @@ struct WorkflowsAPITests {
         try await APIFixture.with { fixture in
             var service = WorkflowsServiceConfiguration()
             service.heartbeatInterval = .milliseconds(500)
-            let workflows = WorkflowsService(engine: fixture.engine, keys: fixture.store, workflows: EchoResolver(),
+            let workflows = WorkflowsService(engine: fixture.engine, authenticator: fixture.authenticator,
                                              configuration: service)
             try await withTestServer(services: [HealthService(), workflows]) { _, port in
                 let child = try ChildProcess(["python3", "tools/interop/workflows_api.py", "--target", "127.0.0.1:\(port)"]

@@ -17,8 +17,8 @@ struct RESTAPITests {
             var http = HTTP1Configuration()
             http.maxRequestBodySize = 64 * 1024
             http.idleTimeout = .seconds(1)
-            let rest = DifyWorkflowsAPI(engine: fixture.engine, keys: fixture.store, workflows: EchoResolver(), configuration: api)
-            let grpc = WorkflowsService(engine: fixture.engine, keys: fixture.store, workflows: EchoResolver())
+            let rest = DifyWorkflowsAPI(engine: fixture.engine, authenticator: fixture.authenticator, configuration: api)
+            let grpc = WorkflowsService(engine: fixture.engine, authenticator: fixture.authenticator)
             try await withTestServer(services: [HealthService(), grpc], http: rest, httpConfiguration: http) { _, port in
                 // FLOWD_REST_ARGS (e.g. "--only stop,logs") narrows the suite while debugging.
                 let extra = ProcessInfo.processInfo.environment["FLOWD_REST_ARGS"].map { $0.split(separator: " ").map(String.init) } ?? []

@@ -181,6 +181,7 @@ final class ChildProcess: @unchecked Sendable {
 struct APIFixture: Sendable {
     let store: SQLiteRunStore
     let engine: Engine
+    let authenticator: Authenticator
     let acme: IssuedAPIKey
     let globex: IssuedAPIKey
     let limited: IssuedAPIKey
@@ -198,12 +199,13 @@ struct APIFixture: Sendable {
         let store = try SQLiteRunStore(directory: directory)
         var logger = Logger(label: "flowd.test.engine")
         logger.logLevel = .critical
-        let engine = Engine(store: store, executor: ScriptedExecutor(), configuration: configuration, logger: logger)
+        let engine = Engine(store: store, executor: ScriptedExecutor(), workflows: EchoResolver(), configuration: configuration,
+                            logger: logger)
         try await engine.start()
         let revoked = try await store.createKey(tenant: "acme", workflow: "echo", now: Date())
         _ = try await store.revokeKey(id: revoked.record.id, now: Date())
         let fixture = APIFixture(
-            store: store, engine: engine,
+            store: store, engine: engine, authenticator: Authenticator(keys: store),
             acme: try await store.createKey(tenant: "acme", workflow: "echo", now: Date()),
             globex: try await store.createKey(tenant: "globex", workflow: "echo", now: Date()),
             limited: try await store.createKey(tenant: "limited", workflow: "echo", now: Date()),

@@ -1,0 +1,112 @@
+import Foundation
+import Synchronization
+
+/// Settings of the `Authenticator`.
+public struct AuthenticatorConfiguration: Sendable {
+    /// How long a key read from the store is trusted before it is read again: a key revoked by
+    /// another process (`flowd keys revoke`) is refused at most this long after. A revocation
+    /// through this process's `Authenticator.revoke` takes effect at once.
+    public var cacheTTL: Duration = .seconds(2)
+    /// Keys kept in memory at most; when full, the cache starts over.
+    public var maxCachedKeys: Int = 10_000
+
+    public init() {}
+}
+
+/// Why a call was not authenticated. Transports answer every case alike (gRPC: one
+/// UNAUTHENTICATED), except where a protocol names them (Dify's three 401 messages).
+public struct AuthenticationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let name: String
+        private init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        /// No `authorization` header, or one without a space after the scheme.
+        public static let missingCredentials = Code("missingCredentials")
+        /// A scheme other than `Bearer` (case-insensitive).
+        public static let wrongScheme = Code("wrongScheme")
+        /// Malformed, unknown, wrong secret or revoked: never told apart.
+        public static let invalidKey = Code("invalidKey")
+    }
+
+    public var code: Code
+
+    public init(code: Code) {
+        self.code = code
+    }
+
+    public var description: String { "authentication failed: \(code)" }
+}
+
+/// The front door shared by every transport: parses `Authorization: Bearer <key>` and checks
+/// the key against an in-memory cache of the store's keys, so that a call costs one SHA-256
+/// and a dictionary look-up instead of a database read.
+///
+/// The presented secret is always hashed and compared in constant time with the stored hash;
+/// only keys that exist are cached (an unknown id reads the store each time).
+public final class Authenticator: Sendable {
+    private struct Entry {
+        let key: StoredAPIKey
+        let fetchedAt: Date
+    }
+
+    private let keys: any APIKeyStore
+    private let clock: any EngineClock
+    public let configuration: AuthenticatorConfiguration
+    private let cache = Mutex<[String: Entry]>([:])
+
+    public init(keys: any APIKeyStore, clock: any EngineClock = SystemClock(),
+                configuration: AuthenticatorConfiguration = AuthenticatorConfiguration()) {
+        self.keys = keys
+        self.clock = clock
+        self.configuration = configuration
+    }
+
+    /// The key's record for an `authorization` header value (`Bearer <key>`, scheme
+    /// case-insensitive, whitespace around the key ignored).
+    public func authenticate(authorization header: String?) async throws -> APIKeyRecord {
+        guard let header, let space = header.utf8.firstIndex(of: UInt8(ascii: " ")) else {
+            throw AuthenticationError(code: .missingCredentials)
+        }
+        guard header[..<space].lowercased() == "bearer" else { throw AuthenticationError(code: .wrongScheme) }
+        let token = header[header.index(after: space)...].trimmingCharacters(in: .whitespaces)
+        guard let record = try await authenticate(key: token) else { throw AuthenticationError(code: .invalidKey) }
+        return record
+    }
+
+    /// The key's record when `presented` is a valid, unrevoked key; nil otherwise.
+    public func authenticate(key presented: String) async throws -> APIKeyRecord? {
+        guard let (id, secret) = APIKeyFormat.parse(presented) else { return nil }
+        let now = clock.now()
+        let ttl = Double(configuration.cacheTTL.components.seconds) + Double(configuration.cacheTTL.components.attoseconds) / 1e18
+        let cached = cache.withLock { $0[id] }
+        let stored: StoredAPIKey?
+        if let cached, now.timeIntervalSince(cached.fetchedAt) < ttl, now >= cached.fetchedAt {
+            stored = cached.key
+        } else {
+            stored = try await keys.storedKey(id: id)
+            cache.withLock { cache in
+                guard let stored else {
+                    cache[id] = nil
+                    return
+                }
+                if cache.count >= configuration.maxCachedKeys { cache.removeAll(keepingCapacity: true) }
+                cache[id] = Entry(key: stored, fetchedAt: now)
+            }
+        }
+        guard let stored, stored.accepts(secret: secret) else { return nil }
+        return stored.record
+    }
+
+    /// Revokes a key in the store and in this process at once.
+    public func revoke(id: String) async throws -> Bool {
+        let revoked = try await keys.revokeKey(id: id, now: clock.now())
+        forget(id: id)
+        return revoked
+    }
+
+    /// Drops a key from the cache: the next call reads the store.
+    public func forget(id: String) {
+        _ = cache.withLock { $0.removeValue(forKey: id) }
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import GRDB
+import Synchronization
+
+/// Group commit: every write of a `SQLiteRunStore` goes through one committer thread, which
+/// takes all the writes waiting at that moment and runs them, in arrival order, in one
+/// `BEGIN IMMEDIATE … COMMIT` transaction: one WAL fsync for the whole batch.
+///
+/// ```
+///  callers ──perform──▶ pending ──(thread wakes)──▶ BEGIN IMMEDIATE
+///                                                    op 1, op 2, … op n   (each sees the earlier ones)
+///                                                    COMMIT ──▶ resume op 1 … op n
+///                                   on any error: ROLLBACK, then op 1 … op n again, one transaction each
+/// ```
+///
+/// - A caller is resumed only after the COMMIT that holds its write returned, so an
+///   acknowledged write is durable (`synchronous=FULL`).
+/// - Ops are pure functions of their inputs (ids, times and leases are fixed before they are
+///   queued), so re-running them alone after a failed batch is deterministic; an op that fails
+///   alone fails only its own caller, and a batch whose COMMIT fails fails each of its callers
+///   with that (retryable) error and nobody else.
+/// - The batch runs on this thread, not in a caller's task: one caller's cancellation cannot
+///   interrupt the others' transaction.
+/// - No timer: a batch is whatever queued while the previous one committed, at most
+///   `maxBatchSize` ops.
+final class SQLiteCommitter: @unchecked Sendable {
+    /// One queued write: `apply` runs it (and keeps its result), `complete` resumes the caller.
+    private struct Item: Sendable {
+        let apply: @Sendable (Database) throws -> Void
+        let complete: @Sendable ((any Error)?) -> Void
+    }
+
+    private struct Pending {
+        var items: [Item] = []
+        var sleeping = false
+        var stopping = false
+    }
+
+    private let pool: DatabasePool
+    private let pending = Mutex(Pending())
+    private let wake = DispatchSemaphore(value: 0)
+    let maxBatchSize: Int
+    /// Batches committed so far (tests read it to see that writes were grouped).
+    private let batchCounter = Atomic<Int>(0)
+    private let writeCounter = Atomic<Int>(0)
+
+    init(pool: DatabasePool, maxBatchSize: Int = 512, name: String = "flowd.sqlite.committer") {
+        self.pool = pool
+        self.maxBatchSize = max(1, maxBatchSize)
+        let thread = Thread { [self] in loop() }
+        thread.name = name
+        thread.start()
+    }
+
+    /// Stops the thread once the queue is empty. Later `perform` calls fail.
+    func stop() {
+        let wasSleeping = pending.withLock { pending in
+            pending.stopping = true
+            defer { pending.sleeping = false }
+            return pending.sleeping
+        }
+        if wasSleeping { wake.signal() }
+    }
+
+    var batchesCommitted: Int { batchCounter.load(ordering: .relaxed) }
+    var writesCommitted: Int { writeCounter.load(ordering: .relaxed) }
+
+    /// Runs `body` inside the next batch's transaction and returns its result after that
+    /// transaction committed. Errors are GRDB's or the body's own.
+    func perform<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<T, any Error>) in
+            // Only the committer thread touches `box`, before it resumes the caller; hence unchecked.
+            let box = ResultBox<T>()
+            let item = Item(
+                apply: { db in box.value = try body(db) },
+                complete: { error in
+                    if let error {
+                        continuation.resume(throwing: error)
+                    } else {
+                        continuation.resume(returning: box.value!)
+                    }
+                })
+            let (accepted, wasSleeping) = pending.withLock { pending -> (Bool, Bool) in
+                guard !pending.stopping else { return (false, false) }
+                pending.items.append(item)
+                defer { pending.sleeping = false }
+                return (true, pending.sleeping)
+            }
+            guard accepted else {
+                continuation.resume(throwing: StoreError(code: .closed, message: "the run store is closed"))
+                return
+            }
+            if wasSleeping { wake.signal() }
+        }
+    }
+
+    private final class ResultBox<T>: @unchecked Sendable {
+        var value: T?
+    }
+
+    // MARK: The thread
+
+    private func loop() {
+        while true {
+            let (batch, stop) = pending.withLock { pending -> ([Item], Bool) in
+                if pending.items.isEmpty {
+                    if pending.stopping { return ([], true) }
+                    pending.sleeping = true
+                    return ([], false)
+                }
+                let count = min(pending.items.count, maxBatchSize)
+                let batch = Array(pending.items.prefix(count))
+                pending.items.removeFirst(count)
+                return (batch, false)
+            }
+            if stop { return }
+            if batch.isEmpty {
+                wake.wait()
+                continue
+            }
+            run(batch)
+        }
+    }
+
+    /// Commits `batch` in one transaction. When one op throws an error of its own (a
+    /// constraint, a contract violation), the transaction rolls back, that op's caller gets
+    /// the error, and the others are run again without it. An error of the database itself
+    /// (busy, disk full, I/O, a failed COMMIT) fails every op of this batch and no other.
+    private func run(_ batch: [Item]) {
+        var remaining = batch
+        while !remaining.isEmpty {
+            var failedIndex: Int?
+            do {
+                try pool.writeWithoutTransaction { db in
+                    try db.inTransaction(.immediate) {
+                        for (index, item) in remaining.enumerated() {
+                            do {
+                                try item.apply(db)
+                            } catch {
+                                failedIndex = index
+                                throw error
+                            }
+                        }
+                        return .commit
+                    }
+                }
+                batchCounter.add(1, ordering: .relaxed)
+                writeCounter.add(remaining.count, ordering: .relaxed)
+                for item in remaining { item.complete(nil) }
+                return
+            } catch {
+                guard let index = failedIndex, !Self.failsTheWholeBatch(error) else {
+                    for item in remaining { item.complete(error) }
+                    return
+                }
+                remaining.remove(at: index).complete(error)
+            }
+        }
+    }
+
+    /// Errors of the database rather than of one op's data.
+    private static func failsTheWholeBatch(_ error: any Error) -> Bool {
+        guard let error = error as? DatabaseError else { return false }
+        switch error.resultCode.primaryResultCode {
+        case .SQLITE_CONSTRAINT, .SQLITE_MISMATCH, .SQLITE_RANGE, .SQLITE_TOOBIG: return false
+        default: return true
+        }
+    }
+}

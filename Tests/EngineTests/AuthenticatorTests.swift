@@ -1,0 +1,54 @@
+import Engine
+import Foundation
+import Testing
+
+@Suite("Authenticator: the shared front door, with a cache of the store's keys")
+struct AuthenticatorTests {
+    @Test("a valid key authenticates from the cache; every bad header or key fails with its code")
+    func headersAndKeys() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let issued = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
+            let authenticator = Authenticator(keys: store, clock: ManualClock())
+            for header in ["Bearer \(issued.key)", "bearer \(issued.key)", "BEARER   \(issued.key)  "] {
+                #expect(try await authenticator.authenticate(authorization: header) == issued.record)
+            }
+            let wrongSecret = String(issued.key.dropLast()) + (issued.key.hasSuffix("0") ? "1" : "0")
+            let cases: [(String?, AuthenticationError.Code)] = [
+                (nil, .missingCredentials), ("Bearer", .missingCredentials), ("Basic \(issued.key)", .wrongScheme),
+                ("Bearer not-a-key", .invalidKey), ("Bearer \(wrongSecret)", .invalidKey),
+                ("Bearer flowd_000000000000_" + String(repeating: "0", count: 64), .invalidKey),
+            ]
+            for (header, code) in cases {
+                await #expect(throws: AuthenticationError(code: code), "\(header ?? "nil")") {
+                    try await authenticator.authenticate(authorization: header)
+                }
+            }
+        }
+    }
+
+    @Test("a revocation here takes effect at once; one by another process within the cache TTL")
+    func revocation() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let clock = ManualClock()
+            var configuration = AuthenticatorConfiguration()
+            configuration.cacheTTL = .seconds(2)
+            let authenticator = Authenticator(keys: store, clock: clock, configuration: configuration)
+            let local = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
+            let remote = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
+            #expect(try await authenticator.authenticate(key: local.key) != nil)
+            #expect(try await authenticator.authenticate(key: remote.key) != nil)
+
+            #expect(try await authenticator.revoke(id: local.record.id))
+            #expect(try await authenticator.authenticate(key: local.key) == nil)
+
+            // `flowd keys revoke` in another process: its own handle on the same directory.
+            let otherProcess = try makeStore(directory)
+            #expect(try await otherProcess.revokeKey(id: remote.record.id, now: Date()))
+            #expect(try await authenticator.authenticate(key: remote.key) != nil)  // cached, within the TTL
+            clock.advance(by: .seconds(2))
+            #expect(try await authenticator.authenticate(key: remote.key) == nil)
+        }
+    }
+}

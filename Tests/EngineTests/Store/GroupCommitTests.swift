@@ -1,0 +1,117 @@
+@testable import Engine
+import Foundation
+import Testing
+
+@Suite("Group commit: concurrent writes share transactions and stay exact")
+struct GroupCommitTests {
+    @Test("500 concurrent submissions are committed in fewer transactions than submissions, all durable")
+    func submissionsShareTransactions() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let before = store.commitStatistics
+            let outcomes = try await submitConcurrently(500, to: [store], policy: StoreFixture.policy(limit: 1_000)) { i in
+                StoreFixture.submission("run-\(i)", key: "key-\(i)", fingerprint: "f\(i)")
+            }
+            let after = store.commitStatistics
+            #expect(outcomes.compactMap(\.created).count == 500)
+            #expect(after.writes - before.writes == 500)
+            #expect(after.transactions - before.transactions < 500, "\(before) -> \(after)")
+            // Another handle (its own connections) reads every run and every idempotency record.
+            let other = try makeStore(directory)
+            for i in 0..<500 {
+                let replay = try await other.submit(StoreFixture.submission("again-\(i)", key: "key-\(i)", fingerprint: "f\(i)"),
+                                                    policy: StoreFixture.policy(limit: 1_000), now: StoreFixture.t0)
+                #expect(replay.replayed?.id == "run-\(i)")
+            }
+        }
+    }
+
+    @Test("a write that fails in a batch fails alone; the others of its batch commit")
+    func oneFailureFailsOnlyItsCaller() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            try await StoreFixture.create(store, StoreFixture.submission("taken"))
+            // 200 submissions at once; one reuses the id "taken" (a primary-key violation inside
+            // whatever batch it lands in).
+            let results = try await withThrowingTaskGroup(of: (Int, Result<SubmissionOutcome, any Error>).self) { group in
+                for i in 0..<200 {
+                    group.addTask {
+                        let id = i == 117 ? "taken" : "run-\(i)"
+                        do {
+                            return (i, .success(try await store.submit(StoreFixture.submission(id, fingerprint: "f\(i)"),
+                                                                       policy: StoreFixture.policy(limit: 1_000),
+                                                                       now: StoreFixture.t0)))
+                        } catch {
+                            return (i, .failure(error))
+                        }
+                    }
+                }
+                return try await group.reduce(into: [Int: Result<SubmissionOutcome, any Error>]()) { $0[$1.0] = $1.1 }
+            }
+            for (i, result) in results {
+                switch result {
+                case .success(let outcome):
+                    #expect(i != 117)
+                    #expect(outcome.created?.id == "run-\(i)")
+                case .failure(let error):
+                    #expect(i == 117)
+                    #expect((error as? StoreError)?.code == .integrity, "\(error)")
+                }
+            }
+            let runs = try await store.listRuns(tenant: "t", filter: RunFilter(), limit: 1_000, after: nil)
+            #expect(runs.count == 200)  // "taken" and the 199 others
+            #expect(try await store.run(id: "taken", tenant: nil)?.inputsJSON == "{}")
+        }
+    }
+
+    @Test("claims of several runs in one call rotate across tenants and respect the per-tenant cap")
+    func batchedClaimsWithCap() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            var t = StoreFixture.t0
+            for i in 0..<5 {
+                for tenant in ["a", "b"] {
+                    try await StoreFixture.create(store, StoreFixture.submission("\(tenant)\(i)", tenant: tenant), now: t)
+                    t = t.plus(ms: 1)
+                }
+            }
+            try await StoreFixture.create(store, StoreFixture.submission("c0", tenant: "c"), now: t)
+            // a already holds 1 here; cap 2: a gets one more, b two, c one.
+            let claimed = try await store.claim(
+                ClaimRequest(worker: "w", maxRuns: 10, leaseDuration: .seconds(30), perTenantLimit: 2, held: ["a": 1]),
+                now: t)
+            #expect(claimed.map(\.run.id) == ["a0", "b0", "c0", "b1"])
+            #expect(claimed.allSatisfy { $0.run.state == .running && $0.event.kind == .runStarted && $0.event.sequence == 1 })
+            // Without a cap the rest come in rotation.
+            let rest = try await store.claim(ClaimRequest(worker: "w", maxRuns: 10, leaseDuration: .seconds(30)), now: t)
+            #expect(rest.map(\.run.id) == ["a1", "b2", "a2", "b3", "a3", "b4", "a4"])
+            #expect(try await store.claim(ClaimRequest(worker: "w", maxRuns: 10, leaseDuration: .seconds(30)), now: t).isEmpty)
+        }
+    }
+
+    @Test("the admission counters follow every transition: finish, stop, reap and recovery free a tenant's slots")
+    func countersFollowTransitions() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let policy = StoreFixture.policy(limit: 3)
+            let t0 = StoreFixture.t0
+            for i in 0..<3 { try await StoreFixture.create(store, StoreFixture.submission("r\(i)"), policy: policy) }
+            #expect(try await store.submit(StoreFixture.submission("over"), policy: policy, now: t0).isOverLimit)
+            let (claimed, _) = try await StoreFixture.claim(store)
+            _ = try await store.finish(runID: claimed.id, attempt: claimed.attempt, state: .succeeded, outputsJSON: "{}",
+                                       error: nil, now: t0)
+            try await StoreFixture.create(store, StoreFixture.submission("after-finish"), policy: policy)
+            _ = try await store.stop(runID: "r1", tenant: "t", now: t0)
+            try await StoreFixture.create(store, StoreFixture.submission("after-stop"), policy: policy)
+            let reaped = try await store.reap(now: t0.plus(seconds: 301),
+                                              policy: ReaperPolicy(scheduledTimeout: .seconds(300), runningTimeout: .seconds(1800)))
+            #expect(reaped.count == 3)
+            for i in 0..<3 {
+                try await StoreFixture.create(store, StoreFixture.submission("after-reap-\(i)"), policy: policy,
+                                              now: t0.plus(seconds: 302))
+            }
+            #expect(try await store.submit(StoreFixture.submission("over-again"), policy: policy,
+                                           now: t0.plus(seconds: 302)).isOverLimit)
+        }
+    }
+}
