@@ -13,24 +13,18 @@ public enum JSONValue: Sendable, Hashable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    /// Parses JSON text (any value, not only objects).
+    /// Parses JSON text (any value, not only objects; strict RFC 8259, nesting bounded).
     public init(parsing text: String) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        self = try JSONText.parse(text.utf8)
     }
 
-    /// Parses JSON bytes (any value, not only objects).
+    /// Parses JSON bytes (any value, not only objects; strict RFC 8259, nesting bounded).
     public init(parsing data: Data) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: data)
+        self = try JSONText.parse(data)
     }
 
-    /// Compact JSON text with sorted object keys.
-    public var jsonText: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Every case encodes; only non-finite doubles could fail and none are ever stored.
-        guard let data = try? encoder.encode(self) else { return "null" }
-        return String(decoding: data, as: UTF8.self)
-    }
+    /// Compact JSON text with sorted object keys (the canonical form).
+    public var jsonText: String { JSONText.write(self) }
 
     /// The JSON type name, for messages ("string", "integer", ...).
     public var typeName: String {
