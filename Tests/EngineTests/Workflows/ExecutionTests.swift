@@ -145,7 +145,7 @@ struct ExecutionTests {
         }
     }
 
-    @Test("two 1 s sleeps run in parallel in well under 2 s of run time, and take at least 2 s chained")
+    @Test("two 1 s sleeps without dependencies run at the same time (both start before either finishes); chained, the second starts after the first finished")
     func parallel() async throws {
         let catalog = try loadCatalog([
             "parallel.yaml": """
@@ -163,26 +163,61 @@ struct ExecutionTests {
                   - { id: done, kind: end, needs: right, config: { outputs: { ok: true } } }
                 """,
         ])
+        /// A sleep node as the run's stored events tell it: the sequence numbers of its
+        /// `node_started` and `node_finished` events, and the time it reported.
+        struct SleepNode: CustomStringConvertible {
+            let started: Int64
+            let finished: Int64
+            let elapsedMS: Int64
+            var description: String { "started #\(started), finished #\(finished), \(elapsedMS) ms" }
+        }
         try await withEngine(catalog) { engine, store in
-            func measure(_ workflow: String) async throws -> (run: Int64, sleeps: Int64) {
-                let run = try await submit(engine, catalog, workflow, "{}")
-                let final = try await engine.waitForCompletion(id: run.id, tenant: "t1")
+            func run(_ workflow: String) async throws -> (run: RunRecord, left: SleepNode, right: SleepNode) {
+                let submitted = try await submit(engine, catalog, workflow, "{}")
+                let final = try await engine.waitForCompletion(id: submitted.id, tenant: "t1")
                 #expect(final.state == .succeeded)
-                let events = try await store.events(runID: run.id, after: 0, limit: 100)
-                let node = try events.filter { $0.kind == .nodeStarted || $0.kind == .nodeFinished }
-                    .map { ($0, try NodeEventPayload(json: $0.payloadJSON)) }
-                    .filter { $0.1.nodeKind == "sleep" }
-                let first = try #require(node.first { $0.0.kind == .nodeStarted }?.0.time)
-                let last = try #require(node.last { $0.0.kind == .nodeFinished }?.0.time)
-                return (final.elapsedMilliseconds(now: Date()), Int64((last.timeIntervalSince(first) * 1000).rounded()))
+                var started: [String: Int64] = [:]
+                var finished: [String: Int64] = [:]
+                var elapsed: [String: Int64] = [:]
+                for event in try await store.events(runID: submitted.id, after: 0, limit: 100)
+                where event.kind == .nodeStarted || event.kind == .nodeFinished {
+                    let payload = try NodeEventPayload(json: event.payloadJSON)
+                    if event.kind == .nodeStarted {
+                        started[payload.nodeID] = event.sequence
+                    } else {
+                        finished[payload.nodeID] = event.sequence
+                        elapsed[payload.nodeID] = payload.elapsedMS
+                    }
+                }
+                func node(_ id: String) throws -> SleepNode {
+                    SleepNode(started: try #require(started[id], "no node_started for \(id)"),
+                              finished: try #require(finished[id], "no node_finished for \(id)"),
+                              elapsedMS: try #require(elapsed[id], "no elapsed_ms for \(id)"))
+                }
+                return (final, try node("left"), try node("right"))
             }
-            let parallel = try await measure("parallel")
-            let chained = try await measure("chained")
-            print("parallel: run \(parallel.run) ms, sleeps \(parallel.sleeps) ms; chained: run \(chained.run) ms, sleeps \(chained.sleeps) ms")
-            #expect(parallel.sleeps >= 1000 && parallel.sleeps < 1800, "\(parallel)")
-            #expect(parallel.run < 1800, "\(parallel)")
-            #expect(chained.sleeps >= 2000, "\(chained)")
-            #expect(chained.run >= 2000, "\(chained)")
+
+            // Parallel: events get their sequence numbers in the order they are stored, and a
+            // node stores node_started before it sleeps and node_finished after, so both
+            // node_started events before either node_finished means both sleeps were in flight
+            // at the same time. A runner doing one node at a time could not produce this order.
+            let parallel = try await run("parallel")
+            let (left, right) = (parallel.left, parallel.right)
+            #expect(max(left.started, right.started) < min(left.finished, right.finished),
+                    "the sleeps did not overlap: left \(left); right \(right)")
+
+            // Chained: the second sleep starts only after the first finished.
+            let chained = try await run("chained")
+            let (first, second) = (chained.left, chained.right)
+            #expect(second.started > first.finished, "left \(first); right \(second)")
+
+            // Lower bounds only (they hold however busy the machine is): a 1 s sleep takes at
+            // least 1 s, and two of them one after the other at least 2 s of run time.
+            for node in [left, right, first, second] { #expect(node.elapsedMS >= 1000, "\(node)") }
+            let chainedRun = chained.run.elapsedMilliseconds(now: Date())
+            #expect(chainedRun >= 2000, "chained run took \(chainedRun) ms")
+            print("parallel: run \(parallel.run.elapsedMilliseconds(now: Date())) ms, left \(left), right \(right); "
+                  + "chained: run \(chainedRun) ms, left \(first), right \(second)")
         }
     }
 
