@@ -2,6 +2,11 @@
 //
 //   flowd-engine-harness crash-child DIR     submit and execute runs until killed; log every
 //                                            acknowledged submission and every execution start
+//   flowd-engine-harness crash-load DIR SUBMITTERS
+//                                            like crash-child, with SUBMITTERS concurrent
+//                                            submitters as fast as they can (idempotency key
+//                                            load-<submitter>-<n>, inputs {"s":submitter,"n":n});
+//                                            logs "ack <key> <run id>" once submit returned
 //   flowd-engine-harness recover DIR         start on DIR (recovery), run what is left, then
 //                                            print a summary line and exit
 //   flowd-engine-harness bench-submit DIR SUBMITTERS COUNT
@@ -77,6 +82,39 @@ func crashChild(_ directory: String) async throws {
     }
 }
 
+/// The request of submission `n` (1, 2, ...) of `submitter` in `crash-load`. CrashTests
+/// re-submits the same requests (same workflow, user and inputs) to check the replays.
+func loadRequest(submitter: Int, n: Int) -> RunRequest {
+    RunRequest(tenant: tenant, workflow: "load", workflowVersion: "v1", inputsJSON: #"{"s":\#(submitter),"n":\#(n)}"#,
+               user: "harness", trigger: .apiAsync, transport: .grpc, idempotencyKey: "load-\(submitter)-\(n)")
+}
+
+/// `submitters` concurrent tasks submitting as fast as they can (each one submission at a time),
+/// and two workers executing, until killed: the load under which concurrent submissions share
+/// a commit. A submission is logged as acknowledged only after `Engine.submit` returned.
+func crashLoad(_ directory: String, submitters: Int) async throws {
+    let engine = try makeEngine(directory, executor: LoggingExecutor(log: LineLog(path: directory + "/exec.log")), workers: 2)
+    let acks = LineLog(path: directory + "/ack.log")
+    try await engine.setConcurrencyLimit(tenant: tenant, limit: 1_000_000)
+    try await engine.start()
+    print("READY")
+    fflush(nil)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for submitter in 0..<submitters {
+            group.addTask {
+                var n = 0
+                while true {
+                    n += 1
+                    let request = loadRequest(submitter: submitter, n: n)
+                    let result = try await engine.submit(request)
+                    acks.append("ack \(request.idempotencyKey!) \(result.run.id)")
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+
 func recover(_ directory: String) async throws {
     let store = try SQLiteRunStore(directory: URL(fileURLWithPath: directory))
     let engine = try makeEngine(directory, executor: LoggingExecutor(log: LineLog(path: directory + "/exec.log")), workers: 2)
@@ -126,9 +164,10 @@ func benchSubmit(_ directory: String, submitters: Int, count: Int) async throws 
 let arguments = CommandLine.arguments
 switch (arguments.count > 1 ? arguments[1] : "", arguments.count) {
 case ("crash-child", 3): try await crashChild(arguments[2])
+case ("crash-load", 4): try await crashLoad(arguments[2], submitters: Int(arguments[3])!)
 case ("recover", 3): try await recover(arguments[2])
 case ("bench-submit", 5): try await benchSubmit(arguments[2], submitters: Int(arguments[3])!, count: Int(arguments[4])!)
 default:
-    FileHandle.standardError.write(Data("usage: flowd-engine-harness crash-child DIR | recover DIR | bench-submit DIR SUBMITTERS COUNT\n".utf8))
+    FileHandle.standardError.write(Data("usage: flowd-engine-harness crash-child DIR | crash-load DIR SUBMITTERS | recover DIR | bench-submit DIR SUBMITTERS COUNT\n".utf8))
     exit(2)
 }
