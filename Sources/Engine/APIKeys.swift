@@ -82,12 +82,18 @@ public enum APIKeyFormat {
     static func key(id: String, secret: String) -> String { "\(prefix)\(id)_\(secret)" }
 
     /// Splits a presented key into id and secret; nil when it is not of the flowd format.
+    /// Works on the bytes (it runs on every call).
     static func parse(_ key: String) -> (id: String, secret: String)? {
-        guard key.hasPrefix(prefix) else { return nil }
-        let parts = key.dropFirst(prefix.count).split(separator: "_", omittingEmptySubsequences: false)
-        guard parts.count == 2, parts[0].count == 12, parts[1].count == 64,
-              parts.allSatisfy({ $0.utf8.allSatisfy { isHex($0) } }) else { return nil }
-        return (String(parts[0]), String(parts[1]))
+        var key = key
+        return key.withUTF8 { bytes -> (String, String)? in
+            let prefixLength = 6, idLength = 12, secretLength = 64
+            guard bytes.count == prefixLength + idLength + 1 + secretLength,
+                  bytes.starts(with: prefix.utf8), bytes[prefixLength + idLength] == UInt8(ascii: "_") else { return nil }
+            let id = UnsafeBufferPointer(rebasing: bytes[prefixLength..<(prefixLength + idLength)])
+            let secret = UnsafeBufferPointer(rebasing: bytes[(prefixLength + idLength + 1)...])
+            guard id.allSatisfy(isHex), secret.allSatisfy(isHex) else { return nil }
+            return (String(decoding: id, as: UTF8.self), String(decoding: secret, as: UTF8.self))
+        }
     }
 
     static func hash(secret: String) -> String {

@@ -68,9 +68,15 @@ public final class Authenticator: Sendable {
         guard let header, let space = header.utf8.firstIndex(of: UInt8(ascii: " ")) else {
             throw AuthenticationError(code: .missingCredentials)
         }
-        guard header[..<space].lowercased() == "bearer" else { throw AuthenticationError(code: .wrongScheme) }
-        let token = header[header.index(after: space)...].trimmingCharacters(in: .whitespaces)
-        guard let record = try await authenticate(key: token) else { throw AuthenticationError(code: .invalidKey) }
+        let scheme = header.utf8[..<space]
+        guard scheme.count == 6, zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else {
+            throw AuthenticationError(code: .wrongScheme)
+        }
+        // Spaces and tabs around the key are ignored (Foundation's trimming is slow).
+        var key = header.utf8[header.utf8.index(after: space)...]
+        while let first = key.first, first == 0x20 || first == 0x09 { key = key.dropFirst() }
+        while let last = key.last, last == 0x20 || last == 0x09 { key = key.dropLast() }
+        guard let record = try await authenticate(key: String(Substring(key))) else { throw AuthenticationError(code: .invalidKey) }
         return record
     }
 

@@ -242,7 +242,7 @@ public final class Engine: Sendable {
     private func admit(_ request: RunRequest, fingerprint: String) async throws -> SubmitResult {
         guard !isShuttingDown else { throw EngineError(code: .unavailable, message: "the server is shutting down") }
         let submission = Submission(
-            runID: UUID().uuidString.lowercased(), tenant: request.tenant, workflow: request.workflow,
+            runID: RunID.make(now: clock.now()), tenant: request.tenant, workflow: request.workflow,
             workflowVersion: request.workflowVersion, inputsJSON: request.inputsJSON, user: request.user,
             trigger: request.trigger, transport: request.transport, idempotencyKey: request.idempotencyKey,
             fingerprint: fingerprint)

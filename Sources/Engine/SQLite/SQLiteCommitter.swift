@@ -44,8 +44,13 @@ final class SQLiteCommitter: @unchecked Sendable {
     private let batchCounter = Atomic<Int>(0)
     private let writeCounter = Atomic<Int>(0)
 
-    init(pool: DatabasePool, maxBatchSize: Int = 512, name: String = "flowd.sqlite.committer") {
+    /// Told after every commit (the WAL checkpoint runs off this thread).
+    private let afterCommit: @Sendable () -> Void
+
+    init(pool: DatabasePool, maxBatchSize: Int = 512, name: String = "flowd.sqlite.committer",
+         afterCommit: @escaping @Sendable () -> Void = {}) {
         self.pool = pool
+        self.afterCommit = afterCommit
         self.maxBatchSize = max(1, maxBatchSize)
         let thread = Thread { [self] in loop() }
         thread.name = name
@@ -147,6 +152,7 @@ final class SQLiteCommitter: @unchecked Sendable {
                 batchCounter.add(1, ordering: .relaxed)
                 writeCounter.add(remaining.count, ordering: .relaxed)
                 for item in remaining { item.complete(nil) }
+                afterCommit()
                 return
             } catch {
                 guard let index = failedIndex, !Self.failsTheWholeBatch(error) else {

@@ -23,6 +23,7 @@ import Logging
 public final class SQLiteRunStore: RunStore {
     private let pool: DatabasePool
     private let committer: SQLiteCommitter
+    private let checkpointer: SQLiteCheckpointer
     private let readers: SQLiteReaders
     private let logger: Logger?
 
@@ -78,21 +79,30 @@ public final class SQLiteRunStore: RunStore {
             throw StoreError.mapping(error)
         }
         self.pool = pool
-        self.committer = SQLiteCommitter(pool: pool)
-        self.readers = SQLiteReaders(path: path, busyTimeout: busyTimeout)
+        do {
+            checkpointer = try SQLiteCheckpointer(path: path, busyTimeout: busyTimeout)
+        } catch {
+            throw StoreError.mapping(error)
+        }
+        committer = SQLiteCommitter(pool: pool, afterCommit: { [checkpointer] in checkpointer.committed() })
+        readers = SQLiteReaders(path: path, busyTimeout: busyTimeout)
         logger?.debug("opened the run store", metadata: ["path": "\(path)"])
     }
 
     deinit {
         committer.stop()
+        checkpointer.stop()
     }
 
     /// The pool, in WAL mode, its writer with `synchronous=FULL`. GRDB sets NORMAL on the writer
-    /// when it turns WAL on, after `prepareDatabase` has run, so FULL is set again here.
+    /// when it turns WAL on, after `prepareDatabase` has run, so FULL is set again here. The
+    /// writer does not checkpoint (`SQLiteCheckpointer` does).
     private static func openPool(path: String, configuration: Configuration) throws -> DatabasePool {
         let pool = try DatabasePool(path: path, configuration: configuration)
         try pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            // The checkpointer thread checkpoints instead, outside the commits (see there).
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
         return pool
     }
@@ -101,6 +111,7 @@ public final class SQLiteRunStore: RunStore {
     /// connections also close when the store is released.
     public func close() throws {
         committer.stop()
+        checkpointer.stop()
         readers.close()
         do {
             try pool.close()

@@ -15,7 +15,8 @@ import GRDB
 /// - `tenants` (v3): per tenant, its `active` (`scheduled` + `running`) and `scheduled` run
 ///   counts, kept in the same transactions that change a run's state, and its `last_claim`.
 ///   Admission reads one row instead of counting runs, and a claim finds the next tenant among
-///   the tenants with work instead of grouping every scheduled run.
+///   the tenants with work instead of grouping every scheduled run. `runs_by_tenant_state`,
+///   which only the count used, is dropped (one index less to write per transition).
 enum SQLiteSchema {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
@@ -100,6 +101,7 @@ enum SQLiteSchema {
                        COALESCE((SELECT d.last_claim FROM tenant_dispatch d WHERE d.tenant = t.tenant), 0)
                 FROM (SELECT tenant FROM runs UNION SELECT tenant FROM tenant_dispatch) t;
                 DROP TABLE tenant_dispatch;
+                DROP INDEX runs_by_tenant_state;
                 """)
         }
         return migrator

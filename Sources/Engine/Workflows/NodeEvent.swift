@@ -90,12 +90,16 @@ public struct NodeEventPayload: Sendable, Equatable, Codable {
         self = try JSONDecoder().decode(Self.self, from: Data(json.utf8))
     }
 
-    /// JSON text with sorted keys.
+    /// JSON text with sorted keys (what `encode(to:)` writes, without JSONEncoder's cost:
+    /// every node event of every run goes through here).
     public var jsonText: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard let data = try? encoder.encode(self) else { return "{}" }
-        return String(decoding: data, as: UTF8.self)
+        JSONValue.object([
+            "node_id": .string(nodeID), "node_kind": .string(nodeKind), "title": .string(title),
+            "index": .integer(Int64(index)), "attempt": .integer(Int64(attempt)), "status": .string(status.rawValue),
+            "inputs": inputs ?? .null, "outputs": outputs ?? .null, "error": error.map(JSONValue.string) ?? .null,
+            "elapsed_ms": elapsedMS.map(JSONValue.integer) ?? .null, "inputs_truncated": .bool(inputsTruncated),
+            "outputs_truncated": .bool(outputsTruncated), "will_retry": .bool(willRetry),
+        ]).jsonText
     }
 
     /// `value`, or the start of its JSON text when that is longer than `limit` bytes.
