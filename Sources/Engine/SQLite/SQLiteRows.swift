@@ -12,47 +12,43 @@ extension SQLiteRunStore {
         """
 
     static func fetchRun(_ db: Database, id: String, tenant: String?) throws -> RunRecord? {
-        let row: Row?
         if let tenant {
-            row = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(runColumns) FROM runs WHERE id = ? AND tenant = ?"),
-                                   arguments: [id, tenant])
-        } else {
-            row = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(runColumns) FROM runs WHERE id = ?"), arguments: [id])
+            return try SQLiteRaw.row(db, "SELECT \(runColumns) FROM runs WHERE id = ? AND tenant = ?",
+                                     [.text(id), .text(tenant)], run(from:))
         }
-        return try row.map(run(from:))
+        return try SQLiteRaw.row(db, "SELECT \(runColumns) FROM runs WHERE id = ?", [.text(id)], run(from:))
     }
 
     /// A run from a row of `runColumns`.
-    static func run(from row: Row) throws -> RunRecord {
-        let id: String = row[0]
-        let stateText: String = row[4], triggerText: String = row[8], transportText: String = row[9]
+    static func run(from row: SQLiteRaw.Columns) throws -> RunRecord {
+        let id = row.text(0)
+        let stateText = row.text(4), triggerText = row.text(8), transportText = row.text(9)
         guard let state = RunState(rawValue: stateText) else { throw unreadable(id, "state", stateText) }
         guard let trigger = Trigger(rawValue: triggerText) else { throw unreadable(id, "trigger", triggerText) }
         guard let transport = Transport(rawValue: transportText) else { throw unreadable(id, "transport", transportText) }
         return RunRecord(
-            id: id, tenant: row[1], workflow: row[2], workflowVersion: row[3],
-            state: state, inputsJSON: row[5], outputsJSON: row[6], error: row[7],
-            trigger: trigger, transport: transport, user: row[10], idempotencyKey: row[11],
-            createdAt: date(row[12]), startedAt: (row[13] as Int64?).map(date),
-            finishedAt: (row[14] as Int64?).map(date), attempt: row[15],
-            lastSequence: row[16], totalSteps: row[17], totalTokens: row[18],
-            leaseOwner: row[19], leaseExpiresAt: (row[20] as Int64?).map(date),
-            lastProgressAt: (row[21] as Int64?).map(date), stopRequested: row[22])
+            id: id, tenant: row.text(1), workflow: row.text(2), workflowVersion: row.text(3),
+            state: state, inputsJSON: row.text(5), outputsJSON: row.optionalText(6), error: row.optionalText(7),
+            trigger: trigger, transport: transport, user: row.text(10), idempotencyKey: row.optionalText(11),
+            createdAt: date(row.integer(12)), startedAt: row.optionalInteger(13).map(date),
+            finishedAt: row.optionalInteger(14).map(date), attempt: Int(row.integer(15)),
+            lastSequence: row.integer(16), totalSteps: Int(row.integer(17)), totalTokens: row.integer(18),
+            leaseOwner: row.optionalText(19), leaseExpiresAt: row.optionalInteger(20).map(date),
+            lastProgressAt: row.optionalInteger(21).map(date), stopRequested: row.integer(22) != 0)
     }
 
     /// An event from a row of `run_id, sequence, time, kind, payload_json`.
-    static func event(from row: Row) throws -> RunEvent {
-        let runID: String = row[0]
-        let kindText: String = row[3]
+    static func event(from row: SQLiteRaw.Columns) throws -> RunEvent {
+        let runID = row.text(0)
+        let kindText = row.text(3)
         guard let kind = RunEventKind(rawValue: kindText) else { throw unreadable(runID, "event kind", kindText) }
-        return RunEvent(runID: runID, sequence: row[1], time: date(row[2]), kind: kind, payloadJSON: row[4])
+        return RunEvent(runID: runID, sequence: row.integer(1), time: date(row.integer(2)), kind: kind, payloadJSON: row.text(4))
     }
 
     static func insertEvent(_ db: Database, _ event: RunEvent) throws {
-        try db.cachedStatement(sql: """
-            INSERT INTO run_events (run_id, sequence, time, kind, payload_json) VALUES (?, ?, ?, ?, ?)
-            """).execute(arguments: [event.runID, event.sequence, milliseconds(event.time), event.kind.rawValue,
-                                     event.payloadJSON])
+        _ = try SQLiteRaw.rows(db, "INSERT INTO run_events (run_id, sequence, time, kind, payload_json) VALUES (?, ?, ?, ?, ?)",
+                               [.text(event.runID), .integer(event.sequence), .integer(milliseconds(event.time)),
+                                .text(event.kind.rawValue), .text(event.payloadJSON)]) { _ in () }
     }
 
     private static func unreadable(_ id: String, _ column: String, _ value: String?) -> StoreError {

@@ -158,12 +158,11 @@ public final class SQLiteRunStore: RunStore {
         let expiresAt = nowMS + Self.milliseconds(policy.idempotencyTTL)
         return try await write { db in
             if let key = submission.idempotencyKey,
-               let record = try Row.fetchOne(db.cachedStatement(sql: """
+               let (fingerprint, runID, expires) = try SQLiteRaw.row(db, """
                    SELECT fingerprint, run_id, expires_at FROM idempotency WHERE tenant = ? AND key = ?
-                   """), arguments: [submission.tenant, key]) {
-                let runID: String = record[1]
-                if record[2] as Int64 > nowMS {
-                    guard record[0] as String == submission.fingerprint else {
+                   """, [.text(submission.tenant), .text(key)], { ($0.text(0), $0.text(1), $0.integer(2)) }) {
+                if expires > nowMS {
+                    guard fingerprint == submission.fingerprint else {
                         return .keyReused(existingRunID: runID)
                     }
                     if let run = try Self.fetchRun(db, id: runID, tenant: submission.tenant) {
@@ -171,30 +170,32 @@ public final class SQLiteRunStore: RunStore {
                     }
                 }
                 // Expired (or naming a run that no longer exists): as if absent.
-                try db.cachedStatement(sql: "DELETE FROM idempotency WHERE tenant = ? AND key = ?")
-                    .execute(arguments: [submission.tenant, key])
+                try Self.execute(db, "DELETE FROM idempotency WHERE tenant = ? AND key = ?", [.text(submission.tenant), .text(key)])
             }
-            let limit = try Int.fetchOne(db.cachedStatement(sql: "SELECT max_active FROM tenant_limits WHERE tenant = ?"),
-                                         arguments: [submission.tenant]) ?? policy.defaultConcurrencyLimit
-            let active = try Int.fetchOne(db.cachedStatement(sql: "SELECT active FROM tenants WHERE tenant = ?"),
-                                          arguments: [submission.tenant]) ?? 0
+            let limit = try SQLiteRaw.row(db, "SELECT max_active FROM tenant_limits WHERE tenant = ?", [.text(submission.tenant)]) {
+                Int($0.integer(0))
+            } ?? policy.defaultConcurrencyLimit
+            let active = try SQLiteRaw.row(db, "SELECT active FROM tenants WHERE tenant = ?", [.text(submission.tenant)]) {
+                Int($0.integer(0))
+            } ?? 0
             if active >= limit { return .overLimit(active: active, limit: limit) }
-            try db.cachedStatement(sql: """
+            try Self.execute(db, """
                 INSERT INTO runs (id, tenant, workflow, workflow_version, state, inputs_json, trigger, transport, user,
                                   idempotency_key, created_at)
                 VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [
-                    submission.runID, submission.tenant, submission.workflow, submission.workflowVersion,
-                    submission.inputsJSON, submission.trigger.rawValue, submission.transport.rawValue,
-                    submission.user, submission.idempotencyKey, nowMS])
-            try db.cachedStatement(sql: """
+                """, [.text(submission.runID), .text(submission.tenant), .text(submission.workflow),
+                      .text(submission.workflowVersion), .text(submission.inputsJSON), .text(submission.trigger.rawValue),
+                      .text(submission.transport.rawValue), .text(submission.user), .text(submission.idempotencyKey),
+                      .integer(nowMS)])
+            try Self.execute(db, """
                 INSERT INTO tenants (tenant, active, scheduled) VALUES (?, 1, 1)
                 ON CONFLICT(tenant) DO UPDATE SET active = active + 1, scheduled = scheduled + 1
-                """).execute(arguments: [submission.tenant])
+                """, [.text(submission.tenant)])
             if let key = submission.idempotencyKey {
-                try db.cachedStatement(sql: """
+                try Self.execute(db, """
                     INSERT INTO idempotency (tenant, key, fingerprint, run_id, expires_at) VALUES (?, ?, ?, ?, ?)
-                    """).execute(arguments: [submission.tenant, key, submission.fingerprint, submission.runID, expiresAt])
+                    """, [.text(submission.tenant), .text(key), .text(submission.fingerprint), .text(submission.runID),
+                          .integer(expiresAt)])
             }
             return .created(RunRecord(
                 id: submission.runID, tenant: submission.tenant, workflow: submission.workflow,
@@ -226,34 +227,35 @@ public final class SQLiteRunStore: RunStore {
             }
             var claimed: [ClaimedRun] = []
             while claimed.count < request.maxRuns {
-                let candidates = try String.fetchAll(db.cachedStatement(sql: """
+                let candidates = try SQLiteRaw.rows(db, """
                     SELECT t.tenant FROM tenants t WHERE t.scheduled > 0
                     ORDER BY t.last_claim,
                              (SELECT MIN(r.created_at) FROM runs r WHERE r.state = 'scheduled' AND r.tenant = t.tenant),
                              t.tenant
                     LIMIT ?
-                    """), arguments: [capped.count + 1])
+                    """, [.integer(Int64(capped.count + 1))]) { $0.text(0) }
                 guard let tenant = candidates.first(where: { !capped.contains($0) }) else { break }
-                guard let id = try String.fetchOne(db.cachedStatement(sql: """
+                guard let id = try SQLiteRaw.row(db, """
                     SELECT id FROM runs WHERE state = 'scheduled' AND tenant = ? ORDER BY created_at, id LIMIT 1
-                    """), arguments: [tenant]) else {
+                    """, [.text(tenant)], { $0.text(0) }) else {
                     throw StoreError(code: .integrity, message: "tenant \(tenant) counts scheduled runs but has none")
                 }
-                let claim = try Int64.fetchOne(db.cachedStatement(sql: """
+                guard let claim = try SQLiteRaw.row(db, """
                     UPDATE counters SET value = value + 1 WHERE name = 'claims' RETURNING value
-                    """))!
-                try db.cachedStatement(sql: """
-                    UPDATE tenants SET last_claim = ?, scheduled = scheduled - 1 WHERE tenant = ?
-                    """).execute(arguments: [claim, tenant])
-                guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+                    """, [], { $0.integer(0) }) else {
+                    throw StoreError(code: .integrity, message: "the claims counter is missing")
+                }
+                try Self.execute(db, "UPDATE tenants SET last_claim = ?, scheduled = scheduled - 1 WHERE tenant = ?",
+                                 [.integer(claim), .text(tenant)])
+                guard let run = try SQLiteRaw.row(db, """
                     UPDATE runs SET state = 'running', attempt = attempt + 1, started_at = ?, lease_owner = ?,
                            lease_expires_at = ?, last_progress_at = ?, last_sequence = last_sequence + 1
                     WHERE id = ? AND state = 'scheduled'
                     RETURNING \(Self.runColumns)
-                    """), arguments: [nowMS, request.worker, leaseExpiresAt, nowMS, id]) else {
+                    """, [.integer(nowMS), .text(request.worker), .integer(leaseExpiresAt), .integer(nowMS), .text(id)],
+                    Self.run(from:)) else {
                     throw StoreError(code: .integrity, message: "run \(id) could not be claimed")
                 }
-                let run = try Self.run(from: row)
                 let event = try Self.insertRunEvent(db, run: run, kind: .runStarted, time: nowMS)
                 claimed.append(ClaimedRun(run: run, event: event))
                 held[tenant, default: 0] += 1
@@ -269,11 +271,12 @@ public final class SQLiteRunStore: RunStore {
         return try await write { db in
             var statuses: [String: LeaseStatus] = [:]
             for lease in leases {
-                if let stopRequested = try Bool.fetchOne(db.cachedStatement(sql: """
+                if let stopRequested = try SQLiteRaw.row(db, """
                     UPDATE runs SET lease_expires_at = ?
                     WHERE id = ? AND attempt = ? AND state = 'running' AND lease_owner = ?
                     RETURNING stop_requested
-                    """), arguments: [leaseExpiresAt, lease.runID, lease.attempt, worker]) {
+                    """, [.integer(leaseExpiresAt), .text(lease.runID), .integer(Int64(lease.attempt)), .text(worker)],
+                    { $0.integer(0) != 0 }) {
                     statuses[lease.runID] = .held(stopRequested: stopRequested)
                 } else {
                     statuses[lease.runID] = .lost
@@ -294,11 +297,12 @@ public final class SQLiteRunStore: RunStore {
         let nowMS = Self.milliseconds(now)
         let count = Int64(events.count)
         return try await write { db in
-            guard let last = try Int64.fetchOne(db.cachedStatement(sql: """
+            guard let last = try SQLiteRaw.row(db, """
                 UPDATE runs SET last_sequence = last_sequence + ?, last_progress_at = ?, total_steps = total_steps + ?
                 WHERE id = ? AND attempt = ? AND state = 'running'
                 RETURNING last_sequence
-                """), arguments: [count, nowMS, stepsDelta, runID, attempt]) else { return nil }
+                """, [.integer(count), .integer(nowMS), .integer(Int64(stepsDelta)), .text(runID), .integer(Int64(attempt))],
+                { $0.integer(0) }) else { return nil }
             var sequence = last - count
             var stored: [RunEvent] = []
             stored.reserveCapacity(events.count)
@@ -357,38 +361,38 @@ public final class SQLiteRunStore: RunStore {
     public func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent] {
         let limit = max(0, limit)  // SQLite reads a negative LIMIT as "no limit"
         return try read { db in
-            try Row.fetchAll(db.cachedStatement(sql: """
+            try SQLiteRaw.rows(db, """
                 SELECT run_id, sequence, time, kind, payload_json FROM run_events
                 WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
-                """), arguments: [runID, after, limit]).map(Self.event(from:))
+                """, [.text(runID), .integer(after), .integer(Int64(limit))], Self.event(from:))
         }
     }
 
     public func listRuns(tenant: String, filter: RunFilter, limit: Int, after cursor: RunCursor?) async throws -> [RunRecord] {
         var conditions = ["tenant = ?"]
-        var arguments: StatementArguments = [tenant]
+        var arguments: [SQLiteRaw.Value] = [.text(tenant)]
         if !filter.states.isEmpty {
             let states = filter.states.map(\.rawValue).sorted()
             conditions.append("state IN (\(Array(repeating: "?", count: states.count).joined(separator: ", ")))")
-            arguments += StatementArguments(states)
+            arguments += states.map { .text($0) }
         }
         if let workflow = filter.workflow {
             conditions.append("workflow = ?")
-            arguments += [workflow]
+            arguments.append(.text(workflow))
         }
         if let user = filter.user {
             conditions.append("user = ?")
-            arguments += [user]
+            arguments.append(.text(user))
         }
         if let cursor {
             conditions.append("(created_at, id) < (?, ?)")
-            arguments += [Self.milliseconds(cursor.createdAt), cursor.id]
+            arguments += [.integer(Self.milliseconds(cursor.createdAt)), .text(cursor.id)]
         }
-        arguments += [max(0, limit)]
+        arguments.append(.integer(Int64(max(0, limit))))
         let sql = "SELECT \(Self.runColumns) FROM runs WHERE \(conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?"
         let statementArguments = arguments
         return try read { db in
-            try Row.fetchAll(db.cachedStatement(sql: sql), arguments: statementArguments).map(Self.run(from:))
+            try SQLiteRaw.rows(db, sql, statementArguments, Self.run(from:))
         }
     }
 
@@ -414,9 +418,10 @@ public final class SQLiteRunStore: RunStore {
         return try await write { db in
             var reaped: [FinishedRun] = []
             for rule in rules {
-                for row in try Row.fetchAll(db.cachedStatement(sql: rule.sql), arguments: [rule.bound]) {
-                    let (state, error) = Self.endState(stopRequested: row[2], otherwise: rule.error)
-                    if let finished = try Self.end(db, runID: row[0], attempt: row[1], from: rule.from,
+                let rows = try SQLiteRaw.rows(db, rule.sql, [.integer(rule.bound)]) { ($0.text(0), Int($0.integer(1)), $0.integer(2) != 0) }
+                for (id, attempt, stopRequested) in rows {
+                    let (state, error) = Self.endState(stopRequested: stopRequested, otherwise: rule.error)
+                    if let finished = try Self.end(db, runID: id, attempt: attempt, from: rule.from,
                                                    to: state, outputsJSON: nil, error: error, now: nowMS) {
                         reaped.append(finished)
                     }
@@ -431,11 +436,13 @@ public final class SQLiteRunStore: RunStore {
     public func recoverInterruptedRuns(now: Date) async throws -> [FinishedRun] {
         let nowMS = Self.milliseconds(now)
         return try await write { db in
-            try Row.fetchAll(db, sql: "SELECT id, attempt, stop_requested FROM runs WHERE state = 'running' ORDER BY created_at, id")
-                .compactMap { row in
+            try SQLiteRaw.rows(db, "SELECT id, attempt, stop_requested FROM runs WHERE state = 'running' ORDER BY created_at, id", []) {
+                ($0.text(0), Int($0.integer(1)), $0.integer(2) != 0)
+            }
+                .compactMap { id, attempt, stopRequested in
                     let (state, error) = Self.endState(
-                        stopRequested: row[2], otherwise: "interrupted: flowd restarted while the run was running")
-                    return try Self.end(db, runID: row[0], attempt: row[1], from: .running, to: state,
+                        stopRequested: stopRequested, otherwise: "interrupted: flowd restarted while the run was running")
+                    return try Self.end(db, runID: id, attempt: attempt, from: .running, to: state,
                                         outputsJSON: nil, error: error, now: nowMS)
                 }
         }
@@ -476,16 +483,15 @@ public final class SQLiteRunStore: RunStore {
     /// event; nil when the CAS fails.
     private static func end(_ db: Database, runID: String, attempt: Int, from: RunState, to: RunState,
                             outputsJSON: String?, error: String?, now: Int64) throws -> FinishedRun? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+        guard let run = try SQLiteRaw.row(db, """
             UPDATE runs SET state = ?, finished_at = ?, outputs_json = ?, error = ?, lease_owner = NULL,
                    lease_expires_at = NULL, last_sequence = last_sequence + 1
             WHERE id = ? AND attempt = ? AND state = ?
             RETURNING \(runColumns)
-            """), arguments: [to.rawValue, now, outputsJSON, error, runID, attempt, from.rawValue]) else { return nil }
-        let run = try self.run(from: row)
-        try db.cachedStatement(sql: """
-            UPDATE tenants SET active = active - 1, scheduled = scheduled - ? WHERE tenant = ?
-            """).execute(arguments: [from == .scheduled ? 1 : 0, run.tenant])
+            """, [.text(to.rawValue), .integer(now), .text(outputsJSON), .text(error), .text(runID), .integer(Int64(attempt)),
+                  .text(from.rawValue)], self.run(from:)) else { return nil }
+        try execute(db, "UPDATE tenants SET active = active - 1, scheduled = scheduled - ? WHERE tenant = ?",
+                    [.integer(from == .scheduled ? 1 : 0), .text(run.tenant)])
         let event = try insertRunEvent(db, run: run, kind: .runFinished, time: now)
         return FinishedRun(run: run, event: event)
     }
@@ -497,6 +503,11 @@ public final class SQLiteRunStore: RunStore {
                              payloadJSON: run.jsonPayload())
         try insertEvent(db, event)
         return event
+    }
+
+    /// Runs a statement that returns no rows.
+    static func execute(_ db: Database, _ sql: String, _ arguments: [SQLiteRaw.Value]) throws {
+        _ = try SQLiteRaw.rows(db, sql, arguments) { _ in () }
     }
 
     // MARK: Test hooks (internal)
@@ -578,9 +589,12 @@ extension SQLiteRunStore: APIKeyStore {
 
     public func storedKey(id: String) async throws -> StoredAPIKey? {
         try read { db in
-            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.keyColumns) FROM api_keys WHERE id = ?"),
-                                             arguments: [id]) else { return nil }
-            return StoredAPIKey(record: Self.apiKey(from: row), secretSHA256: row[5])
+            try SQLiteRaw.row(db, "SELECT \(Self.keyColumns) FROM api_keys WHERE id = ?", [.text(id)]) { row in
+                StoredAPIKey(record: APIKeyRecord(id: row.text(0), tenant: row.text(1), workflow: row.text(2),
+                                                  createdAt: Self.date(row.integer(3)),
+                                                  revokedAt: row.optionalInteger(4).map(Self.date)),
+                             secretSHA256: row.text(5))
+            }
         }
     }
 
