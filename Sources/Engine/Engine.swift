@@ -121,12 +121,60 @@ public final class Engine: Sendable {
     private final class Execution: Sendable {
         let run: RunRecord
         let task: Task<ExecutionResult, any Error>
+        let events: EventWriter
         let stopRequested = Atomic<Bool>(false)
         let lost = Atomic<Bool>(false)
-        init(run: RunRecord, task: Task<ExecutionResult, any Error>) {
+        init(run: RunRecord, task: Task<ExecutionResult, any Error>, events: EventWriter) {
             self.run = run
             self.task = task
+            self.events = events
         }
+    }
+
+    /// Queues an execution's events for storage without waiting (the executor goes on; the
+    /// store keeps them in order and the run's `finish`, queued later, after them), publishes
+    /// each batch once stored, and remembers the first failure: the next `emit` throws it, and
+    /// `finish` checks that every event was stored (`expectedLastSequence`).
+    private final class EventWriter: Sendable {
+        private let run: RunRecord
+        private let store: any RunStore
+        private let hub: EventHub
+        private let clock: any EngineClock
+        /// Events queued so far, and the first failure of a queued append.
+        private let state = Mutex<(queued: Int64, failure: (any Error)?)>((0, nil))
+
+        init(run: RunRecord, store: any RunStore, hub: EventHub, clock: any EngineClock) {
+            self.run = run
+            self.store = store
+            self.hub = hub
+            self.clock = clock
+        }
+
+        func emit(_ events: [NewEvent], steps: Int) throws {
+            try state.withLock { state in
+                if let failure = state.failure { throw failure }
+                state.queued += Int64(events.count)
+            }
+            let (hub, runID) = (self.hub, run.id)
+            store.enqueueEvents(runID: run.id, attempt: run.attempt, events: events, stepsDelta: steps,
+                                now: clock.now()) { [self] result in
+                switch result {
+                case .success(let stored?): hub.publish(stored)
+                case .success(nil): fail(ExecutionLostError(runID: runID))
+                case .failure(let error): fail(error)
+                }
+            }
+        }
+
+        private func fail(_ error: any Error) {
+            state.withLock { state in
+                if state.failure == nil { state.failure = error }
+            }
+        }
+
+        /// The sequence of the last event once everything queued is stored.
+        var expectedLastSequence: Int64 { run.lastSequence + state.withLock { $0.queued } }
+        var failure: (any Error)? { state.withLock { $0.failure } }
     }
 
     public let configuration: EngineConfiguration
@@ -421,19 +469,15 @@ public final class Engine: Sendable {
     private func start(_ claim: ClaimedRun) {
         let run = claim.run
         hub.publish([claim.event])
-        let store = self.store
-        let hub = self.hub
-        let clock = self.clock
+        let writer = EventWriter(run: run, store: store, hub: hub, clock: clock)
         let context = ExecutionContext(runID: run.id, attempt: run.attempt) { events, steps in
-            guard let stored = try await store.appendEvents(
-                runID: run.id, attempt: run.attempt, events: events, stepsDelta: steps, now: clock.now())
-            else { throw ExecutionLostError(runID: run.id) }
-            hub.publish(stored)
+            try writer.emit(events, steps: steps)
         }
         let executor = self.executor
         state.withLock { state in
             // Created under the lock, so that the task's end (which removes it) comes after.
-            let execution = Execution(run: run, task: Task { try await executor.execute(run, context: context) })
+            let execution = Execution(run: run, task: Task { try await executor.execute(run, context: context) },
+                                      events: writer)
             state.executing[run.id] = execution
             state.executingByTenant[run.tenant, default: 0] += 1
             state.completions[run.id] = Task { [self] in await complete(execution) }
@@ -445,7 +489,7 @@ public final class Engine: Sendable {
         let run = execution.run
         let outcome = await execution.task.result
         let final: (RunState, String?, String?)?
-        if execution.lost.load(ordering: .relaxed) {
+        if execution.lost.load(ordering: .relaxed) || execution.events.failure is ExecutionLostError {
             final = nil
         } else if execution.stopRequested.load(ordering: .relaxed) {
             final = (.stopped, nil, "stopped by request")
@@ -464,7 +508,8 @@ public final class Engine: Sendable {
         if let (state, outputs, error) = final {
             do {
                 if let finished = try await store.finish(
-                    runID: run.id, attempt: run.attempt, state: state, outputsJSON: outputs, error: error, now: clock.now()) {
+                    runID: run.id, attempt: run.attempt, state: state, outputsJSON: outputs, error: error,
+                    expectedLastSequence: execution.events.expectedLastSequence, now: clock.now()) {
                     hub.publish([finished.event])
                 }
             } catch {

@@ -36,13 +36,17 @@ public struct ExecutionLostError: Error, Sendable {
     public var runID: String
 }
 
-/// What an executor may do with its run: append events (stored, then delivered to watchers).
+/// What an executor may do with its run: append events (stored in order, then delivered to
+/// watchers). `emit` queues them and returns without waiting for the store; it throws
+/// `ExecutionLostError` (or the store's error) once an earlier append found the run no longer
+/// this worker's or failed, and the run then cannot end succeeded.
 public struct ExecutionContext: Sendable {
     public let runID: String
     public let attempt: Int
     let emitEvents: @Sendable ([NewEvent], Int) async throws -> Void
 
-    /// Stores `events` in order and publishes them; `steps` is added to the run's step count.
+    /// Queues `events` for storage in order (published once stored); `steps` is added to the
+    /// run's step count.
     public func emit(_ events: [NewEvent], steps: Int = 0) async throws {
         try await emitEvents(events, steps)
     }

@@ -195,9 +195,20 @@ public protocol RunStore: Sendable {
     /// `stepsDelta` to `totalSteps`. Nil when the run is not `running` in that attempt.
     func appendEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date) async throws -> [RunEvent]?
 
+    /// `appendEvents` without waiting: the append is queued at once, behind every write this
+    /// store already queued (so a later `finish` of the same run comes after it), and
+    /// `completion` gets its result once it is stored (on a store thread: keep it short).
+    func enqueueEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date,
+                       completion: @escaping @Sendable (Result<[RunEvent]?, any Error>) -> Void)
+
     /// Ends a run held in `attempt` with a terminal `state`. Nil when it is not `running` in
     /// that attempt any more (the reaper or a stop got there first).
-    func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?, now: Date) async throws -> FinishedRun?
+    ///
+    /// With `expectedLastSequence`, the run ends `failed` instead when its last stored event is
+    /// not that one (an append queued with `enqueueEvents` failed): a run never ends succeeded
+    /// with events missing.
+    func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                expectedLastSequence: Int64?, now: Date) async throws -> FinishedRun?
 
     /// A durable stop request (see `StopOutcome`). Runs of other tenants are `notFound`.
     func stop(runID: String, tenant: String, now: Date) async throws -> StopOutcome
@@ -234,6 +245,13 @@ extension RunStore {
     public func claimNext(worker: String, leaseDuration: Duration, now: Date) async throws -> (RunRecord, RunEvent)? {
         let claimed = try await claim(ClaimRequest(worker: worker, maxRuns: 1, leaseDuration: leaseDuration), now: now)
         return claimed.first.map { ($0.run, $0.event) }
+    }
+
+    /// `finish` without an expected last event.
+    public func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                       now: Date) async throws -> FinishedRun? {
+        try await finish(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON, error: error,
+                         expectedLastSequence: nil, now: now)
     }
 
     /// Extends the lease of a run `worker` holds in `attempt`.

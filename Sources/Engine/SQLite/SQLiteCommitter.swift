@@ -99,6 +99,27 @@ final class SQLiteCommitter: @unchecked Sendable {
         }
     }
 
+    /// Queues `body` at once (behind everything queued before this call returns) and calls
+    /// `completion` on the committer thread after the transaction holding it committed.
+    func enqueue<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T,
+                              completion: @escaping @Sendable (Result<T, any Error>) -> Void) {
+        let box = ResultBox<T>()
+        let item = Item(
+            apply: { db in box.value = try body(db) },
+            complete: { error in completion(error.map { .failure($0) } ?? .success(box.value!)) })
+        let (accepted, wasSleeping) = pending.withLock { pending -> (Bool, Bool) in
+            guard !pending.stopping else { return (false, false) }
+            pending.items.append(item)
+            defer { pending.sleeping = false }
+            return (true, pending.sleeping)
+        }
+        guard accepted else {
+            completion(.failure(StoreError(code: .closed, message: "the run store is closed")))
+            return
+        }
+        if wasSleeping { wake.signal() }
+    }
+
     private final class ResultBox<T>: @unchecked Sendable {
         var value: T?
     }

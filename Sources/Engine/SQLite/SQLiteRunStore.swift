@@ -290,13 +290,31 @@ public final class SQLiteRunStore: RunStore {
     /// `run_started` and `run_finished` belong to `claim` and the calls that end a run;
     /// other kinds throw `StoreError.Code.invalidArgument` and store nothing.
     public func appendEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date) async throws -> [RunEvent]? {
+        try await write(try Self.appending(runID: runID, attempt: attempt, events: events, stepsDelta: stepsDelta, now: now))
+    }
+
+    public func enqueueEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date,
+                              completion: @escaping @Sendable (Result<[RunEvent]?, any Error>) -> Void) {
+        let body: @Sendable (Database) throws -> [RunEvent]?
+        do {
+            body = try Self.appending(runID: runID, attempt: attempt, events: events, stepsDelta: stepsDelta, now: now)
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        committer.enqueue(body) { result in completion(result.mapError(StoreError.mapping)) }
+    }
+
+    /// The transaction body of an append (see `appendEvents`).
+    private static func appending(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int,
+                                  now: Date) throws -> @Sendable (Database) throws -> [RunEvent]? {
         if let event = events.first(where: { $0.kind == .runStarted || $0.kind == .runFinished }) {
             throw StoreError(code: .invalidArgument,
                              message: "\(event.kind.rawValue) events are written by the store, not appended")
         }
-        let nowMS = Self.milliseconds(now)
+        let nowMS = milliseconds(now)
         let count = Int64(events.count)
-        return try await write { db in
+        return { db in
             guard let last = try SQLiteRaw.row(db, """
                 UPDATE runs SET last_sequence = last_sequence + ?, last_progress_at = ?, total_steps = total_steps + ?
                 WHERE id = ? AND attempt = ? AND state = 'running'
@@ -308,9 +326,9 @@ public final class SQLiteRunStore: RunStore {
             stored.reserveCapacity(events.count)
             for event in events {
                 sequence += 1
-                let runEvent = RunEvent(runID: runID, sequence: sequence, time: Self.date(nowMS), kind: event.kind,
+                let runEvent = RunEvent(runID: runID, sequence: sequence, time: date(nowMS), kind: event.kind,
                                         payloadJSON: event.payloadJSON)
-                try Self.insertEvent(db, runEvent)
+                try insertEvent(db, runEvent)
                 stored.append(runEvent)
             }
             return stored
@@ -318,14 +336,22 @@ public final class SQLiteRunStore: RunStore {
     }
 
     /// `state` must be terminal, else `StoreError.Code.invalidArgument`.
-    public func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?, now: Date) async throws -> FinishedRun? {
+    public func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                       expectedLastSequence: Int64?, now: Date) async throws -> FinishedRun? {
         guard state.isTerminal else {
             throw StoreError(code: .invalidArgument, message: "finish needs a terminal state, not \(state.rawValue)")
         }
         let nowMS = Self.milliseconds(now)
         return try await write { db in
-            try Self.end(db, runID: runID, attempt: attempt, from: .running, to: state, outputsJSON: outputsJSON,
-                         error: error, now: nowMS)
+            if let expectedLastSequence,
+               let last = try SQLiteRaw.row(db, "SELECT last_sequence FROM runs WHERE id = ? AND attempt = ? AND state = 'running'",
+                                            [.text(runID), .integer(Int64(attempt))], { $0.integer(0) }),
+               last != expectedLastSequence {
+                return try Self.end(db, runID: runID, attempt: attempt, from: .running, to: .failed, outputsJSON: nil,
+                                    error: "some of the run's events could not be stored", now: nowMS)
+            }
+            return try Self.end(db, runID: runID, attempt: attempt, from: .running, to: state, outputsJSON: outputsJSON,
+                                error: error, now: nowMS)
         }
     }
 

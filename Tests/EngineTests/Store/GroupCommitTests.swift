@@ -1,5 +1,6 @@
 @testable import Engine
 import Foundation
+import Synchronization
 import Testing
 
 @Suite("Group commit: concurrent writes share transactions and stay exact")
@@ -112,6 +113,39 @@ struct GroupCommitTests {
             }
             #expect(try await store.submit(StoreFixture.submission("over-again"), policy: policy,
                                            now: t0.plus(seconds: 302)).isOverLimit)
+        }
+    }
+
+    @Test("queued appends keep their order before a later finish; a finish expecting events that are missing ends the run failed")
+    func queuedAppends() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let t0 = StoreFixture.t0
+            for id in ["ok", "gap"] { try await StoreFixture.create(store, StoreFixture.submission(id)) }
+            let claimed = try await store.claim(ClaimRequest(worker: "w", maxRuns: 2, leaseDuration: .seconds(30)), now: t0)
+            #expect(Set(claimed.map(\.run.id)) == ["ok", "gap"])
+            let stored = Mutex<[Int64]>([])
+            for step in 0..<20 {
+                store.enqueueEvents(runID: "ok", attempt: 1, events: [NewEvent(kind: .nodeStarted, payloadJSON: #"{"s":\#(step)}"#)],
+                                    stepsDelta: 1, now: t0) { result in
+                    if case .success(let events?) = result { stored.withLock { $0 += events.map(\.sequence) } }
+                }
+            }
+            // Queued after the 20 appends: it sees all of them.
+            let ok = try #require(try await store.finish(runID: "ok", attempt: 1, state: .succeeded, outputsJSON: "{}", error: nil,
+                                                          expectedLastSequence: 21, now: t0))
+            #expect(ok.run.state == .succeeded && ok.event.sequence == 22)
+            #expect(stored.withLock { $0 } == Array(2...21))
+            let events = try await store.events(runID: "ok", after: 0, limit: 100)
+            #expect(events.map(\.sequence) == Array(1...22))
+            #expect(events.dropFirst().prefix(20).map(\.payloadJSON) == (0..<20).map { #"{"s":\#($0)}"# })
+
+            // The executor emitted 3 events, but none was stored: the run cannot end succeeded.
+            let gap = try #require(try await store.finish(runID: "gap", attempt: 1, state: .succeeded, outputsJSON: "{}", error: nil,
+                                                           expectedLastSequence: 4, now: t0))
+            #expect(gap.run.state == .failed)
+            #expect(gap.run.error == "some of the run's events could not be stored")
+            #expect(gap.run.outputsJSON == nil)
         }
     }
 }
