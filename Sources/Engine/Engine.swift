@@ -134,14 +134,26 @@ public final class Engine: Sendable {
     /// Queues an execution's events for storage without waiting (the executor goes on; the
     /// store keeps them in order and the run's `finish`, queued later, after them), publishes
     /// each batch once stored, and remembers the first failure: the next `emit` throws it, and
-    /// `finish` checks that every event was stored (`expectedLastSequence`).
+    /// `finish` checks that every event was stored (`expectedLastSequence`). Events emitted
+    /// while an append is queued but not yet applied join it: a quick run's node events cost
+    /// one append, not one each.
     private final class EventWriter: Sendable {
+        private struct State {
+            /// Events emitted so far (all of them, whether stored yet or not).
+            var emitted: Int64 = 0
+            /// Emitted, not yet taken by an append.
+            var buffer: [NewEvent] = []
+            var steps = 0
+            /// An append is queued and has not taken the buffer yet.
+            var appendQueued = false
+            var failure: (any Error)?
+        }
+
         private let run: RunRecord
         private let store: any RunStore
         private let hub: EventHub
         private let clock: any EngineClock
-        /// Events queued so far, and the first failure of a queued append.
-        private let state = Mutex<(queued: Int64, failure: (any Error)?)>((0, nil))
+        private let state = Mutex(State())
 
         init(run: RunRecord, store: any RunStore, hub: EventHub, clock: any EngineClock) {
             self.run = run
@@ -151,19 +163,32 @@ public final class Engine: Sendable {
         }
 
         func emit(_ events: [NewEvent], steps: Int) throws {
-            try state.withLock { state in
+            let enqueue = try state.withLock { state -> Bool in
                 if let failure = state.failure { throw failure }
-                state.queued += Int64(events.count)
+                state.emitted += Int64(events.count)
+                state.buffer += events
+                state.steps += steps
+                defer { state.appendQueued = true }
+                return !state.appendQueued
             }
+            guard enqueue else { return }
             let (hub, runID) = (self.hub, run.id)
-            store.enqueueEvents(runID: run.id, attempt: run.attempt, events: events, stepsDelta: steps,
-                                now: clock.now()) { [self] result in
+            store.enqueueEvents(runID: run.id, attempt: run.attempt, now: clock.now(), take: { [self] in
+                state.withLock { state in
+                    defer {
+                        state.buffer = []
+                        state.steps = 0
+                        state.appendQueued = false
+                    }
+                    return (state.buffer, state.steps)
+                }
+            }, completion: { [self] result in
                 switch result {
                 case .success(let stored?): hub.publish(stored)
                 case .success(nil): fail(ExecutionLostError(runID: runID))
                 case .failure(let error): fail(error)
                 }
-            }
+            })
         }
 
         private func fail(_ error: any Error) {
@@ -172,8 +197,8 @@ public final class Engine: Sendable {
             }
         }
 
-        /// The sequence of the last event once everything queued is stored.
-        var expectedLastSequence: Int64 { run.lastSequence + state.withLock { $0.queued } }
+        /// The sequence of the last event once everything emitted is stored.
+        var expectedLastSequence: Int64 { run.lastSequence + state.withLock { $0.emitted } }
         var failure: (any Error)? { state.withLock { $0.failure } }
     }
 

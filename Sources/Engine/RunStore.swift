@@ -198,7 +198,10 @@ public protocol RunStore: Sendable {
     /// `appendEvents` without waiting: the append is queued at once, behind every write this
     /// store already queued (so a later `finish` of the same run comes after it), and
     /// `completion` gets its result once it is stored (on a store thread: keep it short).
-    func enqueueEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date,
+    /// `take` is called once, when the append is applied, and returns the events (and steps)
+    /// to append: what the caller gathered until then, so one append can carry many events.
+    func enqueueEvents(runID: String, attempt: Int, now: Date,
+                       take: @escaping @Sendable () -> (events: [NewEvent], steps: Int),
                        completion: @escaping @Sendable (Result<[RunEvent]?, any Error>) -> Void)
 
     /// Ends a run held in `attempt` with a terminal `state`. Nil when it is not `running` in

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Synchronization
 
 /// The embedded store: SQLite in WAL mode, in `flowd.sqlite` inside a data directory.
 ///
@@ -293,16 +294,19 @@ public final class SQLiteRunStore: RunStore {
         try await write(try Self.appending(runID: runID, attempt: attempt, events: events, stepsDelta: stepsDelta, now: now))
     }
 
-    public func enqueueEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date,
+    public func enqueueEvents(runID: String, attempt: Int, now: Date,
+                              take: @escaping @Sendable () -> (events: [NewEvent], steps: Int),
                               completion: @escaping @Sendable (Result<[RunEvent]?, any Error>) -> Void) {
-        let body: @Sendable (Database) throws -> [RunEvent]?
-        do {
-            body = try Self.appending(runID: runID, attempt: attempt, events: events, stepsDelta: stepsDelta, now: now)
-        } catch {
-            completion(.failure(error))
-            return
-        }
-        committer.enqueue(body) { result in completion(result.mapError(StoreError.mapping)) }
+        // A batch may be applied more than once (after another write of it failed): the events
+        // are taken on the first application and kept for the others.
+        let taken = Mutex<(events: [NewEvent], steps: Int)?>(nil)
+        committer.enqueue({ db in
+            let (events, steps) = taken.withLock { taken in
+                if taken == nil { taken = take() }
+                return taken!
+            }
+            return try Self.appending(runID: runID, attempt: attempt, events: events, stepsDelta: steps, now: now)(db)
+        }, completion: { result in completion(result.mapError(StoreError.mapping)) })
     }
 
     /// The transaction body of an append (see `appendEvents`).

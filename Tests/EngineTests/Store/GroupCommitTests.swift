@@ -126,10 +126,11 @@ struct GroupCommitTests {
             #expect(Set(claimed.map(\.run.id)) == ["ok", "gap"])
             let stored = Mutex<[Int64]>([])
             for step in 0..<20 {
-                store.enqueueEvents(runID: "ok", attempt: 1, events: [NewEvent(kind: .nodeStarted, payloadJSON: #"{"s":\#(step)}"#)],
-                                    stepsDelta: 1, now: t0) { result in
+                store.enqueueEvents(runID: "ok", attempt: 1, now: t0, take: {
+                    ([NewEvent(kind: .nodeStarted, payloadJSON: #"{"s":\#(step)}"#)], 1)
+                }, completion: { result in
                     if case .success(let events?) = result { stored.withLock { $0 += events.map(\.sequence) } }
-                }
+                })
             }
             // Queued after the 20 appends: it sees all of them.
             let ok = try #require(try await store.finish(runID: "ok", attempt: 1, state: .succeeded, outputsJSON: "{}", error: nil,
