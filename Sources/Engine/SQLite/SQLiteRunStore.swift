@@ -214,7 +214,8 @@ public final class SQLiteRunStore: RunStore {
     /// by (createdAt, id). Repeated up to `maxRuns` times in the same transaction.
     ///
     /// Bound: while k tenants have scheduled runs and none is capped, each of them gets one of
-    /// every k consecutive claims. Finding the tenant reads the `tenants` rows with scheduled
+    /// every k consecutive claims. A tenant that is the only one with claimable runs gets as
+    /// many as are asked for (up to its cap) in one statement. Finding the tenant reads the `tenants` rows with scheduled
     /// runs (at most as many as the tenants skipped for their cap, plus one).
     public func claim(_ request: ClaimRequest, now: Date) async throws -> [ClaimedRun] {
         let nowMS = Self.milliseconds(now)
@@ -235,31 +236,38 @@ public final class SQLiteRunStore: RunStore {
                              t.tenant
                     LIMIT ?
                     """, [.integer(Int64(capped.count + 1))]) { $0.text(0) }
-                guard let tenant = candidates.first(where: { !capped.contains($0) }) else { break }
-                guard let id = try SQLiteRaw.row(db, """
-                    SELECT id FROM runs WHERE state = 'scheduled' AND tenant = ? ORDER BY created_at, id LIMIT 1
-                    """, [.text(tenant)], { $0.text(0) }) else {
-                    throw StoreError(code: .integrity, message: "tenant \(tenant) counts scheduled runs but has none")
+                let eligible = candidates.filter { !capped.contains($0) }
+                guard let tenant = eligible.first else { break }
+                // When it is the only tenant with claimable work (every tenant with scheduled
+                // runs was read), rotation has nobody else to serve: take its runs at once.
+                var count = 1
+                if eligible.count == 1 && candidates.count < capped.count + 1 {
+                    count = request.maxRuns - claimed.count
+                    if let cap = request.perTenantLimit { count = min(count, cap - held[tenant, default: 0]) }
                 }
-                guard let claim = try SQLiteRaw.row(db, """
-                    UPDATE counters SET value = value + 1 WHERE name = 'claims' RETURNING value
-                    """, [], { $0.integer(0) }) else {
+                guard let last = try SQLiteRaw.row(db, """
+                    UPDATE counters SET value = value + ? WHERE name = 'claims' RETURNING value
+                    """, [.integer(Int64(count))], { $0.integer(0) }) else {
                     throw StoreError(code: .integrity, message: "the claims counter is missing")
                 }
-                try Self.execute(db, "UPDATE tenants SET last_claim = ?, scheduled = scheduled - 1 WHERE tenant = ?",
-                                 [.integer(claim), .text(tenant)])
-                guard let run = try SQLiteRaw.row(db, """
+                let runs = try SQLiteRaw.rows(db, """
                     UPDATE runs SET state = 'running', attempt = attempt + 1, started_at = ?, lease_owner = ?,
                            lease_expires_at = ?, last_progress_at = ?, last_sequence = last_sequence + 1
-                    WHERE id = ? AND state = 'scheduled'
+                    WHERE id IN (SELECT id FROM runs WHERE state = 'scheduled' AND tenant = ? ORDER BY created_at, id LIMIT ?)
                     RETURNING \(Self.runColumns)
-                    """, [.integer(nowMS), .text(request.worker), .integer(leaseExpiresAt), .integer(nowMS), .text(id)],
-                    Self.run(from:)) else {
-                    throw StoreError(code: .integrity, message: "run \(id) could not be claimed")
+                    """, [.integer(nowMS), .text(request.worker), .integer(leaseExpiresAt), .integer(nowMS), .text(tenant),
+                          .integer(Int64(count))], Self.run(from:))
+                    .sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+                guard !runs.isEmpty else {
+                    throw StoreError(code: .integrity, message: "tenant \(tenant) counts scheduled runs but has none")
                 }
-                let event = try Self.insertRunEvent(db, run: run, kind: .runStarted, time: nowMS)
-                claimed.append(ClaimedRun(run: run, event: event))
-                held[tenant, default: 0] += 1
+                try Self.execute(db, "UPDATE tenants SET last_claim = ?, scheduled = scheduled - ? WHERE tenant = ?",
+                                 [.integer(last), .integer(Int64(runs.count)), .text(tenant)])
+                for run in runs {
+                    let event = try Self.insertRunEvent(db, run: run, kind: .runStarted, time: nowMS)
+                    claimed.append(ClaimedRun(run: run, event: event))
+                }
+                held[tenant, default: 0] += runs.count
                 if let cap = request.perTenantLimit, held[tenant, default: 0] >= cap { capped.insert(tenant) }
             }
             return claimed

@@ -149,4 +149,25 @@ struct GroupCommitTests {
             #expect(gap.run.outputsJSON == nil)
         }
     }
+
+    @Test("a tenant alone with work gets several runs from one claim, oldest first; rotation resumes when another arrives")
+    func singleTenantClaimsAtOnce() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            var t = StoreFixture.t0
+            for i in 0..<5 {
+                try await StoreFixture.create(store, StoreFixture.submission("a\(i)", tenant: "a"), now: t)
+                t = t.plus(ms: 1)
+            }
+            let first = try await store.claim(ClaimRequest(worker: "w", maxRuns: 3, leaseDuration: .seconds(30)), now: t)
+            #expect(first.map(\.run.id) == ["a0", "a1", "a2"])
+            #expect(first.allSatisfy { $0.run.state == .running && $0.run.attempt == 1 && $0.event.sequence == 1 })
+            let capped = try await store.claim(
+                ClaimRequest(worker: "w", maxRuns: 3, leaseDuration: .seconds(30), perTenantLimit: 4, held: ["a": 3]), now: t)
+            #expect(capped.map(\.run.id) == ["a3"])
+            try await StoreFixture.create(store, StoreFixture.submission("b0", tenant: "b"), now: t)
+            let rotated = try await store.claim(ClaimRequest(worker: "w", maxRuns: 3, leaseDuration: .seconds(30)), now: t)
+            #expect(rotated.map(\.run.id) == ["b0", "a4"])
+        }
+    }
 }
