@@ -38,9 +38,21 @@ public struct StoredAPIKey: Sendable, Equatable {
         self.secretSHA256 = secretSHA256
     }
 
-    /// Whether `secret` is this key's secret and the key is not revoked (constant-time compare).
+    /// Whether `secret` is this key's secret and the key is not revoked (constant-time compare
+    /// of the digests, without building hex text on the hot path).
     func accepts(secret: String) -> Bool {
-        APIKeyFormat.constantTimeEqual(secretSHA256, APIKeyFormat.hash(secret: secret)) && record.revokedAt == nil
+        guard record.revokedAt == nil else { return false }
+        let digest = SHA256.hash(data: Array(secret.utf8))
+        let expected = Array(secretSHA256.utf8)
+        guard expected.count == 64 else { return false }
+        var difference: UInt8 = 0
+        var index = 0
+        for byte in digest {
+            difference |= Hex.digit(byte >> 4) ^ expected[index]
+            difference |= Hex.digit(byte & 0x0F) ^ expected[index + 1]
+            index += 2
+        }
+        return difference == 0
     }
 }
 
@@ -117,6 +129,10 @@ public enum APIKeyFormat {
 /// Lowercase hexadecimal text of bytes (no `String(format:)`: it is slow on hot paths).
 enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
+
+    /// The lowercase hex digit of a value 0...15.
+    @inline(__always)
+    static func digit(_ value: UInt8) -> UInt8 { value < 10 ? 0x30 + value : 0x57 + value }
 
     static func encode<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
         var text: [UInt8] = []

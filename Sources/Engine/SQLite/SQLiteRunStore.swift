@@ -173,12 +173,10 @@ public final class SQLiteRunStore: RunStore {
                 // Expired (or naming a run that no longer exists): as if absent.
                 try Self.execute(db, "DELETE FROM idempotency WHERE tenant = ? AND key = ?", [.text(submission.tenant), .text(key)])
             }
-            let limit = try SQLiteRaw.row(db, "SELECT max_active FROM tenant_limits WHERE tenant = ?", [.text(submission.tenant)]) {
-                Int($0.integer(0))
-            } ?? policy.defaultConcurrencyLimit
-            let active = try SQLiteRaw.row(db, "SELECT active FROM tenants WHERE tenant = ?", [.text(submission.tenant)]) {
-                Int($0.integer(0))
-            } ?? 0
+            let (active, override) = try SQLiteRaw.row(db, """
+                SELECT (SELECT active FROM tenants WHERE tenant = ?1), (SELECT max_active FROM tenant_limits WHERE tenant = ?1)
+                """, [.text(submission.tenant)]) { (Int($0.integer(0)), $0.optionalInteger(1).map { Int($0) }) } ?? (0, nil)
+            let limit = override ?? policy.defaultConcurrencyLimit
             if active >= limit { return .overLimit(active: active, limit: limit) }
             try Self.execute(db, """
                 INSERT INTO runs (id, tenant, workflow, workflow_version, state, inputs_json, trigger, transport, user,
