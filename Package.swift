@@ -83,7 +83,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
-        // Drives the Engine in a child process for the crash test and tools/bench (not shipped).
+        // Drives the Engine in a child process for the crash tests (not shipped).
         .executableTarget(
             name: "flowd-engine-harness",
             dependencies: ["Engine", .product(name: "Logging", package: "swift-log")],

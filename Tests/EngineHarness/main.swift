@@ -1,4 +1,4 @@
-// A test and benchmark driver for the Engine on a real data directory (not shipped).
+// A test driver for the Engine on a real data directory (not shipped): the crash tests run it.
 //
 //   flowd-engine-harness crash-child DIR     submit and execute runs until killed; log every
 //                                            acknowledged submission and every execution start
@@ -9,9 +9,6 @@
 //                                            logs "ack <key> <run id>" once submit returned
 //   flowd-engine-harness recover DIR         start on DIR (recovery), run what is left, then
 //                                            print a summary line and exit
-//   flowd-engine-harness bench-submit DIR SUBMITTERS COUNT
-//                                            durable async submissions with idempotency keys;
-//                                            prints submissions per second
 //
 // Logs are appended with write(2), so a SIGKILL loses nothing that was written.
 import Engine
@@ -137,37 +134,13 @@ func recover(_ directory: String) async throws {
     print("RECOVERED \(summary)")
 }
 
-func benchSubmit(_ directory: String, submitters: Int, count: Int) async throws {
-    let engine = try makeEngine(directory, executor: LoggingExecutor(log: LineLog(path: "/dev/null")), workers: 0)
-    try await engine.setConcurrencyLimit(tenant: "bench", limit: Int.max / 2)
-    let perSubmitter = count / submitters
-    let clock = ContinuousClock()
-    let start = clock.now
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for submitter in 0..<submitters {
-            group.addTask {
-                for i in 0..<perSubmitter {
-                    _ = try await engine.submit(RunRequest(
-                        tenant: "bench", workflow: "bench", workflowVersion: "v1", inputsJSON: #"{"i":\#(i)}"#,
-                        user: "bench", trigger: .apiAsync, transport: .grpc, idempotencyKey: "b-\(submitter)-\(i)"))
-                }
-            }
-        }
-        try await group.waitForAll()
-    }
-    let elapsed = (clock.now - start).seconds
-    let total = perSubmitter * submitters
-    print(String(format: "submitters=%d submissions=%d seconds=%.3f per_second=%.0f", submitters, total, elapsed,
-                 Double(total) / elapsed))
-}
 
 let arguments = CommandLine.arguments
 switch (arguments.count > 1 ? arguments[1] : "", arguments.count) {
 case ("crash-child", 3): try await crashChild(arguments[2])
 case ("crash-load", 4): try await crashLoad(arguments[2], submitters: Int(arguments[3])!)
 case ("recover", 3): try await recover(arguments[2])
-case ("bench-submit", 5): try await benchSubmit(arguments[2], submitters: Int(arguments[3])!, count: Int(arguments[4])!)
 default:
-    FileHandle.standardError.write(Data("usage: flowd-engine-harness crash-child DIR | crash-load DIR SUBMITTERS | recover DIR | bench-submit DIR SUBMITTERS COUNT\n".utf8))
+    FileHandle.standardError.write(Data("usage: flowd-engine-harness crash-child DIR | crash-load DIR SUBMITTERS | recover DIR\n".utf8))
     exit(2)
 }
