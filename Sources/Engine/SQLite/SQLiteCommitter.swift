@@ -73,29 +73,8 @@ final class SQLiteCommitter: @unchecked Sendable {
     /// Runs `body` inside the next batch's transaction and returns its result after that
     /// transaction committed. Errors are GRDB's or the body's own.
     func perform<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<T, any Error>) in
-            // Only the committer thread touches `box`, before it resumes the caller; hence unchecked.
-            let box = ResultBox<T>()
-            let item = Item(
-                apply: { db in box.value = try body(db) },
-                complete: { error in
-                    if let error {
-                        continuation.resume(throwing: error)
-                    } else {
-                        continuation.resume(returning: box.value!)
-                    }
-                })
-            let (accepted, wasSleeping) = pending.withLock { pending -> (Bool, Bool) in
-                guard !pending.stopping else { return (false, false) }
-                pending.items.append(item)
-                defer { pending.sleeping = false }
-                return (true, pending.sleeping)
-            }
-            guard accepted else {
-                continuation.resume(throwing: StoreError(code: .closed, message: "the run store is closed"))
-                return
-            }
-            if wasSleeping { wake.signal() }
+        try await withUnsafeThrowingContinuation { continuation in
+            enqueue(body) { continuation.resume(with: $0) }
         }
     }
 
@@ -104,6 +83,7 @@ final class SQLiteCommitter: @unchecked Sendable {
     func enqueue<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T,
                               completion: @escaping @Sendable (Result<T, any Error>) -> Void) {
         let box = ResultBox<T>()
+        // Only the committer thread touches `box`, before it calls `completion`; hence unchecked.
         let item = Item(
             apply: { db in box.value = try body(db) },
             complete: { error in completion(error.map { .failure($0) } ?? .success(box.value!)) })

@@ -283,7 +283,8 @@ enum JSONText {
 
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
-    private static func writeString(_ text: String, into bytes: inout [UInt8]) {
+    /// `text` as a JSON string literal (also used by `JSONWriter`).
+    static func writeString(_ text: String, into bytes: inout [UInt8]) {
         bytes.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
