@@ -2,7 +2,9 @@ import Foundation
 import GRDB
 internal import GRDBSQLite
 
-/// The hot statements of the store, stepped with SQLite's C API on GRDB's cached statements.
+/// The hot statements of the store, stepped with SQLite's C API on GRDB's cached statements
+/// (writes, inside the committer's transactions) or on read-only connections of our own
+/// (`ReadConnection`, reads on the caller's thread).
 ///
 /// GRDB's `Row` builds a column-name dictionary and copies every value for each row fetched,
 /// and `StatementArguments` boxes each argument; on `GetRun` and inside every group commit
@@ -43,8 +45,18 @@ enum SQLiteRaw {
     /// Runs a cached statement with `arguments` and returns `read` of each row (RETURNING rows
     /// of a write included), stepping it to the end.
     static func rows<T>(_ db: Database, _ sql: String, _ arguments: [Value], _ read: (Columns) throws -> T) throws -> [T] {
-        let statement = try db.cachedStatement(sql: sql)
-        let raw = statement.sqliteStatement
+        guard let handle = db.sqliteConnection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "closed") }
+        return try rows(try db.cachedStatement(sql: sql).sqliteStatement, handle: handle, sql, arguments, read)
+    }
+
+    /// The same on a read-only connection of `SQLiteReaders`.
+    static func rows<T>(_ connection: ReadConnection, _ sql: String, _ arguments: [Value],
+                        _ read: (Columns) throws -> T) throws -> [T] {
+        try rows(try connection.statement(sql), handle: connection.handle, sql, arguments, read)
+    }
+
+    private static func rows<T>(_ raw: OpaquePointer, handle: OpaquePointer, _ sql: String, _ arguments: [Value],
+                                _ read: (Columns) throws -> T) throws -> [T] {
         sqlite3_reset(raw)
         sqlite3_clear_bindings(raw)
         defer { sqlite3_reset(raw) }
@@ -56,13 +68,13 @@ enum SQLiteRaw {
             case .integer(let number?): code = sqlite3_bind_int64(raw, index, number)
             case .text(nil), .integer(nil): code = sqlite3_bind_null(raw, index)
             }
-            guard code == SQLITE_OK else { throw error(db, code, sql) }
+            guard code == SQLITE_OK else { throw error(handle, code, sql) }
         }
         var results: [T] = []
         while true {
             let code = sqlite3_step(raw)
             if code == SQLITE_DONE { return results }
-            guard code == SQLITE_ROW else { throw error(db, code, sql) }
+            guard code == SQLITE_ROW else { throw error(handle, code, sql) }
             results.append(try read(Columns(statement: raw)))
         }
     }
@@ -72,7 +84,46 @@ enum SQLiteRaw {
         try rows(db, sql, arguments, read).first
     }
 
-    private static func error(_ db: Database, _ code: Int32, _ sql: String) -> DatabaseError {
-        DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage, sql: sql)
+    static func row<T>(_ connection: ReadConnection, _ sql: String, _ arguments: [Value],
+                       _ read: (Columns) throws -> T) throws -> T? {
+        try rows(connection, sql, arguments, read).first
+    }
+
+    /// A read-only connection opened with SQLite's C API (no mutex: one thread at a time uses
+    /// it, see `SQLiteReaders`), with its statements prepared once.
+    final class ReadConnection: @unchecked Sendable {
+        fileprivate let handle: OpaquePointer
+        private var statements: [String: OpaquePointer] = [:]
+
+        init(path: String, busyTimeout: Duration) throws {
+            var handle: OpaquePointer?
+            let code = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil)
+            guard code == SQLITE_OK, let handle else {
+                let message = handle.map { String(cString: sqlite3_errmsg($0)) }
+                sqlite3_close_v2(handle)
+                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: message)
+            }
+            self.handle = handle
+            let milliseconds = busyTimeout.components.seconds * 1000 + busyTimeout.components.attoseconds / 1_000_000_000_000_000
+            sqlite3_busy_timeout(handle, Int32(clamping: milliseconds))
+        }
+
+        fileprivate func statement(_ sql: String) throws -> OpaquePointer {
+            if let statement = statements[sql] { return statement }
+            var statement: OpaquePointer?
+            let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+            guard code == SQLITE_OK, let statement else { throw SQLiteRaw.error(handle, code, sql) }
+            statements[sql] = statement
+            return statement
+        }
+
+        deinit {
+            for statement in statements.values { sqlite3_finalize(statement) }
+            sqlite3_close_v2(handle)
+        }
+    }
+
+    private static func error(_ handle: OpaquePointer, _ code: Int32, _ sql: String) -> DatabaseError {
+        DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(handle)), sql: sql)
     }
 }

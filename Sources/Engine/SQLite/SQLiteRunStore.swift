@@ -139,7 +139,7 @@ public final class SQLiteRunStore: RunStore {
 
     /// One statement (or several that need no common snapshot) on a read-only connection, on
     /// this thread.
-    private func read<T>(_ body: (Database) throws -> T) throws -> T {
+    private func read<T>(_ body: (SQLiteRaw.ReadConnection) throws -> T) throws -> T {
         do {
             return try readers.read(body)
         } catch {
@@ -603,14 +603,12 @@ extension SQLiteRunStore: APIKeyStore {
 
     public func listKeys(tenant: String?) async throws -> [APIKeyRecord] {
         try read { db in
-            let rows: [Row]
             if let tenant {
-                rows = try Row.fetchAll(db, sql: "SELECT \(Self.keyColumns) FROM api_keys WHERE tenant = ? ORDER BY created_at, id",
-                                        arguments: [tenant])
-            } else {
-                rows = try Row.fetchAll(db, sql: "SELECT \(Self.keyColumns) FROM api_keys ORDER BY created_at, id")
+                return try SQLiteRaw.rows(db, "SELECT \(Self.keyColumns) FROM api_keys WHERE tenant = ? ORDER BY created_at, id",
+                                          [.text(tenant)], { Self.storedKey(from: $0).record })
             }
-            return rows.map(Self.apiKey(from:))
+            return try SQLiteRaw.rows(db, "SELECT \(Self.keyColumns) FROM api_keys ORDER BY created_at, id", [],
+                                      { Self.storedKey(from: $0).record })
         }
     }
 
@@ -625,20 +623,16 @@ extension SQLiteRunStore: APIKeyStore {
 
     public func storedKey(id: String) async throws -> StoredAPIKey? {
         try read { db in
-            try SQLiteRaw.row(db, "SELECT \(Self.keyColumns) FROM api_keys WHERE id = ?", [.text(id)]) { row in
-                StoredAPIKey(record: APIKeyRecord(id: row.text(0), tenant: row.text(1), workflow: row.text(2),
-                                                  createdAt: Self.date(row.integer(3)),
-                                                  revokedAt: row.optionalInteger(4).map(Self.date)),
-                             secretSHA256: row.text(5))
-            }
+            try SQLiteRaw.row(db, "SELECT \(Self.keyColumns) FROM api_keys WHERE id = ?", [.text(id)], Self.storedKey(from:))
         }
     }
 
     /// Columns of `api_keys` in the order `apiKey(from:)` reads them.
     private static let keyColumns = "id, tenant, workflow, created_at, revoked_at, secret_sha256"
 
-    private static func apiKey(from row: Row) -> APIKeyRecord {
-        APIKeyRecord(id: row[0], tenant: row[1], workflow: row[2], createdAt: date(row[3]),
-                     revokedAt: (row[4] as Int64?).map(date))
+    private static func storedKey(from row: SQLiteRaw.Columns) -> StoredAPIKey {
+        StoredAPIKey(record: APIKeyRecord(id: row.text(0), tenant: row.text(1), workflow: row.text(2),
+                                          createdAt: date(row.integer(3)), revokedAt: row.optionalInteger(4).map(date)),
+                     secretSHA256: row.text(5))
     }
 }
