@@ -108,6 +108,9 @@ public final class Engine: Sendable {
     private struct State {
         var started = false
         var shuttingDown = false
+        /// Claims work; stopped first at shutdown, so that the set of executions is final.
+        var dispatcher: Task<Void, Never>?
+        /// Lease renewals and the reaper.
         var background: [Task<Void, Never>] = []
         /// Runs executing in this process, by id.
         var executing: [String: Execution] = [:]
@@ -241,24 +244,29 @@ public final class Engine: Sendable {
         if !recovered.isEmpty {
             logger.warning("failed runs interrupted by a restart", metadata: ["count": "\(recovered.count)"])
         }
-        var tasks: [Task<Void, Never>] = [
-            Task { [self] in await dispatchLoop() },
-            Task { [self] in await leaseRenewalLoop() },
-        ]
+        let dispatcher = Task { [self] in await dispatchLoop() }
+        var tasks: [Task<Void, Never>] = [Task { [self] in await leaseRenewalLoop() }]
         if configuration.reaperEnabled {
             tasks.append(Task { [self] in await reaperLoop() })
         }
-        state.withLock { $0.background = tasks }
+        state.withLock { state in
+            state.dispatcher = dispatcher
+            state.background = tasks
+        }
     }
 
     /// Stops claiming work, lets executing runs finish for up to `gracePeriod`, then cancels
     /// them (they end `failed`, as an interrupted run would after a restart).
     public func shutdown(gracePeriod: Duration = .seconds(10)) async {
-        let (background, executing) = state.withLock { state in
+        let dispatcher = state.withLock { state in
             state.shuttingDown = true
-            return (state.background, Array(state.executing.values))
+            return state.dispatcher
         }
         workSignal.wakeAll()
+        // A claim in flight still starts what it claimed; after this, nothing new starts.
+        dispatcher?.cancel()
+        await dispatcher?.value
+        let (background, executing) = state.withLock { ($0.background, Array($0.executing.values)) }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for execution in executing { _ = await execution.task.result }
