@@ -40,7 +40,7 @@ struct DefinitionParser {
             report(.invalid, "the file must hold a mapping (name, inputs, nodes, ...), not \(root.typeName)")
             return nil
         }
-        return definition(object, hash: SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined())
+        return definition(object, hash: Hex.encode(SHA256.hash(data: data)))
     }
 
     private mutating func document(_ text: String) -> JSONValue? {
