@@ -118,6 +118,11 @@ public final class Engine: Sendable {
         var executingByTenant: [String: Int] = [:]
         /// The tasks that record each executing run's result, by run id.
         var completions: [String: Task<Void, Never>] = [:]
+        /// A claim is between its commit and the start of what it claimed.
+        var claimInFlight = false
+        /// Stops of running runs not (yet) executing here while a claim was in flight: the
+        /// claim may hold them; its runs are cancelled at start when they are listed here.
+        var stopsBeforeStart: Set<String> = []
     }
 
     /// A run executing in this process.
@@ -405,11 +410,18 @@ public final class Engine: Sendable {
             hub.publish([event])
             return run
         case .stopRequested(let run):
-            let execution = state.withLock { $0.executing[id] }
-            guard let execution else { return run }
+            // Not executing here and no claim in flight: another process holds it and sees the
+            // durable request at its next lease renewal.
+            let (execution, beforeStart) = state.withLock { state -> (Execution?, Bool) in
+                if let execution = state.executing[id] { return (execution, false) }
+                guard state.claimInFlight else { return (nil, false) }
+                state.stopsBeforeStart.insert(id)
+                return (nil, true)
+            }
+            guard execution != nil || beforeStart else { return run }
             let events = try await watch(id: id, tenant: tenant, after: 0, replayStored: false)
-            execution.stopRequested.store(true, ordering: .relaxed)
-            execution.task.cancel()
+            execution?.stopRequested.store(true, ordering: .relaxed)
+            execution?.task.cancel()
             return try await withThrowingTaskGroup(of: RunRecord?.self) { group in
                 group.addTask { [self] in
                     for try await event in events where event.isTerminal { return try await self.run(id: id, tenant: tenant) }
@@ -482,6 +494,7 @@ public final class Engine: Sendable {
             let slots = configuration.workerCount - free
             var filled = false
             if slots > 0 {
+                state.withLock { $0.claimInFlight = true }
                 do {
                     let claimed = try await store.claim(
                         ClaimRequest(worker: worker, maxRuns: slots, leaseDuration: configuration.leaseDuration,
@@ -491,6 +504,16 @@ public final class Engine: Sendable {
                     filled = claimed.count == slots
                 } catch {
                     logger.error("claiming runs failed", metadata: ["error": "\(error)"])
+                }
+                // Stops that came while the claim was in flight, for runs it started here.
+                let stopped = state.withLock { state -> [Execution] in
+                    state.claimInFlight = false
+                    defer { state.stopsBeforeStart = [] }
+                    return state.stopsBeforeStart.compactMap { state.executing[$0] }
+                }
+                for execution in stopped {
+                    execution.stopRequested.store(true, ordering: .relaxed)
+                    execution.task.cancel()
                 }
             }
             if filled { continue }
