@@ -7,8 +7,8 @@ public struct EngineConfiguration: Sendable {
     /// Runs executed at once by this process.
     public var workerCount: Int = 4
     /// Runs one tenant may execute at once in this process (`FLOWD_WORKERS_PER_TENANT`); nil
-    /// means `defaultWorkersPerTenant`: all workers but a quarter (at least one) stay open to
-    /// other tenants, so a tenant with long runs cannot hold every worker.
+    /// means the default of `effectiveWorkersPerTenant`: all workers but a quarter (at least
+    /// one) stay open to other tenants, so a tenant with long runs cannot hold every worker.
     public var workersPerTenant: Int?
     /// Admission: per-tenant active-run limit (`ASYNC_WORKFLOW_MAX_CONCURRENT`, default 50) and
     /// how long idempotency keys are honoured (24 h).
@@ -114,8 +114,6 @@ public final class Engine: Sendable {
         var background: [Task<Void, Never>] = []
         /// Runs executing in this process, by id.
         var executing: [String: Execution] = [:]
-        /// How many of `executing` each tenant holds.
-        var executingByTenant: [String: Int] = [:]
         /// The tasks that record each executing run's result, by run id.
         var completions: [String: Task<Void, Never>] = [:]
         /// A claim is between its commit and the start of what it claimed.
@@ -136,6 +134,18 @@ public final class Engine: Sendable {
             self.run = run
             self.task = task
             self.events = events
+        }
+
+        /// Ends the execution as stopped by request.
+        func requestStop() {
+            stopRequested.store(true, ordering: .relaxed)
+            task.cancel()
+        }
+
+        /// Ends the execution without writing anything more: the run is no longer ours.
+        func markLost() {
+            lost.store(true, ordering: .relaxed)
+            task.cancel()
         }
     }
 
@@ -420,8 +430,7 @@ public final class Engine: Sendable {
             }
             guard execution != nil || beforeStart else { return run }
             let events = try await watch(id: id, tenant: tenant, after: 0, replayStored: false)
-            execution?.stopRequested.store(true, ordering: .relaxed)
-            execution?.task.cancel()
+            execution?.requestStop()
             return try await withThrowingTaskGroup(of: RunRecord?.self) { group in
                 group.addTask { [self] in
                     for try await event in events where event.isTerminal { return try await self.run(id: id, tenant: tenant) }
@@ -454,8 +463,7 @@ public final class Engine: Sendable {
         for finished in reaped {
             hub.publish([finished.event])
             if let execution = state.withLock({ $0.executing[finished.run.id] }) {
-                execution.lost.store(true, ordering: .relaxed)
-                execution.task.cancel()
+                execution.markLost()
             }
             logger.warning("reaped a stuck run", metadata: ["run": "\(finished.run.id)", "error": "\(finished.run.error ?? "")"])
         }
@@ -490,8 +498,10 @@ public final class Engine: Sendable {
     private func dispatchLoop() async {
         let cap = configuration.effectiveWorkersPerTenant
         while !Task.isCancelled && !isShuttingDown {
-            let (free, held) = state.withLock { ($0.executing.count, $0.executingByTenant) }
-            let slots = configuration.workerCount - free
+            let (busy, held) = state.withLock { state in
+                (state.executing.count, state.executing.values.reduce(into: [String: Int]()) { $0[$1.run.tenant, default: 0] += 1 })
+            }
+            let slots = configuration.workerCount - busy
             var filled = false
             if slots > 0 {
                 state.withLock { $0.claimInFlight = true }
@@ -511,10 +521,7 @@ public final class Engine: Sendable {
                     defer { state.stopsBeforeStart = [] }
                     return state.stopsBeforeStart.compactMap { state.executing[$0] }
                 }
-                for execution in stopped {
-                    execution.stopRequested.store(true, ordering: .relaxed)
-                    execution.task.cancel()
-                }
+                for execution in stopped { execution.requestStop() }
             }
             if filled { continue }
             await workSignal.wait(orAfter: configuration.idlePollInterval, clock: clock)
@@ -535,7 +542,6 @@ public final class Engine: Sendable {
             let execution = Execution(run: run, task: Task { try await executor.execute(run, context: context) },
                                       events: writer)
             state.executing[run.id] = execution
-            state.executingByTenant[run.tenant, default: 0] += 1
             state.completions[run.id] = Task { [self] in await complete(execution) }
         }
     }
@@ -575,11 +581,6 @@ public final class Engine: Sendable {
         state.withLock { state in
             state.executing[run.id] = nil
             state.completions[run.id] = nil
-            if let count = state.executingByTenant[run.tenant], count > 1 {
-                state.executingByTenant[run.tenant] = count - 1
-            } else {
-                state.executingByTenant[run.tenant] = nil
-            }
         }
         workSignal.notify()
     }
@@ -600,11 +601,9 @@ public final class Engine: Sendable {
                     case .held(stopRequested: false):
                         continue
                     case .held(stopRequested: true):
-                        execution.stopRequested.store(true, ordering: .relaxed)
-                        execution.task.cancel()
+                        execution.requestStop()
                     case .lost:
-                        execution.lost.store(true, ordering: .relaxed)
-                        execution.task.cancel()
+                        execution.markLost()
                     }
                 }
             } catch is CancellationError {
