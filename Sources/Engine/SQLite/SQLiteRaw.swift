@@ -42,17 +42,23 @@ enum SQLiteRaw {
     /// SQLite's SQLITE_TRANSIENT: bound text is copied by SQLite before the call returns.
     private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
-    /// Runs a cached statement with `arguments` and returns `read` of each row (RETURNING rows
-    /// of a write included), stepping it to the end.
-    static func rows<T>(_ db: Database, _ sql: String, _ arguments: [Value], _ read: (Columns) throws -> T) throws -> [T] {
-        guard let handle = db.sqliteConnection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "closed") }
-        return try rows(try db.cachedStatement(sql: sql).sqliteStatement, handle: handle, sql, arguments, read)
+    /// Runs a prepared statement of `source` with `arguments` and returns `read` of each row
+    /// (RETURNING rows of a write included), stepping it to the end.
+    static func rows<T>(_ source: some StatementSource, _ sql: String, _ arguments: [Value],
+                        _ read: (Columns) throws -> T) throws -> [T] {
+        let (statement, handle) = try source.prepared(sql)
+        return try rows(statement, handle: handle, sql, arguments, read)
     }
 
-    /// The same on a read-only connection of `SQLiteReaders`.
-    static func rows<T>(_ connection: ReadConnection, _ sql: String, _ arguments: [Value],
-                        _ read: (Columns) throws -> T) throws -> [T] {
-        try rows(try connection.statement(sql), handle: connection.handle, sql, arguments, read)
+    /// The first row, if any (the statement still runs to its end).
+    static func row<T>(_ source: some StatementSource, _ sql: String, _ arguments: [Value],
+                       _ read: (Columns) throws -> T) throws -> T? {
+        try rows(source, sql, arguments, read).first
+    }
+
+    /// Runs a statement that returns no rows.
+    static func execute(_ source: some StatementSource, _ sql: String, _ arguments: [Value]) throws {
+        _ = try rows(source, sql, arguments) { _ in () }
     }
 
     private static func rows<T>(_ raw: OpaquePointer, handle: OpaquePointer, _ sql: String, _ arguments: [Value],
@@ -79,20 +85,10 @@ enum SQLiteRaw {
         }
     }
 
-    /// The first row, if any (the statement still runs to its end).
-    static func row<T>(_ db: Database, _ sql: String, _ arguments: [Value], _ read: (Columns) throws -> T) throws -> T? {
-        try rows(db, sql, arguments, read).first
-    }
-
-    static func row<T>(_ connection: ReadConnection, _ sql: String, _ arguments: [Value],
-                       _ read: (Columns) throws -> T) throws -> T? {
-        try rows(connection, sql, arguments, read).first
-    }
-
     /// A read-only connection opened with SQLite's C API (no mutex: one thread at a time uses
     /// it, see `SQLiteReaders`), with its statements prepared once.
-    final class ReadConnection: @unchecked Sendable {
-        fileprivate let handle: OpaquePointer
+    final class ReadConnection: StatementSource, @unchecked Sendable {
+        private let handle: OpaquePointer
         private var statements: [String: OpaquePointer] = [:]
 
         init(path: String, busyTimeout: Duration) throws {
@@ -108,7 +104,11 @@ enum SQLiteRaw {
             sqlite3_busy_timeout(handle, Int32(clamping: milliseconds))
         }
 
-        fileprivate func statement(_ sql: String) throws -> OpaquePointer {
+        func prepared(_ sql: String) throws -> (statement: OpaquePointer, handle: OpaquePointer) {
+            (try statement(sql), handle)
+        }
+
+        private func statement(_ sql: String) throws -> OpaquePointer {
             if let statement = statements[sql] { return statement }
             var statement: OpaquePointer?
             let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
@@ -125,5 +125,19 @@ enum SQLiteRaw {
 
     private static func error(_ handle: OpaquePointer, _ code: Int32, _ sql: String) -> DatabaseError {
         DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(handle)), sql: sql)
+    }
+}
+
+/// Where `SQLiteRaw` gets a prepared statement: GRDB's writer connection inside a transaction
+/// (its statement cache) or one of our read-only connections.
+protocol StatementSource {
+    /// The statement for `sql`, prepared once and reused, and its connection.
+    func prepared(_ sql: String) throws -> (statement: OpaquePointer, handle: OpaquePointer)
+}
+
+extension Database: StatementSource {
+    func prepared(_ sql: String) throws -> (statement: OpaquePointer, handle: OpaquePointer) {
+        guard let handle = sqliteConnection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "closed") }
+        return (try cachedStatement(sql: sql).sqliteStatement, handle)
     }
 }

@@ -11,15 +11,7 @@ extension SQLiteRunStore {
         lease_owner, lease_expires_at, last_progress_at, stop_requested
         """
 
-    static func fetchRun(_ connection: SQLiteRaw.ReadConnection, id: String, tenant: String?) throws -> RunRecord? {
-        if let tenant {
-            return try SQLiteRaw.row(connection, "SELECT \(runColumns) FROM runs WHERE id = ? AND tenant = ?",
-                                     [.text(id), .text(tenant)], run(from:))
-        }
-        return try SQLiteRaw.row(connection, "SELECT \(runColumns) FROM runs WHERE id = ?", [.text(id)], run(from:))
-    }
-
-    static func fetchRun(_ db: Database, id: String, tenant: String?) throws -> RunRecord? {
+    static func fetchRun(_ db: some StatementSource, id: String, tenant: String?) throws -> RunRecord? {
         if let tenant {
             return try SQLiteRaw.row(db, "SELECT \(runColumns) FROM runs WHERE id = ? AND tenant = ?",
                                      [.text(id), .text(tenant)], run(from:))

@@ -171,14 +171,14 @@ public final class SQLiteRunStore: RunStore {
                     }
                 }
                 // Expired (or naming a run that no longer exists): as if absent.
-                try Self.execute(db, "DELETE FROM idempotency WHERE tenant = ? AND key = ?", [.text(submission.tenant), .text(key)])
+                try SQLiteRaw.execute(db, "DELETE FROM idempotency WHERE tenant = ? AND key = ?", [.text(submission.tenant), .text(key)])
             }
             let (active, override) = try SQLiteRaw.row(db, """
                 SELECT (SELECT active FROM tenants WHERE tenant = ?1), (SELECT max_active FROM tenant_limits WHERE tenant = ?1)
                 """, [.text(submission.tenant)]) { (Int($0.integer(0)), $0.optionalInteger(1).map { Int($0) }) } ?? (0, nil)
             let limit = override ?? policy.defaultConcurrencyLimit
             if active >= limit { return .overLimit(active: active, limit: limit) }
-            try Self.execute(db, """
+            try SQLiteRaw.execute(db, """
                 INSERT INTO runs (id, tenant, workflow, workflow_version, state, inputs_json, trigger, transport, user,
                                   idempotency_key, created_at)
                 VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?)
@@ -186,12 +186,12 @@ public final class SQLiteRunStore: RunStore {
                       .text(submission.workflowVersion), .text(submission.inputsJSON), .text(submission.trigger.rawValue),
                       .text(submission.transport.rawValue), .text(submission.user), .text(submission.idempotencyKey),
                       .integer(nowMS)])
-            try Self.execute(db, """
+            try SQLiteRaw.execute(db, """
                 INSERT INTO tenants (tenant, active, scheduled) VALUES (?, 1, 1)
                 ON CONFLICT(tenant) DO UPDATE SET active = active + 1, scheduled = scheduled + 1
                 """, [.text(submission.tenant)])
             if let key = submission.idempotencyKey {
-                try Self.execute(db, """
+                try SQLiteRaw.execute(db, """
                     INSERT INTO idempotency (tenant, key, fingerprint, run_id, expires_at) VALUES (?, ?, ?, ?, ?)
                     """, [.text(submission.tenant), .text(key), .text(submission.fingerprint), .text(submission.runID),
                           .integer(expiresAt)])
@@ -259,7 +259,7 @@ public final class SQLiteRunStore: RunStore {
                 guard !runs.isEmpty else {
                     throw StoreError(code: .integrity, message: "tenant \(tenant) counts scheduled runs but has none")
                 }
-                try Self.execute(db, "UPDATE tenants SET last_claim = ?, scheduled = scheduled - ? WHERE tenant = ?",
+                try SQLiteRaw.execute(db, "UPDATE tenants SET last_claim = ?, scheduled = scheduled - ? WHERE tenant = ?",
                                  [.integer(last), .integer(Int64(runs.count)), .text(tenant)])
                 for run in runs {
                     let event = try Self.insertRunEvent(db, run: run, kind: .runStarted, time: nowMS)
@@ -526,7 +526,7 @@ public final class SQLiteRunStore: RunStore {
             RETURNING \(runColumns)
             """, [.text(to.rawValue), .integer(now), .text(outputsJSON), .text(error), .text(runID), .integer(Int64(attempt)),
                   .text(from.rawValue)], self.run(from:)) else { return nil }
-        try execute(db, "UPDATE tenants SET active = active - 1, scheduled = scheduled - ? WHERE tenant = ?",
+        try SQLiteRaw.execute(db, "UPDATE tenants SET active = active - 1, scheduled = scheduled - ? WHERE tenant = ?",
                     [.integer(from == .scheduled ? 1 : 0), .text(run.tenant)])
         let event = try insertRunEvent(db, run: run, kind: .runFinished, time: now)
         return FinishedRun(run: run, event: event)
@@ -539,11 +539,6 @@ public final class SQLiteRunStore: RunStore {
                              payloadJSON: run.jsonPayload())
         try insertEvent(db, event)
         return event
-    }
-
-    /// Runs a statement that returns no rows.
-    static func execute(_ db: Database, _ sql: String, _ arguments: [SQLiteRaw.Value]) throws {
-        _ = try SQLiteRaw.rows(db, sql, arguments) { _ in () }
     }
 
     // MARK: Test hooks (internal)
