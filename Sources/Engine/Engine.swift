@@ -313,7 +313,7 @@ public final class Engine: Sendable {
         let workflow = request.workflow.isEmpty ? request.key.workflow : request.workflow
         guard workflow == request.key.workflow else {
             throw EngineError(code: .workflowNotAllowed, message: "this API key cannot run workflow \(workflow)",
-                              field: "workflow")
+                              field: "workflow", workflow: workflow)
         }
         if let key = request.idempotencyKey { try IdempotencyKey.validate(key) }
         let resolved = try workflows.resolve(workflow: workflow,

@@ -37,10 +37,12 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
     public var active: Int?
     /// For `invalidRequest`: the offending field.
     public var field: String?
+    /// For `workflowNotAllowed`: the workflow asked for.
+    public var workflow: String?
     public var cause: (any Error & Sendable)?
 
     public init(code: Code, message: String, runID: String? = nil, retryAfter: Duration? = nil, limit: Int? = nil,
-                active: Int? = nil, field: String? = nil, cause: (any Error & Sendable)? = nil) {
+                active: Int? = nil, field: String? = nil, workflow: String? = nil, cause: (any Error & Sendable)? = nil) {
         self.code = code
         self.message = message
         self.runID = runID
@@ -48,6 +50,7 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
         self.limit = limit
         self.active = active
         self.field = field
+        self.workflow = workflow
         self.cause = cause
     }
 

@@ -1101,6 +1101,8 @@ class Suite:
         err = self.expect_error(lambda: self.submit({"steps": 1}, workflow="other"),
                                 grpc.StatusCode.PERMISSION_DENIED, "workflow 'other' with an echo key")
         info, details = self.error_info(err)
+        if info is None or info.reason != "WORKFLOW_NOT_ALLOWED" or dict(info.metadata).get("workflow") != "other":
+            fail(f"ErrorInfo {info} should have reason WORKFLOW_NOT_ALLOWED and metadata workflow=other")
         explicit = self.submit({"steps": 1}, workflow=WORKFLOW)
         if explicit.run.workflow != WORKFLOW:
             fail(f"workflow 'echo' given explicitly: run workflow {explicit.run.workflow!r}")

@@ -64,7 +64,8 @@ enum WorkflowsErrors {
             return invalidArgument(field: error.field ?? "request", error.message)
         case .workflowNotAllowed:
             return RPCError(code: .permissionDenied, message: error.message, details: [
-                .errorInfo(ErrorInfo(reason: "WORKFLOW_NOT_ALLOWED", domain: domain)),
+                .errorInfo(ErrorInfo(reason: "WORKFLOW_NOT_ALLOWED", domain: domain,
+                                     metadata: ["workflow": error.workflow ?? ""])),
             ])
         case .unavailable:
             return RPCError(code: .unavailable, message: error.message, details: [
