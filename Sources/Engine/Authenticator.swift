@@ -54,12 +54,16 @@ public final class Authenticator: Sendable {
     private let clock: any EngineClock
     public let configuration: AuthenticatorConfiguration
     private let cache = Mutex<[String: Entry]>([:])
+    /// `configuration.cacheTTL` in seconds, computed once.
+    private let ttl: TimeInterval
 
     public init(keys: any APIKeyStore, clock: any EngineClock = SystemClock(),
                 configuration: AuthenticatorConfiguration = AuthenticatorConfiguration()) {
         self.keys = keys
         self.clock = clock
         self.configuration = configuration
+        let (seconds, attoseconds) = configuration.cacheTTL.components
+        ttl = Double(seconds) + Double(attoseconds) / 1e18
     }
 
     /// The key's record for an `authorization` header value (`Bearer <key>`, scheme
@@ -84,7 +88,6 @@ public final class Authenticator: Sendable {
     public func authenticate(key presented: String) async throws -> APIKeyRecord? {
         guard let (id, secret) = APIKeyFormat.parse(presented) else { return nil }
         let now = clock.now()
-        let ttl = Double(configuration.cacheTTL.components.seconds) + Double(configuration.cacheTTL.components.attoseconds) / 1e18
         let cached = cache.withLock { $0[id] }
         let stored: StoredAPIKey?
         if let cached, now.timeIntervalSince(cached.fetchedAt) < ttl, now >= cached.fetchedAt {
@@ -110,6 +113,9 @@ public final class Authenticator: Sendable {
         forget(id: id)
         return revoked
     }
+
+    /// Keys in the cache now (tests check its bound).
+    var cachedKeyCount: Int { cache.withLock { $0.count } }
 
     /// Drops a key from the cache: the next call reads the store.
     public func forget(id: String) {

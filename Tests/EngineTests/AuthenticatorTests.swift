@@ -1,4 +1,4 @@
-import Engine
+@testable import Engine
 import Foundation
 import Testing
 
@@ -49,6 +49,27 @@ struct AuthenticatorTests {
             #expect(try await authenticator.authenticate(key: remote.key) != nil)  // cached, within the TTL
             clock.advance(by: .seconds(2))
             #expect(try await authenticator.authenticate(key: remote.key) == nil)
+        }
+    }
+
+    @Test("the cache never holds more than maxCachedKeys keys, and keys dropped from it still authenticate")
+    func cacheBound() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            var configuration = AuthenticatorConfiguration()
+            configuration.maxCachedKeys = 3
+            let authenticator = Authenticator(keys: store, clock: ManualClock(), configuration: configuration)
+            var issued: [IssuedAPIKey] = []
+            for _ in 0..<10 { issued.append(try await store.createKey(tenant: "acme", workflow: "hello", now: Date())) }
+            for round in 0..<2 {
+                for key in issued {
+                    #expect(try await authenticator.authenticate(key: key.key) == key.record, "round \(round)")
+                    #expect(authenticator.cachedKeyCount <= 3)
+                }
+            }
+            // Unknown ids are never cached.
+            _ = try await authenticator.authenticate(key: "flowd_000000000000_" + String(repeating: "0", count: 64))
+            #expect(authenticator.cachedKeyCount <= 3)
         }
     }
 }
