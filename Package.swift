@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // System libraries, reached through pkg-config (Debian: libnghttp2-dev, libprotobuf-c-dev).
@@ -49,6 +50,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                // The PostgreSQL store (Sources/Engine/Postgres) only.
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]),
         // The network: SwiftNIO + nghttp2, gRPC routing, services.
         .target(

@@ -1,0 +1,165 @@
+/// The schema of the PostgreSQL store. Migrations are append-only: never edit a registered one;
+/// each is a list of single statements (the extended protocol takes one at a time).
+///
+/// - Identifiers and tenants are `COLLATE "C"`: ordered by bytes, as SQLite orders them.
+/// - `runs`: one row per run; times are BIGINT milliseconds since 1970 (the engine clock's, as
+///   in SQLite). `run_user` is SQLite's `user` (a reserved word here).
+/// - `run_events`: the append-only log, primary key (run_id, sequence).
+/// - `idempotency`: primary key (tenant, key), the unique constraint that makes a key exact.
+/// - `tenants`: per tenant, its `active` (`scheduled` + `running`) and `scheduled` run counts,
+///   kept in the transactions that change a run's state, and its `last_claim` (a number from
+///   `claim_seq`, so claims in one millisecond still rotate). Its row lock serialises a
+///   tenant's admissions across every process.
+/// - `tenant_limits`: concurrency limit overrides. `api_keys`: keys by id with the SHA-256 of
+///   their secret.
+/// - `flowd_submit(...)`: a submission's admission in one round trip (see `submitFunction`).
+/// - `flowd_schema`: the versions applied; a version above `PostgresSchema.migrations.count`
+///   means a newer flowd migrated the database, and this one refuses it.
+enum PostgresSchema {
+    /// Keys of the advisory locks (`pg_advisory_xact_lock(namespace, key)`), per database.
+    enum Lock {
+        static let namespace: Int32 = 0x666C_6F77  // "flow"
+        static let migrations: Int32 = 1
+        static let reaper: Int32 = 2
+    }
+
+    static let migrations: [(name: String, statements: [String])] = [
+        ("v1: runs, events, idempotency, tenants, api keys", [
+            """
+            CREATE TABLE runs (
+                id TEXT COLLATE "C" PRIMARY KEY,
+                tenant TEXT COLLATE "C" NOT NULL,
+                workflow TEXT NOT NULL,
+                workflow_version TEXT NOT NULL,
+                state TEXT NOT NULL,
+                inputs_json TEXT NOT NULL,
+                outputs_json TEXT,
+                error TEXT,
+                trigger TEXT NOT NULL,
+                transport TEXT NOT NULL,
+                run_user TEXT NOT NULL,
+                idempotency_key TEXT,
+                created_at BIGINT NOT NULL,
+                started_at BIGINT,
+                finished_at BIGINT,
+                attempt BIGINT NOT NULL DEFAULT 0,
+                last_sequence BIGINT NOT NULL DEFAULT 0,
+                total_steps BIGINT NOT NULL DEFAULT 0,
+                total_tokens BIGINT NOT NULL DEFAULT 0,
+                lease_owner TEXT,
+                lease_expires_at BIGINT,
+                last_progress_at BIGINT,
+                stop_requested BOOLEAN NOT NULL DEFAULT FALSE
+            )
+            """,
+            "CREATE INDEX runs_by_tenant ON runs (tenant, created_at DESC, id DESC)",
+            "CREATE INDEX runs_scheduled ON runs (tenant, created_at, id) WHERE state = 'scheduled'",
+            "CREATE INDEX runs_running ON runs (created_at, id) WHERE state = 'running'",
+            """
+            CREATE TABLE run_events (
+                run_id TEXT COLLATE "C" NOT NULL REFERENCES runs (id),
+                sequence BIGINT NOT NULL,
+                time BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                payload_json TEXT NOT NULL,
+                PRIMARY KEY (run_id, sequence)
+            )
+            """,
+            """
+            CREATE TABLE idempotency (
+                tenant TEXT NOT NULL,
+                key TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant, key)
+            )
+            """,
+            "CREATE INDEX idempotency_by_expiry ON idempotency (expires_at)",
+            """
+            CREATE TABLE tenants (
+                tenant TEXT COLLATE "C" PRIMARY KEY,
+                active BIGINT NOT NULL DEFAULT 0,
+                scheduled BIGINT NOT NULL DEFAULT 0,
+                last_claim BIGINT NOT NULL DEFAULT 0
+            )
+            """,
+            "CREATE SEQUENCE claim_seq",
+            "CREATE TABLE tenant_limits (tenant TEXT PRIMARY KEY, max_active BIGINT NOT NULL)",
+            """
+            CREATE TABLE api_keys (
+                id TEXT COLLATE "C" PRIMARY KEY,
+                secret_sha256 TEXT NOT NULL,
+                tenant TEXT NOT NULL,
+                workflow TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                revoked_at BIGINT
+            )
+            """,
+            "CREATE INDEX api_keys_by_tenant ON api_keys (tenant, created_at)",
+            submitFunction,
+        ]),
+    ]
+
+    /// Admission of one submission, as `SQLiteRunStore.submit` decides it, in one round trip
+    /// (autocommit). Each statement of a VOLATILE function takes a new snapshot, so the reads
+    /// after the tenant's row lock see every admission committed before the lock was granted:
+    /// the count and the idempotency look-up are exact across processes. Returns one row:
+    /// the outcome (`created`, `replayed`, `keyReused`, `overLimit`), the active count and limit
+    /// it saw, and the run it names.
+    static let submitFunction = """
+        CREATE FUNCTION flowd_submit(p_id TEXT, p_tenant TEXT, p_workflow TEXT, p_version TEXT, p_inputs TEXT,
+                                     p_trigger TEXT, p_transport TEXT, p_user TEXT, p_key TEXT, p_fingerprint TEXT,
+                                     p_now BIGINT, p_expires BIGINT, p_default_limit BIGINT)
+        RETURNS TABLE (outcome TEXT, active BIGINT, max_active BIGINT, run_id TEXT)
+        LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            v_active BIGINT;
+            v_limit BIGINT;
+            v_fingerprint TEXT;
+            v_run TEXT;
+            v_expires BIGINT;
+        BEGIN
+            SELECT t.active INTO v_active FROM tenants t WHERE t.tenant = p_tenant FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO tenants (tenant) VALUES (p_tenant) ON CONFLICT (tenant) DO NOTHING;
+                SELECT t.active INTO v_active FROM tenants t WHERE t.tenant = p_tenant FOR UPDATE;
+            END IF;
+            SELECT l.max_active INTO v_limit FROM tenant_limits l WHERE l.tenant = p_tenant;
+            v_limit := COALESCE(v_limit, p_default_limit);
+            IF p_key IS NOT NULL THEN
+                SELECT i.fingerprint, i.run_id, i.expires_at INTO v_fingerprint, v_run, v_expires
+                FROM idempotency i WHERE i.tenant = p_tenant AND i.key = p_key;
+                IF FOUND THEN
+                    IF v_expires > p_now THEN
+                        IF v_fingerprint <> p_fingerprint THEN
+                            RETURN QUERY SELECT 'keyReused'::TEXT, v_active, v_limit, v_run;
+                            RETURN;
+                        END IF;
+                        IF EXISTS (SELECT 1 FROM runs r WHERE r.id = v_run AND r.tenant = p_tenant) THEN
+                            RETURN QUERY SELECT 'replayed'::TEXT, v_active, v_limit, v_run;
+                            RETURN;
+                        END IF;
+                    END IF;
+                    -- Expired (or naming a run that no longer exists): as if absent.
+                    DELETE FROM idempotency i WHERE i.tenant = p_tenant AND i.key = p_key;
+                END IF;
+            END IF;
+            IF v_active >= v_limit THEN
+                RETURN QUERY SELECT 'overLimit'::TEXT, v_active, v_limit, NULL::TEXT;
+                RETURN;
+            END IF;
+            INSERT INTO runs (id, tenant, workflow, workflow_version, state, inputs_json, trigger, transport, run_user,
+                              idempotency_key, created_at)
+            VALUES (p_id, p_tenant, p_workflow, p_version, 'scheduled', p_inputs, p_trigger, p_transport, p_user,
+                    p_key, p_now);
+            UPDATE tenants t SET active = t.active + 1, scheduled = t.scheduled + 1 WHERE t.tenant = p_tenant;
+            IF p_key IS NOT NULL THEN
+                INSERT INTO idempotency (tenant, key, fingerprint, run_id, expires_at)
+                VALUES (p_tenant, p_key, p_fingerprint, p_id, p_expires);
+            END IF;
+            RETURN QUERY SELECT 'created'::TEXT, v_active + 1, v_limit, p_id;
+        END
+        $$
+        """
+}
