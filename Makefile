@@ -67,10 +67,15 @@ build-tests: deps
 	$(SWIFT) build --build-tests
 
 # The RPCServer tests start a server with the test-only Control service and run
-# tools/interop/grpc_interop.py against it.
+# tools/interop/grpc_interop.py against it. The PostgreSQL store's tests get a throwaway
+# server (tools/pg-test-cluster.sh: initdb in a temporary directory, 127.0.0.1 on a free port),
+# stopped and removed when the tests end, pass or fail.
 swift-test: deps
-	@echo "== swift test"
-	$(SWIFT) test
+	@echo "== swift test (with a throwaway PostgreSQL server)"
+	@eval "$$(tools/pg-test-cluster.sh start)"; \
+	 trap 'tools/pg-test-cluster.sh stop "$$FLOWD_PG_DIR"' EXIT; \
+	 echo "   PostgreSQL for the tests: $$FLOWD_TEST_POSTGRES_URL"; \
+	 $(SWIFT) test
 
 health:
 	@$(PYTHON) tools/interop/health_check.py --target $(HOST):$(PORT)

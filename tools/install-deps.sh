@@ -2,7 +2,8 @@
 # Installs what building, running and testing flowd needs on Debian 12, and only what is
 # missing, so that a second run is a no-op that takes a second.
 #
-#   Debian: nghttp2 and protobuf-c (headers, protoc-c), protoc, h2load/nghttp, pkg-config, SQLite
+#   Debian: nghttp2 and protobuf-c (headers, protoc-c), protoc, h2load/nghttp, pkg-config, SQLite,
+#           PostgreSQL (the server the PostgreSQL store's tests start in a temporary directory)
 #   PyPI:   grpcio, grpcio-tools, grpcio-status (the interop suite's client and stub generator), h2 (frame-level checks),
 #           requests, httpx (REST shim suite)
 #
@@ -18,6 +19,7 @@ APT_PACKAGES=(
   nghttp2-client        # h2load, nghttp (tools/bench)
   pkg-config            # SwiftPM finds libnghttp2 / libprotobuf-c through it
   libsqlite3-dev        # the embedded store
+  postgresql            # the tests' throwaway PostgreSQL server (tools/pg-test-cluster.sh; no service is used)
 )
 PIP_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1 h2==4.1.0 requests httpx==0.28.1)
 # Debian's security backports (Rapid Reset, CONTINUATION flood, CVE-2026-27135) end here.

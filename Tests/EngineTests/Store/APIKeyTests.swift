@@ -4,27 +4,30 @@ import Testing
 
 @Suite("API keys")
 struct APIKeyTests {
-    @Test("a created key authenticates to its tenant and workflow; only its hash is stored")
-    func createAndAuthenticate() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("a created key authenticates to its tenant and workflow; only its hash is stored", arguments: StoreBackend.all)
+    func createAndAuthenticate(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let issued = try await store.createKey(tenant: "acme", workflow: "hello", now: Date(timeIntervalSince1970: 1_800_000_000))
             #expect(issued.key.hasPrefix("flowd_\(issued.record.id)_"))
             #expect(try await store.authenticate(issued.key) == issued.record)
             #expect(try await store.listKeys(tenant: "acme") == [issued.record])
             #expect(try await store.listKeys(tenant: "other").isEmpty)
             // The secret never reaches the database file.
-            let secret = String(issued.key.split(separator: "_").last!)
-            let file = try Data(contentsOf: directory.appendingPathComponent(SQLiteRunStore.fileName))
-            let wal = (try? Data(contentsOf: directory.appendingPathComponent(SQLiteRunStore.fileName + "-wal"))) ?? Data()
-            #expect(file.range(of: Data(secret.utf8)) == nil && wal.range(of: Data(secret.utf8)) == nil)
+            if backend == .sqlite {
+                let directory = stores.directory
+                let secret = String(issued.key.split(separator: "_").last!)
+                let file = try Data(contentsOf: directory.appendingPathComponent(SQLiteRunStore.fileName))
+                let wal = (try? Data(contentsOf: directory.appendingPathComponent(SQLiteRunStore.fileName + "-wal"))) ?? Data()
+                #expect(file.range(of: Data(secret.utf8)) == nil && wal.range(of: Data(secret.utf8)) == nil)
+            }
         }
     }
 
-    @Test("missing, malformed, unknown, wrong-secret and revoked keys are all rejected alike")
-    func rejections() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("missing, malformed, unknown, wrong-secret and revoked keys are all rejected alike", arguments: StoreBackend.all)
+    func rejections(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let issued = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
             let wrongSecret = "flowd_\(issued.record.id)_" + String(repeating: "0", count: 64)
             let unknown = "flowd_000000000000_" + String(repeating: "a", count: 64)

@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 import Testing
 
-@Suite("Group commit: concurrent writes share transactions and stay exact")
+@Suite("Group commit (SQLite) and the batched store contract (SQLite and PostgreSQL): concurrent writes stay exact")
 struct GroupCommitTests {
     @Test("500 concurrent submissions are committed in fewer transactions than submissions, all durable")
     func submissionsShareTransactions() async throws {
@@ -27,10 +27,10 @@ struct GroupCommitTests {
         }
     }
 
-    @Test("a write that fails in a batch fails alone; the others of its batch commit")
-    func oneFailureFailsOnlyItsCaller() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("a write that fails in a batch fails alone; the others of its batch commit", arguments: StoreBackend.all)
+    func oneFailureFailsOnlyItsCaller(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             try await StoreFixture.create(store, StoreFixture.submission("taken"))
             // 200 submissions at once; one reuses the id "taken" (a primary-key violation inside
             // whatever batch it lands in).
@@ -65,10 +65,10 @@ struct GroupCommitTests {
         }
     }
 
-    @Test("claims of several runs in one call rotate across tenants and respect the per-tenant cap")
-    func batchedClaimsWithCap() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("claims of several runs in one call rotate across tenants and respect the per-tenant cap", arguments: StoreBackend.all)
+    func batchedClaimsWithCap(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             var t = StoreFixture.t0
             for i in 0..<5 {
                 for tenant in ["a", "b"] {
@@ -90,10 +90,10 @@ struct GroupCommitTests {
         }
     }
 
-    @Test("the admission counters follow every transition: finish, stop, reap and recovery free a tenant's slots")
-    func countersFollowTransitions() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("the admission counters follow every transition: finish, stop, reap and recovery free a tenant's slots", arguments: StoreBackend.all)
+    func countersFollowTransitions(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let policy = StoreFixture.policy(limit: 3)
             let t0 = StoreFixture.t0
             for i in 0..<3 { try await StoreFixture.create(store, StoreFixture.submission("r\(i)"), policy: policy) }
@@ -116,10 +116,10 @@ struct GroupCommitTests {
         }
     }
 
-    @Test("queued appends keep their order before a later finish; a finish expecting events that are missing ends the run failed")
-    func queuedAppends() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("queued appends keep their order before a later finish; a finish expecting events that are missing ends the run failed", arguments: StoreBackend.all)
+    func queuedAppends(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let t0 = StoreFixture.t0
             for id in ["ok", "gap"] { try await StoreFixture.create(store, StoreFixture.submission(id)) }
             let claimed = try await store.claim(ClaimRequest(worker: "w", maxRuns: 2, leaseDuration: .seconds(30)), now: t0)
@@ -150,10 +150,10 @@ struct GroupCommitTests {
         }
     }
 
-    @Test("a tenant alone with work gets several runs from one claim, oldest first; rotation resumes when another arrives")
-    func singleTenantClaimsAtOnce() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("a tenant alone with work gets several runs from one claim, oldest first; rotation resumes when another arrives", arguments: StoreBackend.all)
+    func singleTenantClaimsAtOnce(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             var t = StoreFixture.t0
             for i in 0..<5 {
                 try await StoreFixture.create(store, StoreFixture.submission("a\(i)", tenant: "a"), now: t)

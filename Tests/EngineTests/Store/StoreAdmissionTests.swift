@@ -2,14 +2,14 @@ import Engine
 import Foundation
 import Testing
 
-@Suite("SQLite store: admission (idempotency and the concurrency guard)")
+@Suite("Store (SQLite and PostgreSQL): admission (idempotency and the concurrency guard)")
 struct StoreAdmissionTests {
     typealias F = StoreFixture
 
-    @Test("200 concurrent submissions against a limit of 50 admit exactly 50, and 50 again once those finish")
-    func concurrencyLimit() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("200 concurrent submissions against a limit of 50 admit exactly 50, and 50 again once those finish", arguments: StoreBackend.all)
+    func concurrencyLimit(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let policy = F.policy(limit: 50)
             let first = try await submitConcurrently(200, to: [store], policy: policy) { F.submission("a\($0)") }
             let created = first.compactMap(\.created)
@@ -42,10 +42,10 @@ struct StoreAdmissionTests {
         }
     }
 
-    @Test("1,000 concurrent submissions with one key and one fingerprint: one run, 999 replays, one run id")
-    func concurrentIdempotency() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("1,000 concurrent submissions with one key and one fingerprint: one run, 999 replays, one run id", arguments: StoreBackend.all)
+    func concurrentIdempotency(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let outcomes = try await submitConcurrently(1000, to: [store], policy: F.policy()) {
                 F.submission("r\($0)", key: "order-42", fingerprint: "same")
             }
@@ -60,10 +60,10 @@ struct StoreAdmissionTests {
         }
     }
 
-    @Test("the same key with another fingerprint is refused, naming the run, which stays untouched")
-    func keyReused() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("the same key with another fingerprint is refused, naming the run, which stays untouched", arguments: StoreBackend.all)
+    func keyReused(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let original = try await F.create(store, F.submission("r1", key: "k", fingerprint: "a", inputs: #"{"n":1}"#))
             let refused = try await store.submit(F.submission("r2", key: "k", fingerprint: "b", inputs: #"{"n":2}"#),
                                                  policy: F.policy(), now: F.t0.plus(seconds: 1))
@@ -80,10 +80,10 @@ struct StoreAdmissionTests {
         }
     }
 
-    @Test("a key expires at created + TTL: replayed 1 ms before, a new run at that instant, then the key names it")
-    func keyExpiry() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("a key expires at created + TTL: replayed 1 ms before, a new run at that instant, then the key names it", arguments: StoreBackend.all)
+    func keyExpiry(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let policy = F.policy(ttl: .seconds(60))
             let first = try await F.create(store, F.submission("r1", key: "k", fingerprint: "a"), policy: policy)
             #expect(try await store.submit(F.submission("r2", key: "k", fingerprint: "a"), policy: policy,
@@ -98,10 +98,10 @@ struct StoreAdmissionTests {
         }
     }
 
-    @Test("a replay is answered even when the tenant is at its limit; a refused submission creates nothing")
-    func replayAtLimit() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("a replay is answered even when the tenant is at its limit; a refused submission creates nothing", arguments: StoreBackend.all)
+    func replayAtLimit(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let policy = F.policy(limit: 1)
             let run = try await F.create(store, F.submission("r1", key: "k"), policy: policy)
             #expect(try await store.submit(F.submission("r2", key: "k"), policy: policy, now: F.t0) == .replayed(run))
@@ -114,10 +114,10 @@ struct StoreAdmissionTests {
         }
     }
 
-    @Test("a tenant's override wins over the default limit; removing it restores the default")
-    func limitOverride() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("a tenant's override wins over the default limit; removing it restores the default", arguments: StoreBackend.all)
+    func limitOverride(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let policy = F.policy(limit: 3)
             try await store.setConcurrencyLimit(tenant: "t", limit: 2)
             try await F.create(store, F.submission("r1"), policy: policy)
@@ -132,11 +132,11 @@ struct StoreAdmissionTests {
         }
     }
 
-    @Test("two store handles on one directory (two processes) share admission: limit and key hold across them")
-    func admissionAcrossHandles() async throws {
-        try await withDataDirectory { directory in
-            let first = try makeStore(directory)
-            let second = try makeStore(directory)
+    @Test("two store handles on one directory (two processes) share admission: limit and key hold across them", arguments: StoreBackend.all)
+    func admissionAcrossHandles(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let first = try await stores.open()
+            let second = try await stores.open()
             let limited = try await submitConcurrently(200, to: [first, second], policy: F.policy(limit: 50)) {
                 F.submission("a\($0)")
             }
@@ -154,18 +154,18 @@ struct StoreAdmissionTests {
         }
     }
 
-    @Test("several handles opening a new directory at once all succeed and share one schema")
-    func concurrentOpen() async throws {
-        try await withDataDirectory { directory in
-            let stores = try await withThrowingTaskGroup(of: SQLiteRunStore.self) { group in
-                for _ in 0..<8 { group.addTask { try makeStore(directory) } }
+    @Test("several handles opening a new directory at once all succeed and share one schema", arguments: StoreBackend.all)
+    func concurrentOpen(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let opened = try await withThrowingTaskGroup(of: TestStore.self) { group in
+                for _ in 0..<8 { group.addTask { try await stores.open() } }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
-            for (i, store) in stores.enumerated() {
+            for (i, store) in opened.enumerated() {
                 try await F.create(store, F.submission("r\(i)"))
             }
-            for store in stores {
-                #expect(try await store.listRuns(tenant: "t", filter: RunFilter(), limit: 10, after: nil).count == stores.count)
+            for store in opened {
+                #expect(try await store.listRuns(tenant: "t", filter: RunFilter(), limit: 10, after: nil).count == opened.count)
             }
         }
     }

@@ -2,14 +2,14 @@ import Engine
 import Foundation
 import Testing
 
-@Suite("SQLite store: claims, leases, events, compare-and-set and stop")
+@Suite("Store (SQLite and PostgreSQL): claims, leases, events, compare-and-set and stop")
 struct StoreDispatchTests {
     typealias F = StoreFixture
 
-    @Test("a claim takes the oldest run: running, attempt 1, a lease, and a run_started event carrying the run")
-    func claim() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("a claim takes the oldest run: running, attempt 1, a lease, and a run_started event carrying the run", arguments: StoreBackend.all)
+    func claim(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             #expect(try await store.claimNext(worker: "w", leaseDuration: .seconds(30), now: F.t0) == nil)
             try await F.create(store, F.submission("young"), now: F.t0.plus(ms: 1))
             let old = try await F.create(store, F.submission("old"))
@@ -27,12 +27,12 @@ struct StoreDispatchTests {
         }
     }
 
-    @Test("fairness: after tenant A queues 500 runs and B 5, B's 5 are all claimed within the first 10 claims")
-    func fairness() async throws {
+    @Test("fairness: after tenant A queues 500 runs and B 5, B's 5 are all claimed within the first 10 claims", arguments: StoreBackend.all)
+    func fairness(_ backend: StoreBackend) async throws {
         // The bound: while k tenants have scheduled runs, each gets one of every k consecutive
         // claims, so with A and B waiting, B's n-th run is claimed by claim 2n.
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             try await store.setConcurrencyLimit(tenant: "A", limit: 1000)
             let policy = F.policy(limit: 50)
             for i in 0..<500 {
@@ -54,10 +54,10 @@ struct StoreDispatchTests {
         }
     }
 
-    @Test("round-robin rotates by claim order, not time: three tenants claimed in one millisecond alternate")
-    func rotationWithinOneMillisecond() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("round-robin rotates by claim order, not time: three tenants claimed in one millisecond alternate", arguments: StoreBackend.all)
+    func rotationWithinOneMillisecond(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             for tenant in ["C", "A", "B"] {
                 for i in 0..<3 { try await F.create(store, F.submission("\(tenant)\(i)", tenant: tenant)) }
             }
@@ -70,10 +70,10 @@ struct StoreDispatchTests {
         }
     }
 
-    @Test("a stale attempt, a finished run or another worker changes nothing: nil or lost")
-    func compareAndSet() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("a stale attempt, a finished run or another worker changes nothing: nil or lost", arguments: StoreBackend.all)
+    func compareAndSet(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             try await F.create(store, F.submission("r"))
             let (run, started) = try await F.claim(store, worker: "w1")
             let later = F.t0.plus(seconds: 1)
@@ -108,10 +108,10 @@ struct StoreDispatchTests {
         }
     }
 
-    @Test("contract violations throw a non-retryable invalidArgument and store nothing")
-    func invalidArguments() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("contract violations throw a non-retryable invalidArgument and store nothing", arguments: StoreBackend.all)
+    func invalidArguments(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             try await F.create(store, F.submission("r"))
             let (run, _) = try await F.claim(store)
             let notTerminal = try await #require(throws: StoreError.self) {
@@ -131,10 +131,10 @@ struct StoreDispatchTests {
         }
     }
 
-    @Test("events: consecutive sequences across appends, in order, paged by after and limit; progress recorded")
-    func events() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("events: consecutive sequences across appends, in order, paged by after and limit; progress recorded", arguments: StoreBackend.all)
+    func events(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             try await F.create(store, F.submission("r"))
             let (run, _) = try await F.claim(store, lease: .seconds(30))
             var expectedKinds: [RunEventKind] = [.runStarted]
@@ -176,10 +176,10 @@ struct StoreDispatchTests {
         }
     }
 
-    @Test("stop: scheduled ends at once, running gets a durable request, finished is unchanged, others are not found")
-    func stop() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("stop: scheduled ends at once, running gets a durable request, finished is unchanged, others are not found", arguments: StoreBackend.all)
+    func stop(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let policy = F.policy(limit: 2)
             try await F.create(store, F.submission("waiting"), policy: policy)
             try await F.create(store, F.submission("busy"), policy: policy, now: F.t0.plus(ms: -1))
@@ -203,7 +203,7 @@ struct StoreDispatchTests {
             else { Issue.record("a running run did not get a stop request"); return }
             #expect(requested.state == .running && requested.stopRequested && requested.finishedAt == nil)
             #expect(try await store.stop(runID: "busy", tenant: "t", now: now) == .stopRequested(requested))
-            let reopened = try makeStore(directory)
+            let reopened = try await stores.open()
             #expect(try await reopened.renewLease(runID: "busy", attempt: busy.attempt, worker: "w",
                                                   leaseDuration: .seconds(30), now: now) == .held(stopRequested: true))
             let ended = try #require(try await store.finish(runID: "busy", attempt: busy.attempt, state: .stopped,
@@ -217,10 +217,10 @@ struct StoreDispatchTests {
         }
     }
 
-    @Test("listing filters by state, workflow and user, pages with a cursor and stays in the tenant")
-    func listingFilters() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("listing filters by state, workflow and user, pages with a cursor and stays in the tenant", arguments: StoreBackend.all)
+    func listingFilters(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             try await store.setConcurrencyLimit(tenant: "t", limit: 100)
             for i in 0..<12 {
                 try await F.create(store, F.submission(String(format: "r%02d", i), workflow: i % 2 == 0 ? "even" : "odd",

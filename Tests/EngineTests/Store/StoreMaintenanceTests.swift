@@ -2,15 +2,15 @@ import Engine
 import Foundation
 import Testing
 
-@Suite("SQLite store: reaper, start-up recovery and durability across reopening")
+@Suite("Store (SQLite and PostgreSQL): reaper, start-up recovery and durability across reopening")
 struct StoreMaintenanceTests {
     typealias F = StoreFixture
     let reaper = ReaperPolicy(scheduledTimeout: .seconds(5 * 60), runningTimeout: .seconds(30 * 60))
 
-    @Test("reaper (a): scheduled for the timeout or longer fails; 1 ms less does not")
-    func reapScheduled() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("reaper (a): scheduled for the timeout or longer fails; 1 ms less does not", arguments: StoreBackend.all)
+    func reapScheduled(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             try await F.create(store, F.submission("r"))
             #expect(try await store.reap(now: F.t0.plus(ms: 300_000 - 1), policy: reaper).isEmpty)
             let now = F.t0.plus(ms: 300_000)
@@ -26,10 +26,10 @@ struct StoreMaintenanceTests {
         }
     }
 
-    @Test("reaper (b): a lease that expired strictly before now fails the run (worker gone)")
-    func reapExpiredLease() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("reaper (b): a lease that expired strictly before now fails the run (worker gone)", arguments: StoreBackend.all)
+    func reapExpiredLease(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             try await F.create(store, F.submission("r"))
             let (run, _) = try await F.claim(store, lease: .seconds(30))
             // Renewed at +20 s: the lease now ends at +50 s.
@@ -43,10 +43,10 @@ struct StoreMaintenanceTests {
         }
     }
 
-    @Test("reaper (c): no progress for the timeout fails a run whose lease is still renewed; events are progress")
-    func reapNoProgress() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("reaper (c): no progress for the timeout fails a run whose lease is still renewed; events are progress", arguments: StoreBackend.all)
+    func reapNoProgress(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let policy = ReaperPolicy(scheduledTimeout: .seconds(60), runningTimeout: .seconds(60))
             try await F.create(store, F.submission("r"))
             let (run, _) = try await F.claim(store, lease: .seconds(3600))
@@ -62,10 +62,10 @@ struct StoreMaintenanceTests {
         }
     }
 
-    @Test("reaper vs a late worker: the reaper's verdict stands, the worker's writes return nil, one run_finished")
-    func reaperThenLateWorker() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("reaper vs a late worker: the reaper's verdict stands, the worker's writes return nil, one run_finished", arguments: StoreBackend.all)
+    func reaperThenLateWorker(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             try await F.create(store, F.submission("r"))
             let (run, started) = try await F.claim(store, lease: .seconds(10))
             let reaped = try await store.reap(now: F.t0.plus(seconds: 11), policy: reaper)
@@ -82,10 +82,10 @@ struct StoreMaintenanceTests {
         }
     }
 
-    @Test("reaper and workers racing on 50 expired runs: each run ends once, by exactly one of them")
-    func reaperRace() async throws {
-        try await withDataDirectory { directory in
-            let store = try makeStore(directory)
+    @Test("reaper and workers racing on 50 expired runs: each run ends once, by exactly one of them", arguments: StoreBackend.all)
+    func reaperRace(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
             let count = 50
             for i in 0..<count { try await F.create(store, F.submission("r\(i)")) }
             var runs: [RunRecord] = []
@@ -170,12 +170,12 @@ struct StoreMaintenanceTests {
         }
     }
 
-    @Test("closing and reopening the directory keeps runs, events, keys, limits and the dispatch order")
-    func reopen() async throws {
-        try await withDataDirectory { directory in
+    @Test("closing and reopening the directory keeps runs, events, keys, limits and the dispatch order", arguments: StoreBackend.all)
+    func reopen(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
             let before: (RunRecord, [RunEvent])
             do {
-                let store = try makeStore(directory)
+                let store = try await stores.open()
                 try await store.setConcurrencyLimit(tenant: "t", limit: 1)
                 try await F.create(store, F.submission("r1", key: "k", fingerprint: "a"), now: F.t0.plus(ms: -1))
                 for id in ["x1", "x2"] { try await F.create(store, F.submission(id, tenant: "x")) }
@@ -187,11 +187,11 @@ struct StoreMaintenanceTests {
                                                               stepsDelta: 1, now: F.t0.plus(ms: 5)))
                 before = (try #require(try await store.run(id: "r1", tenant: "t")),
                           try await store.events(runID: "r1", after: 0, limit: 10))
-                try store.close()
+                try await stores.close(store)
                 let closed = try await #require(throws: StoreError.self) { try await store.run(id: "r1", tenant: nil) }
                 #expect(!closed.isRetryable)
             }
-            let store = try makeStore(directory)
+            let store = try await stores.open()
             #expect(try await store.run(id: "r1", tenant: "t") == before.0)
             #expect(try await store.events(runID: "r1", after: 0, limit: 10) == before.1)
             #expect(try await store.submit(F.submission("r2", key: "k", fingerprint: "a"), policy: F.policy(),

@@ -52,7 +52,7 @@ extension SubmissionOutcome {
 }
 
 /// Runs `count` submissions concurrently, `make(i)` building the i-th; returns the outcomes.
-func submitConcurrently(_ count: Int, to stores: [SQLiteRunStore], policy: AdmissionPolicy, now: Date = StoreFixture.t0,
+func submitConcurrently(_ count: Int, to stores: [any RunStore], policy: AdmissionPolicy, now: Date = StoreFixture.t0,
                         _ make: @escaping @Sendable (Int) -> Submission) async throws -> [SubmissionOutcome] {
     try await withThrowingTaskGroup(of: SubmissionOutcome.self) { group in
         for i in 0..<count {
