@@ -1,6 +1,7 @@
 import ArgumentParser
 import Engine
 import Foundation
+import Logging
 
 /// `flowd keys`: API keys. A key belongs to one tenant and one workflow; only its hash is stored.
 struct Keys: AsyncParsableCommand {
@@ -29,8 +30,9 @@ struct Keys: AsyncParsableCommand {
 
         func run() async throws {
             let formatter = ISO8601DateFormatter()
+            let keys = try await data.openStore().listKeys(tenant: tenant)
             print("id\ttenant\tworkflow\tcreated\trevoked")
-            for key in try await data.openStore().listKeys(tenant: tenant) {
+            for key in keys {
                 print([key.id, key.tenant, key.workflow, formatter.string(from: key.createdAt),
                        key.revokedAt.map(formatter.string(from:)) ?? "-"].joined(separator: "\t"))
             }
@@ -51,12 +53,33 @@ struct Keys: AsyncParsableCommand {
     }
 }
 
-/// `--data-dir`, shared by every command that opens the store.
+/// `--data-dir` and `--store`, shared by every command that opens the store.
 struct DataDirectoryOption: ParsableArguments {
-    @Option(name: .customLong("data-dir"), help: "Data directory (env FLOWD_DATA_DIR, default ./data).")
+    @Option(name: .customLong("data-dir"), help: "Data directory of the embedded SQLite store (env FLOWD_DATA_DIR, default ./data).")
     var dataDirectory: String = Environment.string("FLOWD_DATA_DIR") ?? "data"
 
-    func openStore() throws -> SQLiteRunStore {
-        try SQLiteRunStore(directory: URL(fileURLWithPath: dataDirectory))
+    @Option(name: .customLong("store"),
+            help: "A PostgreSQL database shared by several flowd processes, postgres://USER:PASSWORD@HOST:PORT/DB, instead of the SQLite store in --data-dir (env FLOWD_STORE).")
+    var store: String? = Environment.string("FLOWD_STORE")
+
+    /// Where the store is, for logs (never the password).
+    var storeDescription: String {
+        guard let store else { return dataDirectory }
+        return (try? PostgresStoreConfiguration(url: store).redacted) ?? "(invalid store URL)"
+    }
+
+    /// Opens the store. A store that cannot be opened (a bad URL, a refused login, an unreachable
+    /// server, a schema from a newer flowd) ends the command with one line on stderr naming the
+    /// problem and exit status 1.
+    func openStore(logger: Logger? = nil) async throws -> any RunStore & APIKeyStore {
+        do {
+            if let store {
+                return try await PostgresRunStore(url: store, logger: logger)
+            }
+            return try SQLiteRunStore(directory: URL(fileURLWithPath: dataDirectory))
+        } catch let error as StoreError {
+            FileHandle.standardError.write(Data("flowd: cannot open the store: \(error.message)\n".utf8))
+            throw ExitCode.failure
+        }
     }
 }

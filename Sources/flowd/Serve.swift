@@ -86,7 +86,7 @@ struct Serve: AsyncParsableCommand {
         var runnerConfiguration = WorkflowRunnerConfiguration()
         runnerConfiguration.allowedPrograms = Set(execAllow)
 
-        let store = try data.openStore()
+        let store = try await data.openStore(logger: logger)
         let engine = Engine(store: store, executor: WorkflowRunner(catalog: catalog, configuration: runnerConfiguration),
                             workflows: catalog, configuration: engineConfiguration, logger: logger)
         let authenticator = Authenticator(keys: store)
@@ -107,7 +107,7 @@ struct Serve: AsyncParsableCommand {
             logger: logger)
         let address = try await server.start()
         logger.info("serving", metadata: [
-            "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "data-dir": "\(data.dataDirectory)",
+            "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "store": "\(data.storeDescription)",
             "workers": "\(engineConfiguration.workerCount)",
         ])
         // Scripts wait for this line (and read the port from it when --port 0).

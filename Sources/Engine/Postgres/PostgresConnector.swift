@@ -218,6 +218,19 @@ final class PostgresConnector: Sendable {
         return "PostgreSQL connection: \(error.code)"
     }
 
+    /// Why a connection failed, in a few words ("Connection refused", "Connect timeout (5 s)").
+    private static func reason(_ error: PSQLError) -> String {
+        guard let underlying = error.underlying else { return "\(error.code)" }
+        if let failures = underlying as? NIOConnectionError {
+            if let io = failures.connectionErrors.lazy.compactMap({ $0.error as? IOError }).first {
+                return String(cString: strerror(io.errnoCode))
+            }
+            if let dns = failures.dnsAError ?? failures.dnsAAAAError { return "cannot resolve the host: \(dns)" }
+        }
+        if let io = underlying as? IOError { return String(cString: strerror(io.errnoCode)) }
+        return "\(underlying)"
+    }
+
     /// The one line a failed opening is reported with.
     private static func describeOpening(_ error: any Error, _ configuration: PostgresStoreConfiguration) -> StoreError {
         let at = "PostgreSQL at \(configuration.host):\(configuration.port)"
@@ -246,8 +259,7 @@ final class PostgresConnector: Sendable {
         case .sslUnsupported:
             return StoreError(code: .invalidArgument, message: "\(at) does not offer TLS (sslmode=require)", cause: error)
         default:
-            let reason = error.underlying.map { "\($0)" } ?? "\(error.code)"
-            return StoreError(code: .storage, message: "cannot connect to \(at): \(reason)", cause: error)
+            return StoreError(code: .storage, message: "cannot connect to \(at): \(reason(error))", cause: error)
         }
     }
 }
