@@ -8,7 +8,10 @@ enum DifyEvents {
 
     static func elapsed(_ run: RunRecord) -> DifyJSON { .double(Double(run.elapsedMilliseconds(now: Date())) / 1000) }
 
-    /// The stream event for a stored event; nil for one that cannot be read.
+    /// The stream event for a stored event; nil for one that cannot be read and for what
+    /// Dify does not send: a branch not taken (`node_finished` with status `skipped`) and the
+    /// `node_started` of a retry. A failed attempt that is retried is `node_retry` (status
+    /// `retry`, `retry_index` 1 for the first retry), so a retried node shows one `node_started`.
     static func streamEvent(_ event: RunEvent) -> DifyJSON? {
         let name: String
         let data: DifyJSON
@@ -34,6 +37,10 @@ enum DifyEvents {
             ])
         case .nodeStarted, .nodeFinished:
             let node = DifyJSON(parsing: event.payloadJSON)
+            let attempt: Int64 = if case .int(let number)? = node["attempt"] { number } else { 1 }
+            if event.kind == .nodeStarted && attempt > 1 { return nil }
+            if event.kind == .nodeFinished && node["status"] == "skipped" { return nil }
+            let retried = event.kind == .nodeFinished && node["will_retry"] == true
             let nodeID = node["node_id"] ?? .null
             let index = node["index"] ?? .null
             var fields: [(String, DifyJSON)] = [
@@ -46,25 +53,34 @@ enum DifyEvents {
                 fields += [("created_at", seconds(event.time)), ("extras", .object([])),
                            ("iteration_id", .null), ("loop_id", .null)]
             } else {
-                name = "node_finished"
+                name = retried ? "node_retry" : "node_finished"
                 let elapsedMS: Double = switch node["elapsed_ms"] {
                 case .int(let ms)?: Double(ms)
                 case .double(let ms)?: ms
                 default: 0
                 }
                 fields += [
-                    ("process_data", .null), ("outputs", node["outputs"] ?? .null), ("status", node["status"] ?? .null),
+                    ("process_data", .null), ("outputs", node["outputs"] ?? .null),
+                    ("status", retried ? "retry" : node["status"] ?? .null),
                     ("error", node["error"] ?? .null), ("elapsed_time", .double(elapsedMS / 1000)),
                     ("execution_metadata", .null),
                     ("created_at", seconds(event.time.addingTimeInterval(-elapsedMS / 1000))),
                     ("finished_at", seconds(event.time)), ("files", .array([])), ("iteration_id", .null), ("loop_id", .null),
                 ]
+                if retried { fields.append(("retry_index", .int(attempt))) }
             }
             data = .object(fields)
         case .textChunk:
             let chunk = DifyJSON(parsing: event.payloadJSON)
             name = "text_chunk"
-            data = .object([("text", chunk["text"] ?? ""), ("from_variable_selector", .array([chunk["node_id"] ?? .null]))])
+            // Dify's selector is [node id, variable]; a list of strings or null, never [null]
+            // (the official SDK's model rejects that and aborts the stream).
+            let selector: DifyJSON = if case .string(let id)? = chunk["node_id"], !id.isEmpty {
+                .array([.string(id), "text"])
+            } else {
+                .null
+            }
+            data = .object([("text", chunk["text"] ?? ""), ("from_variable_selector", selector)])
         }
         return .object([
             ("event", .string(name)), ("workflow_run_id", .string(event.runID)), ("task_id", .string(event.runID)),

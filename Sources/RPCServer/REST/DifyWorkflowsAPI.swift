@@ -16,7 +16,11 @@ public struct DifyWorkflowsAPIConfiguration: Sendable {
 /// Dify's Service API for workflow apps (DESIGN.md, "REST shim"; notes/dify-contract.md) on
 /// top of the same Engine operations as `flowd.v1.Workflows`:
 /// `POST /v1/workflows/run` (blocking, streaming, async), `GET /v1/workflows/run/{id}`,
-/// `POST /v1/workflows/tasks/{task_id}/stop`, `GET /v1/workflows/logs`.
+/// `POST /v1/workflows/tasks/{task_id}/stop`, `GET /v1/workflows/logs`, `GET /v1/parameters`,
+/// `GET /v1/info`, and CORS preflights (`OPTIONS`) as Dify answers them.
+///
+/// With the server's workflow catalog, `inputs` are read the way Dify reads them (undeclared
+/// keys dropped, number strings converted; `DifyApp`) before the Engine checks them.
 ///
 /// `task_id` and `workflow_run_id` are both the run id. An idempotent replay answers in the
 /// response mode the run was first submitted with (its stored trigger), with a body derived
@@ -24,24 +28,29 @@ public struct DifyWorkflowsAPIConfiguration: Sendable {
 public struct DifyWorkflowsAPI: HTTPRequestHandling {
     private let engine: Engine
     private let authenticator: Authenticator
+    private let catalog: WorkflowCatalog?
     private let configuration: DifyWorkflowsAPIConfiguration
+    private let cors = DifyCORS()
 
     /// `engine` must have a workflow catalog (`Engine.init(workflows:)`): submissions go
-    /// through its front door, as gRPC's do.
-    public init(engine: Engine, authenticator: Authenticator,
+    /// through its front door, as gRPC's do. `catalog` (the same workflows) declares the
+    /// inputs for `/v1/parameters`, `/v1/info` and Dify's reading of `inputs`; without it,
+    /// `inputs` go to the Engine as they are and the input form is empty.
+    public init(engine: Engine, authenticator: Authenticator, catalog: WorkflowCatalog? = nil,
                 configuration: DifyWorkflowsAPIConfiguration = DifyWorkflowsAPIConfiguration()) {
         self.engine = engine
         self.authenticator = authenticator
+        self.catalog = catalog
         self.configuration = configuration
     }
 
     private enum Route {
-        case run, getRun(String), stop(String), logs
+        case run, getRun(String), stop(String), logs, parameters, info
 
         var method: HTTPMethod {
             switch self {
             case .run, .stop: .POST
-            case .getRun, .logs: .GET
+            case .getRun, .logs, .parameters, .info: .GET
             }
         }
     }
@@ -49,6 +58,8 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     private static func route(_ path: String) -> Route? {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         switch parts.count {
+        case 2 where parts[0] == "v1" && parts[1] == "parameters": return .parameters
+        case 2 where parts[0] == "v1" && parts[1] == "info": return .info
         case 3 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "run": return .run
         case 3 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "logs": return .logs
         case 4 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "run" && !parts[3].isEmpty:
@@ -60,7 +71,19 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     }
 
     public func respond(to request: HTTPRequest) async -> HTTPResponse {
+        var response = await answer(request)
+        cors.apply(to: &response.headers, request: request)
+        return response
+    }
+
+    private func answer(_ request: HTTPRequest) async -> HTTPResponse {
         guard let route = Self.route(request.path) else { return RESTError.notFound.response }
+        if request.method == .OPTIONS {
+            // Flask's automatic OPTIONS answer (no authentication); DifyCORS adds the rest.
+            let allowed = (route.method == .GET ? ["GET", "HEAD"] : [route.method.rawValue]) + ["OPTIONS"]
+            return HTTPResponse(status: .ok, headers: ["Allow": allowed.sorted().joined(separator: ", ")],
+                                body: .full(ByteBuffer()))
+        }
         guard request.method == route.method else { return RESTError.methodNotAllowed(allowed: [route.method]).response }
         do {
             let key = try await authenticate(request)
@@ -69,6 +92,9 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
             case .getRun(let id): return try await getRun(id, key: key)
             case .stop(let id): return try await stop(id, request: request, key: key)
             case .logs: return try await logs(request, key: key)
+            case .parameters: return Self.json(DifyApp.parameters(catalog?.workflow(named: key.workflow)))
+            case .info:
+                return Self.json(DifyApp.info(workflow: key.workflow, definition: catalog?.workflow(named: key.workflow)))
             }
         } catch {
             return RESTError.map(error).response
@@ -129,7 +155,9 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         guard let inputsValue = body["inputs"], inputsValue != .null else {
             throw Self.validationError("inputs", "Field required [type=missing]")
         }
-        guard case .object = inputsValue else { throw Self.validationError("inputs", "Input should be a valid dictionary [type=dict_type]") }
+        guard case .object(var inputs) = inputsValue else {
+            throw Self.validationError("inputs", "Input should be a valid dictionary [type=dict_type]")
+        }
         let trigger: Trigger
         switch body["response_mode"] {
         case nil, .null?, .string("blocking")?: trigger = .apiBlocking
@@ -141,9 +169,12 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         if let files = body["files"], files != .null, files.arrayValue == nil {
             throw Self.validationError("files", "Input should be a valid list [type=list_type]")
         }
+        if let definition = catalog?.workflow(named: key.workflow) {
+            inputs = try DifyApp.inputs(inputs, declared: definition.inputs)
+        }
         let idempotencyKey = request.headers.first(name: "idempotency-key")
         let submitted = try await engine.submit(SubmitRequest(
-            key: key, inputsJSON: inputsValue.jsonText, user: user, trigger: trigger, transport: .rest,
+            key: key, inputsJSON: JSONValue.object(inputs).jsonText, user: user, trigger: trigger, transport: .rest,
             idempotencyKey: idempotencyKey))
         var run = submitted.run
         var headers: HTTPHeaders = [:]
@@ -151,6 +182,8 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         switch run.trigger {
         case .apiAsync:
             headers.add(name: "Location", value: "/v1/workflows/run/\(run.id)")
+            // PR #35301's async branch is the one that names the charset.
+            headers.add(name: "content-type", value: "application/json; charset=utf-8")
             return Self.json(Self.asyncBody(run), status: submitted.created ? .accepted : .ok, headers: headers)
         case .apiBlocking:
             if !run.state.isTerminal { run = try await engine.waitForCompletion(id: run.id, tenant: key.tenant) }
@@ -167,9 +200,11 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         }
     }
 
+    /// A JSON response; `application/json` (what Flask says for Dify's JSON) unless `headers`
+    /// name a content type.
     private static func json(_ body: DifyJSON, status: HTTPResponseStatus = .ok, headers: HTTPHeaders = [:]) -> HTTPResponse {
         var headers = headers
-        headers.add(name: "content-type", value: "application/json; charset=utf-8")
+        if !headers.contains(name: "content-type") { headers.add(name: "content-type", value: "application/json") }
         return HTTPResponse(status: status, headers: headers, body: .full(ByteBuffer(string: body.text)))
     }
 
@@ -237,7 +272,9 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         let run = try await engine.run(id: id, tenant: key.tenant)
         return Self.json(.object([
             ("id", .string(run.id)), ("workflow_id", .string(run.workflow)), ("status", .string(run.state.rawValue)),
-            ("inputs", .string(DifyJSON(parsing: run.inputsJSON).text)), ("outputs", DifyJSON(parsing: run.outputsJSON)),
+            ("inputs", .string(DifyJSON(parsing: run.inputsJSON).text)),
+            // Current Dify: `workflow_run.outputs_dict or {}`.
+            ("outputs", run.outputsJSON.map { DifyJSON(parsing: $0) }.flatMap { $0 == .null ? nil : $0 } ?? .object([])),
             ("error", .string(run.error)), ("total_steps", .int(Int64(run.totalSteps))), ("total_tokens", .int(run.totalTokens)),
             ("created_at", DifyEvents.seconds(run.createdAt)), ("finished_at", run.finishedAt.map(DifyEvents.seconds) ?? .null),
             ("elapsed_time", DifyEvents.elapsed(run)),
@@ -269,7 +306,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         }
         func date(_ name: String) throws -> Date? {
             guard let text = request.queryValue(name), !text.isEmpty else { return nil }
-            guard let date = Self.parseISO8601(text) else { throw RESTError.invalidParam("\(name) must be an ISO 8601 date-time") }
+            guard let date = DifyApp.parseDate(text) else { throw RESTError.invalidParam("\(name) must be an ISO 8601 date-time") }
             return date
         }
         let page = try integer("page", default: 1, range: 1...99999)
@@ -284,8 +321,18 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         let before = try date("created_at__before")
         let after = try date("created_at__after")
         let keyword = request.queryValue("keyword").flatMap { $0.isEmpty ? nil : $0 }
+        // An end user's session id is the run's `user`; no run is created by a console
+        // account, so a `created_by_account` filter matches nothing (as in Dify for an app
+        // used only through its API).
+        let sessionID = request.queryValue("created_by_end_user_session_id").flatMap { $0.isEmpty ? nil : $0 }
+        if let account = request.queryValue("created_by_account"), !account.isEmpty {
+            return Self.json(.object([
+                ("page", .int(Int64(page))), ("limit", .int(Int64(limit))), ("total", 0), ("has_more", false),
+                ("data", .array([])),
+            ]))
+        }
 
-        let filter = RunFilter(states: states, workflow: key.workflow, user: nil)
+        let filter = RunFilter(states: states, workflow: key.workflow, user: sessionID)
         var matching: [RunRecord] = []
         var cursor: RunCursor?
         repeat {
@@ -330,14 +377,5 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
             ])),
             ("created_at", DifyEvents.seconds(run.createdAt)),
         ])
-    }
-
-    private static func parseISO8601(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        for options: ISO8601DateFormatter.Options in [[.withInternetDateTime], [.withInternetDateTime, .withFractionalSeconds]] {
-            formatter.formatOptions = options
-            if let date = formatter.date(from: text) { return date }
-        }
-        return nil
     }
 }
