@@ -5,7 +5,7 @@
 #   Debian: nghttp2 and protobuf-c (headers, protoc-c), protoc, h2load/nghttp, pkg-config, SQLite,
 #           PostgreSQL (the server the PostgreSQL store's tests start in a temporary directory)
 #   PyPI:   grpcio, grpcio-tools, grpcio-status (the interop suite's client and stub generator), h2 (frame-level checks),
-#           requests, httpx (REST shim suite)
+#           requests, httpx (REST shim suite), dify-client-python (an unmodified Dify client against the shim)
 #
 # Swift itself is not installed here: the toolchain must already be on PATH.
 set -euo pipefail
@@ -21,7 +21,8 @@ APT_PACKAGES=(
   libsqlite3-dev        # the embedded store
   postgresql            # the tests' throwaway PostgreSQL server (tools/pg-test-cluster.sh; no service is used)
 )
-PIP_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1 h2==4.1.0 requests httpx==0.28.1)
+PIP_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1 h2==4.1.0 requests httpx==0.28.1
+              dify-client-python==1.0.3)
 # Debian's security backports (Rapid Reset, CONTINUATION flood, CVE-2026-27135) end here.
 MIN_NGHTTP2="1.52.0-1+deb12u3"
 
@@ -64,7 +65,7 @@ else
 fi
 
 # --- Python packages -------------------------------------------------------------------
-if python3 -c "import grpc, grpc_tools.protoc, grpc_status.rpc_status, h2, requests, httpx" >/dev/null 2>&1; then
+if python3 -c "import grpc, grpc_tools.protoc, grpc_status.rpc_status, h2, requests, httpx, dify_client" >/dev/null 2>&1; then
   say "Python packages present (grpcio $(python3 -c 'import grpc; print(grpc.__version__)'))"
 else
   if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -103,7 +103,8 @@ struct Serve: AsyncParsableCommand {
         let server = GRPCServer(
             configuration: serverConfiguration,
             services: [health, WorkflowsService(engine: engine, authenticator: authenticator)],
-            http: DifyWorkflowsAPI(engine: engine, authenticator: authenticator, configuration: restConfiguration),
+            http: DifyWorkflowsAPI(engine: engine, authenticator: authenticator, catalog: catalog,
+                                   configuration: restConfiguration),
             logger: logger)
         let address = try await server.start()
         logger.info("serving", metadata: [
