@@ -5,7 +5,8 @@
 #   Debian: nghttp2 and protobuf-c (headers, protoc-c), protoc, h2load/nghttp, pkg-config, SQLite,
 #           PostgreSQL (the server the PostgreSQL store's tests start in a temporary directory)
 #   PyPI:   grpcio, grpcio-tools, grpcio-status (the interop suite's client and stub generator), h2 (frame-level checks),
-#           requests, httpx (REST shim suite), dify-client-python (an unmodified Dify client against the shim)
+#           requests, httpx (REST shim suite), dify-client-python (an unmodified Dify client against the shim),
+#           grpcio-reflection (its reflection client against the server)
 #
 # Swift itself is not installed here: the toolchain must already be on PATH.
 set -euo pipefail
@@ -22,7 +23,7 @@ APT_PACKAGES=(
   postgresql            # the tests' throwaway PostgreSQL server (tools/pg-test-cluster.sh; no service is used)
 )
 PIP_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1 h2==4.1.0 requests httpx==0.28.1
-              dify-client-python==1.0.3)
+              dify-client-python==1.0.3 grpcio-reflection==1.85.1)
 # Debian's security backports (Rapid Reset, CONTINUATION flood, CVE-2026-27135) end here.
 MIN_NGHTTP2="1.52.0-1+deb12u3"
 
@@ -65,7 +66,7 @@ else
 fi
 
 # --- Python packages -------------------------------------------------------------------
-if python3 -c "import grpc, grpc_tools.protoc, grpc_status.rpc_status, h2, requests, httpx, dify_client" >/dev/null 2>&1; then
+if python3 -c "import grpc, grpc_tools.protoc, grpc_status.rpc_status, h2, requests, httpx, dify_client, grpc_reflection" >/dev/null 2>&1; then
   say "Python packages present (grpcio $(python3 -c 'import grpc; print(grpc.__version__)'))"
 else
   if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -602,3 +602,136 @@ extension FlowdV1.ListRunsResponse: ProtoMessage {
         }
     }
 }
+
+// MARK: - grpc.reflection.v1
+
+extension ReflectionV1.Request: ProtoMessage {
+    init(c m: Grpc__Reflection__V1__ServerReflectionRequest) {
+        let kind: Kind? =
+            switch m.message_request_case {
+            case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
+                .fileByFilename(str(m.file_by_filename))
+            case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
+                .fileContainingSymbol(str(m.file_containing_symbol))
+            case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:
+                .fileContainingExtension(containingType: str(m.file_containing_extension?.pointee.containing_type),
+                                         number: m.file_containing_extension?.pointee.extension_number ?? 0)
+            case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE:
+                .allExtensionNumbersOfType(str(m.all_extension_numbers_of_type))
+            case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:
+                .listServices(str(m.list_services))
+            default: nil
+            }
+        self.init(host: str(m.host), kind: kind)
+    }
+
+    func c(in arena: ProtobufCArena) -> UnsafeMutablePointer<Grpc__Reflection__V1__ServerReflectionRequest> {
+        let m = arena.message(grpc__reflection__v1__server_reflection_request__init)
+        m.pointee.host = arena.string(host)
+        switch kind {
+        case .fileByFilename(let name):
+            m.pointee.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME
+            m.pointee.file_by_filename = arena.string(name)
+        case .fileContainingSymbol(let symbol):
+            m.pointee.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL
+            m.pointee.file_containing_symbol = arena.string(symbol)
+        case .fileContainingExtension(let containingType, let number):
+            m.pointee.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION
+            let e = arena.message(grpc__reflection__v1__extension_request__init)
+            e.pointee.containing_type = arena.string(containingType)
+            e.pointee.extension_number = number
+            m.pointee.file_containing_extension = e
+        case .allExtensionNumbersOfType(let type):
+            m.pointee.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE
+            m.pointee.all_extension_numbers_of_type = arena.string(type)
+        case .listServices(let text):
+            m.pointee.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES
+            m.pointee.list_services = arena.string(text)
+        case nil:
+            m.pointee.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST__NOT_SET
+        }
+        return m
+    }
+
+    public init(serializedBytes bytes: [UInt8], limits: DecodingLimits) throws(CodecError) {
+        self = try unpack(bytes, grpc__reflection__v1__server_reflection_request__init, limits, Self.init(c:))
+    }
+
+    public func serializedBytes() -> [UInt8] { ProtobufCCodec.encode(c(in:)) }
+}
+
+extension ReflectionV1.Response: ProtoMessage {
+    public init(serializedBytes bytes: [UInt8], limits: DecodingLimits) throws(CodecError) {
+        self = try unpack(bytes, grpc__reflection__v1__server_reflection_response__init, limits) { m in
+            let body: Body =
+                switch m.message_response_case {
+                case GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE:
+                    .fileDescriptors(m.file_descriptor_response.map { r in
+                        ProtobufCCodec.elements(r.pointee.file_descriptor_proto, count: r.pointee.n_file_descriptor_proto)
+                            .map(ProtobufCCodec.bytes)
+                    } ?? [])
+                case GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE:
+                    .extensionNumbers(
+                        baseType: str(m.all_extension_numbers_response?.pointee.base_type_name),
+                        numbers: m.all_extension_numbers_response.map { r in
+                            Array(ProtobufCCodec.elements(r.pointee.extension_number, count: r.pointee.n_extension_number))
+                        } ?? [])
+                case GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE:
+                    .services(m.list_services_response.map { r in
+                        ProtobufCCodec.messages(r.pointee.service, count: r.pointee.n_service).map { str($0.pointee.name) }
+                    } ?? [])
+                default:
+                    .error(code: m.error_response?.pointee.error_code ?? 0, message: str(m.error_response?.pointee.error_message))
+                }
+            return Self(validHost: str(m.valid_host),
+                        originalRequest: m.original_request.map { ReflectionV1.Request(c: $0.pointee) } ?? .init(kind: nil),
+                        body: body)
+        }
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        ProtobufCCodec.encode { arena in
+            let m = arena.message(grpc__reflection__v1__server_reflection_response__init)
+            m.pointee.valid_host = arena.string(validHost)
+            m.pointee.original_request = originalRequest.c(in: arena)
+            switch body {
+            case .fileDescriptors(let files):
+                m.pointee.message_response_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE
+                let r = arena.message(grpc__reflection__v1__file_descriptor_response__init)
+                r.pointee.n_file_descriptor_proto = files.count
+                r.pointee.file_descriptor_proto = arena.array(files.map(arena.bytes))
+                m.pointee.file_descriptor_response = r
+            case .extensionNumbers(let baseType, let numbers):
+                m.pointee.message_response_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE
+                let r = arena.message(grpc__reflection__v1__extension_number_response__init)
+                r.pointee.base_type_name = arena.string(baseType)
+                r.pointee.n_extension_number = numbers.count
+                r.pointee.extension_number = arena.array(numbers)
+                m.pointee.all_extension_numbers_response = r
+            case .services(let names):
+                m.pointee.message_response_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE
+                let r = arena.message(grpc__reflection__v1__list_service_response__init)
+                r.pointee.n_service = names.count
+                r.pointee.service = arena.pointers(names.map { name in
+                    let s = arena.message(grpc__reflection__v1__service_response__init)
+                    s.pointee.name = arena.string(name)
+                    return s
+                })
+                m.pointee.list_services_response = r
+            case .error(let code, let message):
+                m.pointee.message_response_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE
+                let r = arena.message(grpc__reflection__v1__error_response__init)
+                r.pointee.error_code = code
+                r.pointee.error_message = arena.string(message)
+                m.pointee.error_response = r
+            }
+            return m
+        }
+    }
+}
+
+/// The serialized `google.protobuf.FileDescriptorSet` of the protos the server serves,
+/// generated from proto/ by tools/gen-protos.sh (server reflection reads it).
+public enum FlowdDescriptorSet {
+    public static let bytes: [UInt8] = Array(UnsafeBufferPointer(start: flowd_descriptor_set(), count: flowd_descriptor_set_size()))
+}

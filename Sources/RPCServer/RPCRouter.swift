@@ -20,8 +20,8 @@ public struct RPCRouter: Sendable {
         response: Response.Type = Response.self,
         handler: @escaping @Sendable (Request, ServerContext) async throws -> ServerResponse<Response>
     ) {
-        register(descriptor, kind: .unary) { bytes, context, limits, _ in
-            let request = try Request(serializedBytes: bytes, limits: limits)
+        register(descriptor, kind: .unary) { input, context, limits, _ in
+            let request = try Request(serializedBytes: input.single, limits: limits)
             let response = try await handler(request, context)
             return HandlerResult(
                 unaryResponse: UnaryResponse(metadata: response.metadata, message: response.message.serializedBytes()),
@@ -36,17 +36,32 @@ public struct RPCRouter: Sendable {
         response: Response.Type = Response.self,
         handler: @escaping @Sendable (Request, ServerContext) async throws -> StreamingServerResponse<Response>
     ) {
-        register(descriptor, kind: .serverStreaming) { bytes, context, limits, sink in
-            let request = try Request(serializedBytes: bytes, limits: limits)
+        register(descriptor, kind: .serverStreaming) { input, context, limits, sink in
+            let request = try Request(serializedBytes: input.single, limits: limits)
             let response = try await handler(request, context)
             try await sink.sendHeaders(response.metadata)
             return HandlerResult(unaryResponse: nil, trailingMetadata: try await response.producer(RPCWriter(sink: sink)))
         }
     }
 
+    /// Registers a bidirectional-streaming method: `handler` reads the request messages as
+    /// they arrive and writes responses meanwhile.
+    public mutating func registerBidirectionalStreaming<Request: ProtoMessage, Response: ProtoMessage>(
+        _ descriptor: MethodDescriptor,
+        request: Request.Type = Request.self,
+        response: Response.Type = Response.self,
+        handler: @escaping @Sendable (RPCRequestStream<Request>, RPCWriter<Response>, ServerContext) async throws -> Metadata
+    ) {
+        register(descriptor, kind: .bidirectionalStreaming) { input, context, limits, sink in
+            let requests = RPCRequestStream<Request>(messages: input.stream, limits: limits)
+            let trailers = try await handler(requests, RPCWriter(sink: sink), context)
+            return HandlerResult(unaryResponse: nil, trailingMetadata: trailers)
+        }
+    }
+
     private mutating func register(
         _ descriptor: MethodDescriptor, kind: RPCHandler.Kind,
-        body: @escaping @Sendable ([UInt8], ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
+        body: @escaping @Sendable (RequestInput, ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
     ) {
         handlers[descriptor.path] = RPCHandler(kind: kind, body: body)
         services.insert(descriptor.service)
@@ -81,15 +96,33 @@ struct HandlerResult: Sendable {
     var trailingMetadata: Metadata
 }
 
+/// The request side of a call as its handler gets it.
+enum RequestInput: Sendable {
+    /// The one message of a unary or server-streaming call.
+    case single([UInt8])
+    /// The messages of a bidirectional-streaming call, as they arrive.
+    case stream(AsyncThrowingStream<[UInt8], any Error>)
+
+    var single: [UInt8] {
+        if case .single(let bytes) = self { return bytes }
+        return []
+    }
+
+    var stream: AsyncThrowingStream<[UInt8], any Error> {
+        if case .stream(let messages) = self { return messages }
+        return AsyncThrowingStream { $0.finish() }
+    }
+}
+
 /// A registered method with its types erased: decode, run, encode.
 struct RPCHandler: Sendable {
-    enum Kind: Sendable { case unary, serverStreaming }
+    enum Kind: Sendable { case unary, serverStreaming, bidirectionalStreaming }
     let kind: Kind
     /// Runs the method.
-    let body: @Sendable ([UInt8], ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
+    let body: @Sendable (RequestInput, ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
 
     /// Runs the handler to completion and always finishes the call through `sink`.
-    func run(request: [UInt8], context: ServerContext, limits: DecodingLimits, sink: any ResponseSink) async {
+    func run(request: RequestInput, context: ServerContext, limits: DecodingLimits, sink: any ResponseSink) async {
         do {
             let result = try await body(request, context, limits, sink)
             sink.finish(response: result.unaryResponse, status: RPCStatus(code: .ok, message: ""),
@@ -120,5 +153,28 @@ struct RPCHandler: Sendable {
         default:
             return (RPCStatus(code: .unknown, message: "the handler failed unexpectedly"), Metadata())
         }
+    }
+}
+
+/// The request messages of a bidirectional-streaming call, decoded one by one as they arrive;
+/// iteration throws the call's error when the request stream breaks (a bad or oversized
+/// message, too many unread messages).
+public struct RPCRequestStream<Message: ProtoMessage>: AsyncSequence, Sendable {
+    public typealias Element = Message
+    let messages: AsyncThrowingStream<[UInt8], any Error>
+    let limits: DecodingLimits
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<[UInt8], any Error>.AsyncIterator
+        let limits: DecodingLimits
+
+        public mutating func next() async throws -> Message? {
+            guard let bytes = try await base.next() else { return nil }
+            return try Message(serializedBytes: bytes, limits: limits)
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: messages.makeAsyncIterator(), limits: limits)
     }
 }

@@ -30,6 +30,9 @@ public struct ServerConfiguration: Sendable {
     public var streamWriteHighWaterMark: Int = 256 * 1024
     /// Waiting writers resume once the queue has drained below this.
     public var streamWriteLowWaterMark: Int = 64 * 1024
+    /// Request messages of a bidirectional-streaming call (server reflection) that may wait
+    /// for its handler to read them; one more ends the call with RESOURCE_EXHAUSTED.
+    public var maxBufferedRequestMessages: Int = 32
 
     /// A connection that has not sent its preface and SETTINGS within this time is closed.
     public var handshakeTimeout: TimeAmount = .seconds(10)

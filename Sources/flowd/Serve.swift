@@ -102,7 +102,7 @@ struct Serve: AsyncParsableCommand {
         let health = HealthService()
         let server = GRPCServer(
             configuration: serverConfiguration,
-            services: [health, WorkflowsService(engine: engine, authenticator: authenticator)],
+            services: [health, WorkflowsService(engine: engine, authenticator: authenticator), ReflectionService()],
             http: DifyWorkflowsAPI(engine: engine, authenticator: authenticator, catalog: catalog,
                                    configuration: restConfiguration),
             logger: logger)

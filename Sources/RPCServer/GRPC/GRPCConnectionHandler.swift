@@ -23,6 +23,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         var task: Task<Void, Never>?
         var deadline: Scheduled<Void>?
         var waitingWriters: [CheckedContinuation<Void, any Error>] = []
+        /// A bidirectional-streaming call's request messages, until the client half-closes.
+        var inbound: AsyncThrowingStream<[UInt8], any Error>.Continuation?
     }
 
     /// Graceful shutdown: notice (GOAWAY max id + PING), then the final GOAWAY once the PING is acknowledged.
@@ -262,7 +264,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             metadata: head.metadata,
             deadline: head.timeout.map { NIODeadline.now() + $0 },
             peer: peer)
-        var call = Call(machine: ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize),
+        let bidirectional = handler.kind == .bidirectionalStreaming
+        var call = Call(machine: ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize,
+                                                        bidirectional: bidirectional),
                         handler: handler, context: serverContext)
         if let timeout = head.timeout, let context, let loopBound {
             call.deadline = context.eventLoop.scheduleTask(in: timeout) {
@@ -270,7 +274,15 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             }
         }
         calls[streamID] = call
-        if endStream {
+        if bidirectional {
+            // The handler runs from the headers on and reads the messages as they come; a
+            // client that sends more than it reads is stopped at the bound.
+            let (messages, inbound) = AsyncThrowingStream<[UInt8], any Error>.makeStream(
+                bufferingPolicy: .bufferingOldest(configuration.maxBufferedRequestMessages))
+            calls[streamID]!.inbound = inbound
+            startHandler(streamID: streamID, request: .stream(messages))
+        }
+        if endStream, calls[streamID] != nil {
             let action = calls[streamID]!.machine.receiveEnd()
             perform(action, streamID: streamID)
         }
@@ -284,13 +296,32 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             calls[streamID]?.deadline?.cancel()
             sendEarlyResponse(streamID: streamID, early)
         case .startHandler(let request):
-            startHandler(streamID: streamID, request: request)
+            startHandler(streamID: streamID, request: .single(request))
+        case .deliver(let messages):
+            guard let inbound = calls[streamID]?.inbound else { return }
+            for message in messages {
+                if case .dropped = inbound.yield(message) {
+                    calls[streamID]!.inbound = nil
+                    inbound.finish(throwing: RPCError(
+                        code: .resourceExhausted,
+                        message: "more than \(configuration.maxBufferedRequestMessages) request messages are waiting to be read"))
+                    return
+                }
+            }
+        case .endOfRequests:
+            calls[streamID]?.inbound?.finish()
+            calls[streamID]?.inbound = nil
+        case .failRequests(let early):
+            calls[streamID]?.inbound?.finish(throwing: RPCError(code: early.code, message: early.message))
+            calls[streamID]?.inbound = nil
         }
     }
 
-    private func startHandler(streamID: Int32, request: [UInt8]) {
+    private func startHandler(streamID: Int32, request: RequestInput) {
         guard let call = calls[streamID], let context, let loopBound else { return }
         guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
+            calls[streamID]?.inbound?.finish(throwing: CancellationError())
+            calls[streamID]?.inbound = nil
             calls[streamID]?.machine.streamClosed()
             session?.resetStream(streamID: streamID, errorCode: .refusedStream)
             scheduleFlush()
@@ -310,6 +341,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard calls[streamID] != nil else { return }
         let action = calls[streamID]!.machine.deadlineExpired()
         calls[streamID]!.task?.cancel()
+        calls[streamID]!.inbound?.finish(throwing: CancellationError())
+        calls[streamID]!.inbound = nil
         failWaitingWriters(streamID: streamID)
         switch action {
         case .sendDeadlineExceeded:
@@ -323,6 +356,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     private func cancel(_ call: Call) {
+        call.inbound?.finish(throwing: CancellationError())
         call.task?.cancel()
         call.deadline?.cancel()
         for writer in call.waitingWriters { writer.resume(throwing: CancellationError()) }
@@ -486,6 +520,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             sendMessage(streamID: streamID, bytes: response.message, writer: nil)
         }
         calls[streamID]!.deadline?.cancel()
+        calls[streamID]!.inbound?.finish()
+        calls[streamID]!.inbound = nil
         let trailers = Self.trailerFields(status: status, metadata: metadata)
         switch calls[streamID]!.machine.finish() {
         case .sendTrailersOnly:

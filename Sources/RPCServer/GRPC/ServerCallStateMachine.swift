@@ -14,19 +14,25 @@ import Codec
 ///   any state ── stream closed or reset by the peer ──> closed (the handler is cancelled)
 /// ```
 ///
+/// A bidirectional-streaming call (`bidirectional: true`) starts its handler with the headers
+/// and is in `streaming` until it ends: request messages are delivered as they arrive (the
+/// deframer is nil once the client half-closed) while the handler responds.
+///
 /// Methods return what the caller must do; the machine itself has no side effects.
 struct ServerCallStateMachine {
     enum State {
         case receiving(deframer: GRPCMessageDeframer, message: [UInt8]?)
         case handling
         case responding
+        case streaming(deframer: GRPCMessageDeframer?, responded: Bool)
         case closed
     }
 
     private(set) var state: State
 
-    init(maxMessageSize: Int) {
-        state = .receiving(deframer: GRPCMessageDeframer(maxMessageSize: maxMessageSize), message: nil)
+    init(maxMessageSize: Int, bidirectional: Bool = false) {
+        let deframer = GRPCMessageDeframer(maxMessageSize: maxMessageSize)
+        state = bidirectional ? .streaming(deframer: deframer, responded: false) : .receiving(deframer: deframer, message: nil)
     }
 
     enum ReceiveAction: Equatable {
@@ -35,9 +41,30 @@ struct ServerCallStateMachine {
         case startHandler(request: [UInt8])
         /// End the call now with a Trailers-Only response.
         case reject(EarlyResponse)
+        /// Bidirectional: hand these request messages to the running handler.
+        case deliver([[UInt8]])
+        /// Bidirectional: the client half-closed; no more request messages.
+        case endOfRequests
+        /// Bidirectional: the request stream is broken; the handler ends the call with this.
+        case failRequests(EarlyResponse)
     }
 
     mutating func receiveData(_ bytes: [UInt8]) -> ReceiveAction {
+        if case .streaming(let deframer?, let responded) = state {
+            var deframer = deframer
+            state = .streaming(deframer: nil, responded: responded)
+            do {
+                try bytes.withUnsafeBytes { try deframer.append($0) }
+            } catch let error as CodecError {
+                return .failRequests(Self.rejection(for: error))
+            } catch {
+                return .failRequests(EarlyResponse(code: .internalError, message: "\(error)"))
+            }
+            var messages: [[UInt8]] = []
+            while let next = deframer.next() { messages.append(next) }
+            state = .streaming(deframer: deframer, responded: responded)
+            return messages.isEmpty ? .none : .deliver(messages)
+        }
         guard case .receiving(var deframer, var message) = state else { return .none }
         state = .closed  // while mutating the deframer in place
         do {
@@ -59,6 +86,13 @@ struct ServerCallStateMachine {
     }
 
     mutating func receiveEnd() -> ReceiveAction {
+        if case .streaming(let deframer?, let responded) = state {
+            state = .streaming(deframer: nil, responded: responded)
+            if deframer.hasPartialMessage {
+                return .failRequests(EarlyResponse(code: .internalError, message: "the request ended inside a message"))
+            }
+            return .endOfRequests
+        }
         guard case .receiving(let deframer, let message) = state else { return .none }
         state = .closed
         if deframer.hasPartialMessage {
@@ -82,6 +116,10 @@ struct ServerCallStateMachine {
 
     /// The handler wants to send response headers (without a message yet).
     mutating func sendHeaders() -> Bool {
+        if case .streaming(let deframer, false) = state {
+            state = .streaming(deframer: deframer, responded: true)
+            return true
+        }
         guard case .handling = state else { return false }
         state = .responding
         return true
@@ -92,8 +130,11 @@ struct ServerCallStateMachine {
         case .handling:
             state = .responding
             return .sendHeadersThenMessage
-        case .responding:
+        case .responding, .streaming(_, true):
             return .sendMessage
+        case .streaming(let deframer, false):
+            state = .streaming(deframer: deframer, responded: true)
+            return .sendHeadersThenMessage
         case .receiving, .closed:
             return .callClosed
         }
@@ -108,8 +149,8 @@ struct ServerCallStateMachine {
     mutating func finish() -> FinishAction {
         defer { state = .closed }
         switch state {
-        case .receiving, .handling: return .sendTrailersOnly
-        case .responding: return .sendTrailers
+        case .receiving, .handling, .streaming(_, false): return .sendTrailersOnly
+        case .responding, .streaming(_, true): return .sendTrailers
         case .closed: return .none
         }
     }
@@ -125,8 +166,8 @@ struct ServerCallStateMachine {
     mutating func deadlineExpired() -> DeadlineAction {
         defer { state = .closed }
         switch state {
-        case .receiving, .handling: return .sendDeadlineExceeded
-        case .responding: return .resetStream
+        case .receiving, .handling, .streaming(_, false): return .sendDeadlineExceeded
+        case .responding, .streaming(_, true): return .resetStream
         case .closed: return .none
         }
     }

@@ -26,6 +26,31 @@ struct ServerCallStateMachineTests {
         #expect(machine.receiveEnd() == .none)
     }
 
+    @Test("a bidirectional call delivers messages as they complete, answers while the client sends, and ends cleanly")
+    func bidirectional() {
+        var machine = ServerCallStateMachine(maxMessageSize: 100, bidirectional: true)
+        let two = framed([1]) + framed([2, 2])
+        #expect(machine.receiveData(Array(two.prefix(7))) == .deliver([[1]]))
+        #expect(machine.sendMessage() == .sendHeadersThenMessage)
+        #expect(machine.receiveData(Array(two.dropFirst(7))) == .deliver([[2, 2]]))
+        #expect(machine.sendMessage() == .sendMessage)
+        #expect(machine.receiveEnd() == .endOfRequests)
+        #expect(machine.receiveData(framed([3])) == .none)
+        #expect(machine.finish() == .sendTrailers)
+
+        var cut = ServerCallStateMachine(maxMessageSize: 100, bidirectional: true)
+        #expect(cut.receiveData(Array(framed([1, 2, 3]).prefix(6))) == .none)
+        guard case .failRequests(let early) = cut.receiveEnd() else { Issue.record("expected a failure"); return }
+        #expect(early.code == .internalError)
+        #expect(cut.finish() == .sendTrailersOnly)
+
+        var large = ServerCallStateMachine(maxMessageSize: 4, bidirectional: true)
+        guard case .failRequests(let tooLarge) = large.receiveData(framed([1, 2, 3, 4, 5])) else {
+            Issue.record("expected a failure"); return
+        }
+        #expect(tooLarge.code == .resourceExhausted)
+    }
+
     @Test("END_STREAM without a message, or inside one, is rejected")
     func missingOrPartialMessage() {
         var empty = ServerCallStateMachine(maxMessageSize: 100)
