@@ -34,6 +34,10 @@ public struct EngineConfiguration: Sendable {
     public var eventPageSize: Int = 256
     /// How long `stop` waits for a locally running run to end before returning it.
     public var stopWait: Duration = .seconds(5)
+    /// On a shared store (PostgreSQL), watchers of runs executing in other processes are woken
+    /// by the store's notifications; as the safety net for a lost one, their runs' stored
+    /// events are also re-read this often (default 1 s).
+    public var sharedEventRereadInterval: Duration = .seconds(1)
 
     public init() {}
 
@@ -263,6 +267,13 @@ public final class Engine: Sendable {
         var tasks: [Task<Void, Never>] = [Task { [self] in await leaseRenewalLoop() }]
         if configuration.reaperEnabled {
             tasks.append(Task { [self] in await reaperLoop() })
+        }
+        if let notifications = store.eventNotifications {
+            let relay = EventRelay(store: store, hub: hub, clock: clock, logger: logger,
+                                   rereadInterval: configuration.sharedEventRereadInterval,
+                                   pageSize: configuration.eventPageSize,
+                                   isLocal: { [self] runID in state.withLock { $0.executing[runID] != nil } })
+            tasks.append(Task { await relay.run(notifications) })
         }
         state.withLock { state in
             state.dispatcher = dispatcher

@@ -43,5 +43,10 @@ final class EventHub: Sendable {
         }
     }
 
+    /// The runs that have watchers in this process.
+    var watchedRunIDs: [String] { subscribers.withLock { Array($0.keys) } }
+
+    func isWatched(_ runID: String) -> Bool { subscribers.withLock { $0[runID] != nil } }
+
     var subscriberCount: Int { subscribers.withLock { $0.values.reduce(0) { $0 + $1.count } } }
 }

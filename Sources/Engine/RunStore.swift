@@ -173,7 +173,7 @@ public struct FinishedRun: Sendable, Equatable {
 /// and exactly one of them appends the run's single `run_finished` event. Events get
 /// consecutive sequence numbers per run in the same transaction that changes the run.
 ///
-/// Implementations: `SQLiteRunStore` (embedded); a PostgreSQL one follows the same contract.
+/// Implementations: `SQLiteRunStore` (embedded), `PostgresRunStore` (shared by several processes).
 public protocol RunStore: Sendable {
     /// Idempotency lookup, concurrency check and insertion as `scheduled`, atomically.
     /// An expired idempotency record counts as absent.
@@ -234,6 +234,8 @@ public protocol RunStore: Sendable {
     /// process (none can still be alive), so that none stays stuck and none runs twice; a run
     /// whose stop was requested ends `stopped`. Only safe before this process claims anything
     /// and with no other live process on the same store.
+    /// A shared store (PostgreSQL) relies on leases instead: it ends only runs whose lease
+    /// expired, never a run that another live process holds.
     func recoverInterruptedRuns(now: Date) async throws -> [FinishedRun]
 
     /// Deletes idempotency records that expired; returns how many.
@@ -241,9 +243,18 @@ public protocol RunStore: Sendable {
 
     /// Sets (or with nil removes) a tenant's concurrency limit override.
     func setConcurrencyLimit(tenant: String, limit: Int?) async throws
+
+    /// Ids of runs whose events another process just stored: a shared store's wake-ups for
+    /// this process's watchers (a hint; the stored events stay the truth, and an empty id
+    /// means "anything may have changed": re-read every watched run). Nil when no other process
+    /// writes to the store. Read once, by one consumer.
+    var eventNotifications: AsyncStream<String>? { get }
 }
 
 extension RunStore {
+    /// An embedded store has no other writers to hear from.
+    public var eventNotifications: AsyncStream<String>? { nil }
+
     /// Claims at most one run (see `claim(_:now:)`).
     public func claimNext(worker: String, leaseDuration: Duration, now: Date) async throws -> (RunRecord, RunEvent)? {
         let claimed = try await claim(ClaimRequest(worker: worker, maxRuns: 1, leaseDuration: leaseDuration), now: now)

@@ -143,6 +143,18 @@ final class PostgresConnector: Sendable {
         return try await withConnection { connection in try await connection.query(query, logger: logger).collect() }
     }
 
+    /// Holds a connection that LISTENs on `channel` and hands every payload to `consume` until
+    /// cancelled or the connection fails; `onListening` is called once the server confirmed.
+    func listen(channel: String, onListening: @escaping @Sendable () -> Void,
+                _ consume: @escaping @Sendable (String) -> Void) async throws {
+        try await withConnection { connection in
+            try await connection.listen(on: channel) { notifications in
+                onListening()
+                for try await notification in notifications { consume(notification.payload) }
+            }
+        }
+    }
+
     /// Runs one statement of SQL text without parameters (migrations, tests).
     func execute(_ sql: String) async throws {
         _ = try await rows(PostgresQuery(unsafeSQL: sql))

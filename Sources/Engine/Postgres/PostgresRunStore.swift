@@ -29,6 +29,9 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
     /// `finish` waits for them (the contract: a later finish comes after queued appends).
     private let queuedAppends = Mutex<[String: (token: UInt64, task: Task<Void, Never>)]>([:])
     private let appendTokens = Atomic<UInt64>(0)
+    /// Run ids heard on `eventChannel` (see `eventNotifications`); the listener starts on first use.
+    private let notifications = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(4096))
+    private let listener = Locked<Task<Void, Never>?>(nil)
 
     /// Connects, checks the login and the database, and applies missing migrations under an
     /// advisory lock. Throws a `StoreError` naming the problem (bad address, login, database,
@@ -52,7 +55,45 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
 
     /// Closes the connection pool. Later calls fail.
     public func close() async {
+        listener.withLock { $0 }?.cancel()
+        notifications.continuation.finish()
         await connector.close()
+    }
+
+    deinit {
+        listener.withLock { $0 }?.cancel()
+        notifications.continuation.finish()
+    }
+
+    /// The ids of runs whose events any process stored, heard with LISTEN on one pooled
+    /// connection held for it (re-established after a failure, each time followed by an empty
+    /// id: notifications sent while nobody listened are gone, so watched runs are re-read).
+    public var eventNotifications: AsyncStream<String>? {
+        listener.withLock { listener in
+            if listener == nil { listener = Task { [connector, notifications] in await Self.listen(connector, notifications.continuation) } }
+        }
+        return notifications.stream
+    }
+
+    /// How long the listener waits before listening again after its connection failed.
+    static let relistenDelay: Duration = .seconds(1)
+
+    private static func listen(_ connector: PostgresConnector, _ continuation: AsyncStream<String>.Continuation) async {
+        while !Task.isCancelled {
+            do {
+                try await connector.listen(channel: eventChannel, onListening: { continuation.yield("") }) { payload in
+                    continuation.yield(payload)
+                }
+            } catch is CancellationError {
+                return
+            } catch let error as StoreError where error.code == .closed {
+                return
+            } catch {
+                connector.logger.warning("listening for other processes' events failed; listening again",
+                                         metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: relistenDelay)
+        }
     }
 
     /// Runs one statement of SQL text on the store's database (tests play another flowd with it).
@@ -194,8 +235,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                 _ = try await c.rows(PostgresQuery(unsafeSQL: """
                     WITH t AS (
                         UPDATE tenants SET last_claim = nextval('claim_seq'), scheduled = scheduled - $6 WHERE tenant = $7
-                    )
-                    \(Self.insertEventsSQL)
+                    ), \(Self.insertEventsSQL)
                     """, binds: binds))
                 claimed += zip(runs, events).map { ClaimedRun(run: $0, event: $1) }
                 held[tenant, default: 0] += runs.count
@@ -244,7 +284,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                 FROM u, unnest(\(events.map(\.kind.rawValue))::text[], \(events.map(\.payloadJSON))::text[])
                      WITH ORDINALITY AS e(kind, payload, n)
             )
-            SELECT last_sequence FROM u
+            SELECT u.last_sequence, pg_notify(\(Self.eventChannel), \(runID)) FROM u
             """)
         guard let row = rows.first else { return nil }
         var sequence = try row.makeRandomAccess()[0].decode(Int64.self) - count
@@ -489,7 +529,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         let run = try self.run(from: row.makeRandomAccess(), at: 0)
         let event = RunEvent(runID: run.id, sequence: run.lastSequence, time: date(now), kind: .runFinished,
                              payloadJSON: run.jsonPayload())
-        _ = try await c.rows(PostgresQuery(unsafeSQL: insertEventsSQL, binds: eventBinds([event])))
+        _ = try await c.rows(PostgresQuery(unsafeSQL: "WITH " + insertEventsSQL, binds: eventBinds([event])))
         return FinishedRun(run: run, event: event)
     }
 
@@ -534,11 +574,20 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                         kind: kind, payloadJSON: try row[4].decode(String.self))
     }
 
-    /// Inserts the events bound by `eventBinds` as $1 to $5 (one array per column).
+    /// Inserts the events bound by `eventBinds` as $1 to $5 (one array per column) and
+    /// notifies `eventChannel` of their runs (delivered at commit).
     private static let insertEventsSQL = """
-        INSERT INTO run_events (run_id, sequence, time, kind, payload_json)
-        SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[])
+        e AS (
+            INSERT INTO run_events (run_id, sequence, time, kind, payload_json)
+            SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[])
+            RETURNING run_id
+        )
+        SELECT pg_notify('\(eventChannel)', run_id) FROM e
         """
+
+    /// The channel on which every process hears of events stored by the others; the payload
+    /// is the run id.
+    static let eventChannel = "flowd_events"
 
     private static func eventBinds(_ events: [RunEvent]) -> PostgresBindings {
         var binds = PostgresBindings()
