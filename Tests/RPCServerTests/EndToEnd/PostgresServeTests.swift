@@ -1,0 +1,115 @@
+@testable import Engine
+import Foundation
+import Testing
+
+/// The `flowd` executable, built next to the test bundle by `swift build --build-tests`.
+private let flowdBinary: URL = URL(fileURLWithPath: CommandLine.arguments[0])
+    .deletingLastPathComponent().appendingPathComponent("flowd")
+
+private let postgresURL: String? = {
+    guard let url = ProcessInfo.processInfo.environment["FLOWD_TEST_POSTGRES_URL"], !url.isEmpty else { return nil }
+    return url
+}()
+
+/// Runs SQL on the test server's base database.
+private func admin(_ sql: String) async throws {
+    let connector = try await PostgresConnector(configuration: try PostgresStoreConfiguration(url: try #require(postgresURL)),
+                                                logger: .init(label: "test"))
+    do { try await connector.execute(sql) } catch {
+        await connector.close()
+        throw error
+    }
+    await connector.close()
+}
+
+private func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+    let child = try ChildProcess(arguments)
+    return await child.finish(timeout: .seconds(120))
+}
+
+@Suite("Two flowd serve processes on one PostgreSQL database",
+       .enabled(if: postgresURL != nil, "FLOWD_TEST_POSTGRES_URL is not set (make test starts a PostgreSQL server and sets it)"))
+struct PostgresServeTests {
+    @Test("keys and runs shared: 4 idempotency keys sent 3 times each over both processes make 4 runs; watches on the other process see them end")
+    func twoProcesses() async throws {
+        let database = "flowd_e2e_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        try await admin("CREATE DATABASE \(database)")
+        defer { Task { try? await admin("DROP DATABASE \(database) WITH (FORCE)") } }
+        var configuration = try PostgresStoreConfiguration(url: try #require(postgresURL))
+        configuration.database = database
+        let store = "postgres://\(configuration.username)@\(configuration.host):\(configuration.port)/\(database)?sslmode=disable"
+
+        var servers: [ChildProcess] = []
+        var targets: [String] = []
+        for _ in 0..<2 {
+            let server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0", "--store", store,
+                                           "--workflows", "examples/workflows"])
+            #expect(await server.waitForLine(startingWith: "flowd: listening on "))
+            let port = try #require(server.snapshot().output.split(separator: "\n")
+                .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
+            servers.append(server)
+            targets.append("127.0.0.1:\(port)")
+        }
+
+        let created = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "hello", "--store", store])
+        #expect(created.status == 0, "\(created.output)")
+        let key = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let listed = try await run([flowdBinary.path, "keys", "list", "--store", store])
+        #expect(listed.output.contains("\tdemo\thello\t"), "\(listed.output)")
+
+        var runIDs: [String: Set<String>] = [:]
+        for attempt in 0..<3 {
+            for k in 0..<4 {
+                let target = targets[(attempt + k) % 2]
+                let submitted = try await run(["python3", "tools/interop/flowd_client.py", "--target", target, "--key", key,
+                                               "run", "--inputs", #"{"name":"K\#(k)"}"#, "--mode", "async",
+                                               "--idempotency-key", "key-\(k)"])
+                #expect(submitted.status == 0, "\(submitted.output)")
+                let json = try #require(submitted.output.range(of: "{").map { String(submitted.output[$0.lowerBound...]) })
+                let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+                let runID = try #require((object?["run"] as? [String: Any])?["id"] as? String)
+                runIDs["key-\(k)", default: []].insert(runID)
+            }
+        }
+        #expect(runIDs.count == 4)
+        #expect(runIDs.values.allSatisfy { $0.count == 1 }, "one run per key: \(runIDs)")
+
+        // Each run watched on both processes: whichever executed it, both see it to its end.
+        for runID in runIDs.values.compactMap(\.first) {
+            for target in targets {
+                let watched = try await run(["python3", "tools/interop/flowd_client.py", "--target", target, "--key", key,
+                                             "watch", runID])
+                let lines = watched.output.split(separator: "\n")
+                #expect(lines.first?.contains("run_started") == true, "\(watched.output)")
+                #expect(lines.last?.contains("run_finished") == true && lines.last?.contains("succeeded") == true,
+                        "\(watched.output)")
+            }
+        }
+
+        for server in servers { server.terminate() }
+        for server in servers {
+            let (status, output) = await server.finish(timeout: .seconds(30))
+            #expect(status == 0, "flowd serve exited with \(status):\n\(output)")
+        }
+    }
+
+    @Test("a wrong password, a refused port and a bad URL: one line naming the problem, exit 1, at once")
+    func openingErrors() async throws {
+        let configuration = try PostgresStoreConfiguration(url: try #require(postgresURL))
+        let cases: [(String, String)] = [
+            ("postgres://flowd_password_check:wrong@\(configuration.host):\(configuration.port)/\(configuration.database)",
+             "refused the login of user flowd_password_check: password authentication failed"),
+            ("postgres://flowd@127.0.0.1:1/flowd", "cannot connect to PostgreSQL at 127.0.0.1:1: Connection refused"),
+            ("postgres://flowd@127.0.0.1:5432", "no database name"),
+        ]
+        for (url, message) in cases {
+            for command in [["keys", "list"], ["serve", "--port", "0", "--workflows", "examples/workflows"]] {
+                let result = try await run([flowdBinary.path] + command + ["--store", url])
+                #expect(result.status == 1, "\(command) \(url): \(result.output)")
+                let lines = result.output.split(separator: "\n")
+                #expect(lines.count == 1 && lines.first?.hasPrefix("flowd: cannot open the store: ") == true
+                        && result.output.contains(message), "\(command) \(url): \(result.output)")
+            }
+        }
+    }
+}
