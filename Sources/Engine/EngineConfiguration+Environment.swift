@@ -21,6 +21,8 @@ extension EngineConfiguration {
     /// | `FLOWD_WORKERS` | runs executed at once by this process |
     /// | `FLOWD_WORKERS_PER_TENANT` | runs one tenant may execute at once in this process |
     /// | `FLOWD_IDEMPOTENCY_TTL_HOURS` | how long idempotency keys are honoured (default 24) |
+    /// | `FLOWD_LEASE_SECONDS` | how long a claim lasts without renewal (default 30; renewed every third of it) |
+    /// | `FLOWD_REAPER_INTERVAL_SECONDS` | how often the reaper runs (default 30) |
     ///
     /// All or nothing: on an invalid value nothing is changed.
     public mutating func apply(environment: [String: String]) throws(InvalidSetting) {
@@ -49,6 +51,14 @@ extension EngineConfiguration {
         }
         if let value = environment["FLOWD_IDEMPOTENCY_TTL_HOURS"] {
             updated.admission.idempotencyTTL = .seconds(3600 * (try Self.positiveInt(value, name: "FLOWD_IDEMPOTENCY_TTL_HOURS")))
+        }
+        if let value = environment["FLOWD_LEASE_SECONDS"] {
+            let seconds = try Self.positiveInt(value, name: "FLOWD_LEASE_SECONDS")
+            updated.leaseDuration = .seconds(seconds)
+            updated.leaseRenewalInterval = .milliseconds(seconds * 1000 / 3)
+        }
+        if let value = environment["FLOWD_REAPER_INTERVAL_SECONDS"] {
+            updated.reaperInterval = .seconds(try Self.positiveInt(value, name: "FLOWD_REAPER_INTERVAL_SECONDS"))
         }
         self = updated
     }

@@ -93,6 +93,53 @@ struct PostgresServeTests {
         }
     }
 
+    @Test("SIGKILL of the process executing a run: another process reaps it once its lease expires, and its watcher sees the end")
+    func killedProcessIsReaped() async throws {
+        let database = "flowd_e2e_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        try await admin("CREATE DATABASE \(database)")
+        defer { Task { try? await admin("DROP DATABASE \(database) WITH (FORCE)") } }
+        var configuration = try PostgresStoreConfiguration(url: try #require(postgresURL))
+        configuration.database = database
+        let store = "postgres://\(configuration.username)@\(configuration.host):\(configuration.port)/\(database)?sslmode=disable"
+        // Short leases and a frequent reaper, so that the test does not wait half a minute.
+        let environment = ["FLOWD_LEASE_SECONDS=2", "FLOWD_REAPER_INTERVAL_SECONDS=1"]
+        func serve() async throws -> (ChildProcess, String) {
+            let server = try ChildProcess(environment + [flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
+                                                         "--store", store, "--workflows", "examples/workflows"])
+            #expect(await server.waitForLine(startingWith: "flowd: listening on "))
+            let port = try #require(server.snapshot().output.split(separator: "\n")
+                .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
+            return (server, "127.0.0.1:\(port)")
+        }
+
+        let (doomed, doomedTarget) = try await serve()
+        let key = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "slow", "--store", store])
+            .output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = ["python3", "tools/interop/flowd_client.py", "--key", key]
+        let submitted = try await run(client + ["--target", doomedTarget, "run", "--inputs", #"{"seconds":600}"#, "--mode", "async"])
+        let json = try #require(submitted.output.range(of: "{").map { String(submitted.output[$0.lowerBound...]) })
+        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        let runID = try #require((object?["run"] as? [String: Any])?["id"] as? String)
+        // The only process claims it at once; wait until it says so.
+        var running = false
+        for _ in 0..<60 where !running {
+            running = try await run(client + ["--target", doomedTarget, "get", runID]).output.contains("RUN_STATUS_RUNNING")
+        }
+        #expect(running)
+        doomed.kill()
+        _ = await doomed.finish(timeout: .seconds(30))
+
+        let (survivor, survivorTarget) = try await serve()
+        let watched = try await run(client + ["--target", survivorTarget, "watch", runID])
+        let lines = watched.output.split(separator: "\n")
+        #expect(lines.last?.contains("run_finished") == true && lines.last?.contains("failed") == true, "\(watched.output)")
+        let final = try await run(client + ["--target", survivorTarget, "get", runID])
+        #expect(final.output.contains("RUN_STATUS_FAILED") && final.output.contains("lease expired"), "\(final.output)")
+        survivor.terminate()
+        let (status, output) = await survivor.finish(timeout: .seconds(30))
+        #expect(status == 0, "\(output)")
+    }
+
     @Test("a wrong password, a refused port and a bad URL: one line naming the problem, exit 1, at once")
     func openingErrors() async throws {
         let configuration = try PostgresStoreConfiguration(url: try #require(postgresURL))

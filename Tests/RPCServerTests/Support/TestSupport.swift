@@ -115,6 +115,11 @@ final class ChildProcess: @unchecked Sendable {
         process.terminate()
     }
 
+    /// SIGKILL: the process dies at once, with no chance to clean up (a crash).
+    func kill() {
+        _ = Foundation.kill(process.processIdentifier, SIGKILL)
+    }
+
     /// Waits until the child prints a line starting with `prefix`; false if its output ends
     /// first or `timeout` passes.
     func waitForLine(startingWith prefix: String, timeout: Duration = .seconds(60)) async -> Bool {
