@@ -21,10 +21,12 @@ import Synchronization
 /// - Lock order, so that no two transactions wait on each other: a run's row before its
 ///   tenant's row; claims take tenant rows first but skip locked rows instead of waiting.
 ///
-/// Each call is one transaction of its own (no group commit yet). Times are BIGINT
+/// Submissions are group-committed (`PostgresSubmitBatcher`); every other call is one
+/// transaction of its own. Times are BIGINT
 /// milliseconds since 1970, dates read back truncated to the millisecond, as in SQLite.
 public final class PostgresRunStore: RunStore, APIKeyStore {
     private let connector: PostgresConnector
+    private let submitter: PostgresSubmitBatcher
     /// Per run, the last queued `enqueueEvents` append: appends of a run apply in order, and a
     /// `finish` waits for them (the contract: a later finish comes after queued appends).
     private let queuedAppends = Mutex<[String: (token: UInt64, task: Task<Void, Never>)]>([:])
@@ -40,6 +42,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         var quiet = Logger(label: "flowd.postgres")
         quiet.logLevel = .critical
         connector = try await PostgresConnector(configuration: configuration, logger: logger ?? quiet)
+        submitter = PostgresSubmitBatcher(connector: connector)
         do {
             try await migrate()
         } catch {
@@ -101,6 +104,9 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         try await connector.execute(sql)
     }
 
+    /// Group-commit counters of submissions: batches sent and the submissions they held.
+    public var submitStatistics: (batches: Int, submissions: Int) { submitter.statistics }
+
     /// Holds the reaper's advisory lock while `body` runs (tests play another process's reaper).
     func withReaperLock<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         try await connector.transaction { c in
@@ -140,24 +146,17 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
 
     // MARK: Submission
 
-    /// One call of `flowd_submit` (see `PostgresSchema.submitFunction`): the tenant's row lock,
-    /// the idempotency look-up, the count and the insert, in one round trip and one transaction.
+    /// Decided by `flowd_submit` (see `PostgresSchema.submitFunction`): the tenant's row lock,
+    /// the idempotency look-up, the count and the insert; concurrent submissions share one
+    /// transaction and round trip (`PostgresSubmitBatcher`).
     public func submit(_ submission: Submission, policy: AdmissionPolicy, now: Date) async throws -> SubmissionOutcome {
         let nowMS = ms(now)
         let expiresAt = nowMS + ms(policy.idempotencyTTL)
         let s = submission
-        guard let row = try await connector.rows("""
-            SELECT outcome, active, max_active, run_id FROM flowd_submit(
-                \(s.runID), \(s.tenant), \(s.workflow), \(s.workflowVersion), \(s.inputsJSON), \(s.trigger.rawValue),
-                \(s.transport.rawValue), \(s.user), \(s.idempotencyKey), \(s.fingerprint), \(nowMS), \(expiresAt),
-                \(Int64(policy.defaultConcurrencyLimit)))
-            """).first else {
-            throw StoreError(code: .integrity, message: "flowd_submit returned no row")
-        }
-        let cells = row.makeRandomAccess()
-        let outcome = try cells[0].decode(String.self)
-        let active = Int(try cells[1].decode(Int64.self)), limit = Int(try cells[2].decode(Int64.self))
-        let runID = try cells[3].decode(String?.self)
+        let decision = try await submitter.submit(s, now: nowMS, expiresAt: expiresAt,
+                                                  defaultLimit: Int64(policy.defaultConcurrencyLimit))
+        let (outcome, runID) = (decision.outcome, decision.runID)
+        let active = Int(decision.active), limit = Int(decision.limit)
         switch (outcome, runID) {
         case ("created", _):
             return .created(RunRecord(

@@ -12,7 +12,8 @@
 ///   tenant's admissions across every process.
 /// - `tenant_limits`: concurrency limit overrides. `api_keys`: keys by id with the SHA-256 of
 ///   their secret.
-/// - `flowd_submit(...)`: a submission's admission in one round trip (see `submitFunction`).
+/// - `flowd_submit(...)`: a submission's admission in one round trip (see `submitFunction`);
+///   `flowd_submit_many(...)` (v2): a batch of them in one transaction (see `submitManyFunction`).
 /// - `flowd_schema`: the versions applied; a version above `PostgresSchema.migrations.count`
 ///   means a newer flowd migrated the database, and this one refuses it.
 enum PostgresSchema {
@@ -99,6 +100,7 @@ enum PostgresSchema {
             "CREATE INDEX api_keys_by_tenant ON api_keys (tenant, created_at)",
             submitFunction,
         ]),
+        ("v2: group commit of submissions", [submitManyFunction]),
     ]
 
     /// Admission of one submission, as `SQLiteRunStore.submit` decides it, in one round trip
@@ -159,6 +161,33 @@ enum PostgresSchema {
                 VALUES (p_tenant, p_key, p_fingerprint, p_id, p_expires);
             END IF;
             RETURN QUERY SELECT 'created'::TEXT, v_active + 1, v_limit, p_id;
+        END
+        $$
+        """
+
+    /// A batch of submissions in one transaction and one round trip (group commit): every
+    /// tenant of the batch is locked first, in tenant order (so two batches never wait on each
+    /// other in a cycle), then each submission is decided by `flowd_submit`, in the batch's
+    /// order, seeing the ones before it. Arguments are arrays, one element per submission; a
+    /// missing idempotency key is ''. Returns one row per submission with its position (`ord`,
+    /// from 1). Any error rolls the whole batch back (the caller then submits one by one).
+    static let submitManyFunction = """
+        CREATE FUNCTION flowd_submit_many(p_ids TEXT[], p_tenants TEXT[], p_workflows TEXT[], p_versions TEXT[],
+                                          p_inputs TEXT[], p_triggers TEXT[], p_transports TEXT[], p_users TEXT[],
+                                          p_keys TEXT[], p_fingerprints TEXT[], p_now BIGINT[], p_expires BIGINT[],
+                                          p_default_limits BIGINT[])
+        RETURNS TABLE (ord INT, outcome TEXT, active BIGINT, max_active BIGINT, run_id TEXT)
+        LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+            INSERT INTO tenants (tenant) SELECT DISTINCT u.t FROM unnest(p_tenants) AS u(t) ORDER BY 1
+            ON CONFLICT (tenant) DO NOTHING;
+            PERFORM 1 FROM tenants t WHERE t.tenant = ANY (p_tenants) ORDER BY t.tenant FOR UPDATE;
+            FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+                RETURN QUERY SELECT i, s.outcome, s.active, s.max_active, s.run_id
+                FROM flowd_submit(p_ids[i], p_tenants[i], p_workflows[i], p_versions[i], p_inputs[i], p_triggers[i],
+                                  p_transports[i], p_users[i], NULLIF(p_keys[i], ''), p_fingerprints[i], p_now[i],
+                                  p_expires[i], p_default_limits[i]) AS s;
+            END LOOP;
         END
         $$
         """

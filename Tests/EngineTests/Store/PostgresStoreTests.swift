@@ -45,6 +45,27 @@ struct PostgresAcrossProcessesTests {
         }
     }
 
+    @Test("500 concurrent submissions share transactions (fewer batches than submissions), all durable, replayed by another instance")
+    func submissionsShareTransactions() async throws {
+        try await withStores(.postgres) { stores in
+            let store = try #require(try await stores.open() as? PostgresRunStore)
+            let before = store.submitStatistics
+            let outcomes = try await submitConcurrently(500, to: [store], policy: F.policy(limit: 1_000)) { i in
+                F.submission("run-\(i)", key: "key-\(i)", fingerprint: "f\(i)")
+            }
+            let after = store.submitStatistics
+            #expect(outcomes.compactMap(\.created).count == 500)
+            #expect(after.submissions - before.submissions == 500)
+            #expect(after.batches - before.batches < 500, "\(before) -> \(after)")
+            let other = try await stores.open()
+            for i in stride(from: 0, to: 500, by: 7) {
+                let replay = try await other.submit(F.submission("again-\(i)", key: "key-\(i)", fingerprint: "f\(i)"),
+                                                    policy: F.policy(limit: 1_000), now: F.t0)
+                #expect(replay.replayed?.id == "run-\(i)")
+            }
+        }
+    }
+
     @Test("claims from two instances at once never take a run twice, and together take every run")
     func claimsAcrossInstances() async throws {
         try await withStores(.postgres) { stores in
