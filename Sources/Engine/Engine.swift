@@ -579,20 +579,30 @@ public final class Engine: Sendable {
             }
         }
         if let (state, outputs, error) = final {
-            do {
-                if let finished = try await store.finish(
-                    runID: run.id, attempt: run.attempt, state: state, outputsJSON: outputs, error: error,
-                    expectedLastSequence: execution.events.expectedLastSequence, now: clock.now()) {
-                    hub.publish([finished.event])
+            let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<FinishedRun?, any Error>, Never>) in
+                store.enqueueFinish(runID: run.id, attempt: run.attempt, state: state, outputsJSON: outputs, error: error,
+                                    expectedLastSequence: execution.events.expectedLastSequence, now: clock.now()) {
+                    continuation.resume(returning: $0)
                 }
-            } catch {
+                // A claim from now on is queued behind this finish: the slot is free already,
+                // and the next run's claim can share the finish's transaction.
+                release(run.id)
+            }
+            switch result {
+            case .success(let finished?): hub.publish([finished.event])
+            case .success(nil): break
+            case .failure(let error):
                 logger.error("recording a run's result failed", metadata: ["run": "\(run.id)", "error": "\(error)"])
             }
+        } else {
+            release(run.id)
         }
-        state.withLock { state in
-            state.executing[run.id] = nil
-            state.completions[run.id] = nil
-        }
+        state.withLock { $0.completions[run.id] = nil }
+    }
+
+    /// Frees an execution's worker slot and wakes the dispatcher.
+    private func release(_ runID: String) {
+        state.withLock { $0.executing[runID] = nil }
         workSignal.notify()
     }
 

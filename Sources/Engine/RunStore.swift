@@ -213,6 +213,15 @@ public protocol RunStore: Sendable {
     func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
                 expectedLastSequence: Int64?, now: Date) async throws -> FinishedRun?
 
+    /// `finish` without waiting: queued at once, behind every write this store already queued
+    /// (the run's event appends) and ahead of every write queued after this call returns (so
+    /// a claim queued next sees the run ended); `completion` gets its result once stored (on a
+    /// store thread: keep it short). Stores without a write queue start the finish at once
+    /// (the default implementation), without that ordering.
+    func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                       expectedLastSequence: Int64?, now: Date,
+                       completion: @escaping @Sendable (Result<FinishedRun?, any Error>) -> Void)
+
     /// A durable stop request (see `StopOutcome`). Runs of other tenants are `notFound`.
     func stop(runID: String, tenant: String, now: Date) async throws -> StopOutcome
 
@@ -254,6 +263,19 @@ public protocol RunStore: Sendable {
 extension RunStore {
     /// An embedded store has no other writers to hear from.
     public var eventNotifications: AsyncStream<String>? { nil }
+
+    public func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                              expectedLastSequence: Int64?, now: Date,
+                              completion: @escaping @Sendable (Result<FinishedRun?, any Error>) -> Void) {
+        Task {
+            do {
+                completion(.success(try await finish(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON,
+                                                      error: error, expectedLastSequence: expectedLastSequence, now: now)))
+            } catch {
+                completion(.failure(error))
+            }
+        }
+    }
 
     /// Claims at most one run (see `claim(_:now:)`).
     public func claimNext(worker: String, leaseDuration: Duration, now: Date) async throws -> (RunRecord, RunEvent)? {

@@ -53,6 +53,7 @@ struct Serve: AsyncParsableCommand {
     var logLevel: String = Environment.string("FLOWD_LOG_LEVEL") ?? "info"
 
     func run() async throws {
+        AllocatorTuning.apply(environment: ProcessInfo.processInfo.environment)
         var logger = Logger(label: "flowd")
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
         logger.logLevel = level

@@ -2,27 +2,48 @@ import Foundation
 import GRDB
 import Synchronization
 
-/// Moves the WAL into the database file off the commit path.
+/// Moves the WAL into the database file off the commit path, and keeps the WAL bounded.
 ///
 /// SQLite checkpoints automatically inside the COMMIT that pushes the WAL past 1,000 pages,
 /// which adds a database write and an fsync to one unlucky batch. The writer turns that off
 /// (`wal_autocheckpoint = 0`) and this thread runs `PRAGMA wal_checkpoint(PASSIVE)` on its own
 /// connection instead, at most every `interval` while commits happen: PASSIVE copies what
-/// it can without waiting for readers or the writer, and the writer keeps appending to the
-/// WAL meanwhile (restarting it from the beginning once everything was copied).
+/// it can without waiting for readers or the writer.
+///
+/// The writer restarts the WAL from its beginning only when a transaction begins with every
+/// frame copied, which never happens under steady load (each pass copies what was committed
+/// before it; the committer appends meanwhile): the WAL grew by a gigabyte a minute, every
+/// append extending the file. So once a pass has copied everything it saw of a WAL longer
+/// than `restartFrames`, it asks the committer to catch up (`takeCatchUpRequest`): between two
+/// batches, the committer copies the few frames committed since that pass, and its next
+/// `BEGIN` writes from the start of the WAL again (truncated to `journal_size_limit`).
+///
+/// ```
+///  pass (this thread): copy frames 1…n      ── n ≥ restartFrames and all copied ──▶ request
+///  committer, after its next COMMIT:         take request ──▶ copy frames n+1…m (PASSIVE)
+///  committer, next BEGIN IMMEDIATE:          WAL restarts at frame 1
+/// ```
+///
+/// A reader still using old frames (another process) can hold the restart off; the next
+/// pass asks again.
 final class SQLiteCheckpointer: @unchecked Sendable {
     private struct State {
         var requested = false
         var sleeping = false
         var stopping = false
+        var catchUpRequested = false
     }
 
     private let connection: DatabaseQueue
     private let state = Mutex(State())
     private let wake = DispatchSemaphore(value: 0)
     private let interval: Duration
+    private let restartFrames: Int
+    private let passCounter = Atomic<Int>(0)
 
-    init(path: String, busyTimeout: Duration, interval: Duration = .milliseconds(250)) throws {
+    /// `interval`: the pause between passes while commits happen. `restartFrames`: the WAL
+    /// length (in pages) from which the committer is asked to let the WAL restart.
+    init(path: String, busyTimeout: Duration, interval: Duration = .milliseconds(250), restartFrames: Int = 4096) throws {
         var configuration = Configuration()
         let (seconds, attoseconds) = busyTimeout.components
         configuration.busyMode = .timeout(Double(seconds) + Double(attoseconds) / 1e18)
@@ -32,6 +53,7 @@ final class SQLiteCheckpointer: @unchecked Sendable {
         }
         connection = try DatabaseQueue(path: path, configuration: configuration)
         self.interval = interval
+        self.restartFrames = max(1, restartFrames)
         let thread = Thread { [self] in loop() }
         thread.name = "flowd.sqlite.checkpointer"
         thread.start()
@@ -47,6 +69,18 @@ final class SQLiteCheckpointer: @unchecked Sendable {
         }
         if wasSleeping { wake.signal() }
     }
+
+    /// True once after a pass copied all of a WAL longer than `restartFrames`: the caller (the
+    /// writer, between transactions) should checkpoint the rest itself.
+    func takeCatchUpRequest() -> Bool {
+        state.withLock { state in
+            defer { state.catchUpRequested = false }
+            return state.catchUpRequested
+        }
+    }
+
+    /// Passes run so far (tests wait on it).
+    var passes: Int { passCounter.load(ordering: .relaxed) }
 
     func stop() {
         let wasSleeping = state.withLock { state -> Bool in
@@ -77,7 +111,12 @@ final class SQLiteCheckpointer: @unchecked Sendable {
             }
             // A failed pass (busy, I/O) is retried after the next commit; SQLite's own
             // checkpoint at close, or the next pass, catches up.
-            try? connection.inDatabase { db in _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)") }
+            let result = try? connection.inDatabase { db in try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)") }
+            passCounter.add(1, ordering: .relaxed)
+            if let result, let busy = result[0] as Int?, let log = result[1] as Int?, let copied = result[2] as Int?,
+               busy == 0, log >= restartFrames, copied == log {
+                state.withLock { $0.catchUpRequested = true }
+            }
             Thread.sleep(forTimeInterval: pause)
         }
         try? connection.close()

@@ -44,11 +44,12 @@ final class SQLiteCommitter: @unchecked Sendable {
     private let batchCounter = Atomic<Int>(0)
     private let writeCounter = Atomic<Int>(0)
 
-    /// Told after every commit (the WAL checkpoint runs off this thread).
-    private let afterCommit: @Sendable () -> Void
+    /// Runs on this thread with the writer after every commit, once the batch's callers were
+    /// resumed (the store checkpoints from there when the WAL must restart).
+    private let afterCommit: @Sendable (Database) -> Void
 
     init(pool: DatabasePool, maxBatchSize: Int = 512, name: String = "flowd.sqlite.committer",
-         afterCommit: @escaping @Sendable () -> Void = {}) {
+         afterCommit: @escaping @Sendable (Database) -> Void = { _ in }) {
         self.pool = pool
         self.afterCommit = afterCommit
         self.maxBatchSize = max(1, maxBatchSize)
@@ -149,11 +150,11 @@ final class SQLiteCommitter: @unchecked Sendable {
                         }
                         return .commit
                     }
+                    batchCounter.add(1, ordering: .relaxed)
+                    writeCounter.add(remaining.count, ordering: .relaxed)
+                    for item in remaining { item.complete(nil) }
+                    afterCommit(db)
                 }
-                batchCounter.add(1, ordering: .relaxed)
-                writeCounter.add(remaining.count, ordering: .relaxed)
-                for item in remaining { item.complete(nil) }
-                afterCommit()
                 return
             } catch {
                 guard let index = failedIndex, !Self.failsTheWholeBatch(error) else {

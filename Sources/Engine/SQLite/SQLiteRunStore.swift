@@ -28,6 +28,10 @@ public final class SQLiteRunStore: RunStore {
     private let readers: SQLiteReaders
     private let logger: Logger?
 
+    /// Bytes of WAL kept on disk when the WAL restarts (64 MiB): reused without growing the
+    /// file again; a burst's longer WAL is truncated back to this.
+    public static let journalSizeLimit = 64 << 20
+
     /// The database file inside the data directory.
     public static let fileName = "flowd.sqlite"
 
@@ -38,7 +42,12 @@ public final class SQLiteRunStore: RunStore {
     /// `busyTimeout` bounds every wait for another writer, including the wait at opening while
     /// another process turns a new database to WAL (SQLite answers that with SQLITE_BUSY at
     /// once, without its busy handler, so opening retries with a short backoff until then).
-    public init(directory: URL, logger: Logger? = nil, busyTimeout: Duration = .seconds(5)) throws {
+    ///
+    /// `checkpointInterval` and `walRestartFrames` pace the WAL checkpoints (see
+    /// `SQLiteCheckpointer`): at most one pass per interval while commits happen, and the WAL
+    /// restarts from its beginning once it is longer than `walRestartFrames` pages and copied.
+    public init(directory: URL, logger: Logger? = nil, busyTimeout: Duration = .seconds(5),
+                checkpointInterval: Duration = .milliseconds(250), walRestartFrames: Int = 4096) throws {
         self.logger = logger
         let path = directory.appendingPathComponent(Self.fileName).path
         let pool: DatabasePool
@@ -81,11 +90,19 @@ public final class SQLiteRunStore: RunStore {
         }
         self.pool = pool
         do {
-            checkpointer = try SQLiteCheckpointer(path: path, busyTimeout: busyTimeout)
+            checkpointer = try SQLiteCheckpointer(path: path, busyTimeout: busyTimeout, interval: checkpointInterval,
+                                                  restartFrames: walRestartFrames)
         } catch {
             throw StoreError.mapping(error)
         }
-        committer = SQLiteCommitter(pool: pool, afterCommit: { [checkpointer] in checkpointer.committed() })
+        committer = SQLiteCommitter(pool: pool, afterCommit: { [checkpointer] db in
+            checkpointer.committed()
+            if checkpointer.takeCatchUpRequest() {
+                // Copies what was committed since the checkpointer's last pass, so that the
+                // next BEGIN restarts the WAL (see SQLiteCheckpointer). A failure only delays that.
+                _ = try? Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
+            }
+        })
         readers = SQLiteReaders(path: path, busyTimeout: busyTimeout)
         logger?.debug("opened the run store", metadata: ["path": "\(path)"])
     }
@@ -104,6 +121,8 @@ public final class SQLiteRunStore: RunStore {
             try db.execute(sql: "PRAGMA synchronous = FULL")
             // The checkpointer thread checkpoints instead, outside the commits (see there).
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            // A WAL that grew under a burst shrinks back to this when it restarts.
+            try db.execute(sql: "PRAGMA journal_size_limit = \(journalSizeLimit)")
         }
         return pool
     }
@@ -146,6 +165,9 @@ public final class SQLiteRunStore: RunStore {
             throw StoreError.mapping(error)
         }
     }
+
+    /// Checkpoint passes run so far (tests wait on it).
+    var checkpointPasses: Int { checkpointer.passes }
 
     /// Group-commit counters: transactions committed and the writes they held.
     public var commitStatistics: (transactions: Int, writes: Int) {
@@ -348,20 +370,41 @@ public final class SQLiteRunStore: RunStore {
     /// `state` must be terminal, else `StoreError.Code.invalidArgument`.
     public func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
                        expectedLastSequence: Int64?, now: Date) async throws -> FinishedRun? {
+        try await write(try Self.finishing(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON,
+                                           error: error, expectedLastSequence: expectedLastSequence, now: now))
+    }
+
+    public func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                              expectedLastSequence: Int64?, now: Date,
+                              completion: @escaping @Sendable (Result<FinishedRun?, any Error>) -> Void) {
+        let body: @Sendable (Database) throws -> FinishedRun?
+        do {
+            body = try Self.finishing(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON,
+                                      error: error, expectedLastSequence: expectedLastSequence, now: now)
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        committer.enqueue(body, completion: { result in completion(result.mapError(StoreError.mapping)) })
+    }
+
+    /// The transaction body of a finish (see `finish`).
+    private static func finishing(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                                  expectedLastSequence: Int64?, now: Date) throws -> @Sendable (Database) throws -> FinishedRun? {
         guard state.isTerminal else {
             throw StoreError(code: .invalidArgument, message: "finish needs a terminal state, not \(state.rawValue)")
         }
-        let nowMS = Self.milliseconds(now)
-        return try await write { db in
+        let nowMS = milliseconds(now)
+        return { db in
             if let expectedLastSequence,
                let last = try SQLiteRaw.row(db, "SELECT last_sequence FROM runs WHERE id = ? AND attempt = ? AND state = 'running'",
                                             [.text(runID), .integer(Int64(attempt))], { $0.integer(0) }),
                last != expectedLastSequence {
-                return try Self.end(db, runID: runID, attempt: attempt, from: .running, to: .failed, outputsJSON: nil,
-                                    error: "some of the run's events could not be stored", now: nowMS)
+                return try end(db, runID: runID, attempt: attempt, from: .running, to: .failed, outputsJSON: nil,
+                               error: "some of the run's events could not be stored", now: nowMS)
             }
-            return try Self.end(db, runID: runID, attempt: attempt, from: .running, to: state, outputsJSON: outputsJSON,
-                                error: error, now: nowMS)
+            return try end(db, runID: runID, attempt: attempt, from: .running, to: state, outputsJSON: outputsJSON,
+                           error: error, now: nowMS)
         }
     }
 

@@ -150,6 +150,26 @@ struct GroupCommitTests {
         }
     }
 
+    @Test("SQLite: a finish queued without waiting is applied before every write queued after it")
+    func queuedFinishComesFirst() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let t0 = StoreFixture.t0
+            let policy = StoreFixture.policy(limit: 1)
+            try await StoreFixture.create(store, StoreFixture.submission("first"), policy: policy)
+            _ = try await StoreFixture.claim(store)
+            let finished = Mutex<Result<FinishedRun?, any Error>?>(nil)
+            store.enqueueFinish(runID: "first", attempt: 1, state: .succeeded, outputsJSON: "{}", error: nil,
+                                expectedLastSequence: 1, now: t0) { result in finished.withLock { $0 = result } }
+            // Queued after the finish: the tenant's only slot is free again when it is applied.
+            let next = try await store.submit(StoreFixture.submission("next"), policy: policy, now: t0)
+            #expect(next.created?.id == "next", "\(next)")
+            let result = try #require(finished.withLock { $0 })
+            let run = try #require(try result.get()).run
+            #expect(run.state == .succeeded && run.lastSequence == 2)
+        }
+    }
+
     @Test("a tenant alone with work gets several runs from one claim, oldest first; rotation resumes when another arrives", arguments: StoreBackend.all)
     func singleTenantClaimsAtOnce(_ backend: StoreBackend) async throws {
         try await withStores(backend) { stores in
