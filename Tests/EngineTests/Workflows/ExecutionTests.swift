@@ -120,7 +120,8 @@ struct ExecutionTests {
             let final = try await engine.waitForCompletion(id: run.id, tenant: "t1")
             #expect(final.outputsJSON == #"{"done":true}"#)
             let elapsed = final.elapsedMilliseconds(now: Date())
-            #expect(elapsed >= 800 && elapsed < 3000, "\(elapsed) ms")
+            // Not faster than its sleeps; no upper bound on a busy machine (the events show 4 sleeps).
+            #expect(elapsed >= 800, "\(elapsed) ms")
             let sleeps = try await store.events(runID: run.id, after: 0, limit: 100)
                 .compactMap { try? NodeEventPayload(json: $0.payloadJSON) }
                 .filter { $0.nodeKind == "sleep" && $0.status == .succeeded }
@@ -248,7 +249,8 @@ struct ExecutionTests {
             let stopped = try await engine.stop(id: run.id, tenant: "t1")
             let stopTook = ContinuousClock.now - stopAsked
             #expect(stopped.state == .stopped)
-            #expect(stopTook < .seconds(3), "\(stopTook)")
+            // The child sleeps 60 s: the stop interrupted it (a margin that holds on a busy machine).
+            #expect(stopTook < .seconds(30), "\(stopTook)")
             #expect(!processExists(pid), "the child \(pid) outlived the stop")
 
             let timeline = try await timeline(store, run)

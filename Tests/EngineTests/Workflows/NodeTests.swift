@@ -104,7 +104,9 @@ struct NodeTests {
         let elapsed = ContinuousClock.now - started
         #expect(result.state == .failed)
         #expect(result.error?.contains("timed out after 300 ms") == true, "\(result.error ?? "")")
-        #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(5), "\(elapsed)")
+        // The server never answers: only the 300 ms timeout ended the call (generous upper
+        // margin for a busy machine).
+        #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(30), "\(elapsed)")
         #expect(server.requests.count == 1)
         #expect(try log.finished("call")?.status == .failed)
     }
@@ -131,7 +133,8 @@ struct NodeTests {
         let cancelled = ContinuousClock.now
         run.cancel()
         await #expect(throws: CancellationError.self) { try await run.value }
-        #expect(ContinuousClock.now - cancelled < .seconds(2))
+        // The server never answers: only the cancellation ended the call.
+        #expect(ContinuousClock.now - cancelled < .seconds(30))
         #expect(try log.finished("call")?.status == .stopped)
     }
 
@@ -244,7 +247,8 @@ struct NodeTests {
             """, configuration: configuration)
         let elapsed = ContinuousClock.now - started
         #expect(result.error == "node 'run' failed: timed out after 1 s")
-        #expect(elapsed < .seconds(10), "\(elapsed)")
+        // The child sleeps 60 s: the 1 s timeout ended it (margin for a busy machine).
+        #expect(elapsed < .seconds(30), "\(elapsed)")
         let pid = try #require(pid_t(String(contentsOfFile: script.file("pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(!processExists(pid), "the child \(pid) outlived its node")
     }
@@ -306,7 +310,8 @@ struct NodeTests {
               - { id: broken, kind: exec, config: { program: /bin/false } }
               - { id: done, kind: end, needs: [nap, broken], config: { outputs: {} } }
             """, log: log)
-        #expect(ContinuousClock.now - started < .seconds(10))
+        // The sibling naps 30 s: the failure cut it short (margin for a busy machine).
+        #expect(ContinuousClock.now - started < .seconds(20))
         #expect(result.state == .failed)
         let nap = try #require(try log.finished("nap"))
         #expect(nap.status == .stopped)
