@@ -35,7 +35,12 @@ struct FrameLevelTests {
 
     @Test("graceful shutdown sends GOAWAY, lets the in-flight stream finish with OK, then closes")
     func gracefulShutdownDrains() async throws {
-        try await withTestServer(services: [HealthService(), ControlService()]) { server, port in
+        // The stream takes 1 s on an idle machine; the shutdown timeout must not cut it short on
+        // a busy one. The client never acknowledges the shutdown PING (h2 stops answering after
+        // the first GOAWAY), so the connection closes at this timeout, within the client's 30 s.
+        try await withTestServer(services: [HealthService(), ControlService()], configure: { configuration in
+            configuration.gracefulShutdownTimeout = .seconds(15)
+        }) { server, port in
             let child = try ChildProcess(["python3", "tools/interop/h2_checks.py", "--target", "127.0.0.1:\(port)", "--drain"])
             let ready = await child.waitForLine(startingWith: "READY")
             #expect(ready, "the drain client never got its first message")
