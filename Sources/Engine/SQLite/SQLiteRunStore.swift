@@ -396,15 +396,15 @@ public final class SQLiteRunStore: RunStore {
         }
         let nowMS = milliseconds(now)
         return { db in
-            if let expectedLastSequence,
-               let last = try SQLiteRaw.row(db, "SELECT last_sequence FROM runs WHERE id = ? AND attempt = ? AND state = 'running'",
-                                            [.text(runID), .integer(Int64(attempt))], { $0.integer(0) }),
-               last != expectedLastSequence {
-                return try end(db, runID: runID, attempt: attempt, from: .running, to: .failed, outputsJSON: nil,
-                               error: "some of the run's events could not be stored", now: nowMS)
+            if let finished = try end(db, runID: runID, attempt: attempt, from: .running, to: state, outputsJSON: outputsJSON,
+                                      error: error, now: nowMS, lastSequence: expectedLastSequence) {
+                return finished
             }
-            return try end(db, runID: runID, attempt: attempt, from: .running, to: state, outputsJSON: outputsJSON,
-                           error: error, now: nowMS)
+            guard expectedLastSequence != nil else { return nil }
+            // Not ended: either no longer running in this attempt (nil again below), or some of
+            // its events are missing, and then it cannot end as reported.
+            return try end(db, runID: runID, attempt: attempt, from: .running, to: .failed, outputsJSON: nil,
+                           error: "some of the run's events could not be stored", now: nowMS)
         }
     }
 
@@ -561,14 +561,16 @@ public final class SQLiteRunStore: RunStore {
     /// clears the lease, keeps the tenant's counters, and appends the run's `run_finished`
     /// event; nil when the CAS fails.
     private static func end(_ db: Database, runID: String, attempt: Int, from: RunState, to: RunState,
-                            outputsJSON: String?, error: String?, now: Int64) throws -> FinishedRun? {
+                            outputsJSON: String?, error: String?, now: Int64,
+                            lastSequence: Int64? = nil) throws -> FinishedRun? {
+        // With `lastSequence`, only a run whose last stored event is that one ends here.
         guard let run = try SQLiteRaw.row(db, """
-            UPDATE runs SET state = ?, finished_at = ?, outputs_json = ?, error = ?, lease_owner = NULL,
+            UPDATE runs SET state = ?1, finished_at = ?2, outputs_json = ?3, error = ?4, lease_owner = NULL,
                    lease_expires_at = NULL, last_sequence = last_sequence + 1
-            WHERE id = ? AND attempt = ? AND state = ?
+            WHERE id = ?5 AND attempt = ?6 AND state = ?7 AND (?8 IS NULL OR last_sequence = ?8)
             RETURNING \(runColumns)
             """, [.text(to.rawValue), .integer(now), .text(outputsJSON), .text(error), .text(runID), .integer(Int64(attempt)),
-                  .text(from.rawValue)], self.run(from:)) else { return nil }
+                  .text(from.rawValue), .integer(lastSequence)], self.run(from:)) else { return nil }
         try SQLiteRaw.execute(db, "UPDATE tenants SET active = active - 1, scheduled = scheduled - ? WHERE tenant = ?",
                     [.integer(from == .scheduled ? 1 : 0), .text(run.tenant)])
         let event = try insertRunEvent(db, run: run, kind: .runFinished, time: now)
