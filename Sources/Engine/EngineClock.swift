@@ -28,6 +28,8 @@ public final class ManualClock: EngineClock {
         var now: Date
         var sleepers: [Sleeper] = []
         var nextID = 0
+        /// Tasks waiting until at least that many sleepers sleep (`waitForSleepers`).
+        var sleeperWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     private let state: Mutex<State>
@@ -40,6 +42,18 @@ public final class ManualClock: EngineClock {
 
     /// Number of tasks currently sleeping on this clock.
     public var sleeperCount: Int { state.withLock { $0.sleepers.count } }
+
+    /// Returns once at least `count` tasks sleep on this clock (tests: "the timeout is armed").
+    public func waitForSleepers(atLeast count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state in
+                if state.sleepers.count >= count { return true }
+                state.sleeperWaiters.append((count, continuation))
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
 
     public func advance(by duration: Duration) {
         let due: [Sleeper] = state.withLock { state in
@@ -59,12 +73,16 @@ public final class ManualClock: EngineClock {
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let resumeNow: Bool = state.withLock { state in
+                let (resumeNow, ready) = state.withLock { state -> (Bool, [CheckedContinuation<Void, Never>]) in
                     let deadline = state.now.addingTimeInterval(duration.seconds)
-                    if deadline <= state.now || Task.isCancelled { return true }
+                    if deadline <= state.now || Task.isCancelled { return (true, []) }
                     state.sleepers.append(Sleeper(id: id, deadline: deadline, continuation: continuation))
-                    return false
+                    let count = state.sleepers.count
+                    let ready = state.sleeperWaiters.filter { $0.count <= count }.map(\.continuation)
+                    state.sleeperWaiters.removeAll { $0.count <= count }
+                    return (false, ready)
                 }
+                for waiter in ready { waiter.resume() }
                 if resumeNow {
                     if Task.isCancelled { continuation.resume(throwing: CancellationError()) } else { continuation.resume() }
                 }

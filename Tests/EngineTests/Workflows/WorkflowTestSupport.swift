@@ -89,9 +89,10 @@ final class EventLog: Sendable {
 
 /// Runs one workflow given as YAML directly on a runner (no Engine), collecting its events.
 func runWorkflow(_ yaml: String, inputs: String = "{}", configuration: WorkflowRunnerConfiguration = WorkflowRunnerConfiguration(),
-                 log: EventLog = EventLog()) async throws -> ExecutionResult {
+                 log: EventLog = EventLog(), clock: any EngineClock = SystemClock()) async throws -> ExecutionResult {
     let definition = try WorkflowCatalog.parse(yaml, file: "test.yaml")
-    let runner = WorkflowRunner(catalog: try WorkflowCatalog(definitions: [definition]), configuration: configuration)
+    let runner = WorkflowRunner(catalog: try WorkflowCatalog(definitions: [definition]), configuration: configuration,
+                                clock: clock)
     return try await runner.run(definition, inputs: try definition.validateInputs(json: inputs), emit: log.sink)
 }
 
@@ -191,5 +192,25 @@ final class LoopbackHTTPServer: Sendable {
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             }
         }
+    }
+}
+
+/// Waits (on a thread of its own: open and read block) until a writer has opened the FIFO,
+/// written and closed it; what it wrote, as a pid.
+func readPID(fromFIFO path: String) async -> pid_t? {
+    await withCheckedContinuation { continuation in
+        Thread {
+            let fd = open(path, O_RDONLY)
+            guard fd >= 0 else { return continuation.resume(returning: nil) }
+            defer { close(fd) }
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 64)
+            while true {
+                let count = read(fd, &buffer, buffer.count)
+                if count <= 0 { break }
+                bytes += buffer[0..<count]
+            }
+            continuation.resume(returning: pid_t(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        }.start()
     }
 }
