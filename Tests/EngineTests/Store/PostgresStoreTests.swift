@@ -246,6 +246,47 @@ struct PostgresOpeningTests {
         #expect(error.isRetryable)
     }
 
+    @Test("every pooled connection busy: a call fails with a retryable error after acquireTimeout, and runs nothing",
+          .timeLimit(.minutes(1)))
+    func poolExhausted() async throws {
+        var configuration = try PostgresStoreConfiguration(url: try #require(PostgresTestDatabase.baseURL))
+        configuration.maximumConnections = 1
+        configuration.acquireTimeout = .milliseconds(200)
+        let connector = try await PostgresConnector(configuration: configuration, logger: .init(label: "test"))
+        let (holding, release) = (Gate(), Gate())
+        // The only connection stays leased until the second call has failed.
+        let holder = Task {
+            try await connector.withConnection { _ in
+                holding.open()
+                await release.wait()
+            }
+        }
+        await holding.wait()
+        let ran = Counter()
+        let error = try await #require(throws: StoreError.self) {
+            try await connector.withConnection { _ in ran.increment() }
+        }
+        #expect(error.code == .storage && error.isRetryable, "\(error)")
+        #expect(error.message.contains("no PostgreSQL connection") && error.message.contains("every connection busy"), "\(error)")
+        #expect(ran.value == 0)
+        release.open()
+        try await holder.value
+        await connector.close()
+    }
+
+    @Test("a statement running past statementTimeout is aborted by the server with an error, not waited for",
+          .timeLimit(.minutes(1)))
+    func statementTimeout() async throws {
+        var configuration = try PostgresStoreConfiguration(url: try #require(PostgresTestDatabase.baseURL))
+        configuration.statementTimeout = .milliseconds(200)
+        let connector = try await PostgresConnector(configuration: configuration, logger: .init(label: "test"))
+        // An hour-long sleep: only the server's statement_timeout can end it within the limit.
+        await #expect(throws: StoreError.self) { try await connector.execute("SELECT pg_sleep(3600)") }
+        // The connection is usable afterwards.
+        try await connector.execute("SELECT 1")
+        await connector.close()
+    }
+
     @Test("after close, calls fail with a non-retryable closed error")
     func closed() async throws {
         try await withStores(.postgres) { stores in

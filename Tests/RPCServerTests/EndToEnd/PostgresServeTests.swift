@@ -22,6 +22,22 @@ private func admin(_ sql: String) async throws {
     await connector.close()
 }
 
+/// Runs `body` with the `--store` URL of a new database of its own, dropped afterwards.
+private func withFreshDatabase(_ body: (String) async throws -> Void) async throws {
+    let database = "flowd_e2e_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+    try await admin("CREATE DATABASE \(database)")
+    var configuration = try PostgresStoreConfiguration(url: try #require(postgresURL))
+    configuration.database = database
+    let store = "postgres://\(configuration.username)@\(configuration.host):\(configuration.port)/\(database)?sslmode=disable"
+    do {
+        try await body(store)
+    } catch {
+        try? await admin("DROP DATABASE \(database) WITH (FORCE)")
+        throw error
+    }
+    try? await admin("DROP DATABASE \(database) WITH (FORCE)")
+}
+
 private func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
     let child = try ChildProcess(arguments)
     return await child.finish(timeout: .seconds(120))
@@ -32,112 +48,103 @@ private func run(_ arguments: [String]) async throws -> (status: Int32, output: 
 struct PostgresServeTests {
     @Test("keys and runs shared: 4 idempotency keys sent 3 times each over both processes make 4 runs; watches on the other process see them end")
     func twoProcesses() async throws {
-        let database = "flowd_e2e_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-        try await admin("CREATE DATABASE \(database)")
-        defer { Task { try? await admin("DROP DATABASE \(database) WITH (FORCE)") } }
-        var configuration = try PostgresStoreConfiguration(url: try #require(postgresURL))
-        configuration.database = database
-        let store = "postgres://\(configuration.username)@\(configuration.host):\(configuration.port)/\(database)?sslmode=disable"
-
-        var servers: [ChildProcess] = []
-        var targets: [String] = []
-        for _ in 0..<2 {
-            let server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0", "--store", store,
-                                           "--workflows", "examples/workflows"])
-            #expect(await server.waitForLine(startingWith: "flowd: listening on "))
-            let port = try #require(server.snapshot().output.split(separator: "\n")
-                .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
-            servers.append(server)
-            targets.append("127.0.0.1:\(port)")
-        }
-
-        let created = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "hello", "--store", store])
-        #expect(created.status == 0, "\(created.output)")
-        let key = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
-        let listed = try await run([flowdBinary.path, "keys", "list", "--store", store])
-        #expect(listed.output.contains("\tdemo\thello\t"), "\(listed.output)")
-
-        var runIDs: [String: Set<String>] = [:]
-        for attempt in 0..<3 {
-            for k in 0..<4 {
-                let target = targets[(attempt + k) % 2]
-                let submitted = try await run(["python3", "tools/interop/flowd_client.py", "--target", target, "--key", key,
-                                               "run", "--inputs", #"{"name":"K\#(k)"}"#, "--mode", "async",
-                                               "--idempotency-key", "key-\(k)"])
-                #expect(submitted.status == 0, "\(submitted.output)")
-                let json = try #require(submitted.output.range(of: "{").map { String(submitted.output[$0.lowerBound...]) })
-                let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
-                let runID = try #require((object?["run"] as? [String: Any])?["id"] as? String)
-                runIDs["key-\(k)", default: []].insert(runID)
+        try await withFreshDatabase { store in
+            var servers: [ChildProcess] = []
+            var targets: [String] = []
+            for _ in 0..<2 {
+                let server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0", "--store", store,
+                                               "--workflows", "examples/workflows"])
+                #expect(await server.waitForLine(startingWith: "flowd: listening on "))
+                let port = try #require(server.snapshot().output.split(separator: "\n")
+                    .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
+                servers.append(server)
+                targets.append("127.0.0.1:\(port)")
             }
-        }
-        #expect(runIDs.count == 4)
-        #expect(runIDs.values.allSatisfy { $0.count == 1 }, "one run per key: \(runIDs)")
 
-        // Each run watched on both processes: whichever executed it, both see it to its end.
-        for runID in runIDs.values.compactMap(\.first) {
-            for target in targets {
-                let watched = try await run(["python3", "tools/interop/flowd_client.py", "--target", target, "--key", key,
-                                             "watch", runID])
-                let lines = watched.output.split(separator: "\n")
-                #expect(lines.first?.contains("run_started") == true, "\(watched.output)")
-                #expect(lines.last?.contains("run_finished") == true && lines.last?.contains("succeeded") == true,
-                        "\(watched.output)")
+            let created = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "hello", "--store", store])
+            #expect(created.status == 0, "\(created.output)")
+            let key = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let listed = try await run([flowdBinary.path, "keys", "list", "--store", store])
+            #expect(listed.output.contains("\tdemo\thello\t"), "\(listed.output)")
+
+            var runIDs: [String: Set<String>] = [:]
+            for attempt in 0..<3 {
+                for k in 0..<4 {
+                    let target = targets[(attempt + k) % 2]
+                    let submitted = try await run(["python3", "tools/interop/flowd_client.py", "--target", target, "--key", key,
+                                                   "run", "--inputs", #"{"name":"K\#(k)"}"#, "--mode", "async",
+                                                   "--idempotency-key", "key-\(k)"])
+                    #expect(submitted.status == 0, "\(submitted.output)")
+                    let json = try #require(submitted.output.range(of: "{").map { String(submitted.output[$0.lowerBound...]) })
+                    let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+                    let runID = try #require((object?["run"] as? [String: Any])?["id"] as? String)
+                    runIDs["key-\(k)", default: []].insert(runID)
+                }
             }
-        }
+            #expect(runIDs.count == 4)
+            #expect(runIDs.values.allSatisfy { $0.count == 1 }, "one run per key: \(runIDs)")
 
-        for server in servers { server.terminate() }
-        for server in servers {
-            let (status, output) = await server.finish(timeout: .seconds(30))
-            #expect(status == 0, "flowd serve exited with \(status):\n\(output)")
+            // Each run watched on both processes: whichever executed it, both see it to its end.
+            for runID in runIDs.values.compactMap(\.first) {
+                for target in targets {
+                    let watched = try await run(["python3", "tools/interop/flowd_client.py", "--target", target, "--key", key,
+                                                 "watch", runID])
+                    let lines = watched.output.split(separator: "\n")
+                    #expect(lines.first?.contains("run_started") == true, "\(watched.output)")
+                    #expect(lines.last?.contains("run_finished") == true && lines.last?.contains("succeeded") == true,
+                            "\(watched.output)")
+                }
+            }
+
+            for server in servers { server.terminate() }
+            for server in servers {
+                let (status, output) = await server.finish(timeout: .seconds(30))
+                #expect(status == 0, "flowd serve exited with \(status):\n\(output)")
+            }
         }
     }
 
     @Test("SIGKILL of the process executing a run: another process reaps it once its lease expires, and its watcher sees the end")
     func killedProcessIsReaped() async throws {
-        let database = "flowd_e2e_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-        try await admin("CREATE DATABASE \(database)")
-        defer { Task { try? await admin("DROP DATABASE \(database) WITH (FORCE)") } }
-        var configuration = try PostgresStoreConfiguration(url: try #require(postgresURL))
-        configuration.database = database
-        let store = "postgres://\(configuration.username)@\(configuration.host):\(configuration.port)/\(database)?sslmode=disable"
-        // Short leases and a frequent reaper, so that the test does not wait half a minute.
-        let environment = ["FLOWD_LEASE_SECONDS=2", "FLOWD_REAPER_INTERVAL_SECONDS=1"]
-        func serve() async throws -> (ChildProcess, String) {
-            let server = try ChildProcess(environment + [flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
-                                                         "--store", store, "--workflows", "examples/workflows"])
-            #expect(await server.waitForLine(startingWith: "flowd: listening on "))
-            let port = try #require(server.snapshot().output.split(separator: "\n")
-                .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
-            return (server, "127.0.0.1:\(port)")
-        }
+        try await withFreshDatabase { store in
+            // Short leases and a frequent reaper, so that the test does not wait half a minute.
+            let environment = ["FLOWD_LEASE_SECONDS=2", "FLOWD_REAPER_INTERVAL_SECONDS=1"]
+            func serve() async throws -> (ChildProcess, String) {
+                let server = try ChildProcess(environment + [flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
+                                                             "--store", store, "--workflows", "examples/workflows"])
+                #expect(await server.waitForLine(startingWith: "flowd: listening on "))
+                let port = try #require(server.snapshot().output.split(separator: "\n")
+                    .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
+                return (server, "127.0.0.1:\(port)")
+            }
 
-        let (doomed, doomedTarget) = try await serve()
-        let key = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "slow", "--store", store])
-            .output.trimmingCharacters(in: .whitespacesAndNewlines)
-        let client = ["python3", "tools/interop/flowd_client.py", "--key", key]
-        let submitted = try await run(client + ["--target", doomedTarget, "run", "--inputs", #"{"seconds":600}"#, "--mode", "async"])
-        let json = try #require(submitted.output.range(of: "{").map { String(submitted.output[$0.lowerBound...]) })
-        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
-        let runID = try #require((object?["run"] as? [String: Any])?["id"] as? String)
-        // The only process claims it at once; wait until it says so.
-        var running = false
-        for _ in 0..<60 where !running {
-            running = try await run(client + ["--target", doomedTarget, "get", runID]).output.contains("RUN_STATUS_RUNNING")
-        }
-        #expect(running)
-        doomed.kill()
-        _ = await doomed.finish(timeout: .seconds(30))
+            let (doomed, doomedTarget) = try await serve()
+            let key = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "slow", "--store", store])
+                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let client = ["python3", "tools/interop/flowd_client.py", "--key", key]
+            let submitted = try await run(client + ["--target", doomedTarget, "run", "--inputs", #"{"seconds":600}"#, "--mode", "async"])
+            let json = try #require(submitted.output.range(of: "{").map { String(submitted.output[$0.lowerBound...]) })
+            let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+            let runID = try #require((object?["run"] as? [String: Any])?["id"] as? String)
+            // The only process claims it at once; wait until it says so.
+            var running = false
+            for _ in 0..<60 where !running {
+                running = try await run(client + ["--target", doomedTarget, "get", runID]).output.contains("RUN_STATUS_RUNNING")
+            }
+            #expect(running)
+            doomed.kill()
+            _ = await doomed.finish(timeout: .seconds(30))
 
-        let (survivor, survivorTarget) = try await serve()
-        let watched = try await run(client + ["--target", survivorTarget, "watch", runID])
-        let lines = watched.output.split(separator: "\n")
-        #expect(lines.last?.contains("run_finished") == true && lines.last?.contains("failed") == true, "\(watched.output)")
-        let final = try await run(client + ["--target", survivorTarget, "get", runID])
-        #expect(final.output.contains("RUN_STATUS_FAILED") && final.output.contains("lease expired"), "\(final.output)")
-        survivor.terminate()
-        let (status, output) = await survivor.finish(timeout: .seconds(30))
-        #expect(status == 0, "\(output)")
+            let (survivor, survivorTarget) = try await serve()
+            let watched = try await run(client + ["--target", survivorTarget, "watch", runID])
+            let lines = watched.output.split(separator: "\n")
+            #expect(lines.last?.contains("run_finished") == true && lines.last?.contains("failed") == true, "\(watched.output)")
+            let final = try await run(client + ["--target", survivorTarget, "get", runID])
+            #expect(final.output.contains("RUN_STATUS_FAILED") && final.output.contains("lease expired"), "\(final.output)")
+            survivor.terminate()
+            let (status, output) = await survivor.finish(timeout: .seconds(30))
+            #expect(status == 0, "\(output)")
+        }
     }
 
     @Test("a wrong password, a refused port and a bad URL: one line naming the problem, exit 1, at once")
