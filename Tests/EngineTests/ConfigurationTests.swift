@@ -16,6 +16,8 @@ struct ConfigurationTests {
             "ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK": "false",
             "FLOWD_WORKERS": "3",
             "FLOWD_IDEMPOTENCY_TTL_HOURS": "1",
+            "FLOWD_LEASE_SECONDS": "6",
+            "FLOWD_REAPER_INTERVAL_SECONDS": "4",
         ])
         #expect(configuration.admission.defaultConcurrencyLimit == 7)
         #expect(configuration.reaper.scheduledTimeout == .seconds(120))
@@ -23,12 +25,16 @@ struct ConfigurationTests {
         #expect(!configuration.reaperEnabled)
         #expect(configuration.workerCount == 3)
         #expect(configuration.admission.idempotencyTTL == .seconds(3600))
+        #expect(configuration.leaseDuration == .seconds(6))
+        #expect(configuration.leaseRenewalInterval == .seconds(2), "renewed every third of the lease")
+        #expect(configuration.reaperInterval == .seconds(4))
     }
 
     @Test("a bad value is an error naming the variable, and changes nothing")
     func badValues() {
         for (name, value) in [("ASYNC_WORKFLOW_MAX_CONCURRENT", "-1"), ("ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES", "soon"),
-                              ("ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK", "maybe")] {
+                              ("ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK", "maybe"), ("FLOWD_LEASE_SECONDS", "0"),
+                              ("FLOWD_REAPER_INTERVAL_SECONDS", "soon")] {
             var configuration = EngineConfiguration()
             do {
                 try configuration.apply(environment: [name: value])

@@ -253,12 +253,27 @@ struct PostgresOpeningTests {
         configuration.maximumConnections = 1
         configuration.acquireTimeout = .milliseconds(200)
         let connector = try await PostgresConnector(configuration: configuration, logger: .init(label: "test"))
+        // The pool's one connection is opened first (on a busy machine opening it may take longer
+        // than the 200 ms a waiting call is given), so that the holder leases it at once.
+        var opened = false
+        for _ in 0..<100 where !opened {
+            do {
+                try await connector.execute("SELECT 1")
+                opened = true
+            } catch let error as StoreError where error.isRetryable {}
+        }
+        try #require(opened, "no connection to PostgreSQL in 100 attempts")
         let (holding, release) = (Gate(), Gate())
         // The only connection stays leased until the second call has failed.
         let holder = Task {
-            try await connector.withConnection { _ in
-                holding.open()
-                await release.wait()
+            do {
+                try await connector.withConnection { _ in
+                    holding.open()
+                    await release.wait()
+                }
+            } catch {
+                holding.open()  // never leased: the test fails below instead of waiting here
+                throw error
             }
         }
         await holding.wait()
