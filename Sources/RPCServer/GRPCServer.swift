@@ -41,8 +41,11 @@ public final class GRPCServer: Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
     }
 
+    /// The last reference may go on any thread, one of the group's own loops included: the
+    /// group is shut down without waiting (a blocking shutdown there would deadlock, and on a
+    /// task thread it would hold up other tasks).
     deinit {
-        try? group.syncShutdownGracefully()
+        group.shutdownGracefully { _ in }
     }
 
     /// Binds the listening socket and returns its address (useful with port 0).

@@ -20,29 +20,18 @@ struct CrashTests {
             let output = Pipe()
             child.standardOutput = output
             try child.run()
-            var greeting = Data()
-            while !greeting.contains(UInt8(ascii: "\n")) {
-                let chunk = output.fileHandleForReading.availableData  // blocks until the child writes
-                if chunk.isEmpty { break }
-                greeting.append(chunk)
-            }
-            #expect(String(decoding: greeting, as: UTF8.self).hasPrefix("READY"))
+            defer { if child.isRunning { kill(child.processIdentifier, SIGKILL) } }  // never left running
+            let greeting = await firstLine(of: output)
+            #expect(greeting.hasPrefix("READY"))
             // The crash point: a random moment while submissions and executions are in flight.
             try await Task.sleep(for: .milliseconds(Int.random(in: 300...1500)))
             kill(child.processIdentifier, SIGKILL)
-            child.waitUntilExit()
+            await waitForExit(child)
             #expect(child.terminationReason == .uncaughtSignal)
 
             // 2. A new process on the same data directory recovers and finishes the rest.
-            let recovery = Process()
-            recovery.executableURL = harness
-            recovery.arguments = ["recover", directory.path]
-            let recoveryOutput = Pipe()
-            recovery.standardOutput = recoveryOutput
-            try recovery.run()
-            let summary = String(decoding: recoveryOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            recovery.waitUntilExit()
-            #expect(recovery.terminationStatus == 0, "recovery failed: \(summary)")
+            let (status, summary) = try await runToEnd(harness, ["recover", directory.path])
+            #expect(status == 0, "recovery failed: \(summary)")
             print("round \(round): \(summary.trimmingCharacters(in: .whitespacesAndNewlines))")
 
             // 3. Check the promises.
@@ -346,6 +335,32 @@ private final class LoadChild: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         readAcks(&buffer)
         return process.terminationReason == .uncaughtSignal ? process.terminationStatus : 0
+    }
+}
+
+/// The first line `pipe` carries ("" when it ends first), read on a thread of its own: the
+/// reads block, and a blocked task thread would stall every other test in the process.
+private func firstLine(of pipe: Pipe) async -> String {
+    await withCheckedContinuation { continuation in
+        Thread {
+            var bytes = Data()
+            while !bytes.contains(UInt8(ascii: "\n")) {
+                let chunk = pipe.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                bytes.append(chunk)
+            }
+            continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
+        }.start()
+    }
+}
+
+/// Waits for `process` to exit, on a thread of its own (`waitUntilExit` blocks).
+private func waitForExit(_ process: Process) async {
+    await withCheckedContinuation { continuation in
+        Thread {
+            process.waitUntilExit()
+            continuation.resume()
+        }.start()
     }
 }
 

@@ -110,6 +110,12 @@ final class ChildProcess: @unchecked Sendable {
         lock.withLock { (process.isRunning, lines.joined(separator: "\n")) }
     }
 
+    /// A child whose test ended without waiting for it is killed: a survivor would hold the
+    /// test run's output open (and `swift test` waiting for its end).
+    deinit {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+
     /// Sends SIGTERM.
     func terminate() {
         process.terminate()
