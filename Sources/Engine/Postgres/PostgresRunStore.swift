@@ -333,16 +333,16 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         await appendsApplied(runID: runID)
         let nowMS = ms(now)
         return try await connector.transaction { c in
-            if let expectedLastSequence,
-               let row = try await c.rows("""
-                   SELECT last_sequence FROM runs WHERE id = \(runID) AND attempt = \(Int64(attempt)) AND state = 'running' FOR UPDATE
-                   """).first,
-               try row.makeRandomAccess()[0].decode(Int64.self) != expectedLastSequence {
-                return try await Self.end(c, runID: runID, attempt: attempt, from: .running, to: .failed, outputsJSON: nil,
-                                          error: "some of the run's events could not be stored", now: nowMS)
+            if let finished = try await Self.end(c, runID: runID, attempt: attempt, from: .running, to: state,
+                                                 outputsJSON: outputsJSON, error: error, now: nowMS,
+                                                 lastSequence: expectedLastSequence) {
+                return finished
             }
-            return try await Self.end(c, runID: runID, attempt: attempt, from: .running, to: state,
-                                      outputsJSON: outputsJSON, error: error, now: nowMS)
+            guard expectedLastSequence != nil else { return nil }
+            // Not ended: either no longer running in this attempt (nil again below), or some of
+            // its events are missing, and then it cannot end as reported.
+            return try await Self.end(c, runID: runID, attempt: attempt, from: .running, to: .failed, outputsJSON: nil,
+                                      error: "some of the run's events could not be stored", now: nowMS)
         }
     }
 
@@ -509,15 +509,18 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
 
     /// Moves a run from `from` to the terminal `to` by compare-and-set on (id, attempt, state),
     /// clears the lease, keeps the tenant's counters, and appends the run's `run_finished`
-    /// event; nil when the CAS fails. Locks the run's row, then its tenant's.
+    /// event; nil when the CAS fails. With `lastSequence`, only a run whose last stored event is
+    /// that one ends here. Locks the run's row, then its tenant's.
     private static func end(_ c: PostgresConnection, runID: String, attempt: Int, from: RunState, to: RunState,
-                            outputsJSON: String?, error: String?, now: Int64) async throws -> FinishedRun? {
+                            outputsJSON: String?, error: String?, now: Int64,
+                            lastSequence: Int64? = nil) async throws -> FinishedRun? {
         let scheduledDelta: Int64 = from == .scheduled ? 1 : 0
         guard let row = try await c.rows("""
             WITH r AS (
                 UPDATE runs SET state = \(to.rawValue), finished_at = \(now), outputs_json = \(outputsJSON), error = \(error),
                        lease_owner = NULL, lease_expires_at = NULL, last_sequence = last_sequence + 1
                 WHERE id = \(runID) AND attempt = \(Int64(attempt)) AND state = \(from.rawValue)
+                      AND last_sequence = COALESCE(\(lastSequence)::bigint, last_sequence)
                 RETURNING \(unescaped: runColumns())
             ), t AS (
                 UPDATE tenants SET active = active - 1, scheduled = scheduled - \(scheduledDelta)
