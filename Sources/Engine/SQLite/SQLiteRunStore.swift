@@ -176,30 +176,61 @@ public final class SQLiteRunStore: RunStore {
 
     // MARK: Submission
 
+    /// Three statements for a new run with a key, two without: the key's row is inserted
+    /// first (a conflict means the key is known: replay, refuse or take over an expired row),
+    /// and admission is one guarded UPDATE of the tenant's counters. A submission refused for
+    /// the limit removes the key's row it wrote, so it leaves nothing behind.
     public func submit(_ submission: Submission, policy: AdmissionPolicy, now: Date) async throws -> SubmissionOutcome {
         let nowMS = Self.milliseconds(now)
         let expiresAt = nowMS + Self.milliseconds(policy.idempotencyTTL)
         return try await write { db in
-            if let key = submission.idempotencyKey,
-               let (fingerprint, runID, expires) = try SQLiteRaw.row(db, """
-                   SELECT fingerprint, run_id, expires_at FROM idempotency WHERE tenant = ? AND key = ?
-                   """, [.text(submission.tenant), .text(key)], { ($0.text(0), $0.text(1), $0.integer(2)) }) {
-                if expires > nowMS {
-                    guard fingerprint == submission.fingerprint else {
-                        return .keyReused(existingRunID: runID)
+            if let key = submission.idempotencyKey {
+                let inserted = try SQLiteRaw.row(db, """
+                    INSERT INTO idempotency (tenant, key, fingerprint, run_id, expires_at) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (tenant, key) DO NOTHING RETURNING 1
+                    """, [.text(submission.tenant), .text(key), .text(submission.fingerprint), .text(submission.runID),
+                          .integer(expiresAt)], { _ in true }) ?? false
+                if !inserted {
+                    guard let (fingerprint, runID, expires) = try SQLiteRaw.row(db, """
+                        SELECT fingerprint, run_id, expires_at FROM idempotency WHERE tenant = ? AND key = ?
+                        """, [.text(submission.tenant), .text(key)], { ($0.text(0), $0.text(1), $0.integer(2)) }) else {
+                        throw StoreError(code: .integrity, message: "the idempotency record of key \(key) vanished")
                     }
-                    if let run = try Self.fetchRun(db, id: runID, tenant: submission.tenant) {
-                        return .replayed(run)
+                    if expires > nowMS {
+                        guard fingerprint == submission.fingerprint else { return .keyReused(existingRunID: runID) }
+                        if let run = try Self.fetchRun(db, id: runID, tenant: submission.tenant) { return .replayed(run) }
                     }
+                    // Expired (or naming a run that no longer exists): as if absent.
+                    try SQLiteRaw.execute(db, """
+                        UPDATE idempotency SET fingerprint = ?, run_id = ?, expires_at = ? WHERE tenant = ? AND key = ?
+                        """, [.text(submission.fingerprint), .text(submission.runID), .integer(expiresAt),
+                              .text(submission.tenant), .text(key)])
                 }
-                // Expired (or naming a run that no longer exists): as if absent.
-                try SQLiteRaw.execute(db, "DELETE FROM idempotency WHERE tenant = ? AND key = ?", [.text(submission.tenant), .text(key)])
             }
-            let (active, override) = try SQLiteRaw.row(db, """
-                SELECT (SELECT active FROM tenants WHERE tenant = ?1), (SELECT max_active FROM tenant_limits WHERE tenant = ?1)
-                """, [.text(submission.tenant)]) { (Int($0.integer(0)), $0.optionalInteger(1).map { Int($0) }) } ?? (0, nil)
-            let limit = override ?? policy.defaultConcurrencyLimit
-            if active >= limit { return .overLimit(active: active, limit: limit) }
+            let admitted = try SQLiteRaw.row(db, """
+                UPDATE tenants SET active = active + 1, scheduled = scheduled + 1
+                WHERE tenant = ?1 AND active < COALESCE((SELECT max_active FROM tenant_limits WHERE tenant = ?1), ?2)
+                RETURNING 1
+                """, [.text(submission.tenant), .integer(Int64(policy.defaultConcurrencyLimit))], { _ in true }) ?? false
+            if !admitted {
+                // Over the limit, or the tenant's first run (no counters row yet).
+                let (exists, active, override) = try SQLiteRaw.row(db, """
+                    SELECT (SELECT 1 FROM tenants WHERE tenant = ?1), (SELECT active FROM tenants WHERE tenant = ?1),
+                           (SELECT max_active FROM tenant_limits WHERE tenant = ?1)
+                    """, [.text(submission.tenant)]) {
+                        ($0.optionalInteger(0) != nil, Int($0.integer(1)), $0.optionalInteger(2).map { Int($0) })
+                    } ?? (false, 0, nil)
+                let limit = override ?? policy.defaultConcurrencyLimit
+                if exists || active >= limit {
+                    if let key = submission.idempotencyKey {
+                        try SQLiteRaw.execute(db, "DELETE FROM idempotency WHERE tenant = ? AND key = ?",
+                                              [.text(submission.tenant), .text(key)])
+                    }
+                    return .overLimit(active: active, limit: limit)
+                }
+                try SQLiteRaw.execute(db, "INSERT INTO tenants (tenant, active, scheduled) VALUES (?, 1, 1)",
+                                      [.text(submission.tenant)])
+            }
             try SQLiteRaw.execute(db, """
                 INSERT INTO runs (id, tenant, workflow, workflow_version, state, inputs_json, trigger, transport, user,
                                   idempotency_key, created_at)
@@ -208,16 +239,6 @@ public final class SQLiteRunStore: RunStore {
                       .text(submission.workflowVersion), .text(submission.inputsJSON), .text(submission.trigger.rawValue),
                       .text(submission.transport.rawValue), .text(submission.user), .text(submission.idempotencyKey),
                       .integer(nowMS)])
-            try SQLiteRaw.execute(db, """
-                INSERT INTO tenants (tenant, active, scheduled) VALUES (?, 1, 1)
-                ON CONFLICT(tenant) DO UPDATE SET active = active + 1, scheduled = scheduled + 1
-                """, [.text(submission.tenant)])
-            if let key = submission.idempotencyKey {
-                try SQLiteRaw.execute(db, """
-                    INSERT INTO idempotency (tenant, key, fingerprint, run_id, expires_at) VALUES (?, ?, ?, ?, ?)
-                    """, [.text(submission.tenant), .text(key), .text(submission.fingerprint), .text(submission.runID),
-                          .integer(expiresAt)])
-            }
             return .created(RunRecord(
                 id: submission.runID, tenant: submission.tenant, workflow: submission.workflow,
                 workflowVersion: submission.workflowVersion, state: .scheduled, inputsJSON: submission.inputsJSON,
