@@ -60,7 +60,10 @@ struct DataDirectoryOption: ParsableArguments {
 
     @Option(name: .customLong("store"),
             help: "A PostgreSQL database shared by several flowd processes, postgres://USER:PASSWORD@HOST:PORT/DB, instead of the SQLite store in --data-dir (env FLOWD_STORE).")
-    var store: String? = Environment.string("FLOWD_STORE")
+    var storeOption: String?
+
+    /// `--store`, else `FLOWD_STORE`; nil means the SQLite store in `dataDirectory`.
+    var store: String? { storeOption ?? Environment.string("FLOWD_STORE") }
 
     /// Where the store is, for logs (never the password).
     var storeDescription: String {
