@@ -6,6 +6,8 @@
 #                                                (role flowd_password_check, password right-password,
 #                                                must log in with its password)
 #   tools/pg-test-cluster.sh stop "$FLOWD_PG_DIR"    stops the server and removes the directory
+#   tools/pg-test-cluster.sh pause DIR          stops the server, keeping its data (an outage)
+#   tools/pg-test-cluster.sh resume DIR         starts it again on the same port
 #
 # As root the server runs as the `postgres` user (Debian's package creates it) or `nobody`:
 # PostgreSQL refuses to run as root. fsync is off: the data is thrown away afterwards.
@@ -43,9 +45,9 @@ host all all 127.0.0.1/32 trust
 host all all ::1/128 trust
 HBA
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  if ! "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-      start >/dev/null; then
+  echo "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    >"$dir/options"
+  if ! "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$(cat "$dir/options")" start >/dev/null; then
     cat "$dir/server.log" >&2; rm -rf "$dir"; exit 1
   fi
   "$bin/createdb" -h 127.0.0.1 -p "$port" -U flowd flowd_test
@@ -62,8 +64,20 @@ stop)
   "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
   rm -rf "$dir"
   ;;
+pause|resume)
+  dir=${2:?usage: $0 $1 DIR}
+  bin=$(pg_bin)
+  as=()
+  [ "$(id -u)" = 0 ] && as=(runuser -u "$(stat -c %U "$dir")" --)
+  [ -f "$dir/options" ] || { echo "pg-test-cluster: $dir was not started by this script" >&2; exit 1; }
+  if [ "$1" = pause ]; then
+    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+  else
+    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$(cat "$dir/options")" start >/dev/null
+  fi
+  ;;
 *)
-  echo "usage: $0 start | stop DIR" >&2
+  echo "usage: $0 start | stop DIR | pause DIR | resume DIR" >&2
   exit 2
   ;;
 esac

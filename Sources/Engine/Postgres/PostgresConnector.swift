@@ -5,14 +5,34 @@ import Synchronization
 
 /// The PostgreSQL connection pool of a store: opening (a probe connection first, so that a bad
 /// address, password or database fails at once with a clear message), leasing a connection
-/// within `acquireTimeout`, transactions, and the mapping of postgres-nio's errors to
+/// within `acquireTimeout`, transactions, outages, and the mapping of postgres-nio's errors to
 /// `StoreError`.
+///
+/// Outages: the pool retries its connections in the background and a lease would just wait.
+/// A lease still waiting after `outageCheckDelay`, or a call that lost its connection, makes the
+/// connector try one direct connection (one check at a time, shared by every caller). When the
+/// server does not answer:
+///
+/// ```
+///  reachable ──(check fails)──▶ unreachable: every call fails at once (retryable)
+///      ▲                              │ a check every outageRetryInterval
+///      └──────────(check succeeds)────┘
+/// ```
 final class PostgresConnector: Sendable {
     let configuration: PostgresStoreConfiguration
     let logger: Logger
     private let client: PostgresClient
     private let runTask: Task<Void, Never>
     private let closed = Atomic<Bool>(false)
+    private let reachability = Mutex(Reachability())
+
+    private struct Reachability {
+        var unreachable = false
+        /// The check in flight, which every caller that asks meanwhile shares.
+        var check: Task<Bool, Never>?
+        /// Checks again while unreachable.
+        var retry: Task<Void, Never>?
+    }
 
     /// Connects once (within `connectTimeout`) to check the address, the login and the
     /// database, then starts the pool. Throws a `StoreError` whose message names the problem.
@@ -31,13 +51,79 @@ final class PostgresConnector: Sendable {
         runTask = Task { await pool.run() }
     }
 
-    deinit { runTask.cancel() }
+    deinit {
+        runTask.cancel()
+        reachability.withLock { $0.retry?.cancel() }
+    }
 
     /// Closes the pool; later calls fail.
     func close() async {
         closed.store(true, ordering: .relaxed)
+        reachability.withLock { $0.retry?.cancel() }
         runTask.cancel()
         await runTask.value
+    }
+
+    // MARK: Outages
+
+    /// The error every call gets at once while the server does not answer.
+    private var outageError: StoreError {
+        StoreError(code: .storage, message: "PostgreSQL at \(configuration.host):\(configuration.port) does not answer; retry shortly")
+    }
+
+    /// Whether the server answers a direct connection now. One check at a time: callers that
+    /// ask while one runs share its answer. A failed check starts the retries.
+    private func checkReachable() async -> Bool {
+        let check = reachability.withLock { state -> Task<Bool, Never> in
+            if let check = state.check { return check }
+            let check = Task { [configuration] in
+                do {
+                    try await Self.probe(configuration, logger: Self.silent)
+                    return true
+                } catch {
+                    return false
+                }
+            }
+            state.check = check
+            return check
+        }
+        let answers = await check.value
+        let (declared, recovered) = reachability.withLock { state -> (Bool, Bool) in
+            if state.check == check { state.check = nil }
+            let was = state.unreachable
+            state.unreachable = !answers
+            if !answers && state.retry == nil && !closed.load(ordering: .relaxed) {
+                state.retry = Task { [weak self] in await self?.retryUntilReachable() }
+            }
+            return (!was && !answers, was && answers)
+        }
+        if declared {
+            logger.error("PostgreSQL does not answer: calls fail at once until it does again",
+                         metadata: ["server": "\(configuration.host):\(configuration.port)"])
+        }
+        if recovered {
+            logger.notice("PostgreSQL answers again", metadata: ["server": "\(configuration.host):\(configuration.port)"])
+        }
+        return answers
+    }
+
+    private func retryUntilReachable() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: configuration.outageRetryInterval) } catch { break }
+            if await checkReachable() { break }
+        }
+        reachability.withLock { $0.retry = nil }
+    }
+
+    /// A call lost its connection: is the server gone?
+    private func noteConnectionLost(_ error: any Error) {
+        guard let error = error as? PSQLError else { return }
+        switch error.code {
+        case .connectionError, .serverClosedConnection, .uncleanShutdown:
+            Task { _ = await checkReachable() }
+        default:
+            break
+        }
     }
 
     private static func tls(_ mode: PostgresStoreConfiguration.TLSMode) -> PostgresClient.Configuration.TLS {
@@ -100,6 +186,7 @@ final class PostgresConnector: Sendable {
     func withConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         try Task.checkCancellation()
         if closed.load(ordering: .relaxed) { throw StoreError(code: .closed, message: "the PostgreSQL store was closed") }
+        if reachability.withLock({ $0.unreachable }) { throw outageError }
         let phase = Locked(LeasePhase.waiting)
         let client = self.client
         let configuration = self.configuration
@@ -120,11 +207,15 @@ final class PostgresConnector: Sendable {
                     phase = .timedOut
                     return true
                 }
-            }) {
+            }, timedOut: {
                 StoreError(code: .storage,
                            message: "no PostgreSQL connection to \(configuration.host):\(configuration.port) within \(SQLiteRunStore.describe(configuration.acquireTimeout)) (server unreachable or every connection busy)")
-            }
+            }, check: (after: configuration.outageCheckDelay, { [weak self] in
+                guard let self, await !self.checkReachable() else { return nil }
+                return self.outageError
+            }))
         } catch {
+            noteConnectionLost(error)
             throw Self.mapping(error)
         }
     }
@@ -281,10 +372,13 @@ private enum LeasePhase { case waiting, leased, timedOut }
 
 /// The result of `operation`, or `timedOut()` thrown once `timeout` passes first. An operation
 /// still running then is left to finish in the background (`whenTimedOut` may refuse the
-/// timeout, returning false, when the operation already got past its waiting point).
+/// timeout, returning false, when the operation already got past its waiting point). `check`,
+/// run once after its delay while the operation still runs, may end the wait early with an error
+/// (under the same `whenTimedOut` rule).
 func firstOf<T: Sendable>(timeout: Duration, _ operation: @escaping @Sendable () async throws -> T,
                           whenTimedOut: @escaping @Sendable () -> Bool = { true },
-                          timedOut: @escaping @Sendable () -> any Error) async throws -> T {
+                          timedOut: @escaping @Sendable () -> any Error,
+                          check: (after: Duration, @Sendable () async -> (any Error)?)? = nil) async throws -> T {
     let slot = Locked<CheckedContinuation<T, any Error>?>(nil)
     let tasks = Locked<[Task<Void, Never>]>([])
     return try await withTaskCancellationHandler {
@@ -300,17 +394,30 @@ func firstOf<T: Sendable>(timeout: Duration, _ operation: @escaping @Sendable ()
                 }?.resume(throwing: timedOut())
                 work.withLock { $0 }?.cancel()
             }
+            let checker = check.map { delay, check in
+                Task {
+                    do { try await Task.sleep(for: delay) } catch { return }
+                    guard let error = await check(), whenTimedOut() else { return }
+                    timer.cancel()
+                    slot.withLock { slot in
+                        defer { slot = nil }
+                        return slot
+                    }?.resume(throwing: error)
+                    work.withLock { $0 }?.cancel()
+                }
+            }
             let operationTask = Task {
                 let result: Result<T, any Error>
                 do { result = .success(try await operation()) } catch { result = .failure(error) }
                 timer.cancel()
+                checker?.cancel()
                 slot.withLock { slot in
                     defer { slot = nil }
                     return slot
                 }?.resume(with: result)
             }
             work.withLock { $0 = operationTask }
-            tasks.withLock { $0 = [operationTask, timer] }
+            tasks.withLock { $0 = [operationTask, timer] + (checker.map { [$0] } ?? []) }
         }
     } onCancel: {
         for task in tasks.withLock({ $0 }) { task.cancel() }

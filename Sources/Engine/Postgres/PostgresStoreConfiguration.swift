@@ -26,6 +26,14 @@ public struct PostgresStoreConfiguration: Sendable, Equatable {
     /// How long a call waits for a pooled connection (the server down, or every connection
     /// busy) before it fails with a retryable `StoreError`. Default 10 s.
     public var acquireTimeout: Duration = .seconds(10)
+    /// A call that has waited this long for a pooled connection checks whether the server
+    /// answers at all (one direct connection attempt, within `connectTimeout`). When it does
+    /// not, that call and every call after it fail at once with a retryable `StoreError`
+    /// (UNAVAILABLE / 503 with a retry hint on the wire) until the server answers again, instead
+    /// of each waiting `acquireTimeout`. Default 250 ms.
+    public var outageCheckDelay: Duration = .milliseconds(250)
+    /// While the server does not answer, how often it is tried again. Default 1 s.
+    public var outageRetryInterval: Duration = .seconds(1)
     /// Connections the pool may open to the server. Default 20.
     public var maximumConnections: Int = 20
     /// The server aborts a statement running longer than this (`statement_timeout`), so no call

@@ -93,7 +93,7 @@ struct RESTError: Error, Sendable {
         }
         if let error = error as? StoreError, error.isRetryable {
             return RESTError(status: .serviceUnavailable, code: "service_unavailable",
-                             message: "The store is busy, retry shortly.", headers: ["Retry-After": "1"], cause: error)
+                             message: "The store is busy or unreachable, retry shortly.", headers: ["Retry-After": "1"], cause: error)
         }
         return internalError(SendableDescription(String(describing: error)))
     }

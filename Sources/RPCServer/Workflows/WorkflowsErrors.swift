@@ -24,7 +24,7 @@ enum WorkflowsErrors {
         if let error = error as? EngineError { return map(error, tenant: tenant) }
         if let error = error as? StoreError {
             if error.isRetryable {
-                return RPCError(code: .unavailable, message: "the store is busy, retry shortly", details: [
+                return RPCError(code: .unavailable, message: "the store is busy or unreachable, retry shortly", details: [
                     .errorInfo(ErrorInfo(reason: "STORE_UNAVAILABLE", domain: domain)),
                     .retryInfo(RetryInfo(retryDelay: .seconds(1))),
                 ], cause: error)
