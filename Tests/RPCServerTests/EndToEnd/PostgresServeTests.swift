@@ -1,4 +1,5 @@
 @testable import Engine
+import PostgresNIO
 import Foundation
 import Testing
 
@@ -100,6 +101,98 @@ struct PostgresServeTests {
             for server in servers {
                 let (status, output) = await server.finish(timeout: .seconds(30))
                 #expect(status == 0, "flowd serve exited with \(status):\n\(output)")
+            }
+        }
+    }
+
+    @Test("three processes, 3,000 async submissions (100 idempotency keys sent 20 times each, over all three): one run per key, every run succeeded and ran once, and the tenant's limit of 20 never exceeded (sampled every 10 ms), and its counters back to zero",
+          .timeLimit(.minutes(10)))
+    func threeProcesses() async throws {
+        try await withFreshDatabase { store in
+            var servers: [ChildProcess] = []
+            var targets: [String] = []
+            for _ in 0..<3 {
+                let server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0", "--store", store,
+                                               "--workflows", "examples/workflows", "--max-concurrent", "20"])
+                #expect(await server.waitForLine(startingWith: "flowd: listening on "))
+                let port = try #require(server.snapshot().output.split(separator: "\n")
+                    .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
+                servers.append(server)
+                targets.append("127.0.0.1:\(port)")
+            }
+            let created = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "hello", "--store", store])
+            #expect(created.status == 0, "\(created.output)")
+            let key = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+
+            let database = try await PostgresConnector(configuration: try PostgresStoreConfiguration(url: store),
+                                                       logger: PostgresConnector.silent)
+            func count(_ sql: String) async throws -> Int {
+                Int(try await database.rows(PostgresQuery(unsafeSQL: sql)).first?.decode(Int64.self) ?? -1)
+            }
+            // The tenant's active runs, sampled every 10 ms while the load runs.
+            let sampling = Task { () -> (max: Int, samples: Int) in
+                var (highest, samples) = (0, 0)
+                while !Task.isCancelled {
+                    if let active = try? await count("SELECT count(*) FROM runs WHERE tenant = 'demo' AND state IN ('scheduled', 'running')") {
+                        highest = max(highest, active)
+                        samples += 1
+                    }
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+                return (highest, samples)
+            }
+            let load = try ChildProcess(["python3", "tools/interop/scaleout_load.py", "--targets", targets.joined(separator: ","),
+                                         "--key", key, "--plain", "1000", "--keys", "100", "--repeats", "20"])
+            let (status, output) = await load.finish(timeout: .seconds(540))
+            // Every run ends (each one is instant): at most 60 s more, polled every 50 ms.
+            for _ in 0..<1_200 {
+                if try await count("SELECT count(*) FROM runs WHERE state IN ('scheduled', 'running')") == 0 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            sampling.cancel()
+            let sampled = await sampling.value
+            #expect(status == 0, "scaleout_load.py failed:\n\(output.suffix(2000))")
+            let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let byKey = try #require(result["by_key"] as? [String: [String]])
+            let plain = try #require(result["plain"] as? [String])
+            #expect(byKey.count == 100)
+            #expect(byKey.values.allSatisfy { $0.count == 20 && Set($0).count == 1 }, "one run per key")
+            #expect(Set(plain).count == 1000)
+
+            // Every run: succeeded, claimed once (attempt 1, one run_started event).
+            #expect(try await count("SELECT count(*) FROM runs") == 1100)
+            #expect(try await count("SELECT count(*) FROM runs WHERE state = 'succeeded' AND attempt = 1") == 1100)
+            #expect(try await count("""
+                SELECT count(*) FROM (SELECT run_id FROM run_events WHERE kind = 'run_started' GROUP BY run_id HAVING count(*) > 1) twice
+                """) == 0)
+            // The limit, sampled: each sample is one consistent snapshot. The counters admission
+            // reads are back to zero once every run ended.
+            #expect(sampled.samples > 0)
+            #expect(sampled.max <= 20, "sampled \(sampled.max) active runs")
+            #expect(try await count("SELECT count(*) FROM tenants WHERE active <> 0 OR scheduled <> 0") == 0)
+            // For the record, the largest overlap of the runs' [created, finished) times. Not a
+            // bound: both are stamped before the transaction that admits or ends the run is
+            // queued for the group commit, so they do not follow the commit order.
+            var changes: [(time: Int64, delta: Int)] = []
+            for row in try await database.rows(PostgresQuery(unsafeSQL: "SELECT created_at, finished_at FROM runs")) {
+                let (createdAt, finishedAt) = try row.decode((Int64, Int64).self)
+                changes.append((createdAt, 1))
+                changes.append((finishedAt, -1))
+            }
+            changes.sort { ($0.time, $0.delta) < ($1.time, $1.delta) }
+            var (active, highest) = (0, 0)
+            for change in changes {
+                active += change.delta
+                highest = max(highest, active)
+            }
+            print("three processes: \(result["over_limit"] ?? 0) refusals for the limit; active runs at most \(sampled.max) in \(sampled.samples) samples; largest overlap of the runs' stamped times \(highest)")
+            await database.close()
+
+            for server in servers { server.terminate() }
+            for server in servers {
+                let (status, output) = await server.finish(timeout: .seconds(30))
+                #expect(status == 0, "flowd serve exited with \(status):\n\(output.suffix(2000))")
             }
         }
     }
