@@ -151,8 +151,8 @@ def main(argv=None) -> int:
         with http.post(base + "/v1/workflows/run", headers=headers, timeout=RPC_TIMEOUT, stream=True,
                        json={"inputs": {"steps": 1}, "user": "m", "response_mode": "streaming"}) as streaming:
             lines = [line for line in streaming.iter_lines() if line]
-    with httpx.Client(http1=False, http2=True, timeout=RPC_TIMEOUT) as h2:
-        got_h2 = h2.get(f"{base}/v1/workflows/run/{run_id}", headers=headers)
+    with httpx.Client(http1=False, http2=True, timeout=RPC_TIMEOUT) as client:
+        got_h2 = client.get(f"{base}/v1/workflows/run/{run_id}", headers=headers)
     check("rest_workload",
           [blocking.status_code, got.status_code, unauthorized.status_code, missing.status_code,
            streaming.status_code, got_h2.status_code] == [200, 200, 401, 404, 200, 200]
