@@ -234,17 +234,17 @@ enum RESTRoute: String, Sendable {
     case other
 
     init(path: String) {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)  // "" first for an absolute path
         switch parts {
-        case ["metrics"]: self = .metrics
-        case ["v1", "parameters"]: self = .parameters
-        case ["v1", "info"]: self = .info
-        case ["v1", "workflows", "run"]: self = .run
-        case ["v1", "workflows", "logs"]: self = .logs
+        case ["", "metrics"]: self = .metrics
+        case ["", "v1", "parameters"]: self = .parameters
+        case ["", "v1", "info"]: self = .info
+        case ["", "v1", "workflows", "run"]: self = .run
+        case ["", "v1", "workflows", "logs"]: self = .logs
         default:
-            if parts.count == 4, parts[..<3] == ["v1", "workflows", "run"], !parts[3].isEmpty {
+            if parts.count == 5, parts[..<4] == ["", "v1", "workflows", "run"], !parts[4].isEmpty {
                 self = .getRun
-            } else if parts.count == 5, parts[..<3] == ["v1", "workflows", "tasks"], !parts[3].isEmpty, parts[4] == "stop" {
+            } else if parts.count == 6, parts[..<4] == ["", "v1", "workflows", "tasks"], !parts[4].isEmpty, parts[5] == "stop" {
                 self = .stop
             } else {
                 self = .other
