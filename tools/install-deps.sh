@@ -24,7 +24,7 @@ APT_PACKAGES=(
   gdb                   # the test watchdog prints the stacks of a hung test process (tools/swift-test-phase.sh)
 )
 PIP_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1 h2==4.1.0 requests httpx==0.28.1
-              dify-client-python==1.0.3 grpcio-reflection==1.85.1)
+              dify-client-python==1.0.3 grpcio-reflection==1.85.1 prometheus-client==0.26.0)
 # Debian's security backports (Rapid Reset, CONTINUATION flood, CVE-2026-27135) end here.
 MIN_NGHTTP2="1.52.0-1+deb12u3"
 

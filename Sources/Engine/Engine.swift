@@ -1,3 +1,4 @@
+public import CoreMetrics
 import Foundation
 import Logging
 import Synchronization
@@ -235,12 +236,17 @@ public final class Engine: Sendable {
     private let state = Mutex(State())
     /// Names this process's workers in leases.
     public let processID = UUID().uuidString.lowercased()
+    /// Submissions, finished runs, reaper actions, watch streams (README, "Metrics").
+    public let metrics: EngineMetrics
 
     /// `workflows` resolves the submissions of `submit(_: SubmitRequest)` (the front door of
     /// the transports); without it only already resolved `RunRequest`s can be submitted.
+    /// `metrics` makes the Engine's metrics (one factory per server keeps tests apart).
     public init(store: any RunStore, executor: any WorkflowExecutor, workflows: (any WorkflowResolving)? = nil,
                 configuration: EngineConfiguration = EngineConfiguration(),
-                clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "flowd.engine")) {
+                clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "flowd.engine"),
+                metrics: any MetricsFactory = MetricsSystem.factory) {
+        self.metrics = EngineMetrics(factory: metrics, store: store, logger: logger)
         self.store = store
         self.executor = executor
         self.workflows = workflows
@@ -259,7 +265,10 @@ public final class Engine: Sendable {
             return !state.started
         }) else { return }
         let recovered = try await store.recoverInterruptedRuns(now: clock.now())
-        for finished in recovered { hub.publish([finished.event]) }
+        for finished in recovered {
+            metrics.recovered(finished.run)
+            hub.publish([finished.event])
+        }
         if !recovered.isEmpty {
             logger.warning("failed runs interrupted by a restart", metadata: ["count": "\(recovered.count)"])
         }
@@ -353,7 +362,9 @@ public final class Engine: Sendable {
             workflowVersion: request.workflowVersion, inputsJSON: request.inputsJSON, user: request.user,
             trigger: request.trigger, transport: request.transport, idempotencyKey: request.idempotencyKey,
             fingerprint: fingerprint)
-        switch try await store.submit(submission, policy: configuration.admission, now: clock.now()) {
+        let outcome = try await store.submit(submission, policy: configuration.admission, now: clock.now())
+        metrics.submitted(outcome)
+        switch outcome {
         case .created(let run):
             workSignal.notify()
             return SubmitResult(run: run, created: true)
@@ -428,6 +439,7 @@ public final class Engine: Sendable {
         case .alreadyFinished(let run):
             return run
         case .stopped(let run, let event):
+            metrics.finished(run)
             hub.publish([event])
             return run
         case .stopRequested(let run):
@@ -472,6 +484,7 @@ public final class Engine: Sendable {
         let now = clock.now()
         let reaped = try await store.reap(now: now, policy: configuration.reaper)
         for finished in reaped {
+            metrics.reaped(finished.run)
             hub.publish([finished.event])
             if let execution = state.withLock({ $0.executing[finished.run.id] }) {
                 execution.markLost()
@@ -542,6 +555,7 @@ public final class Engine: Sendable {
     /// Starts executing a claimed run in a task of its own.
     private func start(_ claim: ClaimedRun) {
         let run = claim.run
+        metrics.started(run)
         hub.publish([claim.event])
         let writer = EventWriter(run: run, store: store, hub: hub, clock: clock)
         let context = ExecutionContext(runID: run.id, attempt: run.attempt) { events, steps in
@@ -589,7 +603,9 @@ public final class Engine: Sendable {
                 release(run.id)
             }
             switch result {
-            case .success(let finished?): hub.publish([finished.event])
+            case .success(let finished?):
+                metrics.finished(finished.run)
+                hub.publish([finished.event])
             case .success(nil): break
             case .failure(let error):
                 logger.error("recording a run's result failed", metadata: ["run": "\(run.id)", "error": "\(error)"])

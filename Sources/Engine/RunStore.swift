@@ -98,6 +98,17 @@ public struct RunCursor: Sendable, Equatable, Codable {
     }
 }
 
+/// How many runs are active in a store.
+public struct ActiveRunCounts: Sendable, Equatable {
+    public var scheduled: Int
+    public var running: Int
+
+    public init(scheduled: Int, running: Int) {
+        self.scheduled = scheduled
+        self.running = running
+    }
+}
+
 /// Thresholds of the reaper (Dify's ZOMBIE_WORKFLOW_* settings).
 public struct ReaperPolicy: Sendable, Equatable {
     /// `scheduled` longer than this: failed.
@@ -252,6 +263,10 @@ public protocol RunStore: Sendable {
 
     /// Sets (or with nil removes) a tenant's concurrency limit override.
     func setConcurrencyLimit(tenant: String, limit: Int?) async throws
+
+    /// Runs `scheduled` and `running` in the whole store (every process sharing it), from the
+    /// per-tenant counters kept with each transition (one short read; for the metrics).
+    func activeRunCounts() async throws -> ActiveRunCounts
 
     /// Ids of runs whose events another process just stored: a shared store's wake-ups for
     /// this process's watchers (a hint; the stored events stay the truth, and an empty id

@@ -1,3 +1,4 @@
+import CoreMetrics
 public import Logging
 public import NIOCore
 import NIOHTTP1
@@ -18,6 +19,7 @@ public final class GRPCServer: Sendable {
     private let http: any HTTPRequestHandling
     private let httpConfiguration: HTTP1Configuration
     private let logger: Logger
+    private let metrics: TransportMetrics
     private let group: MultiThreadedEventLoopGroup
     private let state = Mutex(State())
 
@@ -27,15 +29,21 @@ public final class GRPCServer: Sendable {
         var shuttingDown = false
     }
 
-    /// `http` answers HTTP/1.1 requests (by default everything is 404).
+    /// `http` answers HTTP/1.1 requests (by default everything is 404). With `metrics`, the
+    /// server records its calls, requests and connections there and answers `GET /metrics`;
+    /// without, it records them with `MetricsSystem.factory` and `/metrics` is the REST shim's
+    /// (404).
     public init(configuration: ServerConfiguration, services: [any RegistrableRPCService],
                 http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
-                logger: Logger) {
+                metrics: ServerMetrics? = nil, logger: Logger) {
         self.configuration = configuration
-        self.http = http ?? NotFoundHandler()
+        let transportMetrics = TransportMetrics(factory: metrics?.factory ?? MetricsSystem.factory)
+        self.metrics = transportMetrics
+        self.http = MetricsHTTPHandler(inner: http ?? NotFoundHandler(), metrics: transportMetrics, endpoint: metrics)
         self.httpConfiguration = httpConfiguration
         var router = RPCRouter()
         for service in services { service.registerMethods(with: &router) }
+        router.instrument(transportMetrics)
         self.router = router
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
@@ -56,6 +64,7 @@ public final class GRPCServer: Sendable {
         let logger = self.logger
         let http = self.http
         let httpConfiguration = self.httpConfiguration
+        let metrics = self.metrics
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -63,22 +72,26 @@ public final class GRPCServer: Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [weak self] channel in
                 guard let self, self.track(channel) else {
+                    metrics.connectionClosed(.refused, wasOpen: false)
                     return channel.close()
                 }
+                let closeNote = ConnectionCloseNote(nil, eventLoop: channel.eventLoop)
+                metrics.connectionOpened()
+                channel.closeFuture.whenComplete { _ in metrics.connectionClosed(closeNote.value ?? .peer) }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(timeout: configuration.handshakeTimeout) {
-                        detected, context in
+                    try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(
+                        timeout: configuration.handshakeTimeout, closeNote: closeNote) { detected, context in
                         let pipeline = context.pipeline.syncOperations
                         switch detected {
                         case .http2:
                             try pipeline.addHandler(GRPCConnectionHandler(
                                 configuration: configuration, router: router, logger: logger,
-                                http: http, httpConfiguration: httpConfiguration))
+                                http: http, httpConfiguration: httpConfiguration, metrics: metrics, closeNote: closeNote))
                         case .http1:
                             try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
                             try pipeline.addHandler(HTTP1ConnectionHandler(
                                 configuration: httpConfiguration, gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
-                                handler: http, logger: logger))
+                                handler: http, logger: logger, closeNote: closeNote))
                         }
                     })
                 }

@@ -67,6 +67,11 @@ public struct RPCRouter: Sendable {
         services.insert(descriptor.service)
     }
 
+    /// Gives every registered method its metrics.
+    mutating func instrument(_ metrics: TransportMetrics) {
+        for path in handlers.keys { handlers[path]!.metrics = metrics.method(path) }
+    }
+
     /// Registers every method of `service`.
     public mutating func register(_ service: some RegistrableRPCService) {
         service.registerMethods(with: &self)
@@ -118,6 +123,8 @@ enum RequestInput: Sendable {
 struct RPCHandler: Sendable {
     enum Kind: Sendable { case unary, serverStreaming, bidirectionalStreaming }
     let kind: Kind
+    /// Set by the server (`RPCRouter.instrument`).
+    var metrics: MethodMetrics?
     /// Runs the method.
     let body: @Sendable (RequestInput, ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
 

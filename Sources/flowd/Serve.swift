@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Foundation
 import Logging
+import Metrics
 import RPCServer
 import ServiceLifecycle
 
@@ -49,6 +50,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "REST streaming: seconds between `event: ping` lines (env FLOWD_REST_PING_INTERVAL_SECONDS, default 10).")
     var restPingIntervalSeconds: Int = Environment.int("FLOWD_REST_PING_INTERVAL_SECONDS") ?? 10
 
+    @Option(help: ArgumentHelp(
+        "GET /metrics (Prometheus text format) on the same port: on or off (env FLOWD_METRICS, default on).",
+        discussion: "Served without an API key, as Prometheus scrapers expect: its labels name methods, routes, codes and states, never tenants, keys, runs or inputs. Turn it off, or firewall the port, where the volumes themselves must stay private."))
+    var metrics: String = Environment.string("FLOWD_METRICS") ?? "on"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env FLOWD_LOG_LEVEL).")
     var logLevel: String = Environment.string("FLOWD_LOG_LEVEL") ?? "info"
 
@@ -57,6 +63,7 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "flowd")
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
         logger.logLevel = level
+        guard ["on", "off"].contains(metrics) else { throw ValidationError("--metrics must be on or off") }
 
         var engineConfiguration = EngineConfiguration()
         do {
@@ -87,9 +94,20 @@ struct Serve: AsyncParsableCommand {
         var runnerConfiguration = WorkflowRunnerConfiguration()
         runnerConfiguration.allowedPrograms = Set(execAllow)
 
+        // Bootstrapped once, before the store opens (it records with `MetricsSystem.factory`),
+        // so that libraries' metrics land in the same registry; the Engine and the server get
+        // the factory explicitly.
+        var serverMetrics: ServerMetrics?
+        if metrics == "on" {
+            let created = ServerMetrics()
+            MetricsSystem.bootstrap(created.factory)
+            serverMetrics = created
+        }
         let store = try await data.openStore(logger: logger)
         let engine = Engine(store: store, executor: WorkflowRunner(catalog: catalog, configuration: runnerConfiguration),
-                            workflows: catalog, configuration: engineConfiguration, logger: logger)
+                            workflows: catalog, configuration: engineConfiguration, logger: logger,
+                            metrics: serverMetrics?.factory ?? NOOPMetricsHandler.instance)
+        serverMetrics?.beforeScrape = { await engine.metrics.refreshRunGauges() }
         let authenticator = Authenticator(keys: store)
         try await engine.start()
 
@@ -106,7 +124,7 @@ struct Serve: AsyncParsableCommand {
             services: [health, WorkflowsService(engine: engine, authenticator: authenticator), ReflectionService()],
             http: DifyWorkflowsAPI(engine: engine, authenticator: authenticator, catalog: catalog,
                                    configuration: restConfiguration),
-            logger: logger)
+            metrics: serverMetrics, logger: logger)
         let address = try await server.start()
         logger.info("serving", metadata: [
             "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "store": "\(data.storeDescription)",

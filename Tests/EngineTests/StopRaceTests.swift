@@ -54,6 +54,7 @@ final class HeldClaimStore: RunStore {
     func recoverInterruptedRuns(now: Date) async throws -> [FinishedRun] { try await base.recoverInterruptedRuns(now: now) }
     func purgeExpiredIdempotencyRecords(now: Date) async throws -> Int { try await base.purgeExpiredIdempotencyRecords(now: now) }
     func setConcurrencyLimit(tenant: String, limit: Int?) async throws { try await base.setConcurrencyLimit(tenant: tenant, limit: limit) }
+    func activeRunCounts() async throws -> ActiveRunCounts { try await base.activeRunCounts() }
 }
 
 @Suite("Stop while a claim is between its commit and the start of its runs")

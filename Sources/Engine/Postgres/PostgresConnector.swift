@@ -24,6 +24,8 @@ final class PostgresConnector: Sendable {
     private let client: PostgresClient
     private let runTask: Task<Void, Never>
     private let closed = Atomic<Bool>(false)
+    /// Latency of `transaction`s.
+    let metrics: StoreMetrics?
     private let reachability = Mutex(Reachability())
 
     private struct Reachability {
@@ -36,9 +38,10 @@ final class PostgresConnector: Sendable {
 
     /// Connects once (within `connectTimeout`) to check the address, the login and the
     /// database, then starts the pool. Throws a `StoreError` whose message names the problem.
-    init(configuration: PostgresStoreConfiguration, logger: Logger) async throws {
+    init(configuration: PostgresStoreConfiguration, logger: Logger, metrics: StoreMetrics? = nil) async throws {
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
         try await Self.probe(configuration, logger: logger)
         var client = PostgresClient.Configuration(
             host: configuration.host, port: configuration.port, username: configuration.username,
@@ -222,9 +225,12 @@ final class PostgresConnector: Sendable {
 
     /// `body` in one READ COMMITTED transaction on a leased connection (see `withConnection`).
     func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        let logger = self.logger
+        let (logger, metrics) = (self.logger, self.metrics)
         return try await withConnection { connection in
-            try await connection.withTransaction(logger: logger) { connection in try await body(connection) }
+            let began = StoreMetrics.now()
+            let result = try await connection.withTransaction(logger: logger) { connection in try await body(connection) }
+            metrics?.committed(since: began)
+            return result
         }
     }
 

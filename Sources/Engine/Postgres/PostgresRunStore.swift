@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import PostgresNIO
@@ -38,10 +39,14 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
     /// Connects, checks the login and the database, and applies missing migrations under an
     /// advisory lock. Throws a `StoreError` naming the problem (bad address, login, database,
     /// or a schema from a newer flowd).
-    public init(configuration: PostgresStoreConfiguration, logger: Logger? = nil) async throws {
+    ///
+    /// `metrics` receives the transactions' latency and the submissions' group-commit batch sizes.
+    public init(configuration: PostgresStoreConfiguration, logger: Logger? = nil,
+                metrics: any MetricsFactory = MetricsSystem.factory) async throws {
         var quiet = Logger(label: "flowd.postgres")
         quiet.logLevel = .critical
-        connector = try await PostgresConnector(configuration: configuration, logger: logger ?? quiet)
+        connector = try await PostgresConnector(configuration: configuration, logger: logger ?? quiet,
+                                                metrics: StoreMetrics(factory: metrics, store: "postgres"))
         submitter = PostgresSubmitBatcher(connector: connector)
         do {
             try await migrate()
@@ -52,8 +57,8 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
     }
 
     /// Opens the store named by a `postgres://` URL.
-    public convenience init(url: String, logger: Logger? = nil) async throws {
-        try await self.init(configuration: PostgresStoreConfiguration(url: url), logger: logger)
+    public convenience init(url: String, logger: Logger? = nil, metrics: any MetricsFactory = MetricsSystem.factory) async throws {
+        try await self.init(configuration: PostgresStoreConfiguration(url: url), logger: logger, metrics: metrics)
     }
 
     /// Closes the connection pool. Later calls fail.
@@ -492,6 +497,13 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
             WITH d AS (DELETE FROM idempotency WHERE expires_at <= \(ms(now)) RETURNING 1) SELECT count(*) FROM d
             """)
         return Int(try rows.first?.makeRandomAccess()[0].decode(Int64.self) ?? 0)
+    }
+
+    public func activeRunCounts() async throws -> ActiveRunCounts {
+        let rows = try await connector.rows("SELECT COALESCE(SUM(scheduled), 0)::BIGINT, COALESCE(SUM(active), 0)::BIGINT FROM tenants")
+        guard let row = rows.first?.makeRandomAccess() else { return ActiveRunCounts(scheduled: 0, running: 0) }
+        let (scheduled, active) = (try row[0].decode(Int64.self), try row[1].decode(Int64.self))
+        return ActiveRunCounts(scheduled: Int(scheduled), running: Int(active - scheduled))
     }
 
     public func setConcurrencyLimit(tenant: String, limit: Int?) async throws {

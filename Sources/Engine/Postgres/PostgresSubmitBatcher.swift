@@ -79,7 +79,9 @@ final class PostgresSubmitBatcher: Sendable {
 
     private func send(_ batch: [Item]) async {
         do {
+            let began = StoreMetrics.now()
             let decisions = try await decide(batch)
+            connector.metrics?.committed(writes: batch.count, since: began)
             state.withLock { state in
                 state.batches += 1
                 state.submissions += batch.count

@@ -48,9 +48,12 @@ final class SQLiteCommitter: @unchecked Sendable {
     /// resumed (the store checkpoints from there when the WAL must restart).
     private let afterCommit: @Sendable (Database) -> Void
 
-    init(pool: DatabasePool, maxBatchSize: Int = 512, name: String = "flowd.sqlite.committer",
+    private let metrics: StoreMetrics?
+
+    init(pool: DatabasePool, maxBatchSize: Int = 512, name: String = "flowd.sqlite.committer", metrics: StoreMetrics? = nil,
          afterCommit: @escaping @Sendable (Database) -> Void = { _ in }) {
         self.pool = pool
+        self.metrics = metrics
         self.afterCommit = afterCommit
         self.maxBatchSize = max(1, maxBatchSize)
         let thread = Thread { [self] in loop() }
@@ -139,6 +142,7 @@ final class SQLiteCommitter: @unchecked Sendable {
             var failedIndex: Int?
             do {
                 try pool.writeWithoutTransaction { db in
+                    let began = StoreMetrics.now()
                     try db.inTransaction(.immediate) {
                         for (index, item) in remaining.enumerated() {
                             do {
@@ -153,6 +157,7 @@ final class SQLiteCommitter: @unchecked Sendable {
                     batchCounter.add(1, ordering: .relaxed)
                     writeCounter.add(remaining.count, ordering: .relaxed)
                     for item in remaining { item.complete(nil) }
+                    metrics?.committed(writes: remaining.count, since: began)
                     afterCommit(db)
                 }
                 return

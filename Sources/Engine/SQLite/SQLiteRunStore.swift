@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import GRDB
 import Logging
@@ -46,8 +47,11 @@ public final class SQLiteRunStore: RunStore {
     /// `checkpointInterval` and `walRestartFrames` pace the WAL checkpoints (see
     /// `SQLiteCheckpointer`): at most one pass per interval while commits happen, and the WAL
     /// restarts from its beginning once it is longer than `walRestartFrames` pages and copied.
+    ///
+    /// `metrics` receives the committed transactions' latency and group-commit batch sizes.
     public init(directory: URL, logger: Logger? = nil, busyTimeout: Duration = .seconds(5),
-                checkpointInterval: Duration = .milliseconds(250), walRestartFrames: Int = 4096) throws {
+                checkpointInterval: Duration = .milliseconds(250), walRestartFrames: Int = 4096,
+                metrics: any MetricsFactory = MetricsSystem.factory) throws {
         self.logger = logger
         let path = directory.appendingPathComponent(Self.fileName).path
         let pool: DatabasePool
@@ -95,7 +99,7 @@ public final class SQLiteRunStore: RunStore {
         } catch {
             throw StoreError.mapping(error)
         }
-        committer = SQLiteCommitter(pool: pool, afterCommit: { [checkpointer] db in
+        committer = SQLiteCommitter(pool: pool, metrics: StoreMetrics(factory: metrics, store: "sqlite"), afterCommit: { [checkpointer] db in
             checkpointer.committed()
             if checkpointer.takeCatchUpRequest() {
                 // Copies what was committed since the checkpointer's last pass, so that the
@@ -573,6 +577,14 @@ public final class SQLiteRunStore: RunStore {
             } else {
                 try db.execute(sql: "DELETE FROM tenant_limits WHERE tenant = ?", arguments: [tenant])
             }
+        }
+    }
+
+    public func activeRunCounts() async throws -> ActiveRunCounts {
+        try read { db in
+            try SQLiteRaw.row(db, "SELECT COALESCE(SUM(scheduled), 0), COALESCE(SUM(active), 0) FROM tenants", []) {
+                ActiveRunCounts(scheduled: Int($0.integer(0)), running: Int($0.integer(1) - $0.integer(0)))
+            } ?? ActiveRunCounts(scheduled: 0, running: 0)
         }
     }
 

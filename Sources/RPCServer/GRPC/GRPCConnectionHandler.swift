@@ -25,6 +25,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         var waitingWriters: [CheckedContinuation<Void, any Error>] = []
         /// A bidirectional-streaming call's request messages, until the client half-closes.
         var inbound: AsyncThrowingStream<[UInt8], any Error>.Continuation?
+        let metrics: MethodMetrics
+        let started: NIODeadline
+        var ended = false
+
+        /// Counts the call's end once, with the status the client sees.
+        mutating func end(_ code: StatusCode) {
+            guard !ended else { return }
+            ended = true
+            metrics.record(code, since: started)
+        }
     }
 
     /// Graceful shutdown: notice (GOAWAY max id + PING), then the final GOAWAY once the PING is acknowledged.
@@ -70,17 +80,23 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private var idleTimer: Scheduled<Void>?
     private var graceTimer: Scheduled<Void>?
     private var peer = "unknown"
+    private let metrics: TransportMetrics
+    private let closeNote: ConnectionCloseNote?
 
-    /// `http` answers plain HTTP requests under `/v1/` (the REST shim over h2c); without it,
-    /// every non-gRPC request gets 415.
+    /// `http` answers plain HTTP requests under `/v1/` and `/metrics` (the REST shim over
+    /// h2c); without it, every non-gRPC request gets 415. `metrics` counts the calls;
+    /// `closeNote` learns why this handler closes the connection.
     init(configuration: ServerConfiguration, router: RPCRouter, logger: Logger,
-         http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration()) {
+         http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
+         metrics: TransportMetrics = .disabled, closeNote: ConnectionCloseNote? = nil) {
         self.configuration = configuration
         self.router = router
         self.http = http
         self.httpConfiguration = httpConfiguration
         self.logger = logger
         self.abuse = AbuseGuard(configuration: configuration)
+        self.metrics = metrics
+        self.closeNote = closeNote
     }
 
     // MARK: Channel events
@@ -101,6 +117,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                 resetRatePerSecond: UInt64(configuration.resetStreamRatePerSecond)))
         } catch {
             logger.error("could not create an HTTP/2 session", metadata: ["error": "\(error)"])
+            closeNote?.note(.protocolError)
             context.close(promise: nil)
             return
         }
@@ -114,8 +131,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        for (_, call) in calls { cancel(call) }
-        calls.removeAll()
+        cancelAllCalls()
         for (_, call) in httpCalls { cancel(call) }
         httpCalls.removeAll()
         for timer in [handshakeTimer, idleTimer, graceTimer] { timer?.cancel() }
@@ -124,8 +140,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        for (_, call) in calls { cancel(call) }
-        calls.removeAll()
+        cancelAllCalls()
         for (_, call) in httpCalls { cancel(call) }
         httpCalls.removeAll()
         context.fireChannelInactive()
@@ -138,6 +153,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             try buffer.withUnsafeReadableBytes { bytes throws(HTTP2SessionError) in try session.receive(bytes) }
         } catch {
             logger.debug("closing the connection after an HTTP/2 error", metadata: ["error": "\(error)"])
+            closeNote?.note(.protocolError)
             flushNow()
             context.close(promise: nil)
             return
@@ -203,7 +219,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .emptyDataFrame:
             enforce(abuse.emptyDataFrame())
         case .streamClosed(let streamID, _):
-            if let call = calls.removeValue(forKey: streamID) { cancel(call) }
+            if var call = calls.removeValue(forKey: streamID) {
+                call.end(.cancelled)
+                cancel(call)
+            }
             if let call = httpCalls.removeValue(forKey: streamID) { cancel(call) }
             if calls.isEmpty && httpCalls.isEmpty { startIdleTimer() }
         case .settings:
@@ -223,15 +242,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     private func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
+        let started = NIODeadline.now()
         idleTimer?.cancel()
         idleTimer = nil
         if tooLarge {
-            sendEarlyResponse(streamID: streamID, EarlyResponse(
+            rejectUnrouted(streamID: streamID, since: started, EarlyResponse(
                 code: .resourceExhausted,
                 message: "request headers exceed \(configuration.maxHeaderListSize) bytes or \(configuration.maxHeaderFields) fields"))
             return
         }
-        if http != nil, let path = fields.first(where: { $0.name == ":path" })?.value, path.hasPrefix("/v1/"),
+        if http != nil, let path = fields.first(where: { $0.name == ":path" })?.value, Self.isHTTPPath(path),
            !RequestHead.isGRPCContentType(fields.first(where: { $0.name == "content-type" })?.value ?? "") {
             beginHTTPCall(streamID: streamID, fields: fields, endStream: endStream)
             return
@@ -239,7 +259,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let head: RequestHead
         switch RequestHead.parse(fields) {
         case .rejected(let early):
-            sendEarlyResponse(streamID: streamID, early)
+            rejectUnrouted(streamID: streamID, since: started, early)
             return
         case .accepted(let parsed):
             head = parsed
@@ -249,13 +269,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .found(let found):
             handler = found
         case .unknownMethod:
-            sendEarlyResponse(streamID: streamID, EarlyResponse(code: .unimplemented, message: "unknown method \(head.path)"))
+            rejectUnrouted(streamID: streamID, since: started,
+                           EarlyResponse(code: .unimplemented, message: "unknown method \(head.path)"))
             return
         case .unknownService(let service):
-            sendEarlyResponse(streamID: streamID, EarlyResponse(code: .unimplemented, message: "unknown service \(service)"))
+            rejectUnrouted(streamID: streamID, since: started,
+                           EarlyResponse(code: .unimplemented, message: "unknown service \(service)"))
             return
         case .malformedPath:
-            sendEarlyResponse(streamID: streamID, EarlyResponse(code: .unimplemented, message: "malformed method name \"\(head.path)\""))
+            rejectUnrouted(streamID: streamID, since: started,
+                           EarlyResponse(code: .unimplemented, message: "malformed method name \"\(head.path)\""))
             return
         }
         let parts = head.path.split(separator: "/")
@@ -267,7 +290,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let bidirectional = handler.kind == .bidirectionalStreaming
         var call = Call(machine: ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize,
                                                         bidirectional: bidirectional),
-                        handler: handler, context: serverContext)
+                        handler: handler, context: serverContext,
+                        metrics: handler.metrics ?? metrics.unknownMethod, started: started)
         if let timeout = head.timeout, let context, let loopBound {
             call.deadline = context.eventLoop.scheduleTask(in: timeout) {
                 loopBound.value.deadlineExpired(streamID: streamID)
@@ -294,6 +318,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             break
         case .reject(let early):
             calls[streamID]?.deadline?.cancel()
+            calls[streamID]?.end(early.code)
             sendEarlyResponse(streamID: streamID, early)
         case .startHandler(let request):
             startHandler(streamID: streamID, request: .single(request))
@@ -323,6 +348,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             calls[streamID]?.inbound?.finish(throwing: CancellationError())
             calls[streamID]?.inbound = nil
             calls[streamID]?.machine.streamClosed()
+            calls[streamID]?.end(.unavailable)  // what clients make of REFUSED_STREAM
             session?.resetStream(streamID: streamID, errorCode: .refusedStream)
             scheduleFlush()
             return
@@ -340,6 +366,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private func deadlineExpired(streamID: Int32) {
         guard calls[streamID] != nil else { return }
         let action = calls[streamID]!.machine.deadlineExpired()
+        calls[streamID]!.end(.deadlineExceeded)
         calls[streamID]!.task?.cancel()
         calls[streamID]!.inbound?.finish(throwing: CancellationError())
         calls[streamID]!.inbound = nil
@@ -353,6 +380,26 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .none:
             break
         }
+    }
+
+    /// Ends every call of a connection that is going away.
+    private func cancelAllCalls() {
+        for (_, var call) in calls {
+            call.end(.cancelled)
+            cancel(call)
+        }
+        calls.removeAll()
+    }
+
+    /// Answers a request that reached no method (counted as method `unknown`).
+    private func rejectUnrouted(streamID: Int32, since started: NIODeadline, _ early: EarlyResponse) {
+        metrics.unknownMethod.record(early.code, since: started)
+        sendEarlyResponse(streamID: streamID, early)
+    }
+
+    /// Plain HTTP over h2c: the REST shim's paths and the metrics.
+    private static func isHTTPPath(_ path: String) -> Bool {
+        path.hasPrefix("/v1/") || path == "/metrics" || path.hasPrefix("/metrics?")
     }
 
     private func cancel(_ call: Call) {
@@ -515,6 +562,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     fileprivate func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         runningHandlers -= 1
         guard calls[streamID] != nil else { return }
+        calls[streamID]!.end(status.code)
         if let response {
             sendHeaders(streamID: streamID, metadata: response.metadata)
             sendMessage(streamID: streamID, bytes: response.message, writer: nil)
@@ -593,6 +641,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             try session.drainOutput(into: &output)
         } catch {
             logger.debug("closing the connection after an HTTP/2 error", metadata: ["error": "\(error)"])
+            closeNote?.note(.protocolError)
             context.close(promise: nil)
             return
         }
@@ -629,6 +678,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard handshakeTimer == nil, let loopBound else { return }
         handshakeTimer = context.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
             loopBound.value.logger.debug("closing a connection that did not complete the HTTP/2 handshake")
+            loopBound.value.closeNote?.note(.handshakeTimeout)
             loopBound.value.context?.close(promise: nil)
         }
     }
@@ -646,6 +696,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private func closeIdleConnection() {
         guard case .active = shutdownState, calls.isEmpty, let context, let loopBound else { return }
         logger.debug("closing an idle connection")
+        closeNote?.note(.idle)
         sendFinalGoAway()
         graceTimer = context.eventLoop.scheduleTask(in: configuration.gracefulShutdownTimeout) {
             loopBound.value.context?.close(promise: nil)
@@ -656,6 +707,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     /// the connection closes when nghttp2 has nothing left to do, or at the grace deadline.
     func beginGracefulShutdown() {
         guard case .active = shutdownState, let session, let context, let loopBound else { return }
+        closeNote?.note(.shutdown)
         shutdownState = .noticeSent
         idleTimer?.cancel()
         do {
@@ -679,10 +731,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard case .goAway(let reason) = verdict, let session else { return }
         if case .closingForAbuse = shutdownState { return }
         logger.info("closing an abusive connection", metadata: ["reason": "\(reason)"])
+        closeNote?.note(.abuse(reason))
         shutdownState = .closingForAbuse
         try? session.sendGoAway(errorCode: .enhanceYourCalm, debugData: reason)
-        for (_, call) in calls { cancel(call) }
-        calls.removeAll()
+        cancelAllCalls()
         scheduleFlush()
         if let context, let loopBound {
             graceTimer = context.eventLoop.scheduleTask(in: .seconds(1)) { loopBound.value.context?.close(promise: nil) }

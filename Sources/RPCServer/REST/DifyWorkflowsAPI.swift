@@ -193,8 +193,10 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
             headers.add(name: "content-type", value: "text/event-stream; charset=utf-8")
             headers.add(name: "cache-control", value: "no-cache")
             let interval = configuration.pingInterval
-            let runID = run.id
+            let (runID, metrics) = (run.id, engine.metrics)
             return HTTPResponse(status: .ok, headers: headers, body: .stream { writer in
+                metrics.watchStream(.rest, opened: true)
+                defer { metrics.watchStream(.rest, opened: false) }
                 try await Self.stream(events, runID: runID, pingInterval: interval, to: writer)
             })
         }

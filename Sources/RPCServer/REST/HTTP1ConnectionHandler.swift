@@ -29,13 +29,16 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     private var shuttingDown = false
     private var loopBound: NIOLoopBound<HTTP1ConnectionHandler>?
     private var currentContext: ChannelHandlerContext?
+    private let closeNote: ConnectionCloseNote?
 
+    /// `closeNote` learns why this handler closes the connection.
     init(configuration: HTTP1Configuration, gracefulShutdownTimeout: TimeAmount, handler: any HTTPRequestHandling,
-         logger: Logger) {
+         logger: Logger, closeNote: ConnectionCloseNote? = nil) {
         self.configuration = configuration
         self.gracefulShutdownTimeout = gracefulShutdownTimeout
         self.handler = handler
         self.logger = logger
+        self.closeNote = closeNote
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -64,6 +67,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
             return
         }
         shuttingDown = true
+        closeNote?.note(.shutdown)
         if case .reading(nil, _) = state {
             context.close(promise: nil)
             return
@@ -108,6 +112,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     }
 
     private func rejectTooLarge(context: ChannelHandlerContext) {
+        closeNote?.note(.bodyTooLarge)
         sendAndClose(.payloadTooLarge(limit: configuration.maxRequestBodySize), context: context)
     }
 
@@ -123,8 +128,10 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     private func readTimedOut() {
         guard let context = currentContext else { return }
         if case .reading(_?, _) = state {
+            closeNote?.note(.requestTimeout)
             sendAndClose(.requestTimeout, context: context)
         } else if case .reading = state {
+            closeNote?.note(.idle)
             context.close(promise: nil)
         }
     }

@@ -17,10 +17,14 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     private var buffered: ByteBuffer?
     private var timer: Scheduled<Void>?
     private var decided = false
+    private let closeNote: ConnectionCloseNote?
 
-    /// `install` adds the pipeline for the detected protocol after this handler.
-    init(timeout: TimeAmount, install: @escaping (Detected, ChannelHandlerContext) throws -> Void) {
+    /// `install` adds the pipeline for the detected protocol after this handler; `closeNote`
+    /// learns why this handler closes the connection.
+    init(timeout: TimeAmount, closeNote: ConnectionCloseNote? = nil,
+         install: @escaping (Detected, ChannelHandlerContext) throws -> Void) {
         self.timeout = timeout
+        self.closeNote = closeNote
         self.install = install
     }
 
@@ -49,7 +53,11 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     private func startTimer(context: ChannelHandlerContext) {
         guard timer == nil else { return }
         let channel = context.channel
-        timer = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        let closeNote = self.closeNote
+        timer = context.eventLoop.scheduleTask(in: timeout) {
+            closeNote?.note(.handshakeTimeout)
+            channel.close(promise: nil)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -72,6 +80,7 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
         do {
             try install(detected, context)
         } catch {
+            closeNote?.note(.protocolError)
             context.close(promise: nil)
             return
         }
@@ -82,6 +91,7 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if !decided, event is GracefulShutdownEvent {
+            closeNote?.note(.shutdown)
             context.close(promise: nil)
         } else {
             context.fireUserInboundEventTriggered(event)

@@ -49,6 +49,8 @@ public struct WorkflowsService: RegistrableRPCService {
                 let submitted = try await submit(request, key: key, context: context, trigger: .apiStreaming)
                 let events = try await engine.watch(id: submitted.run.id, tenant: key.tenant, after: 0)
                 return StreamingServerResponse { writer in
+                    engine.metrics.watchStream(.grpc, opened: true)
+                    defer { engine.metrics.watchStream(.grpc, opened: false) }
                     do {
                         try await stream(events, runID: submitted.run.id, to: writer)
                     } catch {
@@ -72,6 +74,8 @@ public struct WorkflowsService: RegistrableRPCService {
                 }
                 let events = try await engine.watch(id: request.runId, tenant: key.tenant, after: request.afterSequence)
                 return StreamingServerResponse { writer in
+                    engine.metrics.watchStream(.grpc, opened: true)
+                    defer { engine.metrics.watchStream(.grpc, opened: false) }
                     do {
                         try await stream(events, runID: request.runId, startingAfter: request.afterSequence, to: writer)
                     } catch {

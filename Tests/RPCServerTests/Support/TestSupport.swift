@@ -5,10 +5,12 @@ import NIOCore
 import RPCServer
 
 /// Starts a real server on 127.0.0.1:0 for the duration of `body`.
-/// `http` answers HTTP/1.1 (and h2c `/v1/`) requests on the same port.
+/// `http` answers HTTP/1.1 (and h2c `/v1/`) requests on the same port; with `metrics`, the
+/// server records there and answers `GET /metrics`.
 func withTestServer<T: Sendable>(
     services: [any RegistrableRPCService],
     http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
+    metrics: ServerMetrics? = nil,
     configure: (inout ServerConfiguration) -> Void = { _ in },
     _ body: (GRPCServer, Int) async throws -> T
 ) async throws -> T {
@@ -21,7 +23,7 @@ func withTestServer<T: Sendable>(
     var logger = Logger(label: "flowd.test")
     logger.logLevel = .warning
     let server = GRPCServer(configuration: configuration, services: services, http: http,
-                            httpConfiguration: httpConfiguration, logger: logger)
+                            httpConfiguration: httpConfiguration, metrics: metrics, logger: logger)
     let address = try await server.start()
     do {
         let result = try await body(server, address.port!)
@@ -203,15 +205,25 @@ struct APIFixture: Sendable {
         ["--key", acme.key, "--other-tenant-key", globex.key, "--limit-key", limited.key, "--revoked-key", revoked.key]
     }
 
+    /// `metrics`: the store and the Engine record there (the server's `ServerMetrics`).
     static func with<T: Sendable>(configuration: EngineConfiguration = EngineConfiguration(),
+                                  metrics: ServerMetrics? = nil,
                                   _ body: (APIFixture) async throws -> T) async throws -> T {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-api-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let store = try SQLiteRunStore(directory: directory)
         var logger = Logger(label: "flowd.test.engine")
         logger.logLevel = .critical
-        let engine = Engine(store: store, executor: ScriptedExecutor(), workflows: EchoResolver(), configuration: configuration,
+        let store: SQLiteRunStore
+        let engine: Engine
+        if let metrics {
+            store = try SQLiteRunStore(directory: directory, metrics: metrics.factory)
+            engine = Engine(store: store, executor: ScriptedExecutor(), workflows: EchoResolver(), configuration: configuration,
+                            logger: logger, metrics: metrics.factory)
+        } else {
+            store = try SQLiteRunStore(directory: directory)
+            engine = Engine(store: store, executor: ScriptedExecutor(), workflows: EchoResolver(), configuration: configuration,
                             logger: logger)
+        }
         try await engine.start()
         let revoked = try await store.createKey(tenant: "acme", workflow: "echo", now: Date())
         _ = try await store.revokeKey(id: revoked.record.id, now: Date())
