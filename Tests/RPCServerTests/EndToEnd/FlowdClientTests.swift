@@ -7,16 +7,32 @@ import Testing
 private let flowdBinary: URL = URL(fileURLWithPath: CommandLine.arguments[0])
     .deletingLastPathComponent().appendingPathComponent("flowd")
 
-/// A real `flowd serve` on 127.0.0.1:0 with the example workflows and a fresh data directory.
+/// A real `flowd serve` on 127.0.0.1:0 with a fresh data directory, the example workflows and
+/// `refused`, which fails at once (its exec node's program is not on the allow-list).
 private final class ServerUnderTest: Sendable {
     let data: URL
+    let workflows: URL
     let server: ChildProcess
     let port: Int
 
     init() async throws {
-        data = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-client-\(UUID().uuidString)")
+        let files = FileManager.default
+        data = files.temporaryDirectory.appendingPathComponent("flowd-client-\(UUID().uuidString)")
+        workflows = data.appendingPathExtension("workflows")
+        try files.createDirectory(at: workflows, withIntermediateDirectories: true)
+        let examples = repositoryRoot.appendingPathComponent("examples/workflows")
+        for name in try files.contentsOfDirectory(atPath: examples.path) where name.hasSuffix(".yaml") {
+            try files.copyItem(at: examples.appendingPathComponent(name), to: workflows.appendingPathComponent(name))
+        }
+        try """
+            name: refused
+            version: "1"
+            nodes:
+              - { id: work, kind: exec, config: { program: /bin/false } }
+              - { id: done, kind: end, needs: work, config: { outputs: {} } }
+            """.write(to: workflows.appendingPathComponent("refused.yaml"), atomically: true, encoding: .utf8)
         server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
-                                   "--data-dir", data.path, "--workflows", "examples/workflows"])
+                                   "--data-dir", data.path, "--workflows", workflows.path])
         #expect(await server.waitForLine(startingWith: "flowd: listening on "))
         port = try #require(server.snapshot().output.split(separator: "\n")
             .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.flatMap { Int($0) })
@@ -33,6 +49,7 @@ private final class ServerUnderTest: Sendable {
         server.terminate()
         _ = await server.finish(timeout: .seconds(30))
         try? FileManager.default.removeItem(at: data)
+        try? FileManager.default.removeItem(at: workflows)
     }
 }
 
@@ -126,7 +143,7 @@ struct FlowdClientTests {
         let listed = jsonLines(runs.output).compactMap { $0["id"] as? String }
         #expect(runs.status == 0 && listed.contains(runID) && listed.contains(longID), "\(runs.output)")
         #expect(listed.first == longID, "newest first")
-        let filtered = try await client(server, slow, ["runs", "--status", "succeeded", "--limit", "1", "--json"])
+        let filtered = try await client(server, slow, ["runs", "--status", "succeeded", "--workflow", "slow", "--limit", "1", "--json"])
         #expect(jsonLines(filtered.output).map { $0["id"] as? String } == [runID], "\(filtered.output)")
         let table = try await client(server, slow, ["runs", "--status", "stopped,failed"])
         #expect(table.output.split(separator: "\n").count == 2 && table.output.contains("\(longID)\t"), "\(table.output)")
@@ -139,10 +156,9 @@ struct FlowdClientTests {
         let server = try await ServerUnderTest()
         let hello = try await server.key(workflow: "hello")
         let slow = try await server.key(workflow: "slow")
-        let service = try await server.key(workflow: "call-service")
+        let refused = try await server.key(workflow: "refused")
 
-        // The http node refuses loopback addresses (egress policy): the run fails.
-        let failed = try await client(server, service, ["run", "call-service", "--input", "url=http://127.0.0.1:9/"])
+        let failed = try await client(server, refused, ["run", "refused"])
         #expect(failed.status == 2, "\(failed.output)")
         #expect(failed.output.contains("status    failed") && failed.output.contains("error     "))
 
@@ -193,7 +209,7 @@ struct FlowdClientTests {
         #expect(await proxy.dropConnections() > 0)
         let (status, output) = await watcher.finish(timeout: .seconds(120))
         #expect(status == 0, "\(output)")
-        #expect(output.contains("flowd: connection lost (UNAVAILABLE") && output.contains("resuming after sequence 3"), "\(output)")
+        #expect(output.contains("flowd: connection lost (UNAVAILABLE") && output.contains("resuming after sequence "), "\(output)")
         let shown = output.split(separator: "\n").compactMap { line in
             line.split(separator: "\t").first.flatMap { Int($0) }
         }
@@ -213,25 +229,20 @@ struct FlowdClientTests {
         }
         let server = try await ServerUnderTest()
         let slow = try await server.key(workflow: "slow")
-        let socket = "flowd-test-\(UUID().uuidString.prefix(8))"
+        let tmux = Tmux()
         let command = "\(flowdBinary.path) run slow --input seconds=2 --mode stream --server \(server.target) --key \(slow); "
-            + "echo exit=$?; tmux -L \(socket) wait-for -S done; read line"
-        let started = try await run(["tmux", "-L", socket, "new-session", "-d", "-s", "live", "-x", "100", "-y", "20",
-                                     "sh", "-c", command])
-        #expect(started.status == 0, "\(started.output)")
+            + "echo exit=$?; tmux -L \(tmux.socket) wait-for -S done; read line"
+        #expect(tmux.start(command))
+        defer { tmux("kill-server") }
 
-        // While it runs: a spinner line for a running node (polled, at most 600 times).
-        var running = ""
-        for _ in 0..<600 {
-            running = try await run(["tmux", "-L", socket, "capture-pane", "-p", "-t", "live"]).output
-            if running.split(separator: "\n").contains(where: { $0.contains("running") && $0.contains("quarter") }) { break }
-            try await Task.sleep(for: .milliseconds(50))
+        // While it runs: a spinner line for a running node.
+        let running = try await tmux.waitForScreen { screen in
+            screen.split(separator: "\n").contains { $0.contains("running") && $0.contains("quarter") }
         }
         #expect(running.contains(" run ") && running.contains("running"), "\(running)")
 
-        _ = try await run(["tmux", "-L", socket, "wait-for", "done"])
-        let screen = try await run(["tmux", "-L", socket, "capture-pane", "-p", "-t", "live"]).output
-        _ = try await run(["tmux", "-L", socket, "kill-server"])
+        tmux("wait-for", "done")
+        let screen = tmux.screen()
         print("live screen of flowd run slow --mode stream:\n\(screen)")
         let lines = screen.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasPrefix("✔ run ") == true && lines.first?.contains("slow  succeeded") == true, "\(screen)")
@@ -239,9 +250,9 @@ struct FlowdClientTests {
             #expect(lines.contains { $0.hasPrefix("  ✔ \(node)") && $0.contains("sleep") && $0.contains("succeeded") }, "\(screen)")
         }
         #expect(lines.contains { $0.hasPrefix("  ✔ done") }, "\(screen)")
-        #expect(lines.contains(#"outputs: {"done":true}"#) || lines.contains(#"outputs: {"done": true}"#), "\(screen)")
+        #expect(lines.contains(#"outputs: {"done":true}"#), "\(screen)")
         #expect(lines.contains("exit=0"), "\(screen)")
-        #expect(!screen.contains("⠋") || !screen.contains("running"), "no spinner left at the end: \(screen)")
+        #expect(!lines.contains { $0.contains("running") }, "nothing left running at the end: \(screen)")
         await server.stop()
     }
 
@@ -253,35 +264,63 @@ struct FlowdClientTests {
         }
         let server = try await ServerUnderTest()
         let slow = try await server.key(workflow: "slow")
-        let socket = "flowd-test-\(UUID().uuidString.prefix(8))"
+        let tmux = Tmux()
         let command = "\(flowdBinary.path) run slow --input seconds=600 --mode stream --server \(server.target) --key \(slow); "
-            + "echo exit=$?; tmux -L \(socket) wait-for -S done; read line"
-        _ = try await run(["tmux", "-L", socket, "new-session", "-d", "-s", "live", "-x", "100", "-y", "20", "sh", "-c", command])
-        func screen() async throws -> String {
-            try await run(["tmux", "-L", socket, "capture-pane", "-p", "-t", "live"]).output
-        }
-        /// Polls the pane (at most 600 times) until `condition` holds.
-        func waitForScreen(_ condition: (String) -> Bool) async throws -> String {
-            var text = ""
-            for _ in 0..<600 {
-                text = try await screen()
-                if condition(text) { break }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            return text
-        }
-        let running = try await waitForScreen { $0.contains("first_quarter") && $0.contains("running") }
+            + "echo exit=$?; tmux -L \(tmux.socket) wait-for -S done; read line"
+        #expect(tmux.start(command))
+        defer { tmux("kill-server") }
+        let running = try await tmux.waitForScreen { $0.contains("first_quarter") && $0.contains("running") }
         #expect(running.contains("first_quarter"), "\(running)")
-        _ = try await run(["tmux", "-L", socket, "send-keys", "-t", "live", "C-c"])
-        let asked = try await waitForScreen { $0.contains("Stop run ") }
+        tmux("send-keys", "-t", "live", "C-c")
+        let asked = try await tmux.waitForScreen { $0.contains("Stop run ") }
         #expect(asked.contains("? [y/N]"), "\(asked)")
-        _ = try await run(["tmux", "-L", socket, "send-keys", "-t", "live", "y", "Enter"])
-        _ = try await run(["tmux", "-L", socket, "wait-for", "done"])
-        let final = try await screen()
-        _ = try await run(["tmux", "-L", socket, "kill-server"])
+        tmux("send-keys", "-t", "live", "y", "Enter")
+        tmux("wait-for", "done")
+        let final = tmux.screen()
         #expect(final.contains("stopping run ") && final.contains("exit=3"), "\(final)")
         #expect(final.split(separator: "\n").contains { $0.hasPrefix("■ run ") && $0.contains("stopped") }, "\(final)")
         await server.stop()
+    }
+}
+
+/// A tmux server on its own socket with a 100x20 session `live` running a shell command.
+///
+/// tmux is driven through `system()`: Foundation's `Process` was seen to miss the exit of the
+/// tmux client that starts the server, which left `ChildProcess.finish` waiting.
+private struct Tmux {
+    let socket = "flowd-test-\(UUID().uuidString.prefix(8))"
+
+    private static func quote(_ text: String) -> String {
+        "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// Runs `tmux -L socket arguments...` to its end (at most 120 s); its stdout, or nil when it failed.
+    @discardableResult
+    func callAsFunction(_ arguments: String...) -> String? {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("\(socket)-\(UUID().uuidString).out")
+        defer { try? FileManager.default.removeItem(at: output) }
+        let line = (["timeout", "120", "tmux", "-L", socket] + arguments).map(Self.quote).joined(separator: " ")
+            + " >\(Self.quote(output.path)) 2>/dev/null </dev/null"
+        guard system(line) == 0 else { return nil }
+        return (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+    }
+
+    func start(_ command: String) -> Bool {
+        // bash, like a user's shell, outlives a Ctrl-C that its child handles (dash exits on it).
+        self("new-session", "-d", "-s", "live", "-x", "100", "-y", "20", "bash", "-c", command) != nil
+    }
+
+    func screen() -> String { self("capture-pane", "-p", "-t", "live") ?? "" }
+
+    /// Polls the pane (at most 600 times, 50 ms apart) until `condition` holds; the last screen.
+    func waitForScreen(_ condition: (String) -> Bool) async throws -> String {
+        var text = ""
+        for _ in 0..<600 {
+            text = screen()
+            if condition(text) { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return text
     }
 }
 
