@@ -52,7 +52,7 @@ enum ClientExit: Int32, CaseIterable {
         Exit status: 0 succeeded, 1 other error, 2 run failed, 3 run stopped, 4 run partially \
         succeeded, 5 not found, 6 unauthenticated, 7 server unavailable, 8 deadline exceeded, \
         9 over the tenant's limit, 10 request refused (invalid argument, idempotency key reused), \
-        130 interrupted. `run` (blocking, stream) and `watch` exit with the run's outcome; the \
+        64 usage error, 130 interrupted. `run` (blocking, stream) and `watch` exit with the run's outcome; the \
         other commands exit 0 when the call worked.
         """
 }
@@ -62,8 +62,9 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "The server, HOST:PORT (env FLOWD_SERVER).")
     var server: String = Environment.string("FLOWD_SERVER") ?? "127.0.0.1:50051"
 
+    /// No default value: ArgumentParser would print a key from the environment in `--help`.
     @Option(help: "API key (env FLOWD_API_KEY).")
-    var key: String = Environment.string("FLOWD_API_KEY") ?? ""
+    var key: String?
 
     @Flag(help: "Machine-readable output: one JSON object per line.")
     var json = false
@@ -100,7 +101,8 @@ struct ClientOptions: ParsableArguments {
 
     /// The request metadata: the API key.
     var metadata: [(name: String, value: String)] {
-        key.isEmpty ? [] : [("authorization", "Bearer \(key)")]
+        let key = key ?? Environment.string("FLOWD_API_KEY") ?? ""
+        return key.isEmpty ? [] : [("authorization", "Bearer \(key)")]
     }
 
     /// The deadline of a command: `--timeout`, else `defaultSeconds` (nil: none).
