@@ -119,7 +119,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         if let timeout = request.timeout, let context {
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             call.deadline = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
-                loopBound.value.apply(streamID: streamID) { $0.deadlineExpired() }
+                loopBound.value.applyAndFlush(streamID: streamID) { $0.deadlineExpired() }
             }
         }
         calls[streamID] = call
@@ -127,7 +127,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         let eventLoop = context!.eventLoop
         request.sink.onTermination = { termination in
             guard case .cancelled = termination else { return }
-            eventLoop.execute { loopBound.value.apply(streamID: streamID) { $0.cancel() } }
+            eventLoop.execute { loopBound.value.applyAndFlush(streamID: streamID) { $0.cancel() } }
         }
         flush()
     }
@@ -161,7 +161,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Runs one state-machine step for a call and carries out its actions.
+    /// Runs one state-machine step for a call and carries out its actions (output is written by
+    /// the caller's flush).
     private func apply(streamID: Int32, _ step: (inout ClientCallStateMachine) -> [ClientCallStateMachine.Action]) {
         guard var call = calls[streamID] else { return }
         let actions = step(&call.machine)
@@ -183,6 +184,12 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             }
         }
         if call.machine.isFinished { calls.removeValue(forKey: streamID) }
+    }
+
+    /// A state-machine step from outside `channelRead` (a timer, a cancellation): its output is
+    /// written at once.
+    private func applyAndFlush(streamID: Int32, _ step: (inout ClientCallStateMachine) -> [ClientCallStateMachine.Action]) {
+        apply(streamID: streamID, step)
         flush()
     }
 

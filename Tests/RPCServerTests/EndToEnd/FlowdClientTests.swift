@@ -15,7 +15,8 @@ private final class ServerUnderTest: Sendable {
     let server: ChildProcess
     let port: Int
 
-    init() async throws {
+    /// `serveArguments` are added to `flowd serve`'s.
+    init(serveArguments: [String] = []) async throws {
         let files = FileManager.default
         data = files.temporaryDirectory.appendingPathComponent("flowd-client-\(UUID().uuidString)")
         workflows = data.appendingPathExtension("workflows")
@@ -32,7 +33,7 @@ private final class ServerUnderTest: Sendable {
               - { id: done, kind: end, needs: work, config: { outputs: {} } }
             """.write(to: workflows.appendingPathComponent("refused.yaml"), atomically: true, encoding: .utf8)
         server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
-                                   "--data-dir", data.path, "--workflows", workflows.path])
+                                   "--data-dir", data.path, "--workflows", workflows.path] + serveArguments)
         #expect(await server.waitForLine(startingWith: "flowd: listening on "))
         port = try #require(server.snapshot().output.split(separator: "\n")
             .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.flatMap { Int($0) })
@@ -117,6 +118,19 @@ struct FlowdClientTests {
         #expect(plainLines.first?.hasPrefix("1\t") == true && plainLines.first?.contains("run_started") == true, "\(plainWatch.output)")
         #expect(plainLines.last?.contains("run_finished") == true && plainLines.last?.contains("succeeded") == true)
 
+        let fromEnvironment = try await run(["FLOWD_SERVER=\(server.target)", "FLOWD_API_KEY=\(slow)", flowdBinary.path,
+                                             "get", runID, "--json"])
+        #expect(fromEnvironment.status == 0 && jsonLines(fromEnvironment.output).first?["id"] as? String == runID,
+                "FLOWD_SERVER and FLOWD_API_KEY: \(fromEnvironment.output)")
+
+        let first = try await client(server, hello, ["run", "hello", "--input", "name=Ed", "--idempotency-key", "k-1", "--json"])
+        let again = try await client(server, hello, ["run", "hello", "--input", "name=Ed", "--idempotency-key", "k-1", "--json"])
+        let (firstRun, againRun) = (try #require(jsonLines(first.output).first), try #require(jsonLines(again.output).first))
+        #expect(firstRun["created"] as? Bool == true && againRun["created"] as? Bool == false)
+        #expect(againRun["id"] as? String == firstRun["id"] as? String, "a replay is the same run")
+        let reused = try await client(server, hello, ["run", "hello", "--input", "name=Flo", "--idempotency-key", "k-1"])
+        #expect(reused.status == 10 && reused.output.hasPrefix("flowd: ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED)"), "\(reused.output)")
+
         let got = try await client(server, slow, ["get", runID, "--json"])
         #expect(got.status == 0 && jsonLines(got.output).first?["status"] as? String == "succeeded", "\(got.output)")
         let gotPlain = try await client(server, slow, ["get", runID])
@@ -191,6 +205,23 @@ struct FlowdClientTests {
         let down = try await run([flowdBinary.path, "get", "r_x", "--server", target, "--key", hello])
         #expect(down.status == 7 && down.output.hasPrefix("flowd: UNAVAILABLE"), "\(down.output)")
         #expect(!down.output.contains("Fatal error") && !down.output.contains("Stack"))
+    }
+
+    @Test("over the tenant's limit: RESOURCE_EXHAUSTED with the reason and the retry hint on one line, exit 9")
+    func overLimit() async throws {
+        let server = try await ServerUnderTest(serveArguments: ["--max-concurrent", "1"])
+        let slow = try await server.key(workflow: "slow")
+        let long = try await client(server, slow, ["run", "slow", "--input", "seconds=600", "--mode", "async", "--json"])
+        let longID = try #require(jsonLines(long.output).first?["id"] as? String, "\(long.output)")
+        let refused = try await client(server, slow, ["run", "slow", "--input", "seconds=1", "--mode", "async"])
+        #expect(refused.status == 9, "\(refused.output)")
+        #expect(refused.output.hasPrefix("flowd: RESOURCE_EXHAUSTED (TENANT_CONCURRENCY_LIMIT): ")
+                && refused.output.contains("; retry in ") && !refused.output.contains("\n"), "\(refused.output)")
+        let refusedJSON = try await client(server, slow, ["run", "slow", "--input", "seconds=1", "--mode", "async", "--json"])
+        let error = try #require(jsonLines(refusedJSON.output).first, "\(refusedJSON.output)")
+        #expect(error["reason"] as? String == "TENANT_CONCURRENCY_LIMIT" && (error["retry_after_ms"] as? NSNumber) != nil)
+        _ = try await client(server, slow, ["stop", longID])
+        await server.stop()
     }
 
     @Test("watch resumes with after_sequence when its connection is cut mid-run: announced, no gap, no duplicate")
