@@ -287,6 +287,36 @@ struct FlowdClientTests {
         await server.stop()
     }
 
+    @Test("in a terminal (tmux), watch shows a cut connection on its live screen and resumes to the run's end")
+    func liveWatchResumes() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") else {
+            Issue.record("tmux is not installed (tools/install-deps.sh installs it)")
+            return
+        }
+        let server = try await ServerUnderTest()
+        let slow = try await server.key(workflow: "slow")
+        let proxy = try await DroppingProxy.start(upstreamPort: server.port)
+        let submitted = try await client(server, slow, ["run", "slow", "--input", "seconds=4", "--mode", "async", "--json"])
+        let runID = try #require(jsonLines(submitted.output).first?["id"] as? String, "\(submitted.output)")
+        let tmux = Tmux()
+        let command = "\(flowdBinary.path) watch \(runID) --server 127.0.0.1:\(proxy.port) --key \(slow); "
+            + "echo exit=$?; tmux -L \(tmux.socket) wait-for -S done; read line"
+        #expect(tmux.start(command))
+        defer { tmux("kill-server") }
+        let first = try await tmux.waitForScreen { $0.contains("first_quarter") && $0.contains("succeeded") }
+        #expect(first.contains("first_quarter"), "\(first)")
+        #expect(await proxy.dropConnections() > 0)
+        tmux("wait-for", "done")
+        let final = tmux.screen()
+        print("live screen of flowd watch across a cut connection:\n\(final)")
+        let lines = final.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("  ↻ connection lost (UNAVAILABLE") && $0.contains("resuming after sequence ") }, "\(final)")
+        #expect(lines.first?.hasPrefix("✔ run \(runID)") == true && lines.contains("exit=0"), "\(final)")
+        #expect(lines.filter { $0.contains("_quarter") }.count == 4, "one line per node, none twice: \(final)")
+        await proxy.shutdown()
+        await server.stop()
+    }
+
     @Test("in a terminal (tmux), Ctrl-C on run --mode stream asks; y stops the run and the screen ends stopped (exit 3)")
     func interruptAsksToStop() async throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") else {
