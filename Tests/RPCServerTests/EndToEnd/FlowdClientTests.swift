@@ -254,7 +254,7 @@ struct FlowdClientTests {
 
     @Test("in a terminal (tmux), run --mode stream shows one line per node with spinner, state and time, then the outputs")
     func liveScreen() async throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") else {
+        guard Tmux.isInstalled else {
             Issue.record("tmux is not installed (tools/install-deps.sh installs it)")
             return
         }
@@ -289,7 +289,7 @@ struct FlowdClientTests {
 
     @Test("in a terminal (tmux), watch shows a cut connection on its live screen and resumes to the run's end")
     func liveWatchResumes() async throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") else {
+        guard Tmux.isInstalled else {
             Issue.record("tmux is not installed (tools/install-deps.sh installs it)")
             return
         }
@@ -319,7 +319,7 @@ struct FlowdClientTests {
 
     @Test("in a terminal (tmux), Ctrl-C on run --mode stream asks; y stops the run and the screen ends stopped (exit 3)")
     func interruptAsksToStop() async throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") else {
+        guard Tmux.isInstalled else {
             Issue.record("tmux is not installed (tools/install-deps.sh installs it)")
             return
         }
@@ -350,6 +350,8 @@ struct FlowdClientTests {
 /// tmux client that starts the server, which left `ChildProcess.finish` waiting.
 private struct Tmux {
     let socket = "flowd-test-\(UUID().uuidString.prefix(8))"
+
+    static var isInstalled: Bool { system("command -v tmux >/dev/null 2>&1") == 0 }
 
     private static func quote(_ text: String) -> String {
         "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
