@@ -42,8 +42,9 @@ run: build
 	 echo; echo "== API keys (shown once; only their hashes are stored in $(DATA)/)"; \
 	 echo "   hello: $$hello"; echo "   slow:  $$slow"; echo; \
 	 echo "== Try, from another terminal:"; \
-	 echo "   python3 tools/interop/flowd_client.py --key $$hello run --inputs '{\"name\":\"Ada\"}' --mode blocking"; \
-	 echo "   python3 tools/interop/flowd_client.py --key $$slow run --inputs '{\"seconds\":5}' --mode async"; echo
+	 echo "   $(SWIFT) run --skip-build flowd run hello --key $$hello --input name=Ada"; \
+	 echo "   $(SWIFT) run --skip-build flowd run slow --key $$slow --input seconds=5 --mode stream"; \
+	 echo "   (a stock gRPC client: python3 tools/interop/flowd_client.py --key $$hello run --inputs '{\"name\":\"Ada\"}' --mode blocking)"; echo
 	@echo "== flowd serve on $(HOST):$(PORT) (Ctrl-C stops it gracefully)"
 	$(SWIFT) run --skip-build flowd serve --host $(HOST) --port $(PORT) --data-dir $(DATA) --workflows $(WORKFLOWS)
 

@@ -71,10 +71,18 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
+        // A gRPC client over the same nghttp2 + Codec layers (the `flowd` client subcommands).
+        .target(
+            name: "RPCClient",
+            dependencies: [
+                "Codec", "CNGHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
         .executableTarget(
             name: "flowd",
             dependencies: [
-                "RPCServer", "Engine", "CAllocator",
+                "RPCServer", "RPCClient", "Codec", "Engine", "CAllocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -101,6 +109,7 @@ let package = Package(
             name: "flowd-engine-harness",
             dependencies: ["Engine", .product(name: "Logging", package: "swift-log")],
             path: "Tests/EngineHarness"),
+        .testTarget(name: "RPCClientTests", dependencies: ["RPCClient", "Codec"]),
         .testTarget(
             name: "RPCServerTests",
             dependencies: [

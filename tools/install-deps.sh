@@ -21,6 +21,7 @@ APT_PACKAGES=(
   pkg-config            # SwiftPM finds libnghttp2 / libprotobuf-c through it
   libsqlite3-dev        # the embedded store
   postgresql            # the tests' throwaway PostgreSQL server (tools/pg-test-cluster.sh; no service is used)
+  tmux                  # the client's live-progress test drives `flowd run --mode stream` in a terminal
   gdb                   # the test watchdog prints the stacks of a hung test process (tools/swift-test-phase.sh)
 )
 PIP_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1 h2==4.1.0 requests httpx==0.28.1
