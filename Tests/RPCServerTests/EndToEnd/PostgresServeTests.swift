@@ -44,6 +44,17 @@ private func run(_ arguments: [String]) async throws -> (status: Int32, output: 
     return await child.finish(timeout: .seconds(120))
 }
 
+/// Starts `flowd serve` on 127.0.0.1 port 0 with `store` and the example workflows (`environment`
+/// are `NAME=VALUE` words before the command); the process and its `host:port`.
+private func serve(store: String, environment: [String] = [], _ extra: [String] = []) async throws -> (ChildProcess, String) {
+    let server = try ChildProcess(environment + [flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
+                                                 "--store", store, "--workflows", "examples/workflows"] + extra)
+    #expect(await server.waitForLine(startingWith: "flowd: listening on "))
+    let port = try #require(server.snapshot().output.split(separator: "\n")
+        .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
+    return (server, "127.0.0.1:\(port)")
+}
+
 @Suite("Two flowd serve processes on one PostgreSQL database",
        .enabled(if: postgresURL != nil, "FLOWD_TEST_POSTGRES_URL is not set (make test starts a PostgreSQL server and sets it)"))
 struct PostgresServeTests {
@@ -53,13 +64,9 @@ struct PostgresServeTests {
             var servers: [ChildProcess] = []
             var targets: [String] = []
             for _ in 0..<2 {
-                let server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0", "--store", store,
-                                               "--workflows", "examples/workflows"])
-                #expect(await server.waitForLine(startingWith: "flowd: listening on "))
-                let port = try #require(server.snapshot().output.split(separator: "\n")
-                    .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
+                let (server, target) = try await serve(store: store)
                 servers.append(server)
-                targets.append("127.0.0.1:\(port)")
+                targets.append(target)
             }
 
             let created = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "hello", "--store", store])
@@ -112,13 +119,9 @@ struct PostgresServeTests {
             var servers: [ChildProcess] = []
             var targets: [String] = []
             for _ in 0..<3 {
-                let server = try ChildProcess([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0", "--store", store,
-                                               "--workflows", "examples/workflows", "--max-concurrent", "20"])
-                #expect(await server.waitForLine(startingWith: "flowd: listening on "))
-                let port = try #require(server.snapshot().output.split(separator: "\n")
-                    .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
+                let (server, target) = try await serve(store: store, ["--max-concurrent", "20"])
                 servers.append(server)
-                targets.append("127.0.0.1:\(port)")
+                targets.append(target)
             }
             let created = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "hello", "--store", store])
             #expect(created.status == 0, "\(created.output)")
@@ -203,12 +206,7 @@ struct PostgresServeTests {
             // Short leases and a frequent reaper, so that the test does not wait half a minute.
             let environment = ["FLOWD_LEASE_SECONDS=2", "FLOWD_REAPER_INTERVAL_SECONDS=1"]
             func serve() async throws -> (ChildProcess, String) {
-                let server = try ChildProcess(environment + [flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
-                                                             "--store", store, "--workflows", "examples/workflows"])
-                #expect(await server.waitForLine(startingWith: "flowd: listening on "))
-                let port = try #require(server.snapshot().output.split(separator: "\n")
-                    .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
-                return (server, "127.0.0.1:\(port)")
+                try await RPCServerTests.serve(store: store, environment: environment)
             }
 
             let (doomed, doomedTarget) = try await serve()
