@@ -130,11 +130,8 @@ struct Serve: AsyncParsableCommand {
             "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "store": "\(data.storeDescription)",
             "workers": "\(engineConfiguration.workerCount)",
         ])
-        // Scripts wait for this line (and read the port from it when --port 0).
-        print("flowd: listening on \(address.ipAddress ?? host):\(address.port ?? port)")
-        fflush(nil)  // all streams: the line must reach a pipe at once
-
-        let service = FlowdService(server: server, health: health, engine: engine)
+        let service = FlowdService(server: server, health: health, engine: engine,
+                                   listening: "flowd: listening on \(address.ipAddress ?? host):\(address.port ?? port)")
         let group = ServiceGroup(
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -148,8 +145,14 @@ struct FlowdService: Service {
     let server: GRPCServer
     let health: HealthService
     let engine: Engine
+    /// Printed once the service runs: the service group has trapped SIGTERM and SIGINT by
+    /// then, so a script that stops the server as soon as it sees this line stops it gracefully.
+    let listening: String
 
     func run() async throws {
+        // Scripts wait for this line (and read the port from it when --port 0).
+        print(listening)
+        fflush(nil)  // all streams: the line must reach a pipe at once
         try await withGracefulShutdownHandler {
             try await server.run()
         } onGracefulShutdown: {
