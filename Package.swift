@@ -62,7 +62,7 @@ let package = Package(
         .target(
             name: "RPCServer",
             dependencies: [
-                "Codec", "Engine", "CNGHTTP2",
+                "Codec", "Engine", "CNGHTTP2", "NGHTTP2Support",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -71,11 +71,13 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
+        // What the nghttp2 server and client sessions share: the error mapping, header fields.
+        .target(name: "NGHTTP2Support", dependencies: ["CNGHTTP2"]),
         // A gRPC client over the same nghttp2 + Codec layers (the `flowd` client subcommands).
         .target(
             name: "RPCClient",
             dependencies: [
-                "Codec", "CNGHTTP2",
+                "Codec", "CNGHTTP2", "NGHTTP2Support",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
@@ -109,11 +111,11 @@ let package = Package(
             name: "flowd-engine-harness",
             dependencies: ["Engine", .product(name: "Logging", package: "swift-log")],
             path: "Tests/EngineHarness"),
-        .testTarget(name: "RPCClientTests", dependencies: ["RPCClient", "Codec"]),
+        .testTarget(name: "RPCClientTests", dependencies: ["RPCClient", "Codec", "NGHTTP2Support"]),
         .testTarget(
             name: "RPCServerTests",
             dependencies: [
-                "RPCServer", "Codec", "Engine", "CProtobufC", "CFlowdTestingProtos",
+                "RPCServer", "Codec", "Engine", "CProtobufC", "CFlowdTestingProtos", "NGHTTP2Support",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,4 +1,5 @@
 #if canImport(FoundationEssentials)
+import NGHTTP2Support
 import FoundationEssentials
 #else
 import Foundation

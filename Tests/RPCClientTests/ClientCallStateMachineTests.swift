@@ -1,3 +1,4 @@
+import NGHTTP2Support
 import Codec
 @testable import RPCClient
 import Testing

@@ -1,45 +1,8 @@
 private import CNGHTTP2
+import NGHTTP2Support
 import NIOCore
 
-/// An error from nghttp2's client session, mapped from its integer return codes in one place
-/// (`init(libraryCode:)`).
-struct HTTP2ClientSessionError: Error, CustomStringConvertible {
-    /// What went wrong, in terms the connection acts on.
-    struct Code: Hashable, Sendable, CustomStringConvertible {
-        let name: String
-        var description: String { name }
-        static let flooded = Code(name: "flooded")
-        static let callbackFailure = Code(name: "callbackFailure")
-        static let noMemory = Code(name: "noMemory")
-        static let invalidArgument = Code(name: "invalidArgument")
-        /// No new stream can be opened (ids exhausted, or the server sent GOAWAY).
-        static let streamUnavailable = Code(name: "streamUnavailable")
-        static let protocolError = Code(name: "protocolError")
-        static let other = Code(name: "other")
-    }
-
-    var code: Code
-    var message: String
-    var libraryCode: Int
-
-    init(libraryCode: Int) {
-        self.libraryCode = libraryCode
-        self.message = String(cString: nghttp2_strerror(Int32(libraryCode)))
-        switch Int32(libraryCode) {
-        case NGHTTP2_ERR_FLOODED.rawValue: code = .flooded
-        case NGHTTP2_ERR_CALLBACK_FAILURE.rawValue: code = .callbackFailure
-        case NGHTTP2_ERR_NOMEM.rawValue: code = .noMemory
-        case NGHTTP2_ERR_INVALID_ARGUMENT.rawValue: code = .invalidArgument
-        case NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE.rawValue, NGHTTP2_ERR_START_STREAM_NOT_ALLOWED.rawValue,
-             NGHTTP2_ERR_STREAM_CLOSED.rawValue, NGHTTP2_ERR_STREAM_CLOSING.rawValue:
-            code = .streamUnavailable
-        case NGHTTP2_ERR_PROTO.rawValue, NGHTTP2_ERR_BAD_CLIENT_MAGIC.rawValue: code = .protocolError
-        default: code = .other
-        }
-    }
-
-    var description: String { "nghttp2 \(code) (\(libraryCode)): \(message)" }
-}
+typealias HTTP2ClientSessionError = NGHTTP2Error
 
 /// Something the server did, recorded by an nghttp2 callback during `receive(_:)`.
 ///
@@ -59,11 +22,7 @@ enum HTTP2ClientEvent: Equatable {
     case goAway
 }
 
-/// One header field, as text (`-bin` values hold base64).
-struct HTTP2HeaderField: Sendable, Equatable {
-    var name: String
-    var value: String
-}
+typealias HTTP2HeaderField = HeaderField
 
 /// HTTP/2 error codes the client sends in RST_STREAM and GOAWAY.
 enum HTTP2ClientErrorCode: UInt32, Sendable {
@@ -172,7 +131,7 @@ final class NGHTTP2ClientSession {
     /// Returns the new stream's id.
     func submitRequest(fields: [HTTP2HeaderField], body: [UInt8]) throws(HTTP2ClientSessionError) -> Int32 {
         var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: Self.readCallback)
-        let id = Self.withNameValues(fields) { nva, count in
+        let id = withNameValues(fields) { nva, count in
             nghttp2_submit_request(session, nil, nva, count, &provider, nil)
         }
         try Self.check(id)
@@ -195,33 +154,7 @@ final class NGHTTP2ClientSession {
     // MARK: Internals
 
     private static func check(_ rc: Int32) throws(HTTP2ClientSessionError) {
-        if rc < 0 { throw HTTP2ClientSessionError(libraryCode: Int(rc)) }
-    }
-
-    /// Calls `body` with an `nghttp2_nv` array for `fields`, built over one flat buffer (nested
-    /// pointer scopes on array elements trip Swift's exclusivity checks); nghttp2 copies them.
-    private static func withNameValues<R>(
-        _ fields: [HTTP2HeaderField], _ body: (UnsafePointer<nghttp2_nv>, Int) -> R
-    ) -> R {
-        var storage: [UInt8] = []
-        var spans: [(name: Range<Int>, value: Range<Int>)] = []
-        for field in fields {
-            let nameStart = storage.count
-            storage.append(contentsOf: field.name.utf8)
-            let valueStart = storage.count
-            storage.append(contentsOf: field.value.utf8)
-            spans.append((nameStart..<valueStart, valueStart..<storage.count))
-        }
-        if storage.isEmpty { storage.append(0) }
-        return storage.withUnsafeMutableBufferPointer { bytes in
-            let base = bytes.baseAddress!
-            let nva = spans.map { span in
-                nghttp2_nv(name: base + span.name.lowerBound, value: base + span.value.lowerBound,
-                           namelen: span.name.count, valuelen: span.value.count,
-                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-            }
-            return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
-        }
+        try NGHTTP2Error.check(rc)
     }
 
     private static func owner(_ userData: UnsafeMutableRawPointer?) -> NGHTTP2ClientSession {

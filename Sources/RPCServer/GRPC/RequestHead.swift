@@ -1,3 +1,4 @@
+import NGHTTP2Support
 import Codec
 import NIOCore
 

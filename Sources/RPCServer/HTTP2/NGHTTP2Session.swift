@@ -1,47 +1,8 @@
 private import CNGHTTP2
+import NGHTTP2Support
 import NIOCore
 
-/// An error from nghttp2, mapped from its integer return codes in one place (`init(libraryCode:)`).
-struct HTTP2SessionError: Error, CustomStringConvertible {
-    /// What went wrong, in terms the connection acts on.
-    struct Code: Hashable, Sendable, CustomStringConvertible {
-        let name: String
-        var description: String { name }
-        static let badClientMagic = Code(name: "badClientMagic")
-        static let flooded = Code(name: "flooded")
-        static let tooManyContinuations = Code(name: "tooManyContinuations")
-        static let callbackFailure = Code(name: "callbackFailure")
-        static let noMemory = Code(name: "noMemory")
-        static let invalidArgument = Code(name: "invalidArgument")
-        static let streamClosed = Code(name: "streamClosed")
-        static let protocolError = Code(name: "protocolError")
-        static let other = Code(name: "other")
-    }
-
-    var code: Code
-    var message: String
-    var libraryCode: Int
-
-    init(libraryCode: Int) {
-        self.libraryCode = libraryCode
-        self.message = String(cString: nghttp2_strerror(Int32(libraryCode)))
-        switch Int32(libraryCode) {
-        case NGHTTP2_ERR_BAD_CLIENT_MAGIC.rawValue: code = .badClientMagic
-        case NGHTTP2_ERR_FLOODED.rawValue: code = .flooded
-        case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS.rawValue: code = .tooManyContinuations
-        case NGHTTP2_ERR_CALLBACK_FAILURE.rawValue: code = .callbackFailure
-        case NGHTTP2_ERR_NOMEM.rawValue: code = .noMemory
-        case NGHTTP2_ERR_INVALID_ARGUMENT.rawValue: code = .invalidArgument
-        case NGHTTP2_ERR_STREAM_CLOSED.rawValue, NGHTTP2_ERR_STREAM_CLOSING.rawValue,
-             NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE.rawValue:
-            code = .streamClosed
-        case NGHTTP2_ERR_PROTO.rawValue: code = .protocolError
-        default: code = .other
-        }
-    }
-
-    var description: String { "nghttp2 \(code) (\(libraryCode)): \(message)" }
-}
+typealias HTTP2SessionError = NGHTTP2Error
 
 /// HTTP/2 error codes this server sends in RST_STREAM and GOAWAY.
 enum HTTP2ErrorCode: UInt32, Sendable {
@@ -77,12 +38,6 @@ enum HTTP2Event {
     case streamClosed(streamID: Int32, errorCode: UInt32)
     /// nghttp2 found an invalid frame and reset a stream or will end the session.
     case invalidFrame(streamID: Int32)
-}
-
-/// One decoded header field. Values are kept as text; `-bin` values hold base64.
-struct HeaderField: Sendable, Equatable {
-    var name: String
-    var value: String
 }
 
 /// Limits enforced while headers are decoded (nghttp2 only advertises its header list size).
@@ -233,7 +188,7 @@ final class NGHTTP2Session {
     /// an HTTP error); otherwise the body follows through `sendData` and `sendTrailers`.
     func sendResponseHeaders(streamID: Int32, fields: [HeaderField], endStream: Bool) throws(HTTP2SessionError) {
         guard streams[streamID] != nil else { throw HTTP2SessionError(libraryCode: Int(NGHTTP2_ERR_STREAM_CLOSED.rawValue)) }
-        let rc: Int32 = Self.withNameValues(fields) { nva, count in
+        let rc: Int32 = withNameValues(fields) { nva, count in
             if endStream {
                 return nghttp2_submit_response(session, streamID, nva, count, nil)
             }
@@ -302,35 +257,7 @@ final class NGHTTP2Session {
     }
 
     private static func check(_ rc: Int32) throws(HTTP2SessionError) {
-        if rc < 0 { throw HTTP2SessionError(libraryCode: Int(rc)) }
-    }
-
-    /// Calls `body` with an `nghttp2_nv` array for `fields`. All names and values are copied into
-    /// one buffer first (nested pointer scopes on array elements trip Swift's exclusivity checks);
-    /// nghttp2 copies them again during submit.
-    private static func withNameValues<R>(
-        _ fields: [HeaderField], _ body: (UnsafePointer<nghttp2_nv>, Int) -> R
-    ) -> R {
-        var storage: [UInt8] = []
-        var spans: [(name: Range<Int>, value: Range<Int>)] = []
-        spans.reserveCapacity(fields.count)
-        for field in fields {
-            let nameStart = storage.count
-            storage.append(contentsOf: field.name.utf8)
-            let valueStart = storage.count
-            storage.append(contentsOf: field.value.utf8)
-            spans.append((nameStart..<valueStart, valueStart..<storage.count))
-        }
-        if storage.isEmpty { storage.append(0) }
-        return storage.withUnsafeMutableBufferPointer { bytes in
-            let base = bytes.baseAddress!
-            let nva = spans.map { span in
-                nghttp2_nv(name: base + span.name.lowerBound, value: base + span.value.lowerBound,
-                           namelen: span.name.count, valuelen: span.value.count,
-                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-            }
-            return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
-        }
+        try NGHTTP2Error.check(rc)
     }
 
     private static func owner(_ userData: UnsafeMutableRawPointer?) -> NGHTTP2Session {
@@ -438,7 +365,7 @@ final class NGHTTP2Session {
             flowd_h2_set_data_flags(flags, 1, 1)
             stream.trailers = nil
             streams[streamID] = stream
-            let rc = Self.withNameValues(trailers) { nva, n in nghttp2_submit_trailer(session, streamID, nva, n) }
+            let rc = withNameValues(trailers) { nva, n in nghttp2_submit_trailer(session, streamID, nva, n) }
             return rc < 0 ? Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) : count
         }
         if count == 0 {
