@@ -261,9 +261,7 @@ struct FlowdClientTests {
         let server = try await ServerUnderTest()
         let slow = try await server.key(workflow: "slow")
         let tmux = Tmux()
-        let command = "\(flowdBinary.path) run slow --input seconds=2 --mode stream --server \(server.target) --key \(slow); "
-            + "echo exit=$?; tmux -L \(tmux.socket) wait-for -S done; read line"
-        #expect(tmux.start(command))
+        #expect(tmux.startFlowd("run slow --input seconds=2 --mode stream --server \(server.target) --key \(slow)"))
         defer { tmux("kill-server") }
 
         // While it runs: a spinner line for a running node.
@@ -299,9 +297,7 @@ struct FlowdClientTests {
         let submitted = try await client(server, slow, ["run", "slow", "--input", "seconds=4", "--mode", "async", "--json"])
         let runID = try #require(jsonLines(submitted.output).first?["id"] as? String, "\(submitted.output)")
         let tmux = Tmux()
-        let command = "\(flowdBinary.path) watch \(runID) --server 127.0.0.1:\(proxy.port) --key \(slow); "
-            + "echo exit=$?; tmux -L \(tmux.socket) wait-for -S done; read line"
-        #expect(tmux.start(command))
+        #expect(tmux.startFlowd("watch \(runID) --server 127.0.0.1:\(proxy.port) --key \(slow)"))
         defer { tmux("kill-server") }
         let first = try await tmux.waitForScreen { $0.contains("first_quarter") && $0.contains("succeeded") }
         #expect(first.contains("first_quarter"), "\(first)")
@@ -326,9 +322,7 @@ struct FlowdClientTests {
         let server = try await ServerUnderTest()
         let slow = try await server.key(workflow: "slow")
         let tmux = Tmux()
-        let command = "\(flowdBinary.path) run slow --input seconds=600 --mode stream --server \(server.target) --key \(slow); "
-            + "echo exit=$?; tmux -L \(tmux.socket) wait-for -S done; read line"
-        #expect(tmux.start(command))
+        #expect(tmux.startFlowd("run slow --input seconds=600 --mode stream --server \(server.target) --key \(slow)"))
         defer { tmux("kill-server") }
         let running = try await tmux.waitForScreen { $0.contains("first_quarter") && $0.contains("running") }
         #expect(running.contains("first_quarter"), "\(running)")
@@ -368,9 +362,12 @@ private struct Tmux {
         return (try? String(contentsOf: output, encoding: .utf8)) ?? ""
     }
 
-    func start(_ command: String) -> Bool {
+    /// Runs `flowd ARGUMENTS` in a new session (100 x 20); its exit status follows on the screen
+    /// (`exit=N`), and the pane stays until the test kills the server.
+    func startFlowd(_ arguments: String) -> Bool {
+        let command = "\(flowdBinary.path) \(arguments); echo exit=$?; tmux -L \(socket) wait-for -S done; read line"
         // bash, like a user's shell, outlives a Ctrl-C that its child handles (dash exits on it).
-        self("new-session", "-d", "-s", "live", "-x", "100", "-y", "20", "bash", "-c", command) != nil
+        return self("new-session", "-d", "-s", "live", "-x", "100", "-y", "20", "bash", "-c", command) != nil
     }
 
     func screen() -> String { self("capture-pane", "-p", "-t", "live") ?? "" }

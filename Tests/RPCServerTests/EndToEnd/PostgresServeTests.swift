@@ -112,7 +112,7 @@ struct PostgresServeTests {
         }
     }
 
-    @Test("three processes, 3,000 async submissions (100 idempotency keys sent 20 times each, over all three): one run per key, every run succeeded and ran once, and the tenant's limit of 20 never exceeded (sampled every 10 ms), and its counters back to zero",
+    @Test("three processes, 3,000 async submissions (100 idempotency keys sent 20 times each, over all three): one run per key, every run succeeded and ran once, and the tenant's limit of 20 never exceeded (a count query every 10 ms while the load runs), and its counters back to zero",
           .timeLimit(.minutes(10)))
     func threeProcesses() async throws {
         try await withFreshDatabase { store in
