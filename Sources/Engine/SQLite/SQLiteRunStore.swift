@@ -218,19 +218,19 @@ public final class SQLiteRunStore: RunStore {
                 """, [.text(submission.tenant), .integer(Int64(policy.defaultConcurrencyLimit))], { _ in true }) ?? false
             if !admitted {
                 // Over the limit, or the tenant's first run (no counters row yet).
-                let (exists, active, override) = try SQLiteRaw.row(db, """
-                    SELECT (SELECT 1 FROM tenants WHERE tenant = ?1), (SELECT active FROM tenants WHERE tenant = ?1),
-                           (SELECT max_active FROM tenant_limits WHERE tenant = ?1)
+                // `active` is nil when the tenant has no counters row yet.
+                let (active, override) = try SQLiteRaw.row(db, """
+                    SELECT (SELECT active FROM tenants WHERE tenant = ?1), (SELECT max_active FROM tenant_limits WHERE tenant = ?1)
                     """, [.text(submission.tenant)]) {
-                        ($0.optionalInteger(0) != nil, Int($0.integer(1)), $0.optionalInteger(2).map { Int($0) })
-                    } ?? (false, 0, nil)
+                        ($0.optionalInteger(0).map { Int($0) }, $0.optionalInteger(1).map { Int($0) })
+                    } ?? (nil, nil)
                 let limit = override ?? policy.defaultConcurrencyLimit
-                if exists || active >= limit {
+                if active != nil || limit <= 0 {
                     if let key = submission.idempotencyKey {
                         try SQLiteRaw.execute(db, "DELETE FROM idempotency WHERE tenant = ? AND key = ?",
                                               [.text(submission.tenant), .text(key)])
                     }
-                    return .overLimit(active: active, limit: limit)
+                    return .overLimit(active: active ?? 0, limit: limit)
                 }
                 try SQLiteRaw.execute(db, "INSERT INTO tenants (tenant, active, scheduled) VALUES (?, 1, 1)",
                                       [.text(submission.tenant)])
