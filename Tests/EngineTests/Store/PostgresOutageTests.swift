@@ -113,14 +113,19 @@ struct PostgresOutageTests {
                 }
             }
         }
+        let progress = { () -> String in
+            let refused = refusals.withLock { $0 }
+            return "\(acknowledged.withLock { $0.count }) acknowledged, \(refused.count) refused"
+                + (refused.last.map { ", the last refusal: \($0)" } ?? "")
+        }
         // Some runs acknowledged before the outage.
-        try await waitUntil("runs acknowledged before the outage") { acknowledged.withLock { $0.count } >= 100 }
+        try await waitUntil("runs acknowledged before the outage", state: progress) { acknowledged.withLock { $0.count } >= 100 }
 
         try await cluster.pause()
         let beforeStop = acknowledged.withLock { $0.count }
         // While it is down: a retryable error, answered by the outage check (the acquire
         // timeout is 600 s), and then at once for every call.
-        try await waitUntil("refusals while the server is down") { refusals.withLock { $0.count } >= 50 }
+        try await waitUntil("refusals while the server is down", state: progress) { refusals.withLock { $0.count } >= 50 }
         let error = await #expect(throws: StoreError.self) {
             try await store.submit(F.submission("during-outage"), policy: policy, now: F.t0)
         }
@@ -133,7 +138,7 @@ struct PostgresOutageTests {
         try await cluster.resume()
         // Recovers by itself: submissions are acknowledged again.
         let afterResume = acknowledged.withLock { $0.count }
-        try await waitUntil("runs acknowledged after the restart") { acknowledged.withLock { $0.count } >= afterResume + 100 }
+        try await waitUntil("runs acknowledged after the restart", state: progress) { acknowledged.withLock { $0.count } >= afterResume + 100 }
         stopLoad.withLock { $0 = true }
         await load.value
 
@@ -149,13 +154,14 @@ struct PostgresOutageTests {
         await store.close()
     }
 
-    /// Polls `condition` every 10 ms, at most 6,000 times (60 s).
-    private func waitUntil(_ what: String, _ condition: () -> Bool) async throws {
+    /// Polls `condition` every 10 ms, at most 6,000 times (60 s); `state` describes what was
+    /// seen when it never held.
+    private func waitUntil(_ what: String, state: () -> String, _ condition: () -> Bool) async throws {
         for _ in 0..<6_000 {
             if condition() { return }
             try await Task.sleep(for: .milliseconds(10))
         }
-        Issue.record("timed out waiting for \(what)")
+        Issue.record("timed out waiting for \(what): \(state())")
         throw CancellationError()
     }
 }
