@@ -13,11 +13,18 @@ extension SQLiteRunStore {
 
     static func fetchRun(_ db: some StatementSource, id: String, tenant: String?) throws -> RunRecord? {
         if let tenant {
-            return try SQLiteRaw.row(db, "SELECT \(runColumns) FROM runs WHERE id = ? AND tenant = ?",
-                                     [.text(id), .text(tenant)], run(from:))
+            return try SQLiteRaw.row(db, selectRunOfTenant, [.text(id), .text(tenant)], run(from:))
         }
-        return try SQLiteRaw.row(db, "SELECT \(runColumns) FROM runs WHERE id = ?", [.text(id)], run(from:))
+        return try SQLiteRaw.row(db, selectRun, [.text(id)], run(from:))
     }
+
+    // Statements are looked up by their text: built once, not on every call.
+    private static let selectRun = "SELECT \(runColumns) FROM runs WHERE id = ?"
+    private static let selectRunOfTenant = "SELECT \(runColumns) FROM runs WHERE id = ? AND tenant = ?"
+    /// A tenant's oldest `count` scheduled runs, in claim order.
+    static let selectScheduledRuns = """
+        SELECT \(runColumns) FROM runs WHERE state = 'scheduled' AND tenant = ? ORDER BY created_at, id LIMIT ?
+        """
 
     /// A run from a row of `runColumns`.
     static func run(from row: SQLiteRaw.Columns) throws -> RunRecord {
@@ -45,10 +52,33 @@ extension SQLiteRunStore {
         return RunEvent(runID: runID, sequence: row.integer(1), time: date(row.integer(2)), kind: kind, payloadJSON: row.text(4))
     }
 
+    /// Stores `events` with one INSERT of up to `eventsPerInsert` rows at a time.
+    static func insertEvents(_ db: Database, _ events: [RunEvent]) throws {
+        var start = events.startIndex
+        while start < events.endIndex {
+            let chunk = events[start..<min(start + eventsPerInsert, events.endIndex)]
+            var arguments: [SQLiteRaw.Value] = []
+            arguments.reserveCapacity(chunk.count * 5)
+            for event in chunk {
+                arguments += [.text(event.runID), .integer(event.sequence), .integer(milliseconds(event.time)),
+                              .text(event.kind.rawValue), .text(event.payloadJSON)]
+            }
+            try SQLiteRaw.execute(db, insertEventRows[chunk.count - 1], arguments)
+            start = chunk.endIndex
+        }
+    }
+
+    private static let eventsPerInsert = 8
+    /// `insertEventRows[n - 1]` inserts n events.
+    private static let insertEventRows = (1...eventsPerInsert).map { count in
+        "INSERT INTO run_events (run_id, sequence, time, kind, payload_json) VALUES "
+            + Array(repeating: "(?, ?, ?, ?, ?)", count: count).joined(separator: ", ")
+    }
+
     static func insertEvent(_ db: Database, _ event: RunEvent) throws {
-        _ = try SQLiteRaw.rows(db, "INSERT INTO run_events (run_id, sequence, time, kind, payload_json) VALUES (?, ?, ?, ?, ?)",
-                               [.text(event.runID), .integer(event.sequence), .integer(milliseconds(event.time)),
-                                .text(event.kind.rawValue), .text(event.payloadJSON)]) { _ in () }
+        try SQLiteRaw.execute(db, "INSERT INTO run_events (run_id, sequence, time, kind, payload_json) VALUES (?, ?, ?, ?, ?)",
+                              [.text(event.runID), .integer(event.sequence), .integer(milliseconds(event.time)),
+                               .text(event.kind.rawValue), .text(event.payloadJSON)])
     }
 
     private static func unreadable(_ id: String, _ column: String, _ value: String?) -> StoreError {

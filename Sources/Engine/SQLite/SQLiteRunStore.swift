@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import Logging
 import Synchronization
+private import CSQLiteTuning
 
 /// The embedded store: SQLite in WAL mode, in `flowd.sqlite` inside a data directory.
 ///
@@ -52,6 +53,7 @@ public final class SQLiteRunStore: RunStore {
     public init(directory: URL, logger: Logger? = nil, busyTimeout: Duration = .seconds(5),
                 checkpointInterval: Duration = .milliseconds(250), walRestartFrames: Int = 4096,
                 metrics: any MetricsFactory = MetricsSystem.factory) throws {
+        Self.processSettings
         self.logger = logger
         let path = directory.appendingPathComponent(Self.fileName).path
         let pool: DatabasePool
@@ -115,6 +117,14 @@ public final class SQLiteRunStore: RunStore {
         committer.stop()
         checkpointer.stop()
     }
+
+    /// SQLite's process-wide settings, applied once, before this process opens its first
+    /// connection (SQLite ignores them after that). Memory statistics are off: with them on,
+    /// every allocation of every connection takes one process-wide mutex, and nothing here
+    /// reads them (about a tenth of the committer's CPU).
+    private static let processSettings: Void = {
+        _ = flowd_sqlite_config_memstatus(0)
+    }()
 
     /// The pool, in WAL mode, its writer with `synchronous=FULL`. GRDB sets NORMAL on the writer
     /// when it turns WAL on, after `prepareDatabase` has run, so FULL is set again here. The
@@ -189,11 +199,11 @@ public final class SQLiteRunStore: RunStore {
         let expiresAt = nowMS + Self.milliseconds(policy.idempotencyTTL)
         return try await write { db in
             if let key = submission.idempotencyKey {
-                let inserted = try SQLiteRaw.row(db, """
+                let inserted = try SQLiteRaw.execute(db, """
                     INSERT INTO idempotency (tenant, key, fingerprint, run_id, expires_at) VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT (tenant, key) DO NOTHING RETURNING 1
+                    ON CONFLICT (tenant, key) DO NOTHING
                     """, [.text(submission.tenant), .text(key), .text(submission.fingerprint), .text(submission.runID),
-                          .integer(expiresAt)], { _ in true }) ?? false
+                          .integer(expiresAt)]) == 1
                 if !inserted {
                     guard let (fingerprint, runID, expires) = try SQLiteRaw.row(db, """
                         SELECT fingerprint, run_id, expires_at FROM idempotency WHERE tenant = ? AND key = ?
@@ -211,11 +221,10 @@ public final class SQLiteRunStore: RunStore {
                               .text(submission.tenant), .text(key)])
                 }
             }
-            let admitted = try SQLiteRaw.row(db, """
+            let admitted = try SQLiteRaw.execute(db, """
                 UPDATE tenants SET active = active + 1, scheduled = scheduled + 1
                 WHERE tenant = ?1 AND active < COALESCE((SELECT max_active FROM tenant_limits WHERE tenant = ?1), ?2)
-                RETURNING 1
-                """, [.text(submission.tenant), .integer(Int64(policy.defaultConcurrencyLimit))], { _ in true }) ?? false
+                """, [.text(submission.tenant), .integer(Int64(policy.defaultConcurrencyLimit))]) == 1
             if !admitted {
                 // Over the limit, or the tenant's first run (no counters row yet).
                 // `active` is nil when the tenant has no counters row yet.
@@ -290,21 +299,36 @@ public final class SQLiteRunStore: RunStore {
                     count = request.maxRuns - claimed.count
                     if let cap = request.perTenantLimit { count = min(count, cap - held[tenant, default: 0]) }
                 }
-                guard let last = try SQLiteRaw.row(db, """
-                    UPDATE counters SET value = value + ? WHERE name = 'claims' RETURNING value
-                    """, [.integer(Int64(count))], { $0.integer(0) }) else {
+                try SQLiteRaw.execute(db, "UPDATE counters SET value = value + ? WHERE name = 'claims'", [.integer(Int64(count))])
+                guard let last = try SQLiteRaw.row(db, "SELECT value FROM counters WHERE name = 'claims'", [], { $0.integer(0) }) else {
                     throw StoreError(code: .integrity, message: "the claims counter is missing")
                 }
-                let runs = try SQLiteRaw.rows(db, """
+                // The runs are read, then updated by the same sub-select, and their records
+                // patched as the UPDATE changed them (no RETURNING, see `SQLiteRaw.execute`).
+                let scheduled = try SQLiteRaw.rows(db, Self.selectScheduledRuns, [.text(tenant), .integer(Int64(count))],
+                                                   Self.run(from:))
+                guard !scheduled.isEmpty else {
+                    throw StoreError(code: .integrity, message: "tenant \(tenant) counts scheduled runs but has none")
+                }
+                let updated = try SQLiteRaw.execute(db, """
                     UPDATE runs SET state = 'running', attempt = attempt + 1, started_at = ?, lease_owner = ?,
                            lease_expires_at = ?, last_progress_at = ?, last_sequence = last_sequence + 1
                     WHERE id IN (SELECT id FROM runs WHERE state = 'scheduled' AND tenant = ? ORDER BY created_at, id LIMIT ?)
-                    RETURNING \(Self.runColumns)
                     """, [.integer(nowMS), .text(request.worker), .integer(leaseExpiresAt), .integer(nowMS), .text(tenant),
-                          .integer(Int64(count))], Self.run(from:))
-                    .sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
-                guard !runs.isEmpty else {
-                    throw StoreError(code: .integrity, message: "tenant \(tenant) counts scheduled runs but has none")
+                          .integer(Int64(count))])
+                guard updated == scheduled.count else {
+                    throw StoreError(code: .integrity, message: "claimed \(updated) of \(scheduled.count) runs of tenant \(tenant)")
+                }
+                let runs = scheduled.map { run in
+                    var run = run
+                    run.state = .running
+                    run.attempt += 1
+                    run.startedAt = Self.date(nowMS)
+                    run.leaseOwner = request.worker
+                    run.leaseExpiresAt = Self.date(leaseExpiresAt)
+                    run.lastProgressAt = Self.date(nowMS)
+                    run.lastSequence += 1
+                    return run
                 }
                 try SQLiteRaw.execute(db, "UPDATE tenants SET last_claim = ?, scheduled = scheduled - ? WHERE tenant = ?",
                                  [.integer(last), .integer(Int64(runs.count)), .text(tenant)])
@@ -372,22 +396,21 @@ public final class SQLiteRunStore: RunStore {
         let nowMS = milliseconds(now)
         let count = Int64(events.count)
         return { db in
-            guard let last = try SQLiteRaw.row(db, """
+            guard try SQLiteRaw.execute(db, """
                 UPDATE runs SET last_sequence = last_sequence + ?, last_progress_at = ?, total_steps = total_steps + ?
                 WHERE id = ? AND attempt = ? AND state = 'running'
-                RETURNING last_sequence
-                """, [.integer(count), .integer(nowMS), .integer(Int64(stepsDelta)), .text(runID), .integer(Int64(attempt))],
-                { $0.integer(0) }) else { return nil }
+                """, [.integer(count), .integer(nowMS), .integer(Int64(stepsDelta)), .text(runID), .integer(Int64(attempt))]) == 1,
+                  let last = try SQLiteRaw.row(db, "SELECT last_sequence FROM runs WHERE id = ?", [.text(runID)], { $0.integer(0) })
+            else { return nil }
             var sequence = last - count
             var stored: [RunEvent] = []
             stored.reserveCapacity(events.count)
             for event in events {
                 sequence += 1
-                let runEvent = RunEvent(runID: runID, sequence: sequence, time: date(nowMS), kind: event.kind,
-                                        payloadJSON: event.payloadJSON)
-                try insertEvent(db, runEvent)
-                stored.append(runEvent)
+                stored.append(RunEvent(runID: runID, sequence: sequence, time: date(nowMS), kind: event.kind,
+                                       payloadJSON: event.payloadJSON))
             }
+            try insertEvents(db, stored)
             return stored
         }
     }
@@ -597,13 +620,13 @@ public final class SQLiteRunStore: RunStore {
                             outputsJSON: String?, error: String?, now: Int64,
                             lastSequence: Int64? = nil) throws -> FinishedRun? {
         // With `lastSequence`, only a run whose last stored event is that one ends here.
-        guard let run = try SQLiteRaw.row(db, """
+        guard try SQLiteRaw.execute(db, """
             UPDATE runs SET state = ?1, finished_at = ?2, outputs_json = ?3, error = ?4, lease_owner = NULL,
                    lease_expires_at = NULL, last_sequence = last_sequence + 1
             WHERE id = ?5 AND attempt = ?6 AND state = ?7 AND (?8 IS NULL OR last_sequence = ?8)
-            RETURNING \(runColumns)
             """, [.text(to.rawValue), .integer(now), .text(outputsJSON), .text(error), .text(runID), .integer(Int64(attempt)),
-                  .text(from.rawValue), .integer(lastSequence)], self.run(from:)) else { return nil }
+                  .text(from.rawValue), .integer(lastSequence)]) == 1,
+              let run = try fetchRun(db, id: runID, tenant: nil) else { return nil }
         try SQLiteRaw.execute(db, "UPDATE tenants SET active = active - 1, scheduled = scheduled - ? WHERE tenant = ?",
                     [.integer(from == .scheduled ? 1 : 0), .text(run.tenant)])
         let event = try insertRunEvent(db, run: run, kind: .runFinished, time: now)
