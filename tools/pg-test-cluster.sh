@@ -10,7 +10,8 @@
 #   tools/pg-test-cluster.sh resume DIR         starts it again on the same port
 #
 # As root the server runs as the `postgres` user (Debian's package creates it) or `nobody`:
-# PostgreSQL refuses to run as root. fsync is off: the data is thrown away afterwards.
+# PostgreSQL refuses to run as root. fsync is off: the data is thrown away afterwards
+# (FLOWD_PG_DURABLE=1 keeps PostgreSQL's durable defaults, for benchmarks).
 set -euo pipefail
 
 pg_bin() {
@@ -45,7 +46,9 @@ host all all 127.0.0.1/32 trust
 host all all ::1/128 trust
 HBA
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  echo "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+  durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${FLOWD_PG_DURABLE:-0}" = 1 ] && durability=""
+  echo "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 $durability" \
     >"$dir/options"
   if ! "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$(cat "$dir/options")" start >/dev/null; then
     cat "$dir/server.log" >&2; rm -rf "$dir"; exit 1

@@ -5,7 +5,8 @@ import Synchronization
 
 /// Settings of the Engine, with Dify's defaults where Dify has one.
 public struct EngineConfiguration: Sendable {
-    /// Runs executed at once by this process.
+    /// Runs executed at once by this process. 0: this process executes no runs; it admits,
+    /// serves, watches, stops and reaps them, and processes sharing its store execute them.
     public var workerCount: Int = 4
     /// Runs one tenant may execute at once in this process (`FLOWD_WORKERS_PER_TENANT`); nil
     /// means the default of `effectiveWorkersPerTenant`: all workers but a quarter (at least
@@ -272,7 +273,7 @@ public final class Engine: Sendable {
         if !recovered.isEmpty {
             logger.warning("failed runs interrupted by a restart", metadata: ["count": "\(recovered.count)"])
         }
-        let dispatcher = Task { [self] in await dispatchLoop() }
+        let dispatcher = configuration.workerCount > 0 ? Task { [self] in await dispatchLoop() } : nil
         var tasks: [Task<Void, Never>] = [Task { [self] in await leaseRenewalLoop() }]
         if configuration.reaperEnabled {
             tasks.append(Task { [self] in await reaperLoop() })

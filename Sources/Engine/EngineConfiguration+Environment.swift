@@ -44,7 +44,10 @@ extension EngineConfiguration {
             }
         }
         if let value = environment["FLOWD_WORKERS"] {
-            updated.workerCount = try Self.positiveInt(value, name: "FLOWD_WORKERS")
+            guard let count = Int(value.trimmingCharacters(in: .whitespaces)), count >= 0 else {
+                throw InvalidSetting(name: "FLOWD_WORKERS", value: value, expected: "a whole number, 0 or more")
+            }
+            updated.workerCount = count
         }
         if let value = environment["FLOWD_WORKERS_PER_TENANT"] {
             updated.workersPerTenant = try Self.positiveInt(value, name: "FLOWD_WORKERS_PER_TENANT")

@@ -25,7 +25,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Event-loop threads (env FLOWD_THREADS; 0 means one per core).")
     var threads: Int = Environment.int("FLOWD_THREADS") ?? 0
 
-    @Option(help: "Runs executed at once (env FLOWD_WORKERS, default 4).")
+    @Option(help: "Runs executed at once (env FLOWD_WORKERS, default 4). 0, with a PostgreSQL --store: this process accepts, serves and watches runs, and the processes with workers execute them.")
     var workers: Int?
 
     @Option(help: "Runs one tenant may execute at once (env FLOWD_WORKERS_PER_TENANT; default: all workers but a quarter, at least 1).")
@@ -71,7 +71,8 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        for (value, name) in [(workers, "--workers"), (workersPerTenant, "--workers-per-tenant"),
+        if let workers, workers < 0 { throw ValidationError("--workers must be 0 or more") }
+        for (value, name) in [(workersPerTenant, "--workers-per-tenant"),
                               (maxConcurrent, "--max-concurrent"),
                               (scheduledTimeoutMinutes, "--scheduled-timeout-minutes"),
                               (runningTimeoutMinutes, "--running-timeout-minutes"),
@@ -79,6 +80,10 @@ struct Serve: AsyncParsableCommand {
             if let value, value <= 0 { throw ValidationError("\(name) must be positive") }
         }
         if let workers { engineConfiguration.workerCount = workers }
+        if engineConfiguration.workerCount == 0 && data.store == nil {
+            // Alone on its SQLite file, such a process would accept runs that nothing executes.
+            throw ValidationError("--workers 0 needs a PostgreSQL --store shared with processes that execute the runs")
+        }
         if let workersPerTenant { engineConfiguration.workersPerTenant = workersPerTenant }
         if let maxConcurrent { engineConfiguration.admission.defaultConcurrencyLimit = maxConcurrent }
         if let scheduledTimeoutMinutes { engineConfiguration.reaper.scheduledTimeout = .seconds(60 * scheduledTimeoutMinutes) }

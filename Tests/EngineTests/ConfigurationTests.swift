@@ -48,7 +48,7 @@ struct ConfigurationTests {
         }
         var configuration = EngineConfiguration()
         #expect(throws: EngineConfiguration.InvalidSetting.self) {
-            try configuration.apply(environment: ["ASYNC_WORKFLOW_MAX_CONCURRENT": "9", "FLOWD_WORKERS": "0"])
+            try configuration.apply(environment: ["ASYNC_WORKFLOW_MAX_CONCURRENT": "9", "FLOWD_WORKERS": "-1"])
         }
         #expect(configuration.admission.defaultConcurrencyLimit == 50, "a valid variable beside a bad one must not apply")
     }

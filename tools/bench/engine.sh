@@ -27,6 +27,13 @@
 #      all are terminal; runs/s = E2E_N / (max(finished_at) - min(created_at)) of those runs.
 #      Every run must succeed.
 #   6. the server's peak RSS (VmHWM in /proc/PID/status).
+#   7. PostgreSQL (skipped with PG=0): a throwaway cluster with PostgreSQL's durable defaults
+#      (tools/pg-test-cluster.sh, FLOWD_PG_DURABLE=1), THREE `flowd serve --store URL --workers
+#      $PG_WORKERS` processes (16 each), and PG_N (15,000) async hello runs with their own
+#      idempotency keys at 64 in flight spread over the three (one load generator each, 1 conn
+#      x 22/21/21 streams): submissions/s (all requests / the longest load generator's time),
+#      then, once every run is terminal, end-to-end runs/s = runs / (last finished_at - first
+#      created_at). Every run must succeed. The SQLite server is stopped first.
 #
 # It prints the machine (nproc, CPU model), one line per phase, and one table
 # (path | figure | target | met?), and writes every figure as JSON to $OUT (default
@@ -50,6 +57,9 @@ ASYNC16_N=${ASYNC16_N:-20000}
 ASYNC64_N=${ASYNC64_N:-60000}
 REST_N=${REST_N:-30000}
 E2E_N=${E2E_N:-20000}
+PG=${PG:-1}
+PG_N=${PG_N:-15000}
+PG_WORKERS=${PG_WORKERS:-16}
 PHASE_TIMEOUT=${PHASE_TIMEOUT:-300}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-600}
 START_TIMEOUT=${START_TIMEOUT:-60}
@@ -64,7 +74,12 @@ done
 
 work=$(mktemp -d)
 server_pid=""
+pg_pids=()
+pg_dir=""
 cleanup() {
+  for pid in "${pg_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pg_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$pg_dir" ]; then tools/pg-test-cluster.sh stop "$pg_dir" || true; fi
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
@@ -233,8 +248,91 @@ say "   $(cat "$work/e2e.json")"
 [ "$(field "$work/e2e.json" runs)" = "$E2E_N" ] || die "end to end: $(field "$work/e2e.json" runs) runs stored, want $E2E_N"
 [ "$(field "$work/e2e.json" not_succeeded)" = 0 ] || die "end to end: runs did not succeed: $(field "$work/e2e.json" states)"
 
-# --- peak RSS, table, JSON ---------------------------------------------------------------
+# --- peak RSS -----------------------------------------------------------------------------
 rss_kib=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$server_pid/status")
+
+# --- PostgreSQL: three processes on one database -------------------------------------------
+if [ "$PG" != 0 ]; then
+  say "7. PostgreSQL: a throwaway cluster (durable settings), three flowd processes, $PG_N async hello runs at 64 in flight"
+  # The SQLite server is done: its CPU goes to the PostgreSQL phase.
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+  pg_env=$(FLOWD_PG_DURABLE=1 tools/pg-test-cluster.sh start) || die "could not start PostgreSQL (make deps)"
+  pg_dir=$(printf '%s\n' "$pg_env" | sed -n 's/.*FLOWD_PG_DIR=\([^ ]*\).*/\1/p')
+  pg_url=$(printf '%s\n' "$pg_env" | sed -n 's/.*FLOWD_TEST_POSTGRES_URL=\([^ ]*\).*/\1/p')
+  [ -n "$pg_url" ] || die "pg-test-cluster.sh printed no URL"
+  pg_url="$pg_url?sslmode=disable"
+  pg_key=$("$FLOWD_BIN" keys create --tenant bench-pg --workflow hello --store "$pg_url" | tail -1)
+  [ -n "$pg_key" ] || die "flowd keys create printed no key (PostgreSQL)"
+  pg_ports=()
+  for i in 0 1 2; do
+    # shellcheck disable=SC2086  # SERVER_FLAGS is a list of flags
+    "$FLOWD_BIN" serve --host 127.0.0.1 --port 0 --store "$pg_url" --workflows examples/workflows \
+      --max-concurrent 100000000 --workers "$PG_WORKERS" $SERVER_FLAGS >"$work/pg$i.log" 2>&1 &
+    pg_pids+=($!)
+    p=""
+    deadline=$((SECONDS + START_TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+      p=$(sed -n 's/^flowd: listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$work/pg$i.log" | head -1)
+      [ -n "$p" ] && break
+      kill -0 "${pg_pids[$i]}" 2>/dev/null || { cat "$work/pg$i.log" >&2; die "flowd (PostgreSQL) exited before listening"; }
+      sleep 0.1
+    done
+    [ -n "$p" ] || die "flowd (PostgreSQL) did not listen within ${START_TIMEOUT} s"
+    pg_ports+=("$p")
+  done
+  say "   flowd on ports ${pg_ports[*]}"
+  per=$((PG_N / 3))
+  streams=(22 21 21)
+  lg_pids=()
+  for i in 0 1 2; do
+    "$work/loadgen" grpc -c 1 -m "${streams[$i]}" -n "$per" -d "$work/run.bin" -H "authorization: Bearer $pg_key" \
+      --unique-header "idempotency-key:pg$i" -t "$PHASE_TIMEOUT" 127.0.0.1 "${pg_ports[$i]}" /flowd.v1.Workflows/RunWorkflow \
+      >"$work/pg_async_$i.json" 2>"$work/pg_async_$i.err" &
+    lg_pids+=($!)
+  done
+  for i in 0 1 2; do
+    wait "${lg_pids[$i]}" || { cat "$work/pg_async_$i.err" >&2; die "PostgreSQL load generator $i failed"; }
+  done
+  "$PYTHON" - "$work" >"$work/pg_async.json" <<'PY' || die "PostgreSQL submissions failed"
+import json, sys
+parts = [json.load(open(f"{sys.argv[1]}/pg_async_{i}.json")) for i in range(3)]
+requests = sum(p["requests"] for p in parts)
+ok = sum(p["ok"] for p in parts)
+seconds = max(p["seconds"] for p in parts)
+if ok != requests or any(p["failed"] for p in parts):
+    sys.exit(f"bench-engine: PostgreSQL: {requests - ok} of {requests} requests failed: {[p['failures'] for p in parts]}")
+print(json.dumps({"requests": requests, "ok": ok, "seconds": seconds, "rps": requests / seconds,
+                  "p50_ms": max(p["p50_ms"] for p in parts), "p99_ms": max(p["p99_ms"] for p in parts),
+                  "max_ms": max(p["max_ms"] for p in parts), "per_process": parts}))
+PY
+  say "   submissions: $("$PYTHON" -c 'import json, sys; r = json.load(open(sys.argv[1])); print("%.0f/s, p50 %.2f / p99 %.2f ms (worst of the three), %d in %.2f s" % (r["rps"], r["p50_ms"], r["p99_ms"], r["requests"], r["seconds"]))' "$work/pg_async.json")"
+  psql_q() { psql "$pg_url" -Atc "$1"; }
+  deadline=$((SECONDS + DRAIN_TIMEOUT))
+  while :; do
+    left=$(psql_q "SELECT count(*) FROM runs WHERE state IN ('scheduled','running')") || die "psql failed"
+    [ "$left" = 0 ] && break
+    [ $SECONDS -lt $deadline ] || die "PostgreSQL: $left runs still scheduled or running after $DRAIN_TIMEOUT s"
+    for pid in "${pg_pids[@]}"; do kill -0 "$pid" 2>/dev/null || die "a flowd (PostgreSQL) process died"; done
+    sleep 0.2
+  done
+  psql_q "SELECT json_build_object('runs', count(*), 'succeeded', count(*) FILTER (WHERE state = 'succeeded'),
+            'seconds', (max(finished_at) - min(created_at)) / 1000.0) FROM runs" >"$work/pg_e2e_raw.json" \
+    || die "psql failed"
+  "$PYTHON" - "$work/pg_e2e_raw.json" >"$work/pg_e2e.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["not_succeeded"] = r["runs"] - r["succeeded"]
+r["runs_per_s"] = round(r["runs"] / r["seconds"], 1) if r["seconds"] else 0
+print(json.dumps(r))
+PY
+  say "   $(cat "$work/pg_e2e.json")"
+  [ "$(field "$work/pg_e2e.json" runs)" = "$((per * 3))" ] || die "PostgreSQL: $(field "$work/pg_e2e.json" runs) runs stored, want $((per * 3))"
+  [ "$(field "$work/pg_e2e.json" not_succeeded)" = 0 ] || die "PostgreSQL: some runs did not succeed"
+fi
+
+# --- table, JSON -------------------------------------------------------------------------
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- Sources Package.swift 2>/dev/null || commit="$commit+uncommitted"
 
@@ -260,6 +358,13 @@ rows = [
      ">= 5,000 runs/s", e2e["runs_per_s"] >= 5000),
     ("server peak RSS (VmHWM)", f"{int(env['RSS_KIB']) / 1024:,.0f} MiB", "", None),
 ]
+pg = None
+if os.path.exists(f"{work}/pg_e2e.json"):
+    pg = {"async_64": load("pg_async"), "e2e": load("pg_e2e")}
+    rows += [
+        ("PostgreSQL, 3 processes: async RunWorkflow, 64 in flight", f"{pg['async_64']['rps']:,.0f}/s, {lat(pg['async_64'])}", "", None),
+        ("PostgreSQL, 3 processes: hello end to end", f"{pg['e2e']['runs_per_s']:,.0f} runs/s ({pg['e2e']['succeeded']} succeeded)", "", None),
+    ]
 header = ("path", "figure", "target", "met?")
 cells = [(p, f, t or "-", "-" if m is None else ("yes" if m else "NO")) for p, f, t, m in rows]
 w = [max(len(c[i]) for c in cells + [header]) for i in range(4)]
@@ -276,6 +381,7 @@ doc = {
     "async_1": r["async_1"], "async_16": r["async_16"], "async_64": r["async_64"],
     "rest_async": r["rest_async"], "e2e": dict(e2e, submit=r["e2e_submit"]),
     "backlog_drain_seconds": float(env["DRAIN_S"]),
+    "postgres_3_processes": pg,
     "targets": [{"path": p, "figure": f, "target": t, "met": m} for p, f, t, m in rows if m is not None],
 }
 with open(out, "w") as f: json.dump(doc, f, indent=2); f.write("\n")

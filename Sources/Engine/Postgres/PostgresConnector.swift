@@ -219,7 +219,14 @@ final class PostgresConnector: Sendable {
             }))
         } catch {
             noteConnectionLost(error)
-            throw Self.mapping(error)
+            let mapped = Self.mapping(error)
+            // An error this file does not know, e.g. the pool's own "connection creation
+            // circuit breaker tripped" after minutes of failed connects: when the server does
+            // not answer, it is the outage, and retryable like every other call meanwhile.
+            if let unknown = mapped as? StoreError, unknown.code == .other, await !checkReachable() {
+                throw StoreError(code: .storage, message: outageError.message, cause: error)
+            }
+            throw mapped
         }
     }
 

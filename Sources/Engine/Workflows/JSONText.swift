@@ -248,7 +248,7 @@ enum JSONText {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    private static func write(_ value: JSONValue, into bytes: inout [UInt8]) {
+    static func write(_ value: JSONValue, into bytes: inout [UInt8]) {
         switch value {
         case .null: bytes.append(contentsOf: "null".utf8)
         case .bool(let flag): bytes.append(contentsOf: (flag ? "true" : "false").utf8)
@@ -272,6 +272,45 @@ enum JSONText {
             }
             bytes.append(UInt8(ascii: "}"))
         }
+    }
+
+    /// The length in bytes of `write(value)`'s text; once it is known to be more than `limit`,
+    /// some length past `limit` (the walk stops early).
+    static func length(of value: JSONValue, stoppingPast limit: Int) -> Int {
+        switch value {
+        case .null: return 4
+        case .bool(let flag): return flag ? 4 : 5
+        case .integer(let number): return String(number).utf8.count
+        case .number(let number): return numberText(number).utf8.count
+        case .string(let text): return length(of: text)
+        case .array(let elements):
+            var total = 1 + max(elements.count, 1)  // brackets and commas
+            for element in elements {
+                total += length(of: element, stoppingPast: limit - total)
+                if total > limit { return total }
+            }
+            return total
+        case .object(let members):
+            var total = 1 + max(members.count, 1) + members.count  // braces, commas and colons
+            for (key, member) in members {
+                total += length(of: key) + length(of: member, stoppingPast: limit - total)
+                if total > limit { return total }
+            }
+            return total
+        }
+    }
+
+    /// The length of `text` as a JSON string literal (as `writeString` writes it).
+    private static func length(of text: String) -> Int {
+        var total = 2
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x08, 0x0C, 0x0A, 0x0D, 0x09: total += 2
+            case 0..<0x20: total += 6
+            default: total += 1
+            }
+        }
+        return total
     }
 
     /// The shortest text that reads back as the same double, without a trailing ".0".

@@ -91,22 +91,42 @@ public struct NodeEventPayload: Sendable, Equatable, Codable {
     }
 
     /// JSON text with sorted keys (what `encode(to:)` writes, without JSONEncoder's cost:
-    /// every node event of every run goes through here).
+    /// every node event of every run goes through here). Written field by field, in the keys'
+    /// sorted order, without building a dictionary to sort.
     public var jsonText: String {
-        JSONValue.object([
-            "node_id": .string(nodeID), "node_kind": .string(nodeKind), "title": .string(title),
-            "index": .integer(Int64(index)), "attempt": .integer(Int64(attempt)), "status": .string(status.rawValue),
-            "inputs": inputs ?? .null, "outputs": outputs ?? .null, "error": error.map(JSONValue.string) ?? .null,
-            "elapsed_ms": elapsedMS.map(JSONValue.integer) ?? .null, "inputs_truncated": .bool(inputsTruncated),
-            "outputs_truncated": .bool(outputsTruncated), "will_retry": .bool(willRetry),
-        ]).jsonText
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(256)
+        func key(_ name: StaticString) {
+            bytes.append(bytes.isEmpty ? UInt8(ascii: "{") : UInt8(ascii: ","))
+            bytes.append(UInt8(ascii: "\""))
+            name.withUTF8Buffer { bytes.append(contentsOf: $0) }
+            bytes.append(UInt8(ascii: "\""))
+            bytes.append(UInt8(ascii: ":"))
+        }
+        func value(_ value: JSONValue) { JSONText.write(value, into: &bytes) }
+        key("attempt"); value(.integer(Int64(attempt)))
+        key("elapsed_ms"); value(elapsedMS.map(JSONValue.integer) ?? .null)
+        key("error"); value(error.map(JSONValue.string) ?? .null)
+        key("index"); value(.integer(Int64(index)))
+        key("inputs"); value(inputs ?? .null)
+        key("inputs_truncated"); value(.bool(inputsTruncated))
+        key("node_id"); value(.string(nodeID))
+        key("node_kind"); value(.string(nodeKind))
+        key("outputs"); value(outputs ?? .null)
+        key("outputs_truncated"); value(.bool(outputsTruncated))
+        key("status"); value(.string(status.rawValue))
+        key("title"); value(.string(title))
+        key("will_retry"); value(.bool(willRetry))
+        bytes.append(UInt8(ascii: "}"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// `value`, or the start of its JSON text when that is longer than `limit` bytes.
     static func bounded(_ value: JSONValue?, limit: Int) -> (JSONValue?, truncated: Bool) {
         guard let value else { return (nil, false) }
+        // Measured without writing: most values fit, and are written once, into the event.
+        guard JSONText.length(of: value, stoppingPast: limit) > limit else { return (value, false) }
         let text = value.jsonText
-        guard text.utf8.count > limit else { return (value, false) }
         // Cut before a character that would be split.
         var bytes = Array(text.utf8.prefix(limit))
         while let last = bytes.last, last & 0xC0 == 0x80 { bytes.removeLast() }

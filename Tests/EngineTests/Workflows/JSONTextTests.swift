@@ -23,6 +23,9 @@ struct JSONTextTests {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let expected = String(decoding: try encoder.encode(ours), as: UTF8.self)
         #expect(ours.jsonText == expected, "\(text)")
+        let length = ours.jsonText.utf8.count
+        #expect(JSONText.length(of: ours, stoppingPast: length) == length, "\(text)")
+        #expect(JSONText.length(of: ours, stoppingPast: length - 1) > length - 1, "\(text)")
         #expect(try JSONValue(parsing: ours.jsonText) == ours)
     }
 
@@ -46,5 +49,23 @@ struct JSONTextTests {
         #expect(throws: Never.self) { try JSONValue(parsing: shallow) }
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
         #expect(throws: JSONText.ParseError.self) { try JSONValue(parsing: deep) }
+    }
+
+    @Test("a node event's hand-written JSON is what JSONEncoder writes with sorted keys, nulls and escapes included")
+    func nodeEventPayloadAgreesWithEncoder() throws {
+        let payloads = [
+            NodeEventPayload(nodeID: "greet", nodeKind: "template", title: "Say \"hi\"\n", index: 1, attempt: 1,
+                             status: .succeeded, inputs: .object(["template": .string("Hello, {{inputs.name}}!")]),
+                             outputs: .object(["text": .string("Hello, Ada!"), "n": .integer(3), "x": .array([.null, .bool(true)])]),
+                             elapsedMS: 12),
+            NodeEventPayload(nodeID: "call", nodeKind: "http", title: "", index: 2, attempt: 0, status: .failed,
+                             error: "refused: \u{1} ünï", inputsTruncated: true, outputsTruncated: true, willRetry: true),
+        ]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        for payload in payloads {
+            #expect(payload.jsonText == String(decoding: try encoder.encode(payload), as: UTF8.self))
+            #expect(try NodeEventPayload(json: payload.jsonText) == payload)
+        }
     }
 }

@@ -200,6 +200,54 @@ struct PostgresServeTests {
         }
     }
 
+    @Test("a front door with --workers 0 and a worker process: 20 runs submitted and watched on the front door execute on the other process, and every watch sees every event in order (the delay from write to delivery is printed)")
+    func frontDoorAndWorker() async throws {
+        try await withFreshDatabase { store in
+            let (front, frontTarget) = try await serve(store: store, environment: [], ["--workers", "0"])
+            let (worker, _) = try await serve(store: store, environment: [], ["--workers", "8"])
+            let key = try await run([flowdBinary.path, "keys", "create", "--tenant", "demo", "--workflow", "slow", "--store", store])
+                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+
+            let measured = try await run(["python3", "tools/interop/watch_delay.py", "--submit", frontTarget,
+                                          "--watch", frontTarget, "--key", key, "--runs", "20", "--seconds", "0.4"])
+            #expect(measured.status == 0, "\(measured.output)")
+            print("cross-process watch (front door --workers 0, runs on the worker): \(measured.output)")
+            let json = try #require(measured.output.range(of: "{").map { String(measured.output[$0.lowerBound...]) })
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+            #expect(result["ok"] as? Bool == true, "\(json)")
+            #expect(result["finished"] as? Int == 20, "\(json)")
+            #expect(result["states"] as? [String] == ["RUN_STATUS_SUCCEEDED"], "\(json)")
+            // slow: run_started, 5 nodes started and finished, run_finished.
+            #expect(result["events"] as? Int == 20 * 12, "\(json)")
+
+            // With the worker gone, a run submitted to the front door stays scheduled: the front
+            // door executes nothing (it has no dispatcher; 3 s is longer than its idle poll of 2 s).
+            worker.terminate()
+            let (workerStatus, workerOutput) = await worker.finish(timeout: .seconds(30))
+            #expect(workerStatus == 0, "\(workerOutput)")
+            let client = ["python3", "tools/interop/flowd_client.py", "--key", key, "--target", frontTarget]
+            let submitted = try await run(client + ["run", "--inputs", #"{"seconds":0.1}"#, "--mode", "async"])
+            let runJSON = try #require(submitted.output.range(of: "{").map { String(submitted.output[$0.lowerBound...]) })
+            let object = try JSONSerialization.jsonObject(with: Data(runJSON.utf8)) as? [String: Any]
+            let runID = try #require((object?["run"] as? [String: Any])?["id"] as? String)
+            try await Task.sleep(for: .seconds(3))
+            let state = try await run(client + ["get", runID])
+            #expect(state.output.contains("RUN_STATUS_SCHEDULED"), "\(state.output)")
+            front.terminate()
+            let (frontStatus, frontOutput) = await front.finish(timeout: .seconds(30))
+            #expect(frontStatus == 0, "\(frontOutput)")
+        }
+    }
+
+    @Test("--workers 0 without a PostgreSQL store is refused: nothing would execute the runs")
+    func zeroWorkersNeedsSharedStore() async throws {
+        let refused = try await run([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0", "--workers", "0",
+                                     "--data-dir", FileManager.default.temporaryDirectory.appendingPathComponent(UUID().uuidString).path,
+                                     "--workflows", "examples/workflows"])
+        #expect(refused.status != 0)
+        #expect(refused.output.contains("--workers 0 needs a PostgreSQL --store"), "\(refused.output)")
+    }
+
     @Test("SIGKILL of the process executing a run: another process reaps it once its lease expires, and its watcher sees the end")
     func killedProcessIsReaped() async throws {
         try await withFreshDatabase { store in
