@@ -28,6 +28,9 @@ public struct EngineConfiguration: Sendable {
     /// Idle workers look for work submitted by other processes this often (local submissions
     /// wake them at once).
     public var idlePollInterval: Duration = .seconds(2)
+    /// After a claim that passed over work another process held at that moment (a shared
+    /// PostgreSQL store), the dispatcher claims again after this instead of `idlePollInterval`.
+    public var contendedClaimRetryInterval: Duration = .milliseconds(25)
     /// Suggested retry delay for a tenant over its limit.
     public var retryAfter: Duration = .seconds(1)
     /// Live events buffered per watcher before the oldest are dropped (and re-read from the store).
@@ -528,15 +531,17 @@ public final class Engine: Sendable {
             }
             let slots = configuration.workerCount - busy
             var filled = false
+            var contended = false
             if slots > 0 {
                 state.withLock { $0.claimInFlight = true }
                 do {
-                    let claimed = try await store.claim(
+                    let (claimed, wasContended) = try await store.claimReportingContention(
                         ClaimRequest(worker: worker, maxRuns: slots, leaseDuration: configuration.leaseDuration,
                                      perTenantLimit: cap, held: held),
                         now: clock.now())
                     for claim in claimed { start(claim) }
                     filled = claimed.count == slots
+                    contended = wasContended
                 } catch {
                     logger.error("claiming runs failed", metadata: ["error": "\(error)"])
                 }
@@ -549,7 +554,8 @@ public final class Engine: Sendable {
                 for execution in stopped { execution.requestStop() }
             }
             if filled { continue }
-            await workSignal.wait(orAfter: configuration.idlePollInterval, clock: clock)
+            await workSignal.wait(orAfter: contended ? configuration.contendedClaimRetryInterval : configuration.idlePollInterval,
+                                  clock: clock)
         }
     }
 

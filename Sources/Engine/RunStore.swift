@@ -199,6 +199,12 @@ public protocol RunStore: Sendable {
     /// event. Returns the claimed runs in claim order (empty when none is available).
     func claim(_ request: ClaimRequest, now: Date) async throws -> [ClaimedRun]
 
+    /// `claim`, and whether it passed over a tenant with scheduled runs because another
+    /// transaction held it at that moment (PostgreSQL's `SKIP LOCKED`: another process claiming,
+    /// submitting or finishing for that tenant). The dispatcher then claims again shortly
+    /// instead of waiting for its idle poll. Stores without such skips report false.
+    func claimReportingContention(_ request: ClaimRequest, now: Date) async throws -> (runs: [ClaimedRun], contended: Bool)
+
     /// Extends the leases `worker` holds, each in its attempt; the status of each, by run id.
     func renewLeases(_ leases: [HeldLease], worker: String, leaseDuration: Duration, now: Date) async throws -> [String: LeaseStatus]
 
@@ -290,6 +296,10 @@ extension RunStore {
                 completion(.failure(error))
             }
         }
+    }
+
+    public func claimReportingContention(_ request: ClaimRequest, now: Date) async throws -> (runs: [ClaimedRun], contended: Bool) {
+        (try await claim(request, now: now), false)
     }
 
     /// Claims at most one run (see `claim(_:now:)`).

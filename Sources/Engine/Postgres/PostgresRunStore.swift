@@ -121,6 +121,15 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         }
     }
 
+    /// Runs `body` while a transaction of this store holds `tenant`'s row locked, as a claim,
+    /// a submission or a finish of another process does for a moment (tests).
+    func withTenantRowLocked<T: Sendable>(_ tenant: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await connector.transaction { c in
+            _ = try await c.rows("SELECT tenant FROM tenants WHERE tenant = \(tenant) FOR UPDATE")
+            return try await body()
+        }
+    }
+
     /// The newest schema version this flowd knows.
     public static var schemaVersion: Int { PostgresSchema.migrations.count }
 
@@ -189,9 +198,15 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
     /// repeated up to `maxRuns` times in one transaction. Tenant rows and runs another
     /// transaction holds are skipped (`SKIP LOCKED`), never waited for.
     public func claim(_ request: ClaimRequest, now: Date) async throws -> [ClaimedRun] {
+        try await claimReportingContention(request, now: now).runs
+    }
+
+    /// A tenant row locked by another transaction is skipped (`SKIP LOCKED`); when that left
+    /// claimable work behind, an unlocked look says so (`contended`).
+    public func claimReportingContention(_ request: ClaimRequest, now: Date) async throws -> (runs: [ClaimedRun], contended: Bool) {
         let nowMS = ms(now)
         let leaseExpiresAt = nowMS + ms(request.leaseDuration)
-        guard request.maxRuns > 0 else { return [] }
+        guard request.maxRuns > 0 else { return ([], false) }
         return try await connector.transaction { c in
             var held = request.held
             var capped = Set<String>()
@@ -199,6 +214,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                 for (tenant, count) in held where count >= cap { capped.insert(tenant) }
             }
             var skipped = Set<String>()  // every run of theirs is locked by another transaction
+            var contended = false
             var claimed: [ClaimedRun] = []
             while claimed.count < request.maxRuns {
                 let excluded = capped.union(skipped)
@@ -211,7 +227,15 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                     LIMIT \(limit) FOR UPDATE OF t SKIP LOCKED
                     """).map { try $0.makeRandomAccess()[0].decode(String.self) }
                 let eligible = candidates.filter { !excluded.contains($0) }
-                guard let tenant = eligible.first else { break }
+                guard let tenant = eligible.first else {
+                    if Int64(candidates.count) < limit {
+                        // Fewer rows than asked for: some may have been skipped as locked.
+                        let unlocked = try await c.rows("SELECT tenant FROM tenants WHERE scheduled > 0 LIMIT \(limit)")
+                            .map { try $0.makeRandomAccess()[0].decode(String.self) }
+                        contended = contended || unlocked.contains { !excluded.contains($0) }
+                    }
+                    break
+                }
                 var count = 1
                 if eligible.count == 1 && Int64(candidates.count) < limit {
                     count = request.maxRuns - claimed.count
@@ -227,6 +251,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                     .sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
                 guard !runs.isEmpty else {
                     skipped.insert(tenant)
+                    contended = true
                     continue
                 }
                 let events = runs.map { run in
@@ -245,7 +270,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                 held[tenant, default: 0] += runs.count
                 if let cap = request.perTenantLimit, held[tenant, default: 0] >= cap { capped.insert(tenant) }
             }
-            return claimed
+            return (claimed, contended)
         }
     }
 

@@ -123,6 +123,26 @@ struct PostgresAcrossProcessesTests {
         }
     }
 
+    @Test("a claim that passes over a tenant another process holds locked says it was contended; with the lock gone it claims; with nothing left it is not contended")
+    func contendedClaim() async throws {
+        try await withStores(.postgres) { stores in
+            let first = try #require(try await stores.open() as? PostgresRunStore)
+            let second = try await stores.open()
+            for i in 0..<3 { try await F.create(first, F.submission("c\(i)")) }
+            let request = ClaimRequest(worker: "w2", maxRuns: 10, leaseDuration: .seconds(30))
+            let duringLock = try await first.withTenantRowLocked("t") {
+                try await second.claimReportingContention(request, now: F.t0)
+            }
+            #expect(duringLock.runs.isEmpty)
+            #expect(duringLock.contended)
+            let after = try await second.claimReportingContention(request, now: F.t0)
+            #expect(after.runs.map(\.run.id) == ["c0", "c1", "c2"])
+            let idle = try await second.claimReportingContention(request, now: F.t0)
+            #expect(idle.runs.isEmpty)
+            #expect(!idle.contended)
+        }
+    }
+
     @Test("one reaper at a time: while another process holds the reaper's lock, a pass reaps nothing; then it reaps")
     func oneReaperAtATime() async throws {
         try await withStores(.postgres) { stores in
