@@ -115,7 +115,7 @@ let package = Package(
         .testTarget(
             name: "RPCServerTests",
             dependencies: [
-                "RPCServer", "Codec", "Engine", "CProtobufC", "CFlowdTestingProtos", "NGHTTP2Support",
+                "RPCServer", "RPCClient", "Codec", "Engine", "CProtobufC", "CFlowdTestingProtos", "NGHTTP2Support",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

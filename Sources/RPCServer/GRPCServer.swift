@@ -22,11 +22,14 @@ public final class GRPCServer: Sendable {
     private let metrics: TransportMetrics
     private let group: MultiThreadedEventLoopGroup
     private let state = Mutex(State())
+    /// Request bytes buffered by all connections together.
+    let requestBudget: RequestBufferBudget
 
     private struct State {
         var listener: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
         var shuttingDown = false
+        var limits = ConnectionLimits(maxTotal: 0, maxPerAddress: 0)
     }
 
     /// `http` answers HTTP/1.1 requests (by default everything is 404). With `metrics`, the
@@ -47,6 +50,11 @@ public final class GRPCServer: Sendable {
         self.router = router
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        self.requestBudget = RequestBufferBudget(limit: configuration.maxBufferedRequestBytes)
+        state.withLock {
+            $0.limits = ConnectionLimits(maxTotal: configuration.maxConnections,
+                                         maxPerAddress: configuration.maxConnectionsPerAddress)
+        }
     }
 
     /// The last reference may go on any thread, one of the group's own loops included: the
@@ -65,14 +73,22 @@ public final class GRPCServer: Sendable {
         let http = self.http
         let httpConfiguration = self.httpConfiguration
         let metrics = self.metrics
+        let budget = self.requestBudget
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [weak self] channel in
-                guard let self, self.track(channel) else {
+                guard let self else { return channel.close() }
+                switch self.track(channel) {
+                case .accepted:
+                    break
+                case .shuttingDown:
                     metrics.connectionClosed(.refused, wasOpen: false)
+                    return channel.close()
+                case .overLimit:
+                    metrics.connectionClosed(.overLimit, wasOpen: false)
                     return channel.close()
                 }
                 let closeNote = ConnectionCloseNote(nil, eventLoop: channel.eventLoop)
@@ -86,7 +102,8 @@ public final class GRPCServer: Sendable {
                         case .http2:
                             try pipeline.addHandler(GRPCConnectionHandler(
                                 configuration: configuration, router: router, logger: logger,
-                                http: http, httpConfiguration: httpConfiguration, metrics: metrics, closeNote: closeNote))
+                                http: http, httpConfiguration: httpConfiguration, metrics: metrics, closeNote: closeNote,
+                                budget: budget))
                         case .http1:
                             try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
                             try pipeline.addHandler(HTTP1ConnectionHandler(
@@ -139,19 +156,31 @@ public final class GRPCServer: Sendable {
         try? await run()
     }
 
-    private func track(_ channel: any Channel) -> Bool {
+    private enum Admission { case accepted, shuttingDown, overLimit }
+
+    private func track(_ channel: any Channel) -> Admission {
         let id = ObjectIdentifier(channel)
-        let accepted = state.withLock { state in
-            guard !state.shuttingDown else { return false }
+        let address = ConnectionLimits.addressKey(channel.remoteAddress)
+        let admission = state.withLock { state -> Admission in
+            guard !state.shuttingDown else { return .shuttingDown }
+            guard state.limits.open(address: address) else { return .overLimit }
             state.connections[id] = channel
-            return true
+            return .accepted
         }
-        if accepted {
+        switch admission {
+        case .accepted:
             channel.closeFuture.whenComplete { [weak self] _ in
-                _ = self?.state.withLock { $0.connections.removeValue(forKey: id) }
+                self?.state.withLock { state in
+                    state.connections.removeValue(forKey: id)
+                    state.limits.close(address: address)
+                }
             }
+        case .overLimit:
+            logger.info("refusing a connection over the connection limits", metadata: ["peer": "\(address)"])
+        case .shuttingDown:
+            break
         }
-        return accepted
+        return admission
     }
 
     enum ServerError: Error {

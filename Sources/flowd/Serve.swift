@@ -55,6 +55,9 @@ struct Serve: AsyncParsableCommand {
         discussion: "Served without an API key, as Prometheus scrapers expect: its labels name methods, routes, codes and states, never tenants, keys, runs or inputs. Turn it off, or firewall the port, where the volumes themselves must stay private."))
     var metrics: String = Environment.string("FLOWD_METRICS") ?? "on"
 
+    @OptionGroup(title: "Connection limits and timeouts")
+    var limits: ServeLimitOptions
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env FLOWD_LOG_LEVEL).")
     var logLevel: String = Environment.string("FLOWD_LOG_LEVEL") ?? "info"
 
@@ -115,6 +118,7 @@ struct Serve: AsyncParsableCommand {
         serverConfiguration.host = host
         serverConfiguration.port = port
         if threads > 0 { serverConfiguration.eventLoopThreads = threads }
+        try limits.apply(to: &serverConfiguration)
         guard restPingIntervalSeconds > 0 else { throw ValidationError("--rest-ping-interval-seconds must be positive") }
         var restConfiguration = DifyWorkflowsAPIConfiguration()
         restConfiguration.pingInterval = .seconds(restPingIntervalSeconds)
@@ -172,5 +176,76 @@ enum Environment {
 
     static func int(_ name: String) -> Int? {
         string(name).flatMap { Int($0) }
+    }
+
+    static func double(_ name: String) -> Double? {
+        string(name).flatMap { Double($0) }
+    }
+}
+
+/// `flowd serve`'s limits on connections and streams (ServerConfiguration; README "Limits").
+/// Times are in seconds (fractions allowed), sizes in MiB.
+struct ServeLimitOptions: ParsableArguments {
+    @Option(help: "Connections open at once (env FLOWD_MAX_CONNECTIONS, default 1024).")
+    var maxConnections: Int = Environment.int("FLOWD_MAX_CONNECTIONS") ?? ServerConfiguration().maxConnections
+
+    @Option(help: "Connections open at once from one IP address (env FLOWD_MAX_CONNECTIONS_PER_ADDRESS, default 64).")
+    var maxConnectionsPerAddress: Int = Environment.int("FLOWD_MAX_CONNECTIONS_PER_ADDRESS")
+        ?? ServerConfiguration().maxConnectionsPerAddress
+
+    @Option(help: "Request bytes one connection may buffer, MiB (env FLOWD_CONNECTION_BUFFER_MIB, default 16).")
+    var connectionBufferMib: Int = Environment.int("FLOWD_CONNECTION_BUFFER_MIB") ?? 16
+
+    @Option(help: "Request bytes all connections together may buffer, MiB (env FLOWD_SERVER_BUFFER_MIB, default 256).")
+    var serverBufferMib: Int = Environment.int("FLOWD_SERVER_BUFFER_MIB") ?? 256
+
+    @Option(help: "Largest response message, MiB (env FLOWD_MAX_SEND_MESSAGE_MIB, default 16).")
+    var maxSendMessageMib: Int = Environment.int("FLOWD_MAX_SEND_MESSAGE_MIB") ?? 16
+
+    @Option(help: "Seconds before a connection without its HTTP/2 preface and SETTINGS is closed (env FLOWD_HANDSHAKE_TIMEOUT, default 10).")
+    var handshakeTimeout: Double = Environment.double("FLOWD_HANDSHAKE_TIMEOUT") ?? 10
+
+    @Option(help: "Seconds a connection without calls stays open (env FLOWD_IDLE_TIMEOUT, default 300).")
+    var idleTimeout: Double = Environment.double("FLOWD_IDLE_TIMEOUT") ?? 300
+
+    @Option(help: "Seconds a stream whose request is open may move no byte before it is reset (env FLOWD_STREAM_IDLE_TIMEOUT, default 60).")
+    var streamIdleTimeout: Double = Environment.double("FLOWD_STREAM_IDLE_TIMEOUT") ?? 60
+
+    @Option(help: "Seconds response bytes may wait for the client's flow-control window, or the socket stay unwritable, before the stream is reset or the connection closed (env FLOWD_WRITE_STALL_TIMEOUT, default 30).")
+    var writeStallTimeout: Double = Environment.double("FLOWD_WRITE_STALL_TIMEOUT") ?? 30
+
+    @Option(help: "Seconds after which a connection is drained with GOAWAY, plus or minus 10 % (env FLOWD_MAX_CONNECTION_AGE, default 7200).")
+    var maxConnectionAge: Double = Environment.double("FLOWD_MAX_CONNECTION_AGE") ?? 7200
+
+    @Option(help: "Seconds in-flight calls get to finish when a connection drains (env FLOWD_GRACE, default 30).")
+    var grace: Double = Environment.double("FLOWD_GRACE") ?? 30
+
+    @Option(help: "Longest grpc-timeout honoured, seconds; longer ones are lowered to it (env FLOWD_MAX_GRPC_TIMEOUT, default 86400).")
+    var maxGrpcTimeout: Double = Environment.double("FLOWD_MAX_GRPC_TIMEOUT") ?? 86400
+
+    func apply(to configuration: inout ServerConfiguration) throws {
+        for (value, name) in [(maxConnections, "--max-connections"), (maxConnectionsPerAddress, "--max-connections-per-address"),
+                              (connectionBufferMib, "--connection-buffer-mib"), (serverBufferMib, "--server-buffer-mib"),
+                              (maxSendMessageMib, "--max-send-message-mib")] where value <= 0 {
+            throw ValidationError("\(name) must be positive")
+        }
+        for (value, name) in [(handshakeTimeout, "--handshake-timeout"), (idleTimeout, "--idle-timeout"),
+                              (streamIdleTimeout, "--stream-idle-timeout"), (writeStallTimeout, "--write-stall-timeout"),
+                              (maxConnectionAge, "--max-connection-age"), (grace, "--grace"),
+                              (maxGrpcTimeout, "--max-grpc-timeout")] where !(value > 0) || value > 1e9 {
+            throw ValidationError("\(name) must be a positive number of seconds")
+        }
+        configuration.maxConnections = maxConnections
+        configuration.maxConnectionsPerAddress = maxConnectionsPerAddress
+        configuration.maxBufferedRequestBytesPerConnection = connectionBufferMib << 20
+        configuration.maxBufferedRequestBytes = serverBufferMib << 20
+        configuration.maxSendMessageSize = maxSendMessageMib << 20
+        configuration.handshakeTimeout = ServerConfiguration.duration(seconds: handshakeTimeout)
+        configuration.idleTimeout = ServerConfiguration.duration(seconds: idleTimeout)
+        configuration.streamIdleTimeout = ServerConfiguration.duration(seconds: streamIdleTimeout)
+        configuration.writeStallTimeout = ServerConfiguration.duration(seconds: writeStallTimeout)
+        configuration.maxConnectionAge = ServerConfiguration.duration(seconds: maxConnectionAge)
+        configuration.gracefulShutdownTimeout = ServerConfiguration.duration(seconds: grace)
+        configuration.maxGRPCTimeout = ServerConfiguration.duration(seconds: maxGrpcTimeout)
     }
 }

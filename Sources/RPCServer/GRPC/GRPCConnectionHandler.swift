@@ -29,6 +29,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let metrics: MethodMetrics
         let started: NIODeadline
         var ended = false
+        /// Request bytes of this call held against the connection's budget: a partial
+        /// message, plus (bidirectional) messages queued and not yet taken by the handler.
+        var buffered = 0
+        /// Of `buffered`, the bytes of whole messages queued for a bidirectional handler.
+        var queued = 0
 
         /// Counts the call's end once, with the status the client sees.
         mutating func end(_ code: StatusCode) {
@@ -55,6 +60,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         var uri: String
         var headers: HTTPHeaders
         var body = ByteBuffer()
+        /// Body bytes held against the connection's budget until the handler gets them.
+        var buffered = 0
         var rejected = false
         var task: Task<Void, Never>?
         var waitingWriters: [CheckedContinuation<Void, any Error>] = []
@@ -77,25 +84,38 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private var flushScheduled = false
     private var shutdownState = ShutdownState.active
     private var abuse: AbuseGuard
+    private var budget: ConnectionBufferBudget
+    private var timers: StreamTimers
     private var handshakeTimer: Scheduled<Void>?
     private var idleTimer: Scheduled<Void>?
     private var graceTimer: Scheduled<Void>?
+    private var sweepTask: RepeatedTask?
+    private var ageTimer: Scheduled<Void>?
+    /// Since when the socket has not been writable (the peer does not read).
+    private var unwritableSince: NIODeadline?
     private var peer = "unknown"
     private let metrics: TransportMetrics
     private let closeNote: ConnectionCloseNote?
 
     /// `http` answers plain HTTP requests under `/v1/` and `/metrics` (the REST shim over
     /// h2c); without it, every non-gRPC request gets 415. `metrics` counts the calls;
-    /// `closeNote` learns why this handler closes the connection.
+    /// `closeNote` learns why this handler closes the connection. `budget` is the server-wide
+    /// bound on buffered request bytes (a private one when nil).
     init(configuration: ServerConfiguration, router: RPCRouter, logger: Logger,
          http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
-         metrics: TransportMetrics = .disabled, closeNote: ConnectionCloseNote? = nil) {
+         metrics: TransportMetrics = .disabled, closeNote: ConnectionCloseNote? = nil,
+         budget: RequestBufferBudget? = nil) {
         self.configuration = configuration
         self.router = router
         self.http = http
         self.httpConfiguration = httpConfiguration
         self.logger = logger
         self.abuse = AbuseGuard(configuration: configuration)
+        self.budget = ConnectionBufferBudget(
+            limit: max(configuration.maxBufferedRequestBytesPerConnection, configuration.maxReceiveMessageSize + 5),
+            global: budget ?? RequestBufferBudget(limit: configuration.maxBufferedRequestBytes))
+        self.timers = StreamTimers(idleTimeout: configuration.streamIdleTimeout,
+                                   writeStallTimeout: configuration.writeStallTimeout)
         self.metrics = metrics
         self.closeNote = closeNote
     }
@@ -123,6 +143,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         }
         if context.channel.isActive { startHandshakeTimer(context: context) }
+        startConnectionTimers(context: context)
         flushNow()
     }
 
@@ -135,7 +156,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         cancelAllCalls()
         for (_, call) in httpCalls { cancel(call) }
         httpCalls.removeAll()
-        for timer in [handshakeTimer, idleTimer, graceTimer] { timer?.cancel() }
+        for timer in [handshakeTimer, idleTimer, graceTimer, ageTimer] { timer?.cancel() }
+        sweepTask?.cancel()
+        budget.releaseAll()
         session = nil
         self.context = nil
     }
@@ -144,22 +167,32 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         cancelAllCalls()
         for (_, call) in httpCalls { cancel(call) }
         httpCalls.removeAll()
+        sweepTask?.cancel()
+        ageTimer?.cancel()
+        budget.releaseAll()
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let session else { return }
+        // After an abuse GOAWAY the peer is no longer listened to: its bytes are read and
+        // dropped until it closes (lingering close), so that it sees the GOAWAY.
+        if case .closingForAbuse = shutdownState { return }
         let buffer = unwrapInboundIn(data)
         do {
             try buffer.withUnsafeReadableBytes { bytes throws(HTTP2SessionError) in try session.receive(bytes) }
         } catch {
             logger.debug("closing the connection after an HTTP/2 error", metadata: ["error": "\(error)"])
             closeNote?.note(.protocolError)
-            flushNow()
-            context.close(promise: nil)
+            shutdownState = .closingForAbuse
+            cancelAllCalls()
+            lingeringClose()
             return
         }
         handleEvents()
+        if session.outboundQueueSize > configuration.maxOutboundQueueFrames {
+            enforce(.goAway(reason: "outbound_queue"))
+        }
     }
 
     /// Acts on what nghttp2 recorded, after `mem_recv`/`mem_send` returned.
@@ -176,8 +209,17 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         context.fireChannelReadComplete()
     }
 
+    /// While the socket is not writable the peer is not read either (it cannot make the
+    /// server queue more frames); the sweep closes a connection that stays so too long.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { flushNow() }
+        if context.channel.isWritable {
+            unwritableSince = nil
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            flushNow()
+        } else {
+            unwritableSince = unwritableSince ?? .now()
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        }
         context.fireChannelWritabilityChanged()
     }
 
@@ -201,15 +243,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .requestHeaders(let streamID, let fields, let tooLarge, let endStream):
             receiveHeaders(streamID: streamID, fields: fields, tooLarge: tooLarge, endStream: endStream)
         case .data(let streamID, let bytes):
-            abuse.resetEmptyFrames()
-            if httpCalls[streamID] != nil {
-                receiveHTTPBody(streamID: streamID, bytes: bytes)
-                return
-            }
-            guard calls[streamID] != nil else { return }
-            let action = calls[streamID]!.machine.receiveData(bytes)
-            perform(action, streamID: streamID)
+            abuse.dataWithPayload()
+            timers.activity(streamID: streamID, now: .now())
+            receiveData(streamID: streamID, bytes: bytes)
+            // The bytes are now in a budgeted buffer or dropped: the peer may send more.
+            session?.consume(streamID: streamID, count: bytes.count)
         case .endOfRequest(let streamID):
+            timers.requestEnded(streamID: streamID, now: .now())
             if httpCalls[streamID] != nil {
                 startHTTPHandler(streamID: streamID)
                 return
@@ -218,13 +258,20 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             let action = calls[streamID]!.machine.receiveEnd()
             perform(action, streamID: streamID)
         case .emptyDataFrame:
-            enforce(abuse.emptyDataFrame())
+            enforce(abuse.emptyDataFrame(now: .now()))
+        case .peerReset(let streamID, _):
+            enforce(abuse.peerReset(lifetime: timers.age(streamID: streamID, now: .now())))
         case .streamClosed(let streamID, _):
+            timers.closed(streamID: streamID, now: .now())
             if var call = calls.removeValue(forKey: streamID) {
                 call.end(.cancelled)
+                budget.release(call.buffered)
                 cancel(call)
             }
-            if let call = httpCalls.removeValue(forKey: streamID) { cancel(call) }
+            if let call = httpCalls.removeValue(forKey: streamID) {
+                budget.release(call.buffered)
+                cancel(call)
+            }
             if calls.isEmpty && httpCalls.isEmpty { startIdleTimer() }
         case .settings:
             if let handshakeTimer {
@@ -232,20 +279,58 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                 self.handshakeTimer = nil
                 if calls.isEmpty { startIdleTimer() }
             }
-            enforce(abuse.settingsFrame())
+            enforce(abuse.settingsFrame(now: .now()))
         case .ping:
-            enforce(abuse.ping())
+            enforce(abuse.ping(now: .now()))
         case .pingAck(let opaque):
             if opaque == Self.shutdownPingOpaque, case .noticeSent = shutdownState { sendFinalGoAway() }
         case .invalidFrame:
-            enforce(abuse.invalidFrame())
+            enforce(abuse.invalidFrame(now: .now()))
         }
+    }
+
+    /// A chunk of request body: into the call's deframer (or the REST body) if the
+    /// connection's budget has room, else the stream is answered RESOURCE_EXHAUSTED.
+    private func receiveData(streamID: Int32, bytes: [UInt8]) {
+        if httpCalls[streamID] != nil {
+            receiveHTTPBody(streamID: streamID, bytes: bytes)
+            return
+        }
+        guard calls[streamID] != nil, !calls[streamID]!.machine.isClosed else { return }
+        guard budget.reserve(bytes.count) else {
+            let action = calls[streamID]!.machine.requestRefused(EarlyResponse(
+                code: .resourceExhausted,
+                message: "the server holds too many request bytes for this connection (limit \(budget.limit)) or in total (limit \(budget.global.limit)); retry later"))
+            perform(action, streamID: streamID)
+            return
+        }
+        calls[streamID]!.buffered += bytes.count
+        let action = calls[streamID]!.machine.receiveData(bytes)
+        perform(action, streamID: streamID)
+    }
+
+    /// Releases the call's request bytes that are no longer held (all but queued messages).
+    private func releaseUnqueuedBytes(streamID: Int32) {
+        guard let call = calls[streamID] else { return }
+        budget.release(call.buffered - call.queued)
+        calls[streamID]!.buffered = call.queued
+    }
+
+    /// A bidirectional handler took a message of `count` bytes (its 5-byte prefix aside).
+    fileprivate func requestMessageTaken(streamID: Int32, count: Int) {
+        guard let call = calls[streamID] else { return }
+        let taken = min(call.queued, count + GRPCFraming.prefixLength)
+        calls[streamID]!.queued -= taken
+        calls[streamID]!.buffered -= taken
+        budget.release(taken)
     }
 
     private func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
         let started = NIODeadline.now()
         idleTimer?.cancel()
         idleTimer = nil
+        abuse.streamOpened()
+        timers.opened(streamID: streamID, requestOpen: !endStream, now: started)
         if tooLarge {
             rejectUnrouted(streamID: streamID, since: started, EarlyResponse(
                 code: .resourceExhausted,
@@ -283,17 +368,29 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         }
         let parts = head.path.split(separator: "/")
+        let service = String(parts[0])
+        if let refusal = router.credentialRequirements[service],
+           !RPCRouter.hasBearerCredentials(head.metadata[stringValues: "authorization"].first) {
+            // Answered from the headers: the body of an unauthenticated call is never buffered.
+            (handler.metrics ?? metrics.unknownMethod).record(refusal.code, since: started)
+            let (status, trailing) = RPCHandler.status(for: refusal)
+            sendTrailersOnly(streamID: streamID, httpStatus: 200,
+                             trailers: Self.trailerFields(status: status, metadata: trailing,
+                                                          maxMessageBytes: configuration.maxStatusMessageBytes))
+            return
+        }
+        let timeout = head.timeout.map { min($0, configuration.maxGRPCTimeout) }
         let serverContext = ServerContext(
-            descriptor: MethodDescriptor(service: String(parts[0]), method: String(parts[1])),
+            descriptor: MethodDescriptor(service: service, method: String(parts[1])),
             metadata: head.metadata,
-            deadline: head.timeout.map { NIODeadline.now() + $0 },
+            deadline: timeout.map { NIODeadline.now() + $0 },
             peer: peer)
         let bidirectional = handler.kind == .bidirectionalStreaming
         var call = Call(machine: ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize,
                                                         bidirectional: bidirectional),
                         handler: handler, context: serverContext,
                         metrics: handler.metrics ?? metrics.unknownMethod, started: started)
-        if let timeout = head.timeout, let context, let loopBound {
+        if let timeout, let context, let loopBound {
             call.deadline = context.eventLoop.scheduleTask(in: timeout) {
                 loopBound.value.deadlineExpired(streamID: streamID)
             }
@@ -305,7 +402,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             let (messages, inbound) = AsyncThrowingStream<[UInt8], any Error>.makeStream(
                 bufferingPolicy: .bufferingOldest(configuration.maxBufferedRequestMessages))
             calls[streamID]!.inbound = inbound
-            startHandler(streamID: streamID, request: .stream(messages))
+            let taken: @Sendable (Int) -> Void
+            if let context, let loopBound {
+                let eventLoop = context.eventLoop
+                taken = { count in
+                    eventLoop.execute { loopBound.value.requestMessageTaken(streamID: streamID, count: count) }
+                }
+            } else {
+                taken = { _ in }
+            }
+            startHandler(streamID: streamID, request: .stream(messages, taken: taken))
         }
         if endStream, calls[streamID] != nil {
             let action = calls[streamID]!.machine.receiveEnd()
@@ -320,18 +426,28 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .reject(let early):
             calls[streamID]?.deadline?.cancel()
             calls[streamID]?.end(early.code)
+            releaseUnqueuedBytes(streamID: streamID)
             sendEarlyResponse(streamID: streamID, early)
         case .startHandler(let request):
-            startHandler(streamID: streamID, request: .single(request))
+            // The message is handed on: the connection no longer holds its bytes.
+            releaseUnqueuedBytes(streamID: streamID)
+            startHandler(streamID: streamID, request: .single(RequestMessage(request)))
         case .deliver(let messages):
-            guard let inbound = calls[streamID]?.inbound else { return }
+            guard calls[streamID] != nil else { return }
             for message in messages {
-                if case .dropped = inbound.yield(message) {
+                let size = message.count + GRPCFraming.prefixLength
+                if let inbound = calls[streamID]!.inbound, case .enqueued = inbound.yield(message) {
+                    calls[streamID]!.queued += size
+                    continue
+                }
+                // Dropped: the handler will not see it, so the connection no longer holds it.
+                calls[streamID]!.buffered -= size
+                budget.release(size)
+                if let inbound = calls[streamID]!.inbound {
                     calls[streamID]!.inbound = nil
                     inbound.finish(throwing: RPCError(
                         code: .resourceExhausted,
                         message: "more than \(configuration.maxBufferedRequestMessages) request messages are waiting to be read"))
-                    return
                 }
             }
         case .endOfRequests:
@@ -340,6 +456,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .failRequests(let early):
             calls[streamID]?.inbound?.finish(throwing: RPCError(code: early.code, message: early.message))
             calls[streamID]?.inbound = nil
+            releaseUnqueuedBytes(streamID: streamID)
         }
     }
 
@@ -350,6 +467,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             calls[streamID]?.inbound = nil
             calls[streamID]?.machine.streamClosed()
             calls[streamID]?.end(.unavailable)  // what clients make of REFUSED_STREAM
+            if let call = calls[streamID] {
+                budget.release(call.buffered)
+                calls[streamID]!.buffered = 0
+                calls[streamID]!.queued = 0
+            }
             session?.resetStream(streamID: streamID, errorCode: .refusedStream)
             scheduleFlush()
             return
@@ -387,6 +509,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private func cancelAllCalls() {
         for (_, var call) in calls {
             call.end(.cancelled)
+            budget.release(call.buffered)
             cancel(call)
         }
         calls.removeAll()
@@ -436,13 +559,19 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     private func receiveHTTPBody(streamID: Int32, bytes: [UInt8]) {
         guard var call = httpCalls[streamID], !call.rejected else { return }
-        if call.body.readableBytes + bytes.count > httpConfiguration.maxRequestBodySize {
+        let overLimit = call.body.readableBytes + bytes.count > httpConfiguration.maxRequestBodySize
+        if overLimit || !budget.reserve(bytes.count) {
             call.rejected = true
             call.body = ByteBuffer()
+            budget.release(call.buffered)
+            call.buffered = 0
             httpCalls[streamID] = call
-            sendHTTPHead(streamID: streamID, RESTError.payloadTooLarge(limit: httpConfiguration.maxRequestBodySize).response)
+            sendHTTPHead(streamID: streamID, overLimit
+                ? RESTError.payloadTooLarge(limit: httpConfiguration.maxRequestBodySize).response
+                : RESTError.serverBusy.response)
             return
         }
+        call.buffered += bytes.count
         call.body.writeBytes(bytes)
         httpCalls[streamID] = call
     }
@@ -455,6 +584,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         }
         runningHandlers += 1
+        // The body is handed on: the connection no longer holds it.
+        budget.release(call.buffered)
+        httpCalls[streamID]!.buffered = 0
+        httpCalls[streamID]!.body = ByteBuffer()
         let request = HTTPRequest(method: HTTPMethod(rawValue: call.method), uri: call.uri, headers: call.headers, body: call.body)
         let sink = HTTPStreamSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
         httpCalls[streamID]!.task = Task {
@@ -539,6 +672,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             writer?.resume(throwing: CancellationError())
             return
         }
+        if bytes.count > configuration.maxSendMessageSize {
+            // The handler's write throws; the call ends with this status.
+            writer?.resume(throwing: Self.responseTooLarge(bytes.count, limit: configuration.maxSendMessageSize))
+            return
+        }
         switch calls[streamID]!.machine.sendMessage() {
         case .callClosed:
             writer?.resume(throwing: CancellationError())
@@ -563,6 +701,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     fileprivate func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         runningHandlers -= 1
         guard calls[streamID] != nil else { return }
+        var response = response, status = status, metadata = metadata
+        if let message = response?.message, message.count > configuration.maxSendMessageSize {
+            (status, metadata) = RPCHandler.status(for: Self.responseTooLarge(message.count, limit: configuration.maxSendMessageSize))
+            response = nil
+        }
         calls[streamID]!.end(status.code)
         if let response {
             sendHeaders(streamID: streamID, metadata: response.metadata)
@@ -571,7 +714,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         calls[streamID]!.deadline?.cancel()
         calls[streamID]!.inbound?.finish()
         calls[streamID]!.inbound = nil
-        let trailers = Self.trailerFields(status: status, metadata: metadata)
+        let trailers = Self.trailerFields(status: status, metadata: metadata,
+                                          maxMessageBytes: configuration.maxStatusMessageBytes)
         switch calls[streamID]!.machine.finish() {
         case .sendTrailersOnly:
             sendTrailersOnly(streamID: streamID, httpStatus: 200, trailers: trailers)
@@ -595,7 +739,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     private func sendEarlyResponse(streamID: Int32, _ early: EarlyResponse) {
-        var trailers = Self.trailerFields(status: RPCStatus(code: early.code, message: early.message), metadata: Metadata())
+        var trailers = Self.trailerFields(status: RPCStatus(code: early.code, message: early.message), metadata: Metadata(),
+                                          maxMessageBytes: configuration.maxStatusMessageBytes)
         trailers.append(contentsOf: early.extraFields)
         sendTrailersOnly(streamID: streamID, httpStatus: early.httpStatus, trailers: trailers)
     }
@@ -611,18 +756,46 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         scheduleFlush()
     }
 
-    /// `grpc-status`, percent-encoded `grpc-message`, `grpc-status-details-bin`, then metadata.
-    static func trailerFields(status: RPCStatus, metadata: Metadata) -> [HeaderField] {
+    private static func responseTooLarge(_ size: Int, limit: Int) -> RPCError {
+        RPCError(code: .resourceExhausted, message: "response message of \(size) bytes exceeds the limit of \(limit) bytes")
+    }
+
+    /// Largest `grpc-status-details-bin` value sent (base64); larger details are left out,
+    /// so that an error echoing its input cannot make the trailers too large to send.
+    static let maxStatusDetailsBytes = 8 * 1024
+
+    /// `grpc-status`, percent-encoded `grpc-message` (cut to `maxMessageBytes` bytes of
+    /// UTF-8, on a character boundary, with "..." when cut), `grpc-status-details-bin` (left
+    /// out above `maxStatusDetailsBytes`), then metadata.
+    static func trailerFields(status: RPCStatus, metadata: Metadata, maxMessageBytes: Int = 1024) -> [HeaderField] {
         var fields = [HeaderField(name: "grpc-status", value: String(status.code.rawValue))]
         if !status.message.isEmpty {
-            fields.append(HeaderField(name: "grpc-message", value: GRPCStatusMessage.percentEncode(status.message)))
+            let message = truncated(status.message, toUTF8Bytes: maxMessageBytes)
+            fields.append(HeaderField(name: "grpc-message", value: GRPCStatusMessage.percentEncode(message)))
         }
         if !status.details.isEmpty {
-            fields.append(HeaderField(name: "grpc-status-details-bin",
-                                      value: Base64.encodeUnpadded(status.serializedBytes())))
+            let details = Base64.encodeUnpadded(status.serializedBytes())
+            if details.utf8.count <= maxStatusDetailsBytes {
+                fields.append(HeaderField(name: "grpc-status-details-bin", value: details))
+            }
         }
         fields.append(contentsOf: metadata.headerFields)
         return fields
+    }
+
+    /// `text` cut to at most `limit` bytes of UTF-8 on a character boundary, "..." appended when cut.
+    static func truncated(_ text: String, toUTF8Bytes limit: Int) -> String {
+        guard text.utf8.count > limit else { return text }
+        var kept = 0
+        var end = text.startIndex
+        for index in text.indices {
+            let next = text.index(after: index)
+            let size = text.utf8.distance(from: index, to: next)
+            guard kept + size + 3 <= limit else { break }
+            kept += size
+            end = next
+        }
+        return String(text[..<end]) + "..."
     }
 
     // MARK: Output
@@ -684,6 +857,54 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// The sweep (stream idle and write-stall timeouts, a socket that stays unwritable) and
+    /// the maximum connection age.
+    private func startConnectionTimers(context: ChannelHandlerContext) {
+        guard let loopBound, sweepTask == nil else { return }
+        let interval = timers.sweepInterval
+        sweepTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            loopBound.value.sweep(now: .now())
+        }
+        let age = configuration.maxConnectionAge.nanoseconds
+        let jitter = age / 10 > 0 ? Int64.random(in: -(age / 10)...(age / 10)) : 0
+        ageTimer = context.eventLoop.scheduleTask(in: .nanoseconds(age + jitter)) {
+            loopBound.value.logger.debug("draining a connection that reached its maximum age")
+            loopBound.value.closeNote?.note(.maxAge)
+            loopBound.value.beginGracefulShutdown()
+        }
+    }
+
+    /// Resets the streams whose idle or write-stall time is up; closes the connection when
+    /// its socket stayed unwritable for the write-stall timeout.
+    func sweep(now: NIODeadline) {
+        guard let session, let context else { return }
+        if let since = unwritableSince, now - since >= configuration.writeStallTimeout {
+            logger.debug("closing a connection whose peer stopped reading")
+            closeNote?.note(.writeStall)
+            context.close(promise: nil)
+            return
+        }
+        let expired = timers.sweep(now: now) { streamID in
+            StreamTimers.Output(pending: session.hasPendingOutput(streamID: streamID),
+                                sentBytes: session.sentBodyBytes(streamID: streamID))
+        }
+        for expiry in expired {
+            let streamID = expiry.streamID
+            logger.debug("resetting a stream", metadata: ["stream": "\(streamID)", "why": "\(expiry)"])
+            if calls[streamID] != nil {
+                calls[streamID]!.end(.cancelled)
+                calls[streamID]!.machine.streamClosed()
+                calls[streamID]!.task?.cancel()
+                calls[streamID]!.inbound?.finish(throwing: CancellationError())
+                calls[streamID]!.inbound = nil
+                failWaitingWriters(streamID: streamID)
+            }
+            if let call = httpCalls[streamID] { cancel(call) }
+            session.resetStream(streamID: streamID, errorCode: .cancel)
+        }
+        if !expired.isEmpty { scheduleFlush() }
+    }
+
     private func startIdleTimer() {
         guard idleTimer == nil, case .active = shutdownState, let context, let loopBound else { return }
         idleTimer = context.eventLoop.scheduleTask(in: configuration.idleTimeout) {
@@ -736,10 +957,30 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         shutdownState = .closingForAbuse
         try? session.sendGoAway(errorCode: .enhanceYourCalm, debugData: reason)
         cancelAllCalls()
-        scheduleFlush()
-        if let context, let loopBound {
-            graceTimer = context.eventLoop.scheduleTask(in: .seconds(1)) { loopBound.value.context?.close(promise: nil) }
+        lingeringClose()
+    }
+
+    /// How long a connection closed for abuse or a protocol error keeps reading (and dropping)
+    /// the peer's bytes after its GOAWAY.
+    static let lingerTime: TimeAmount = .seconds(2)
+
+    /// Writes what nghttp2 has (the GOAWAY), shuts the socket's output down, then drops what
+    /// the peer still sends until it closes or `lingerTime` passes. Closing with unread input
+    /// would make the kernel send a TCP RST, and the peer would lose the GOAWAY.
+    private func lingeringClose() {
+        guard let context, let loopBound else { return }
+        if let session, context.channel.isActive {
+            _ = try? session.drainOutput(into: &output)
+            if output.readableBytes > 0 {
+                context.write(wrapOutboundOut(output), promise: nil)
+                output = context.channel.allocator.buffer(capacity: 0)
+            }
         }
+        context.flush()
+        context.close(mode: .output, promise: nil)
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        graceTimer?.cancel()
+        graceTimer = context.eventLoop.scheduleTask(in: Self.lingerTime) { loopBound.value.context?.close(promise: nil) }
     }
 }
 
@@ -794,70 +1035,5 @@ private struct HTTPStreamSink: Sendable {
 
     func done() {
         eventLoop.execute { [connection] in connection.value.httpHandlerFinished() }
-    }
-}
-
-/// Counts frames that cost the server work without doing anything useful, per connection
-/// (hardening.md 1.2: PING, SETTINGS, empty-frame and invalid-frame floods, which nghttp2 1.52
-/// leaves to the application).
-struct AbuseGuard {
-    enum Verdict: Equatable {
-        case ok
-        case goAway(reason: String)
-    }
-
-    private let window: TimeAmount
-    private let maxPings: Int
-    private let maxSettings: Int
-    private let maxEmptyFrames: Int
-    private let maxInvalidFrames: Int
-    private var windowStart = NIODeadline.now()
-    private var pings = 0
-    private var settings = 0
-    private var invalidFrames = 0
-    private var consecutiveEmptyFrames = 0
-
-    init(configuration: ServerConfiguration) {
-        window = configuration.abuseWindow
-        maxPings = configuration.maxPingsPerWindow
-        maxSettings = configuration.maxSettingsPerWindow
-        maxEmptyFrames = configuration.maxConsecutiveEmptyFrames
-        maxInvalidFrames = configuration.maxInvalidFramesPerWindow
-    }
-
-    private mutating func rollWindow(now: NIODeadline) {
-        if now - windowStart > window {
-            windowStart = now
-            pings = 0
-            settings = 0
-            invalidFrames = 0
-        }
-    }
-
-    mutating func ping(now: NIODeadline = .now()) -> Verdict {
-        rollWindow(now: now)
-        pings += 1
-        return pings > maxPings ? .goAway(reason: "too_many_pings") : .ok
-    }
-
-    mutating func settingsFrame(now: NIODeadline = .now()) -> Verdict {
-        rollWindow(now: now)
-        settings += 1
-        return settings > maxSettings ? .goAway(reason: "too_many_settings") : .ok
-    }
-
-    mutating func invalidFrame(now: NIODeadline = .now()) -> Verdict {
-        rollWindow(now: now)
-        invalidFrames += 1
-        return invalidFrames > maxInvalidFrames ? .goAway(reason: "too_many_invalid_frames") : .ok
-    }
-
-    mutating func emptyDataFrame() -> Verdict {
-        consecutiveEmptyFrames += 1
-        return consecutiveEmptyFrames > maxEmptyFrames ? .goAway(reason: "empty_frames") : .ok
-    }
-
-    mutating func resetEmptyFrames() {
-        consecutiveEmptyFrames = 0
     }
 }
