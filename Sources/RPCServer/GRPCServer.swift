@@ -35,10 +35,12 @@ public final class GRPCServer: Sendable {
     /// `http` answers HTTP/1.1 requests (by default everything is 404). With `metrics`, the
     /// server records its calls, requests and connections there and answers `GET /metrics`;
     /// without, it records them with `MetricsSystem.factory` and `/metrics` is the REST shim's
-    /// (404).
+    /// (404). `afterRequestBurst` runs when the connections' buffered request bytes drop back
+    /// to zero after a burst of at least 8 MiB (flowd returns freed memory to the system there).
     public init(configuration: ServerConfiguration, services: [any RegistrableRPCService],
                 http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
-                metrics: ServerMetrics? = nil, logger: Logger) {
+                metrics: ServerMetrics? = nil, logger: Logger,
+                afterRequestBurst: (@Sendable () -> Void)? = nil) {
         self.configuration = configuration
         let transportMetrics = TransportMetrics(factory: metrics?.factory ?? MetricsSystem.factory)
         self.metrics = transportMetrics
@@ -50,7 +52,7 @@ public final class GRPCServer: Sendable {
         self.router = router
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
-        self.requestBudget = RequestBufferBudget(limit: configuration.maxBufferedRequestBytes)
+        self.requestBudget = RequestBufferBudget(limit: configuration.maxBufferedRequestBytes, afterBurst: afterRequestBurst)
         state.withLock {
             $0.limits = ConnectionLimits(maxTotal: configuration.maxConnections,
                                          maxPerAddress: configuration.maxConnectionsPerAddress)

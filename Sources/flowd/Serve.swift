@@ -128,7 +128,7 @@ struct Serve: AsyncParsableCommand {
             services: [health, WorkflowsService(engine: engine, authenticator: authenticator), ReflectionService()],
             http: DifyWorkflowsAPI(engine: engine, authenticator: authenticator, catalog: catalog,
                                    configuration: restConfiguration),
-            metrics: serverMetrics, logger: logger)
+            metrics: serverMetrics, logger: logger, afterRequestBurst: { AllocatorTuning.trim() })
         let address = try await server.start()
         logger.info("serving", metadata: [
             "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "store": "\(data.storeDescription)",

@@ -9,9 +9,17 @@ import Synchronization
 final class RequestBufferBudget: Sendable {
     let limit: Int
     private let used = Atomic<Int>(0)
+    /// The most bytes held since the budget was last empty.
+    private let peak = Atomic<Int>(0)
+    /// Called when the budget empties after holding at least `burstBytes` (e.g. to give the
+    /// freed memory back to the operating system), on the thread that released the last bytes.
+    private let afterBurst: (@Sendable () -> Void)?
+    let burstBytes: Int
 
-    init(limit: Int) {
+    init(limit: Int, burstBytes: Int = 8 << 20, afterBurst: (@Sendable () -> Void)? = nil) {
         self.limit = limit
+        self.burstBytes = burstBytes
+        self.afterBurst = afterBurst
     }
 
     /// Takes `count` bytes if they fit; false (and nothing taken) otherwise.
@@ -21,14 +29,19 @@ final class RequestBufferBudget: Sendable {
             guard current + count <= limit else { return false }
             let (exchanged, original) = used.compareExchange(
                 expected: current, desired: current + count, ordering: .relaxed)
-            if exchanged { return true }
+            if exchanged {
+                peak.max(current + count, ordering: .relaxed)
+                return true
+            }
             current = original
         }
     }
 
     func release(_ count: Int) {
         guard count > 0 else { return }
-        used.subtract(count, ordering: .relaxed)
+        let remaining = used.subtract(count, ordering: .relaxed).newValue
+        guard remaining == 0, let afterBurst else { return }
+        if peak.exchange(0, ordering: .relaxed) >= burstBytes { afterBurst() }
     }
 
     /// Bytes reserved now.
