@@ -43,15 +43,6 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Graceful shutdown: notice (GOAWAY max id + PING), then the final GOAWAY once the PING is acknowledged.
-    private enum ShutdownState {
-        case active
-        case noticeSent
-        case goAwaySent
-        /// GOAWAY(ENHANCE_YOUR_CALM) sent; the peer is ignored until the connection closes.
-        case closingForAbuse
-    }
-
     private static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
 
     /// A plain HTTP request on this connection (the REST shim over h2c).
@@ -82,7 +73,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private var runningHandlers = 0
     private var output = ByteBuffer()
     private var flushScheduled = false
-    private var shutdownState = ShutdownState.active
+    private var manager = ConnectionManager()
     private var abuse: AbuseGuard
     private var budget: ConnectionBufferBudget
     private var timers: StreamTimers
@@ -177,16 +168,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard let session else { return }
         // After an abuse GOAWAY the peer is no longer listened to: its bytes are read and
         // dropped until it closes (lingering close), so that it sees the GOAWAY.
-        if case .closingForAbuse = shutdownState { return }
+        guard manager.acceptsInput else { return }
         let buffer = unwrapInboundIn(data)
         do {
             try buffer.withUnsafeReadableBytes { bytes throws(HTTP2SessionError) in try session.receive(bytes) }
         } catch {
             logger.debug("closing the connection after an HTTP/2 error", metadata: ["error": "\(error)"])
             closeNote?.note(.protocolError)
-            shutdownState = .closingForAbuse
-            cancelAllCalls()
-            lingeringClose()
+            act(manager.protocolError())
             return
         }
         handleEvents()
@@ -199,7 +188,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private func handleEvents() {
         guard let session else { return }
         for event in session.takeEvents() {
-            if case .closingForAbuse = shutdownState { break }
+            guard manager.acceptsInput else { break }
             handle(event)
         }
     }
@@ -272,18 +261,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                 budget.release(call.buffered)
                 cancel(call)
             }
-            if calls.isEmpty && httpCalls.isEmpty { startIdleTimer() }
+            if calls.isEmpty && httpCalls.isEmpty { act(manager.allStreamsClosed()) }
         case .settings:
-            if let handshakeTimer {
-                handshakeTimer.cancel()
-                self.handshakeTimer = nil
-                if calls.isEmpty { startIdleTimer() }
-            }
+            act(manager.settingsReceived(openStreams: calls.count + httpCalls.count))
             enforce(abuse.settingsFrame(now: .now()))
         case .ping:
             enforce(abuse.ping(now: .now()))
         case .pingAck(let opaque):
-            if opaque == Self.shutdownPingOpaque, case .noticeSent = shutdownState { sendFinalGoAway() }
+            if opaque == Self.shutdownPingOpaque { act(manager.shutdownPingAcknowledged()) }
         case .invalidFrame:
             enforce(abuse.invalidFrame(now: .now()))
         }
@@ -327,8 +312,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     private func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
         let started = NIODeadline.now()
-        idleTimer?.cancel()
-        idleTimer = nil
+        act(manager.streamOpened())
         abuse.streamOpened()
         timers.opened(streamID: streamID, requestOpen: !endStream, now: started)
         if tooLarge {
@@ -852,7 +836,61 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard handshakeTimer == nil, let loopBound else { return }
         handshakeTimer = context.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
             loopBound.value.logger.debug("closing a connection that did not complete the HTTP/2 handshake")
-            loopBound.value.closeNote?.note(.handshakeTimeout)
+            loopBound.value.act(loopBound.value.manager.handshakeTimedOut())
+        }
+    }
+
+    /// Does what the connection manager decided.
+    private func act(_ action: ConnectionManager.Action) {
+        switch action {
+        case .none:
+            break
+        case .close(let reason):
+            closeNote?.note(reason)
+            context?.close(promise: nil)
+        case .startIdleTimer:
+            startIdleTimer()
+        case .cancelIdleTimer:
+            idleTimer?.cancel()
+            idleTimer = nil
+        case .handshakeDone(let idle):
+            handshakeTimer?.cancel()
+            handshakeTimer = nil
+            if idle { startIdleTimer() }
+        case .sendShutdownNotice(let reason):
+            closeNote?.note(reason)
+            idleTimer?.cancel()
+            idleTimer = nil
+            do {
+                try session?.sendShutdownNotice(pingOpaque: Self.shutdownPingOpaque)
+            } catch {
+                act(manager.shutdownNoticeFailed())
+            }
+            startGraceTimer()
+            flushNow()
+        case .sendFinalGoAway(let graceReason):
+            try? session?.sendGoAway(errorCode: .noError)
+            if let graceReason {
+                closeNote?.note(graceReason)
+                startGraceTimer()
+            }
+            scheduleFlush()
+        case .goAwayForAbuse(let reason):
+            logger.info("closing an abusive connection", metadata: ["reason": "\(reason)"])
+            closeNote?.note(.abuse(reason))
+            try? session?.sendGoAway(errorCode: .enhanceYourCalm, debugData: reason)
+            cancelAllCalls()
+            lingeringClose()
+        case .closeForProtocolError:
+            cancelAllCalls()
+            lingeringClose()
+        }
+    }
+
+    private func startGraceTimer() {
+        guard let context, let loopBound else { return }
+        graceTimer?.cancel()
+        graceTimer = context.eventLoop.scheduleTask(in: configuration.gracefulShutdownTimeout) {
             loopBound.value.context?.close(promise: nil)
         }
     }
@@ -869,8 +907,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let jitter = age / 10 > 0 ? Int64.random(in: -(age / 10)...(age / 10)) : 0
         ageTimer = context.eventLoop.scheduleTask(in: .nanoseconds(age + jitter)) {
             loopBound.value.logger.debug("draining a connection that reached its maximum age")
-            loopBound.value.closeNote?.note(.maxAge)
-            loopBound.value.beginGracefulShutdown()
+            loopBound.value.act(loopBound.value.manager.drain(.maxAge))
         }
     }
 
@@ -906,58 +943,24 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     private func startIdleTimer() {
-        guard idleTimer == nil, case .active = shutdownState, let context, let loopBound else { return }
+        guard idleTimer == nil, let context, let loopBound else { return }
         idleTimer = context.eventLoop.scheduleTask(in: configuration.idleTimeout) {
-            loopBound.value.closeIdleConnection()
-        }
-    }
-
-    /// An idle connection has no call to drain: the final GOAWAY goes out at once and the
-    /// connection closes once it is written (a stream racing it is refused and retried by the
-    /// client).
-    private func closeIdleConnection() {
-        guard case .active = shutdownState, calls.isEmpty, let context, let loopBound else { return }
-        logger.debug("closing an idle connection")
-        closeNote?.note(.idle)
-        sendFinalGoAway()
-        graceTimer = context.eventLoop.scheduleTask(in: configuration.gracefulShutdownTimeout) {
-            loopBound.value.context?.close(promise: nil)
+            let connection = loopBound.value
+            connection.idleTimer = nil
+            connection.logger.debug("closing an idle connection")
+            connection.act(connection.manager.idleTimedOut(openStreams: connection.calls.count + connection.httpCalls.count))
         }
     }
 
     /// GOAWAY(2^31-1) + PING; the final GOAWAY follows the PING's ack. In-flight calls finish;
     /// the connection closes when nghttp2 has nothing left to do, or at the grace deadline.
     func beginGracefulShutdown() {
-        guard case .active = shutdownState, let session, let context, let loopBound else { return }
-        closeNote?.note(.shutdown)
-        shutdownState = .noticeSent
-        idleTimer?.cancel()
-        do {
-            try session.sendShutdownNotice(pingOpaque: Self.shutdownPingOpaque)
-        } catch {
-            sendFinalGoAway()
-        }
-        graceTimer = context.eventLoop.scheduleTask(in: configuration.gracefulShutdownTimeout) {
-            loopBound.value.context?.close(promise: nil)
-        }
-        flushNow()
-    }
-
-    private func sendFinalGoAway() {
-        shutdownState = .goAwaySent
-        try? session?.sendGoAway(errorCode: .noError)
-        scheduleFlush()
+        act(manager.drain(.shutdown))
     }
 
     private func enforce(_ verdict: AbuseGuard.Verdict) {
-        guard case .goAway(let reason) = verdict, let session else { return }
-        if case .closingForAbuse = shutdownState { return }
-        logger.info("closing an abusive connection", metadata: ["reason": "\(reason)"])
-        closeNote?.note(.abuse(reason))
-        shutdownState = .closingForAbuse
-        try? session.sendGoAway(errorCode: .enhanceYourCalm, debugData: reason)
-        cancelAllCalls()
-        lingeringClose()
+        guard case .goAway(let reason) = verdict else { return }
+        act(manager.abuse(reason: reason))
     }
 
     /// How long a connection closed for abuse or a protocol error keeps reading (and dropping)
