@@ -661,11 +661,28 @@ class Suite:
         finally:
             server.stop()
 
+    def advertised_settings(self):
+        """What the server's SETTINGS promise: 100 streams, 16 KiB header lists, no push, no
+        RFC 7540 priorities (SETTINGS_NO_RFC7540_PRIORITIES = 1)."""
+        server = self.server()
+        try:
+            client = Client(server.port)
+            client.ready()
+            changed = [e for e in client.events if isinstance(e, h2.events.RemoteSettingsChanged)]
+            settings = {int(k): v.new_value for e in changed for k, v in e.changed_settings.items()}
+            client.close()
+            expected = {0x3: 100, 0x6: 16384, 0x2: 0, 0x9: 1}
+            ok = all(settings.get(k) == v for k, v in expected.items())
+            self.check("advertised_settings", ok, f"SETTINGS {settings} (expected at least {expected})")
+        finally:
+            server.stop()
+
     def all_cases(self):
         return [self.memory_one_connection, self.memory_twenty_connections, self.unauthenticated_body,
                 self.zero_window_watch, self.stream_idle, self.max_connection_age, self.connection_limits,
                 self.grpc_timeout_cap, self.long_service_name, self.empty_frames_interleaved,
-                self.premature_resets, self.ping_flood, self.settings_flood, self.peer_never_reads]
+                self.premature_resets, self.ping_flood, self.settings_flood, self.peer_never_reads,
+                self.advertised_settings]
 
 
 def main() -> int:

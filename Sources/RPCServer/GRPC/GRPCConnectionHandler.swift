@@ -17,7 +17,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     /// One accepted call.
-    private struct Call {
+    struct Call {
         var machine: ServerCallStateMachine
         let handler: RPCHandler
         let context: ServerContext
@@ -43,10 +43,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
+    static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
 
     /// A plain HTTP request on this connection (the REST shim over h2c).
-    private struct HTTPCall {
+    struct HTTPCall {
         var method: String
         var uri: String
         var headers: HTTPHeaders
@@ -58,35 +58,35 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         var waitingWriters: [CheckedContinuation<Void, any Error>] = []
     }
 
-    private let configuration: ServerConfiguration
-    private let router: RPCRouter
-    private let http: (any HTTPRequestHandling)?
-    private let httpConfiguration: HTTP1Configuration
-    private var httpCalls: [Int32: HTTPCall] = [:]
-    private var logger: Logger
-    private let limits = DecodingLimits()
+    let configuration: ServerConfiguration
+    let router: RPCRouter
+    let http: (any HTTPRequestHandling)?
+    let httpConfiguration: HTTP1Configuration
+    var httpCalls: [Int32: HTTPCall] = [:]
+    var logger: Logger
+    let limits = DecodingLimits()
 
-    private var session: NGHTTP2Session?
-    private var context: ChannelHandlerContext?
-    private var loopBound: NIOLoopBound<GRPCConnectionHandler>?
-    private var calls: [Int32: Call] = [:]
-    private var runningHandlers = 0
-    private var output = ByteBuffer()
-    private var flushScheduled = false
-    private var manager = ConnectionManager()
-    private var abuse: AbuseGuard
-    private var budget: ConnectionBufferBudget
-    private var timers: StreamTimers
-    private var handshakeTimer: Scheduled<Void>?
-    private var idleTimer: Scheduled<Void>?
-    private var graceTimer: Scheduled<Void>?
-    private var sweepTask: RepeatedTask?
-    private var ageTimer: Scheduled<Void>?
+    var session: NGHTTP2Session?
+    var context: ChannelHandlerContext?
+    var loopBound: NIOLoopBound<GRPCConnectionHandler>?
+    var calls: [Int32: Call] = [:]
+    var runningHandlers = 0
+    var output = ByteBuffer()
+    var flushScheduled = false
+    var manager = ConnectionManager()
+    var abuse: AbuseGuard
+    var budget: ConnectionBufferBudget
+    var timers: StreamTimers
+    var handshakeTimer: Scheduled<Void>?
+    var idleTimer: Scheduled<Void>?
+    var graceTimer: Scheduled<Void>?
+    var sweepTask: RepeatedTask?
+    var ageTimer: Scheduled<Void>?
     /// Since when the socket has not been writable (the peer does not read).
-    private var unwritableSince: NIODeadline?
-    private var peer = "unknown"
-    private let metrics: TransportMetrics
-    private let closeNote: ConnectionCloseNote?
+    var unwritableSince: NIODeadline?
+    var peer = "unknown"
+    let metrics: TransportMetrics
+    let closeNote: ConnectionCloseNote?
 
     /// `http` answers plain HTTP requests under `/v1/` and `/metrics` (the REST shim over
     /// h2c); without it, every non-gRPC request gets 415. `metrics` counts the calls;
@@ -185,7 +185,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     /// Acts on what nghttp2 recorded, after `mem_recv`/`mem_send` returned.
-    private func handleEvents() {
+    func handleEvents() {
         guard let session else { return }
         for event in session.takeEvents() {
             guard manager.acceptsInput else { break }
@@ -227,7 +227,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     // MARK: HTTP/2 events
 
-    private func handle(_ event: HTTP2Event) {
+    func handle(_ event: HTTP2Event) {
         switch event {
         case .requestHeaders(let streamID, let fields, let tooLarge, let endStream):
             receiveHeaders(streamID: streamID, fields: fields, tooLarge: tooLarge, endStream: endStream)
@@ -276,7 +276,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// A chunk of request body: into the call's deframer (or the REST body) if the
     /// connection's budget has room, else the stream is answered RESOURCE_EXHAUSTED.
-    private func receiveData(streamID: Int32, bytes: [UInt8]) {
+    func receiveData(streamID: Int32, bytes: [UInt8]) {
         if httpCalls[streamID] != nil {
             receiveHTTPBody(streamID: streamID, bytes: bytes)
             return
@@ -295,14 +295,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     /// Releases the call's request bytes that are no longer held (all but queued messages).
-    private func releaseUnqueuedBytes(streamID: Int32) {
+    func releaseUnqueuedBytes(streamID: Int32) {
         guard let call = calls[streamID] else { return }
         budget.release(call.buffered - call.queued)
         calls[streamID]!.buffered = call.queued
     }
 
     /// A bidirectional handler took a message of `count` bytes (its 5-byte prefix aside).
-    fileprivate func requestMessageTaken(streamID: Int32, count: Int) {
+    func requestMessageTaken(streamID: Int32, count: Int) {
         guard let call = calls[streamID] else { return }
         let taken = min(call.queued, count + GRPCFraming.prefixLength)
         calls[streamID]!.queued -= taken
@@ -310,7 +310,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         budget.release(taken)
     }
 
-    private func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
+    func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
         let started = NIODeadline.now()
         act(manager.streamOpened())
         abuse.streamOpened()
@@ -403,7 +403,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func perform(_ action: ServerCallStateMachine.ReceiveAction, streamID: Int32) {
+    func perform(_ action: ServerCallStateMachine.ReceiveAction, streamID: Int32) {
         switch action {
         case .none:
             break
@@ -444,7 +444,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func startHandler(streamID: Int32, request: RequestInput) {
+    func startHandler(streamID: Int32, request: RequestInput) {
         guard let call = calls[streamID], let context, let loopBound else { return }
         guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
             calls[streamID]?.inbound?.finish(throwing: CancellationError())
@@ -470,7 +470,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func deadlineExpired(streamID: Int32) {
+    func deadlineExpired(streamID: Int32) {
         guard calls[streamID] != nil else { return }
         let action = calls[streamID]!.machine.deadlineExpired()
         calls[streamID]!.end(.deadlineExceeded)
@@ -490,7 +490,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     /// Ends every call of a connection that is going away.
-    private func cancelAllCalls() {
+    func cancelAllCalls() {
         for (_, var call) in calls {
             call.end(.cancelled)
             budget.release(call.buffered)
@@ -500,158 +500,38 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     /// Answers a request that reached no method (counted as method `unknown`).
-    private func rejectUnrouted(streamID: Int32, since started: NIODeadline, _ early: EarlyResponse) {
+    func rejectUnrouted(streamID: Int32, since started: NIODeadline, _ early: EarlyResponse) {
         metrics.unknownMethod.record(early.code, since: started)
         sendEarlyResponse(streamID: streamID, early)
     }
 
     /// Plain HTTP over h2c: the REST shim's paths and the metrics.
-    private static func isHTTPPath(_ path: String) -> Bool {
+    static func isHTTPPath(_ path: String) -> Bool {
         path.hasPrefix("/v1/") || path == "/metrics" || path.hasPrefix("/metrics?")
     }
 
-    private func cancel(_ call: Call) {
+    func cancel(_ call: Call) {
         call.inbound?.finish(throwing: CancellationError())
         call.task?.cancel()
         call.deadline?.cancel()
         for writer in call.waitingWriters { writer.resume(throwing: CancellationError()) }
     }
 
-    private func failWaitingWriters(streamID: Int32) {
+    func failWaitingWriters(streamID: Int32) {
         guard let writers = calls[streamID]?.waitingWriters, !writers.isEmpty else { return }
         calls[streamID]!.waitingWriters = []
         for writer in writers { writer.resume(throwing: CancellationError()) }
     }
 
-    // MARK: Plain HTTP over h2c (the REST shim)
-
-    private func beginHTTPCall(streamID: Int32, fields: [HeaderField], endStream: Bool) {
-        var headers = HTTPHeaders()
-        var method = "GET", uri = "/"
-        for field in fields {
-            switch field.name {
-            case ":method": method = field.value
-            case ":path": uri = field.value
-            case ":authority": headers.add(name: "host", value: field.value)
-            case let name where name.hasPrefix(":"): continue
-            default: headers.add(name: field.name, value: field.value)
-            }
-        }
-        httpCalls[streamID] = HTTPCall(method: method, uri: uri, headers: headers)
-        if endStream { startHTTPHandler(streamID: streamID) }
-    }
-
-    private func receiveHTTPBody(streamID: Int32, bytes: [UInt8]) {
-        guard var call = httpCalls[streamID], !call.rejected else { return }
-        let overLimit = call.body.readableBytes + bytes.count > httpConfiguration.maxRequestBodySize
-        if overLimit || !budget.reserve(bytes.count) {
-            call.rejected = true
-            call.body = ByteBuffer()
-            budget.release(call.buffered)
-            call.buffered = 0
-            httpCalls[streamID] = call
-            sendHTTPHead(streamID: streamID, overLimit
-                ? RESTError.payloadTooLarge(limit: httpConfiguration.maxRequestBodySize).response
-                : RESTError.serverBusy.response)
-            return
-        }
-        call.buffered += bytes.count
-        call.body.writeBytes(bytes)
-        httpCalls[streamID] = call
-    }
-
-    private func startHTTPHandler(streamID: Int32) {
-        guard let call = httpCalls[streamID], !call.rejected, call.task == nil, let http, let context, let loopBound else { return }
-        guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
-            session?.resetStream(streamID: streamID, errorCode: .refusedStream)
-            scheduleFlush()
-            return
-        }
-        runningHandlers += 1
-        // The body is handed on: the connection no longer holds it.
-        budget.release(call.buffered)
-        httpCalls[streamID]!.buffered = 0
-        httpCalls[streamID]!.body = ByteBuffer()
-        let request = HTTPRequest(method: HTTPMethod(rawValue: call.method), uri: call.uri, headers: call.headers, body: call.body)
-        let sink = HTTPStreamSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
-        httpCalls[streamID]!.task = Task {
-            let response = await http.respond(to: request)
-            sink.head(response)
-            if case .stream(let produce) = response.body {
-                try? await produce(HTTPBodyWriter(write: { bytes in try await sink.write(bytes) }))
-                sink.finish()
-            }
-            sink.done()
-        }
-    }
-
-    /// Submits the response head; a complete body goes with it.
-    fileprivate func sendHTTPHead(streamID: Int32, _ response: HTTPResponse) {
-        guard httpCalls[streamID] != nil, let session else { return }
-        var fields = [HeaderField(name: ":status", value: String(response.status.code))]
-        for (name, value) in response.headers {
-            let lowered = name.lowercased()
-            guard !["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "content-length"]
-                .contains(lowered) else { continue }
-            fields.append(HeaderField(name: lowered, value: value))
-        }
-        var body: ByteBuffer?
-        if case .full(let bytes) = response.body {
-            fields.append(HeaderField(name: "content-length", value: String(bytes.readableBytes)))
-            body = bytes
-        }
-        let endStream = body.map { $0.readableBytes == 0 } ?? false
-        do {
-            try session.sendResponseHeaders(streamID: streamID, fields: fields, endStream: endStream)
-        } catch {
-            logger.debug("could not send an HTTP response", metadata: ["stream": "\(streamID)", "error": "\(error)"])
-            return
-        }
-        if let body, body.readableBytes > 0 {
-            session.sendData(streamID: streamID, bytes: Array(body.readableBytesView))
-            session.finishBody(streamID: streamID)
-        }
-        scheduleFlush()
-    }
-
-    fileprivate func sendHTTPBody(streamID: Int32, bytes: ByteBuffer, writer: CheckedContinuation<Void, any Error>) {
-        guard httpCalls[streamID] != nil, let session else {
-            writer.resume(throwing: CancellationError())
-            return
-        }
-        session.sendData(streamID: streamID, bytes: Array(bytes.readableBytesView))
-        scheduleFlush()
-        if session.bufferedOutboundBytes(streamID: streamID) > configuration.streamWriteHighWaterMark {
-            httpCalls[streamID]!.waitingWriters.append(writer)
-        } else {
-            writer.resume()
-        }
-    }
-
-    fileprivate func finishHTTPBody(streamID: Int32) {
-        guard httpCalls[streamID] != nil else { return }
-        session?.finishBody(streamID: streamID)
-        scheduleFlush()
-    }
-
-    fileprivate func httpHandlerFinished() {
-        runningHandlers -= 1
-    }
-
-    private func cancel(_ call: HTTPCall) {
-        call.task?.cancel()
-        for writer in call.waitingWriters { writer.resume(throwing: CancellationError()) }
-    }
-
     // MARK: Responses (called on the loop by CallSink)
 
-    fileprivate func sendHeaders(streamID: Int32, metadata: Metadata) {
+    func sendHeaders(streamID: Int32, metadata: Metadata) {
         guard calls[streamID] != nil, calls[streamID]!.machine.sendHeaders() else { return }
         submitResponseHeaders(streamID: streamID, metadata: metadata)
         scheduleFlush()
     }
 
-    fileprivate func sendMessage(streamID: Int32, bytes: [UInt8], writer: CheckedContinuation<Void, any Error>?) {
+    func sendMessage(streamID: Int32, bytes: [UInt8], writer: CheckedContinuation<Void, any Error>?) {
         guard calls[streamID] != nil else {
             writer?.resume(throwing: CancellationError())
             return
@@ -682,7 +562,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    fileprivate func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
+    func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         runningHandlers -= 1
         guard calls[streamID] != nil else { return }
         var response = response, status = status, metadata = metadata
@@ -711,7 +591,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func submitResponseHeaders(streamID: Int32, metadata: Metadata) {
+    func submitResponseHeaders(streamID: Int32, metadata: Metadata) {
         var fields = [HeaderField(name: ":status", value: "200"),
                       HeaderField(name: "content-type", value: "application/grpc")]
         fields.append(contentsOf: metadata.headerFields)
@@ -722,14 +602,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func sendEarlyResponse(streamID: Int32, _ early: EarlyResponse) {
+    func sendEarlyResponse(streamID: Int32, _ early: EarlyResponse) {
         var trailers = Self.trailerFields(status: RPCStatus(code: early.code, message: early.message), metadata: Metadata(),
                                           maxMessageBytes: configuration.maxStatusMessageBytes)
         trailers.append(contentsOf: early.extraFields)
         sendTrailersOnly(streamID: streamID, httpStatus: early.httpStatus, trailers: trailers)
     }
 
-    private func sendTrailersOnly(streamID: Int32, httpStatus: Int, trailers: [HeaderField]) {
+    func sendTrailersOnly(streamID: Int32, httpStatus: Int, trailers: [HeaderField]) {
         let fields = [HeaderField(name: ":status", value: String(httpStatus)),
                       HeaderField(name: "content-type", value: "application/grpc")] + trailers
         do {
@@ -740,7 +620,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         scheduleFlush()
     }
 
-    private static func responseTooLarge(_ size: Int, limit: Int) -> RPCError {
+    static func responseTooLarge(_ size: Int, limit: Int) -> RPCError {
         RPCError(code: .resourceExhausted, message: "response message of \(size) bytes exceeds the limit of \(limit) bytes")
     }
 
@@ -785,14 +665,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     // MARK: Output
 
     /// Coalesces flushes requested by handlers within one event-loop tick.
-    private func scheduleFlush() {
+    func scheduleFlush() {
         guard !flushScheduled, let context, let loopBound else { return }
         flushScheduled = true
         context.eventLoop.execute { loopBound.value.flushNow() }
     }
 
     /// Writes everything nghttp2 has to send, then wakes writers whose stream drained.
-    private func flushNow() {
+    func flushNow() {
         flushScheduled = false
         guard let context, let session, context.channel.isWritable else { return }
         do {
@@ -814,7 +694,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func resumeDrainedWriters() {
+    func resumeDrainedWriters() {
         guard let session else { return }
         for (streamID, call) in httpCalls where !call.waitingWriters.isEmpty {
             if session.bufferedOutboundBytes(streamID: streamID) < configuration.streamWriteLowWaterMark {
@@ -829,166 +709,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             }
         }
     }
-
-    // MARK: Connection management
-
-    private func startHandshakeTimer(context: ChannelHandlerContext) {
-        guard handshakeTimer == nil, let loopBound else { return }
-        handshakeTimer = context.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
-            loopBound.value.logger.debug("closing a connection that did not complete the HTTP/2 handshake")
-            loopBound.value.act(loopBound.value.manager.handshakeTimedOut())
-        }
-    }
-
-    /// Does what the connection manager decided.
-    private func act(_ action: ConnectionManager.Action) {
-        switch action {
-        case .none:
-            break
-        case .close(let reason):
-            closeNote?.note(reason)
-            context?.close(promise: nil)
-        case .startIdleTimer:
-            startIdleTimer()
-        case .cancelIdleTimer:
-            idleTimer?.cancel()
-            idleTimer = nil
-        case .handshakeDone(let idle):
-            handshakeTimer?.cancel()
-            handshakeTimer = nil
-            if idle { startIdleTimer() }
-        case .sendShutdownNotice(let reason):
-            closeNote?.note(reason)
-            idleTimer?.cancel()
-            idleTimer = nil
-            do {
-                try session?.sendShutdownNotice(pingOpaque: Self.shutdownPingOpaque)
-            } catch {
-                act(manager.shutdownNoticeFailed())
-            }
-            startGraceTimer()
-            flushNow()
-        case .sendFinalGoAway(let graceReason):
-            try? session?.sendGoAway(errorCode: .noError)
-            if let graceReason {
-                closeNote?.note(graceReason)
-                startGraceTimer()
-            }
-            scheduleFlush()
-        case .goAwayForAbuse(let reason):
-            logger.info("closing an abusive connection", metadata: ["reason": "\(reason)"])
-            closeNote?.note(.abuse(reason))
-            try? session?.sendGoAway(errorCode: .enhanceYourCalm, debugData: reason)
-            cancelAllCalls()
-            lingeringClose()
-        case .closeForProtocolError:
-            cancelAllCalls()
-            lingeringClose()
-        }
-    }
-
-    private func startGraceTimer() {
-        guard let context, let loopBound else { return }
-        graceTimer?.cancel()
-        graceTimer = context.eventLoop.scheduleTask(in: configuration.gracefulShutdownTimeout) {
-            loopBound.value.context?.close(promise: nil)
-        }
-    }
-
-    /// The sweep (stream idle and write-stall timeouts, a socket that stays unwritable) and
-    /// the maximum connection age.
-    private func startConnectionTimers(context: ChannelHandlerContext) {
-        guard let loopBound, sweepTask == nil else { return }
-        let interval = timers.sweepInterval
-        sweepTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
-            loopBound.value.sweep(now: .now())
-        }
-        let age = configuration.maxConnectionAge.nanoseconds
-        let jitter = age / 10 > 0 ? Int64.random(in: -(age / 10)...(age / 10)) : 0
-        ageTimer = context.eventLoop.scheduleTask(in: .nanoseconds(age + jitter)) {
-            loopBound.value.logger.debug("draining a connection that reached its maximum age")
-            loopBound.value.act(loopBound.value.manager.drain(.maxAge))
-        }
-    }
-
-    /// Resets the streams whose idle or write-stall time is up; closes the connection when
-    /// its socket stayed unwritable for the write-stall timeout.
-    func sweep(now: NIODeadline) {
-        guard let session, let context else { return }
-        if let since = unwritableSince, now - since >= configuration.writeStallTimeout {
-            logger.debug("closing a connection whose peer stopped reading")
-            closeNote?.note(.writeStall)
-            context.close(promise: nil)
-            return
-        }
-        let expired = timers.sweep(now: now) { streamID in
-            StreamTimers.Output(pending: session.hasPendingOutput(streamID: streamID),
-                                sentBytes: session.sentBodyBytes(streamID: streamID))
-        }
-        for expiry in expired {
-            let streamID = expiry.streamID
-            logger.debug("resetting a stream", metadata: ["stream": "\(streamID)", "why": "\(expiry)"])
-            if calls[streamID] != nil {
-                calls[streamID]!.end(.cancelled)
-                calls[streamID]!.machine.streamClosed()
-                calls[streamID]!.task?.cancel()
-                calls[streamID]!.inbound?.finish(throwing: CancellationError())
-                calls[streamID]!.inbound = nil
-                failWaitingWriters(streamID: streamID)
-            }
-            if let call = httpCalls[streamID] { cancel(call) }
-            session.resetStream(streamID: streamID, errorCode: .cancel)
-        }
-        if !expired.isEmpty { scheduleFlush() }
-    }
-
-    private func startIdleTimer() {
-        guard idleTimer == nil, let context, let loopBound else { return }
-        idleTimer = context.eventLoop.scheduleTask(in: configuration.idleTimeout) {
-            let connection = loopBound.value
-            connection.idleTimer = nil
-            connection.logger.debug("closing an idle connection")
-            connection.act(connection.manager.idleTimedOut(openStreams: connection.calls.count + connection.httpCalls.count))
-        }
-    }
-
-    /// GOAWAY(2^31-1) + PING; the final GOAWAY follows the PING's ack. In-flight calls finish;
-    /// the connection closes when nghttp2 has nothing left to do, or at the grace deadline.
-    func beginGracefulShutdown() {
-        act(manager.drain(.shutdown))
-    }
-
-    private func enforce(_ verdict: AbuseGuard.Verdict) {
-        guard case .goAway(let reason) = verdict else { return }
-        act(manager.abuse(reason: reason))
-    }
-
-    /// How long a connection closed for abuse or a protocol error keeps reading (and dropping)
-    /// the peer's bytes after its GOAWAY.
-    static let lingerTime: TimeAmount = .seconds(2)
-
-    /// Writes what nghttp2 has (the GOAWAY), shuts the socket's output down, then drops what
-    /// the peer still sends until it closes or `lingerTime` passes. Closing with unread input
-    /// would make the kernel send a TCP RST, and the peer would lose the GOAWAY.
-    private func lingeringClose() {
-        guard let context, let loopBound else { return }
-        if let session, context.channel.isActive {
-            _ = try? session.drainOutput(into: &output)
-            if output.readableBytes > 0 {
-                context.write(wrapOutboundOut(output), promise: nil)
-                output = context.channel.allocator.buffer(capacity: 0)
-            }
-        }
-        context.flush()
-        context.close(mode: .output, promise: nil)
-        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
-        graceTimer?.cancel()
-        graceTimer = context.eventLoop.scheduleTask(in: Self.lingerTime) { loopBound.value.context?.close(promise: nil) }
-    }
 }
 
 /// The connection's side of a running handler: every call hops to the event loop.
-private struct CallSink: ResponseSink {
+struct CallSink: ResponseSink {
     let streamID: Int32
     let eventLoop: any EventLoop
     let connection: NIOLoopBound<GRPCConnectionHandler>
@@ -1011,32 +735,5 @@ private struct CallSink: ResponseSink {
         eventLoop.execute { [connection, streamID] in
             connection.value.finish(streamID: streamID, response: response, status: status, metadata: metadata)
         }
-    }
-}
-
-/// The connection's side of a running HTTP handler (REST over h2c): every call hops to the loop.
-private struct HTTPStreamSink: Sendable {
-    let streamID: Int32
-    let eventLoop: any EventLoop
-    let connection: NIOLoopBound<GRPCConnectionHandler>
-
-    func head(_ response: HTTPResponse) {
-        eventLoop.execute { [connection, streamID] in connection.value.sendHTTPHead(streamID: streamID, response) }
-    }
-
-    func write(_ bytes: ByteBuffer) async throws {
-        try await withCheckedThrowingContinuation { (writer: CheckedContinuation<Void, any Error>) in
-            eventLoop.execute { [connection, streamID] in
-                connection.value.sendHTTPBody(streamID: streamID, bytes: bytes, writer: writer)
-            }
-        }
-    }
-
-    func finish() {
-        eventLoop.execute { [connection, streamID] in connection.value.finishHTTPBody(streamID: streamID) }
-    }
-
-    func done() {
-        eventLoop.execute { [connection] in connection.value.httpHandlerFinished() }
     }
 }

@@ -158,4 +158,12 @@ struct ConnectionPolicyTests {
         #expect(!RPCRouter.hasBearerCredentials("Bearer "))
         #expect(!RPCRouter.hasBearerCredentials("Basic abc"))
     }
+
+    @Test("the default handler cap per connection does not exceed the stream limit, and the buffer budgets hold a largest message")
+    func defaults() {
+        let configuration = ServerConfiguration()
+        #expect(configuration.maxRunningHandlersPerConnection <= configuration.maxConcurrentStreams)
+        #expect(configuration.maxBufferedRequestBytesPerConnection >= configuration.maxReceiveMessageSize + 5)
+        #expect(configuration.maxBufferedRequestBytes >= configuration.maxBufferedRequestBytesPerConnection)
+    }
 }
