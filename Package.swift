@@ -92,6 +92,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
+        // libFuzzer harnesses (tools/fuzz.sh builds them with -sanitize=fuzzer,address; in a
+        // normal build they are programs that do nothing).
+        .executableTarget(name: "fuzz-framing", dependencies: ["Codec"], path: "Sources/FuzzFraming"),
+        .executableTarget(name: "fuzz-proto", dependencies: ["Codec"], path: "Sources/FuzzProto"),
+
         // Test-only protoc-c output (flowd.testing.v1.Control); never linked into flowd.
         .target(
             name: "CFlowdTestingProtos", dependencies: ["CProtobufC"],
