@@ -3,6 +3,8 @@ public import Logging
 public import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import Synchronization
 
 /// A gRPC server over cleartext HTTP/2 (h2c with prior knowledge) on nghttp2, and HTTP/1.1
@@ -30,6 +32,7 @@ public final class GRPCServer: Sendable {
         var connections: [ObjectIdentifier: any Channel] = [:]
         var shuttingDown = false
         var limits = ConnectionLimits(maxTotal: 0, maxPerAddress: 0)
+        var tls: TLSContextStore?
     }
 
     /// `http` answers HTTP/1.1 requests (by default everything is 404). With `metrics`, the
@@ -75,7 +78,14 @@ public final class GRPCServer: Sendable {
         let http = self.http
         let httpConfiguration = self.httpConfiguration
         let metrics = self.metrics
-        let budget = self.requestBudget
+        var tlsStore: TLSContextStore?
+        if let files = configuration.tls {
+            tlsStore = try TLSContextStore(files: files)
+        }
+        state.withLock { $0.tls = tlsStore }
+        let installer = PipelineInstaller(
+            configuration: configuration, router: router, logger: logger, http: http,
+            httpConfiguration: httpConfiguration, metrics: metrics, budget: requestBudget, tls: tlsStore)
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -97,22 +107,7 @@ public final class GRPCServer: Sendable {
                 metrics.connectionOpened()
                 channel.closeFuture.whenComplete { _ in metrics.connectionClosed(closeNote.value ?? .peer) }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(
-                        timeout: configuration.handshakeTimeout, closeNote: closeNote) { detected, context in
-                        let pipeline = context.pipeline.syncOperations
-                        switch detected {
-                        case .http2:
-                            try pipeline.addHandler(GRPCConnectionHandler(
-                                configuration: configuration, router: router, logger: logger,
-                                http: http, httpConfiguration: httpConfiguration, metrics: metrics, closeNote: closeNote,
-                                budget: budget))
-                        case .http1:
-                            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                            try pipeline.addHandler(HTTP1ConnectionHandler(
-                                configuration: httpConfiguration, gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
-                                handler: http, logger: logger, closeNote: closeNote))
-                        }
-                    })
+                    try channel.pipeline.syncOperations.addHandler(installer.sniffer(closeNote: closeNote, tls: tlsStore != nil))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)
@@ -185,7 +180,72 @@ public final class GRPCServer: Sendable {
         return admission
     }
 
+    /// Reads the certificate and key files again (SIGHUP); on failure the current ones stay.
+    public func reloadTLS() throws {
+        guard let store = state.withLock({ $0.tls }) else { return }
+        try store.reload()
+        logger.info("TLS certificate reloaded", metadata: ["certificate": "\(store.files.certificateChainPath)"])
+    }
+
     enum ServerError: Error {
         case notBound
+    }
+}
+
+/// Builds each connection's pipeline once its first bytes told the protocol: TLS (then ALPN
+/// `h2` or `http/1.1`, or the cleartext sniffer again inside TLS when the client offered no
+/// ALPN), HTTP/2 (the nghttp2 pipeline) or HTTP/1.1 (the REST shim).
+struct PipelineInstaller: Sendable {
+    let configuration: ServerConfiguration
+    let router: RPCRouter
+    let logger: Logger
+    let http: any HTTPRequestHandling
+    let httpConfiguration: HTTP1Configuration
+    let metrics: TransportMetrics
+    let budget: RequestBufferBudget
+    let tls: TLSContextStore?
+
+    func sniffer(closeNote: ConnectionCloseNote, tls: Bool) -> ProtocolSniffer {
+        ProtocolSniffer(timeout: configuration.handshakeTimeout, closeNote: closeNote, detectTLS: tls) { detected, context in
+            try install(detected, on: context.channel, closeNote: closeNote)
+        }
+    }
+
+    func install(_ detected: ProtocolSniffer.Detected, on channel: any Channel, closeNote: ConnectionCloseNote) throws {
+        let pipeline = channel.pipeline.syncOperations
+        switch detected {
+        case .http2:
+            try pipeline.addHandler(GRPCConnectionHandler(
+                configuration: configuration, router: router, logger: logger,
+                http: http, httpConfiguration: httpConfiguration, metrics: metrics, closeNote: closeNote,
+                budget: budget))
+        case .http1:
+            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+            try pipeline.addHandler(HTTP1ConnectionHandler(
+                configuration: httpConfiguration, gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
+                handler: http, logger: logger, closeNote: closeNote))
+        case .tls:
+            guard let tls else { throw ServerError.tlsNotConfigured }
+            let pending = PendingTLSHandshake(timeout: configuration.handshakeTimeout, closeNote: closeNote)
+            try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
+            try pipeline.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
+                channel.eventLoop.makeCompletedFuture {
+                    channel.pipeline.syncOperations.removeHandler(pending, promise: nil)
+                    switch result {
+                    case .negotiated("h2"):
+                        try install(.http2, on: channel, closeNote: closeNote)
+                    case .negotiated("http/1.1"):
+                        try install(.http1, on: channel, closeNote: closeNote)
+                    default:
+                        try channel.pipeline.syncOperations.addHandler(sniffer(closeNote: closeNote, tls: false))
+                    }
+                }
+            })
+            try pipeline.addHandler(pending)
+        }
+    }
+
+    enum ServerError: Error {
+        case tlsNotConfigured
     }
 }

@@ -7,6 +7,9 @@ public struct ServerConfiguration: Sendable {
     public var host: String = "127.0.0.1"
     /// Port to listen on; 0 picks a free port (see `GRPCServer.localAddress`).
     public var port: Int = 50051
+    /// TLS on the same port (ALPN `h2` or `http/1.1`); cleartext connections are still served.
+    /// nil: cleartext only.
+    public var tls: ServerTLSFiles?
     /// Event-loop threads; each connection stays on one.
     public var eventLoopThreads: Int = System.coreCount
 

@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import RPCServer
 import ServiceLifecycle
+import UnixSignals
 
 /// `flowd serve`: the gRPC server with the Engine, until SIGTERM or SIGINT, then a graceful
 /// drain. Every flag also has an environment variable; Dify's names where Dify has one.
@@ -54,6 +55,15 @@ struct Serve: AsyncParsableCommand {
         "GET /metrics (Prometheus text format) on the same port: on or off (env FLOWD_METRICS, default on).",
         discussion: "Served without an API key, as Prometheus scrapers expect: its labels name methods, routes, codes and states, never tenants, keys, runs or inputs. Turn it off, or firewall the port, where the volumes themselves must stay private."))
     var metrics: String = Environment.string("FLOWD_METRICS") ?? "on"
+
+    @Option(help: "PEM certificate chain: serve TLS on the same port, ALPN h2 and http/1.1 (env FLOWD_TLS_CERT; with --tls-key; SIGHUP reloads both).")
+    var tlsCert: String? = Environment.string("FLOWD_TLS_CERT")
+
+    @Option(help: "PEM private key of --tls-cert (env FLOWD_TLS_KEY).")
+    var tlsKey: String? = Environment.string("FLOWD_TLS_KEY")
+
+    @Flag(help: "Serve cleartext on a non-loopback --host without TLS: API keys then cross the network in clear (env FLOWD_ALLOW_PLAINTEXT=1).")
+    var allowPlaintext: Bool = Environment.string("FLOWD_ALLOW_PLAINTEXT") == "1"
 
     @OptionGroup(title: "Connection limits and timeouts")
     var limits: ServeLimitOptions
@@ -119,6 +129,16 @@ struct Serve: AsyncParsableCommand {
         serverConfiguration.port = port
         if threads > 0 { serverConfiguration.eventLoopThreads = threads }
         try limits.apply(to: &serverConfiguration)
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?):
+            serverConfiguration.tls = ServerTLSFiles(certificateChainPath: cert, privateKeyPath: key)
+        case (nil, nil):
+            guard allowPlaintext || Self.isLoopback(host) else {
+                throw ValidationError("--host \(host) is not a loopback address: serve it with --tls-cert and --tls-key, or pass --allow-plaintext to send API keys over the network in clear")
+            }
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
         guard restPingIntervalSeconds > 0 else { throw ValidationError("--rest-ping-interval-seconds must be positive") }
         var restConfiguration = DifyWorkflowsAPIConfiguration()
         restConfiguration.pingInterval = .seconds(restPingIntervalSeconds)
@@ -134,7 +154,7 @@ struct Serve: AsyncParsableCommand {
             "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "store": "\(data.storeDescription)",
             "workers": "\(engineConfiguration.workerCount)",
         ])
-        let service = FlowdService(server: server, health: health, engine: engine,
+        let service = FlowdService(server: server, health: health, engine: engine, logger: logger,
                                    listening: "flowd: listening on \(address.ipAddress ?? host):\(address.port ?? port)")
         let group = ServiceGroup(
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -149,11 +169,26 @@ struct FlowdService: Service {
     let server: GRPCServer
     let health: HealthService
     let engine: Engine
+    let logger: Logger
     /// Printed once the service runs: the service group has trapped SIGTERM and SIGINT by
     /// then, so a script that stops the server as soon as it sees this line stops it gracefully.
     let listening: String
 
     func run() async throws {
+        // SIGHUP reloads the TLS certificate and key (a failure keeps the current ones). Trapped
+        // before the listening line: an early SIGHUP would otherwise end the process.
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        let server = self.server, logger = self.logger
+        let reloader = Task {
+            for await _ in signals {
+                do {
+                    try server.reloadTLS()
+                } catch {
+                    logger.error("TLS reload failed; the current certificate stays", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        defer { reloader.cancel() }
         // Scripts wait for this line (and read the port from it when --port 0).
         print(listening)
         fflush(nil)  // all streams: the line must reach a pipe at once
@@ -164,6 +199,13 @@ struct FlowdService: Service {
             server.beginGracefulShutdown()
         }
         await engine.shutdown()
+    }
+}
+
+extension Serve {
+    /// 127.0.0.0/8, ::1 and localhost.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
     }
 }
 

@@ -18,6 +18,7 @@ import argparse
 import os
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -677,12 +678,63 @@ class Suite:
         finally:
             server.stop()
 
+    def tls(self):
+        """TLS on the same port: grpcio over TLS (ALPN h2), curl over h2 and http/1.1,
+        openssl s_client -alpn h2, cleartext h2c still served, SIGHUP reload of a new
+        certificate; a non-loopback --host without TLS is refused."""
+        work = tempfile.mkdtemp(prefix="flowd-tls-")
+        cert, key = os.path.join(work, "c.pem"), os.path.join(work, "k.pem")
+
+        def make_cert(cn: str):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                            "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={cn}",
+                            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                           check=True, capture_output=True, timeout=DEADLINE_S)
+
+        def s_client(port: int) -> str:
+            done = subprocess.run(["openssl", "s_client", "-alpn", "h2", "-connect", f"127.0.0.1:{port}"],
+                                  input=b"", capture_output=True, timeout=DEADLINE_S)
+            return done.stdout.decode(errors="replace")
+
+        make_cert("localhost")
+        server = self.server("--tls-cert", cert, "--tls-key", key)
+        try:
+            import grpc
+            with open(cert, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(f.read())
+            with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+                check = channel.unary_unary("/grpc.health.v1.Health/Check")
+                answer = check(b"", timeout=DEADLINE_S)  # HealthCheckResponse{status: SERVING} = 08 01
+            alpn = "ALPN protocol: h2" in s_client(server.port)
+            curls = []
+            for extra in ([], ["--http1.1"]):
+                done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "--cacert", cert,
+                                       *extra, f"https://localhost:{server.port}/metrics"],
+                                      capture_output=True, timeout=DEADLINE_S)
+                curls.append(done.stdout.decode())
+            served = normal_call(server.port)
+            make_cert("reloaded")
+            server.proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+            reloaded = "CN = reloaded" in s_client(server.port) or "CN=reloaded" in s_client(server.port)
+        finally:
+            server.stop()
+        refused = subprocess.run([self.flowd, "serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", work,
+                                  "--workflows", os.path.join(REPO, "examples", "workflows")],
+                                 capture_output=True, timeout=DEADLINE_S)
+        shutil.rmtree(work, ignore_errors=True)
+        refusal = refused.returncode != 0 and b"--allow-plaintext" in refused.stdout + refused.stderr
+        ok = answer == b"\x08\x01" and alpn and curls == ["2 200", "1.1 200"] and served == "0" and reloaded and refusal
+        self.check("tls", ok, f"grpcio over TLS: {answer!r}; s_client ALPN h2: {alpn}; curl (h2, http/1.1): {curls}; "
+                              f"cleartext h2c call: {served}; SIGHUP reload shows the new certificate: {reloaded}; "
+                              f"--host 0.0.0.0 without TLS refused: {refusal} (exit {refused.returncode})")
+
     def all_cases(self):
         return [self.memory_one_connection, self.memory_twenty_connections, self.unauthenticated_body,
                 self.zero_window_watch, self.stream_idle, self.max_connection_age, self.connection_limits,
                 self.grpc_timeout_cap, self.long_service_name, self.empty_frames_interleaved,
                 self.premature_resets, self.ping_flood, self.settings_flood, self.peer_never_reads,
-                self.advertised_settings]
+                self.advertised_settings, self.tls]
 
 
 def main() -> int:
