@@ -32,10 +32,6 @@ static inline void flowd_h2_set_data_flags(uint32_t *flags, int eof, int no_end_
     if (eof) *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (no_end_stream) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 }
-/* Frame headers seen by on_begin_frame_callback (every frame, including DATA on closed streams). */
-static inline int flowd_h2_hd_is_empty_data_without_end_stream(const nghttp2_frame_hd *hd) {
-    return hd->type == NGHTTP2_DATA && hd->length == 0 && (hd->flags & NGHTTP2_FLAG_END_STREAM) == 0;
-}
 static inline int flowd_h2_frame_is_rst_stream(const nghttp2_frame *frame) { return frame->hd.type == NGHTTP2_RST_STREAM; }
 static inline uint32_t flowd_h2_frame_rst_error_code(const nghttp2_frame *frame) { return frame->rst_stream.error_code; }
 static inline int flowd_h2_submit_ping(nghttp2_session *session, uint64_t opaque) {

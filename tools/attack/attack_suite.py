@@ -587,6 +587,19 @@ class Suite:
         finally:
             server.stop()
 
+    def empty_frames_closed_stream(self):
+        """Empty DATA frames on a stream that is already closed (nghttp2 drops them unseen by
+        the application; the server counts them from the frame header)."""
+        server = self.server()
+        try:
+            def attack(client: Client):
+                stream = client.open(HEALTH_CHECK, end_stream=True, body=frame(health_request()))
+                client.pump(lambda c: c.done(stream), timeout=10)
+                client.send_raw(hyperframe.frame.DataFrame(stream, data=b"").serialize() * 120)
+            self.goaway_case("empty_frames_closed_stream", server, attack, 11, b"empty_frames")
+        finally:
+            server.stop()
+
     def premature_resets(self):
         """Open 150 streams and reset each at once (Rapid Reset's pattern, under nghttp2's bucket)."""
         server = self.server()
@@ -733,6 +746,7 @@ class Suite:
         return [self.memory_one_connection, self.memory_twenty_connections, self.unauthenticated_body,
                 self.zero_window_watch, self.stream_idle, self.max_connection_age, self.connection_limits,
                 self.grpc_timeout_cap, self.long_service_name, self.empty_frames_interleaved,
+                self.empty_frames_closed_stream,
                 self.premature_resets, self.ping_flood, self.settings_flood, self.peer_never_reads,
                 self.advertised_settings, self.tls]
 

@@ -27,7 +27,7 @@ enum HTTP2Event {
     /// END_STREAM on a DATA frame (END_STREAM on the request HEADERS is in `requestHeaders`).
     case endOfRequest(streamID: Int32)
     /// An empty DATA frame without END_STREAM (counted against empty-frame floods), on any
-    /// stream, closed ones included (seen in the frame header, before nghttp2 looks at the stream).
+    /// stream, closed ones included (seen by `FrameHeaderScanner`, before nghttp2 looks at it).
     case emptyDataFrame(streamID: Int32)
     /// The peer reset a stream (RST_STREAM received); `streamClosed` follows.
     case peerReset(streamID: Int32, errorCode: UInt32)
@@ -85,6 +85,8 @@ final class NGHTTP2Session {
     /// Bytes that arrived for streams that are gone: credited to the connection after
     /// `mem_recv`/`mem_send` return (callbacks must not call back into nghttp2).
     private var orphanedCredit = 0
+    /// Frame boundaries of the input, for what nghttp2 drops unseen (empty DATA on closed streams).
+    private var frameHeaders = FrameHeaderScanner()
 
     struct Settings {
         var maxConcurrentStreams: UInt32
@@ -144,6 +146,9 @@ final class NGHTTP2Session {
     /// is fatal for the session: drain the output (it may hold a GOAWAY) and close.
     func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        frameHeaders.scan(bytes) { header in
+            if header.isEmptyDataWithoutEndStream { events.append(.emptyDataFrame(streamID: header.streamID)) }
+        }
         let rc = nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), bytes.count)
         if rc < 0 { throw HTTP2SessionError(libraryCode: rc) }
         creditOrphanedBytes()
@@ -371,12 +376,6 @@ final class NGHTTP2Session {
         }
     }
 
-    private func onBeginFrame(_ header: UnsafePointer<nghttp2_frame_hd>) {
-        if flowd_h2_hd_is_empty_data_without_end_stream(header) != 0 {
-            events.append(.emptyDataFrame(streamID: header.pointee.stream_id))
-        }
-    }
-
     private func onDataChunk(streamID: Int32, bytes: UnsafeRawBufferPointer) {
         guard streams[streamID] != nil else {
             orphanedCredit += bytes.count
@@ -462,10 +461,6 @@ final class NGHTTP2Session {
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
             owner(userData).onFrameRecv(frame!)
-            return 0
-        }
-        nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks) { _, header, userData in
-            owner(userData).onBeginFrame(header!)
             return 0
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) {

@@ -167,3 +167,31 @@ struct ConnectionPolicyTests {
         #expect(configuration.maxBufferedRequestBytes >= configuration.maxBufferedRequestBytesPerConnection)
     }
 }
+
+@Suite("Frame header scanner")
+struct FrameHeaderScannerTests {
+    private func frame(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8] = []) -> [UInt8] {
+        let n = payload.count
+        return [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags,
+                UInt8(stream >> 24), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
+    }
+
+    @Test("frame headers are found after the preface however the bytes are split, and empty DATA without END_STREAM is recognised")
+    func split() {
+        let input = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+            + frame(type: 0x4, flags: 0, stream: 0, payload: [0, 3, 0, 0, 0, 100])
+            + frame(type: 0x0, flags: 0, stream: 1)
+            + frame(type: 0x0, flags: 1, stream: 1)
+            + frame(type: 0x0, flags: 0, stream: 3, payload: [1, 2, 3])
+        for cut in 0...input.count {
+            var scanner = FrameHeaderScanner()
+            var headers: [FrameHeaderScanner.Header] = []
+            for part in [Array(input[..<cut]), Array(input[cut...])] {
+                part.withUnsafeBytes { scanner.scan($0) { headers.append($0) } }
+            }
+            #expect(headers.map(\.type) == [4, 0, 0, 0])
+            #expect(headers.map(\.isEmptyDataWithoutEndStream) == [false, true, false, false])
+            #expect(headers.last?.streamID == 3 && headers.last?.length == 3)
+        }
+    }
+}
