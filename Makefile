@@ -15,13 +15,15 @@ CONTRACT_CHECK := ../shared/tools/check-contract.py
 # Steps run one after another, in the order they are listed, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine clean
+.PHONY: attack fuzz help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine clean
 
 help:
 	@echo "make run      install what is missing, build, start flowd serve on $(HOST):$(PORT)"
 	@echo "make test     install what is missing, build, run every test (CI runs this)"
 	@echo "make deps     install missing Debian and Python packages (tools/install-deps.sh)"
 	@echo "make build    swift build (debug)"
+	@echo "make attack   the hostile-client suite against the debug flowd (tools/attack)"
+	@echo "make fuzz     the libFuzzer harnesses, FUZZ_SECONDS (60) each (tools/fuzz.sh)"
 	@echo "make health   ask a running server for its health (HOST=$(HOST) PORT=$(PORT))"
 	@echo "make bench    h2load: 100,000 Health/Check calls against a release build"
 	@echo "make bench-engine  the release flowd over the wire: gRPC, REST, durable submissions, e2e runs/s"
@@ -48,7 +50,7 @@ run: build
 	@echo "== flowd serve on $(HOST):$(PORT) (Ctrl-C stops it gracefully)"
 	$(SWIFT) run --skip-build flowd serve --host $(HOST) --port $(PORT) --data-dir $(DATA) --workflows $(WORKFLOWS)
 
-test: deps gen-check contract interop-selftest build-tests swift-test
+test: deps gen-check contract interop-selftest build-tests swift-test attack fuzz
 	@echo "== make test: all steps passed"
 
 gen-check: deps
@@ -82,6 +84,17 @@ swift-test: deps
 	 echo "   PostgreSQL for the tests: $$FLOWD_TEST_POSTGRES_URL"; \
 	 SWIFT="$(SWIFT)" tools/swift-test-phase.sh engine 15 --skip RPCServerTests && \
 	 SWIFT="$(SWIFT)" tools/swift-test-phase.sh wire 10 --filter RPCServerTests
+
+# The hostile-client suite (tools/attack/attack_suite.py): each case starts the debug flowd on
+# 127.0.0.1:0 with the flags it tests, attacks it, and checks the answer, a normal call and the
+# server's RSS. Bounded: every wait has a deadline; the whole suite takes a few minutes.
+attack: deps
+	@echo "== attack suite against .build/debug/flowd"
+	$(PYTHON) tools/attack/attack_suite.py --flowd .build/debug/flowd
+
+# libFuzzer harnesses (tools/fuzz.sh), 60 s each; FUZZ_SECONDS=600 make fuzz for a longer run.
+fuzz: deps
+	@tools/fuzz.sh
 
 health:
 	@$(PYTHON) tools/interop/health_check.py --target $(HOST):$(PORT)

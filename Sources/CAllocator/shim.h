@@ -10,7 +10,11 @@ static inline int flowd_allocator_tune(int trim_threshold, int top_pad, int mmap
     return mallopt(M_TRIM_THRESHOLD, trim_threshold) + mallopt(M_TOP_PAD, top_pad)
         + mallopt(M_MMAP_THRESHOLD, mmap_threshold);
 }
+
+/// Returns free memory at the top of the heap and in free chunks to the system (malloc_trim).
+static inline int flowd_allocator_trim(void) { return malloc_trim(0); }
 #else
+static inline int flowd_allocator_trim(void) { return 0; }
 static inline int flowd_allocator_tune(int trim_threshold, int top_pad, int mmap_threshold) {
     (void)trim_threshold; (void)top_pad; (void)mmap_threshold;
     return 0;

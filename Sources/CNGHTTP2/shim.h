@@ -32,6 +32,8 @@ static inline void flowd_h2_set_data_flags(uint32_t *flags, int eof, int no_end_
     if (eof) *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (no_end_stream) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 }
+static inline int flowd_h2_frame_is_rst_stream(const nghttp2_frame *frame) { return frame->hd.type == NGHTTP2_RST_STREAM; }
+static inline uint32_t flowd_h2_frame_rst_error_code(const nghttp2_frame *frame) { return frame->rst_stream.error_code; }
 static inline int flowd_h2_submit_ping(nghttp2_session *session, uint64_t opaque) {
     uint8_t data[8];
     for (int i = 7; i >= 0; i--) { data[i] = (uint8_t)(opaque & 0xff); opaque >>= 8; }

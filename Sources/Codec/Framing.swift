@@ -63,8 +63,12 @@ public struct GRPCMessageDeframer: Sendable {
                 pending.append(contentsOf: rest.prefix(take))
                 rest = rest.dropFirst(take)
                 if pending.count == GRPCFraming.prefixLength + bodyLength {
-                    complete.append(Array(pending[GRPCFraming.prefixLength...]))
-                    pending.removeAll(keepingCapacity: true)
+                    // The buffer itself becomes the message (moved, not copied): a large
+                    // message never exists twice, and the deframer keeps no large buffer.
+                    var message = pending
+                    pending = []
+                    message.removeFirst(GRPCFraming.prefixLength)
+                    complete.append(message)
                     expectedBodyLength = nil
                 }
             } else {
@@ -100,7 +104,8 @@ public struct GRPCMessageDeframer: Sendable {
             pending.removeAll(keepingCapacity: true)
         } else {
             expectedBodyLength = length
-            pending.reserveCapacity(GRPCFraming.prefixLength + min(length, 1 << 20))
+            // Capacity grows with the bytes that arrive, not with what the prefix claims.
+            pending.reserveCapacity(GRPCFraming.prefixLength + min(length, 1 << 16))
         }
     }
 

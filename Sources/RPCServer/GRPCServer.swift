@@ -3,6 +3,8 @@ public import Logging
 public import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import Synchronization
 
 /// A gRPC server over cleartext HTTP/2 (h2c with prior knowledge) on nghttp2, and HTTP/1.1
@@ -22,20 +24,26 @@ public final class GRPCServer: Sendable {
     private let metrics: TransportMetrics
     private let group: MultiThreadedEventLoopGroup
     private let state = Mutex(State())
+    /// Request bytes buffered by all connections together.
+    let requestBudget: RequestBufferBudget
 
     private struct State {
         var listener: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
         var shuttingDown = false
+        var limits = ConnectionLimits(maxTotal: 0, maxPerAddress: 0)
+        var tls: TLSContextStore?
     }
 
     /// `http` answers HTTP/1.1 requests (by default everything is 404). With `metrics`, the
     /// server records its calls, requests and connections there and answers `GET /metrics`;
     /// without, it records them with `MetricsSystem.factory` and `/metrics` is the REST shim's
-    /// (404).
+    /// (404). `afterRequestBurst` runs when the connections' buffered request bytes drop back
+    /// to zero after a burst of at least 8 MiB (flowd returns freed memory to the system there).
     public init(configuration: ServerConfiguration, services: [any RegistrableRPCService],
                 http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
-                metrics: ServerMetrics? = nil, logger: Logger) {
+                metrics: ServerMetrics? = nil, logger: Logger,
+                afterRequestBurst: (@Sendable () -> Void)? = nil) {
         self.configuration = configuration
         let transportMetrics = TransportMetrics(factory: metrics?.factory ?? MetricsSystem.factory)
         self.metrics = transportMetrics
@@ -47,6 +55,11 @@ public final class GRPCServer: Sendable {
         self.router = router
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        self.requestBudget = RequestBufferBudget(limit: configuration.maxBufferedRequestBytes, afterBurst: afterRequestBurst)
+        state.withLock {
+            $0.limits = ConnectionLimits(maxTotal: configuration.maxConnections,
+                                         maxPerAddress: configuration.maxConnectionsPerAddress)
+        }
     }
 
     /// The last reference may go on any thread, one of the group's own loops included: the
@@ -65,35 +78,36 @@ public final class GRPCServer: Sendable {
         let http = self.http
         let httpConfiguration = self.httpConfiguration
         let metrics = self.metrics
+        var tlsStore: TLSContextStore?
+        if let files = configuration.tls {
+            tlsStore = try TLSContextStore(files: files)
+        }
+        state.withLock { $0.tls = tlsStore }
+        let installer = PipelineInstaller(
+            configuration: configuration, router: router, logger: logger, http: http,
+            httpConfiguration: httpConfiguration, metrics: metrics, budget: requestBudget, tls: tlsStore)
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [weak self] channel in
-                guard let self, self.track(channel) else {
+                guard let self else { return channel.close() }
+                switch self.track(channel) {
+                case .accepted:
+                    break
+                case .shuttingDown:
                     metrics.connectionClosed(.refused, wasOpen: false)
+                    return channel.close()
+                case .overLimit:
+                    metrics.connectionClosed(.overLimit, wasOpen: false)
                     return channel.close()
                 }
                 let closeNote = ConnectionCloseNote(nil, eventLoop: channel.eventLoop)
                 metrics.connectionOpened()
                 channel.closeFuture.whenComplete { _ in metrics.connectionClosed(closeNote.value ?? .peer) }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(
-                        timeout: configuration.handshakeTimeout, closeNote: closeNote) { detected, context in
-                        let pipeline = context.pipeline.syncOperations
-                        switch detected {
-                        case .http2:
-                            try pipeline.addHandler(GRPCConnectionHandler(
-                                configuration: configuration, router: router, logger: logger,
-                                http: http, httpConfiguration: httpConfiguration, metrics: metrics, closeNote: closeNote))
-                        case .http1:
-                            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                            try pipeline.addHandler(HTTP1ConnectionHandler(
-                                configuration: httpConfiguration, gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
-                                handler: http, logger: logger, closeNote: closeNote))
-                        }
-                    })
+                    try channel.pipeline.syncOperations.addHandler(installer.sniffer(closeNote: closeNote, tls: tlsStore != nil))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)
@@ -139,22 +153,99 @@ public final class GRPCServer: Sendable {
         try? await run()
     }
 
-    private func track(_ channel: any Channel) -> Bool {
+    private enum Admission { case accepted, shuttingDown, overLimit }
+
+    private func track(_ channel: any Channel) -> Admission {
         let id = ObjectIdentifier(channel)
-        let accepted = state.withLock { state in
-            guard !state.shuttingDown else { return false }
+        let address = ConnectionLimits.addressKey(channel.remoteAddress)
+        let admission = state.withLock { state -> Admission in
+            guard !state.shuttingDown else { return .shuttingDown }
+            guard state.limits.open(address: address) else { return .overLimit }
             state.connections[id] = channel
-            return true
+            return .accepted
         }
-        if accepted {
+        switch admission {
+        case .accepted:
             channel.closeFuture.whenComplete { [weak self] _ in
-                _ = self?.state.withLock { $0.connections.removeValue(forKey: id) }
+                self?.state.withLock { state in
+                    state.connections.removeValue(forKey: id)
+                    state.limits.close(address: address)
+                }
             }
+        case .overLimit:
+            logger.info("refusing a connection over the connection limits", metadata: ["peer": "\(address)"])
+        case .shuttingDown:
+            break
         }
-        return accepted
+        return admission
+    }
+
+    /// Reads the certificate and key files again (SIGHUP); on failure the current ones stay.
+    public func reloadTLS() throws {
+        guard let store = state.withLock({ $0.tls }) else { return }
+        try store.reload()
+        logger.info("TLS certificate reloaded", metadata: ["certificate": "\(store.files.certificateChainPath)"])
     }
 
     enum ServerError: Error {
         case notBound
+    }
+}
+
+/// Builds each connection's pipeline once its first bytes told the protocol: TLS (then ALPN
+/// `h2` or `http/1.1`, or the cleartext sniffer again inside TLS when the client offered no
+/// ALPN), HTTP/2 (the nghttp2 pipeline) or HTTP/1.1 (the REST shim).
+struct PipelineInstaller: Sendable {
+    let configuration: ServerConfiguration
+    let router: RPCRouter
+    let logger: Logger
+    let http: any HTTPRequestHandling
+    let httpConfiguration: HTTP1Configuration
+    let metrics: TransportMetrics
+    let budget: RequestBufferBudget
+    let tls: TLSContextStore?
+
+    func sniffer(closeNote: ConnectionCloseNote, tls: Bool) -> ProtocolSniffer {
+        ProtocolSniffer(timeout: configuration.handshakeTimeout, closeNote: closeNote, detectTLS: tls) { detected, context in
+            try install(detected, on: context.channel, closeNote: closeNote)
+        }
+    }
+
+    func install(_ detected: ProtocolSniffer.Detected, on channel: any Channel, closeNote: ConnectionCloseNote) throws {
+        let pipeline = channel.pipeline.syncOperations
+        switch detected {
+        case .http2:
+            try pipeline.addHandler(GRPCConnectionHandler(
+                configuration: configuration, router: router, logger: logger,
+                http: http, httpConfiguration: httpConfiguration, metrics: metrics, closeNote: closeNote,
+                budget: budget))
+        case .http1:
+            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+            try pipeline.addHandler(HTTP1ConnectionHandler(
+                configuration: httpConfiguration, gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
+                handler: http, logger: logger, closeNote: closeNote))
+        case .tls:
+            guard let tls else { throw ServerError.tlsNotConfigured }
+            let pending = PendingTLSHandshake(timeout: configuration.handshakeTimeout, closeNote: closeNote)
+            try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
+            try pipeline.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
+                channel.eventLoop.makeCompletedFuture {
+                    channel.pipeline.syncOperations.removeHandler(pending, promise: nil)
+                    switch result {
+                    case .negotiated("h2"):
+                        try install(.http2, on: channel, closeNote: closeNote)
+                    case .negotiated("http/1.1"):
+                        try install(.http1, on: channel, closeNote: closeNote)
+                    default:
+                        try channel.pipeline.syncOperations.addHandler(sniffer(closeNote: closeNote, tls: false))
+                    }
+                }
+            })
+            try pipeline.addHandler(pending)
+        }
+    }
+
+    enum ServerError: Error {
+        case tlsNotConfigured
     }
 }

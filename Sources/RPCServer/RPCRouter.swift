@@ -10,6 +10,10 @@ public protocol RegistrableRPCService: Sendable {
 public struct RPCRouter: Sendable {
     private(set) var handlers: [String: RPCHandler] = [:]
     private(set) var services: Set<String> = []
+    /// Services whose every method needs `authorization: Bearer <token>`, with the error a
+    /// call without one gets: the connection answers it from the headers, before it buffers
+    /// the request body.
+    private(set) var credentialRequirements: [String: RPCError] = [:]
 
     public init() {}
 
@@ -21,7 +25,7 @@ public struct RPCRouter: Sendable {
         handler: @escaping @Sendable (Request, ServerContext) async throws -> ServerResponse<Response>
     ) {
         register(descriptor, kind: .unary) { input, context, limits, _ in
-            let request = try Request(serializedBytes: input.single, limits: limits)
+            let request = try Request(serializedBytes: input.takeSingle(), limits: limits)
             let response = try await handler(request, context)
             return HandlerResult(
                 unaryResponse: UnaryResponse(metadata: response.metadata, message: response.message.serializedBytes()),
@@ -37,7 +41,8 @@ public struct RPCRouter: Sendable {
         handler: @escaping @Sendable (Request, ServerContext) async throws -> StreamingServerResponse<Response>
     ) {
         register(descriptor, kind: .serverStreaming) { input, context, limits, sink in
-            let request = try Request(serializedBytes: input.single, limits: limits)
+            // The request's bytes are released here, not when a long stream ends.
+            let request = try Request(serializedBytes: input.takeSingle(), limits: limits)
             let response = try await handler(request, context)
             try await sink.sendHeaders(response.metadata)
             return HandlerResult(unaryResponse: nil, trailingMetadata: try await response.producer(RPCWriter(sink: sink)))
@@ -53,7 +58,8 @@ public struct RPCRouter: Sendable {
         handler: @escaping @Sendable (RPCRequestStream<Request>, RPCWriter<Response>, ServerContext) async throws -> Metadata
     ) {
         register(descriptor, kind: .bidirectionalStreaming) { input, context, limits, sink in
-            let requests = RPCRequestStream<Request>(messages: input.stream, limits: limits)
+            let (messages, taken) = input.stream
+            let requests = RPCRequestStream<Request>(messages: messages, taken: taken, limits: limits)
             let trailers = try await handler(requests, RPCWriter(sink: sink), context)
             return HandlerResult(unaryResponse: nil, trailingMetadata: trailers)
         }
@@ -65,6 +71,19 @@ public struct RPCRouter: Sendable {
     ) {
         handlers[descriptor.path] = RPCHandler(kind: kind, body: body)
         services.insert(descriptor.service)
+    }
+
+    /// Calls of `service` without a `Bearer` authorization header are answered `error` from
+    /// their headers (the service's own check would answer the same after the body).
+    public mutating func requireBearerCredentials(service: String, otherwise error: RPCError) {
+        credentialRequirements[service] = error
+    }
+
+    /// True when `authorization` looks like `Bearer <token>` (scheme case-insensitive).
+    static func hasBearerCredentials(_ authorization: String?) -> Bool {
+        guard let authorization, let space = authorization.firstIndex(of: " ") else { return false }
+        let token = authorization[authorization.index(after: space)...]
+        return authorization[..<space].lowercased() == "bearer" && !token.isEmpty
     }
 
     /// Gives every registered method its metrics.
@@ -104,18 +123,36 @@ struct HandlerResult: Sendable {
 /// The request side of a call as its handler gets it.
 enum RequestInput: Sendable {
     /// The one message of a unary or server-streaming call.
-    case single([UInt8])
-    /// The messages of a bidirectional-streaming call, as they arrive.
-    case stream(AsyncThrowingStream<[UInt8], any Error>)
+    case single(RequestMessage)
+    /// The messages of a bidirectional-streaming call, as they arrive; `taken` is told the
+    /// size of each message the handler takes (the connection stops counting it then).
+    case stream(AsyncThrowingStream<[UInt8], any Error>, taken: @Sendable (Int) -> Void)
 
-    var single: [UInt8] {
-        if case .single(let bytes) = self { return bytes }
+    /// The single message's bytes; they are no longer held by the input afterwards.
+    func takeSingle() -> [UInt8] {
+        if case .single(let message) = self { return message.take() }
         return []
     }
 
-    var stream: AsyncThrowingStream<[UInt8], any Error> {
-        if case .stream(let messages) = self { return messages }
-        return AsyncThrowingStream { $0.finish() }
+    var stream: (AsyncThrowingStream<[UInt8], any Error>, taken: @Sendable (Int) -> Void) {
+        if case .stream(let messages, let taken) = self { return (messages, taken) }
+        return (AsyncThrowingStream { $0.finish() }, { _ in })
+    }
+}
+
+/// A request message handed to a handler, which takes its bytes once to decode them, so that
+/// a long-running call does not keep the encoded request alive.
+final class RequestMessage: @unchecked Sendable {
+    // Read once, by the one task that runs the handler.
+    private var bytes: [UInt8]?
+
+    init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+    }
+
+    func take() -> [UInt8] {
+        defer { bytes = nil }
+        return bytes ?? []
     }
 }
 
@@ -169,19 +206,22 @@ struct RPCHandler: Sendable {
 public struct RPCRequestStream<Message: ProtoMessage>: AsyncSequence, Sendable {
     public typealias Element = Message
     let messages: AsyncThrowingStream<[UInt8], any Error>
+    let taken: @Sendable (Int) -> Void
     let limits: DecodingLimits
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: AsyncThrowingStream<[UInt8], any Error>.AsyncIterator
+        let taken: @Sendable (Int) -> Void
         let limits: DecodingLimits
 
         public mutating func next() async throws -> Message? {
             guard let bytes = try await base.next() else { return nil }
+            taken(bytes.count)
             return try Message(serializedBytes: bytes, limits: limits)
         }
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: messages.makeAsyncIterator(), limits: limits)
+        AsyncIterator(base: messages.makeAsyncIterator(), taken: taken, limits: limits)
     }
 }

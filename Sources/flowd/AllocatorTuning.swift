@@ -22,4 +22,10 @@ enum AllocatorTuning {
         if let tunables = environment["GLIBC_TUNABLES"], tunables.contains("glibc.malloc.") { return false }
         return flowd_allocator_tune(trimThreshold, topPad, mmapThreshold) == 3
     }
+
+    /// Gives free heap memory back to the system, after a burst of buffered requests (the
+    /// trim threshold above would otherwise keep up to 256 MiB per arena resident).
+    static func trim() {
+        _ = flowd_allocator_trim()
+    }
 }

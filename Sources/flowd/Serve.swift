@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import RPCServer
 import ServiceLifecycle
+import UnixSignals
 
 /// `flowd serve`: the gRPC server with the Engine, until SIGTERM or SIGINT, then a graceful
 /// drain. Every flag also has an environment variable; Dify's names where Dify has one.
@@ -54,6 +55,18 @@ struct Serve: AsyncParsableCommand {
         "GET /metrics (Prometheus text format) on the same port: on or off (env FLOWD_METRICS, default on).",
         discussion: "Served without an API key, as Prometheus scrapers expect: its labels name methods, routes, codes and states, never tenants, keys, runs or inputs. Turn it off, or firewall the port, where the volumes themselves must stay private."))
     var metrics: String = Environment.string("FLOWD_METRICS") ?? "on"
+
+    @Option(help: "PEM certificate chain: serve TLS on the same port, ALPN h2 and http/1.1 (env FLOWD_TLS_CERT; with --tls-key; SIGHUP reloads both).")
+    var tlsCert: String? = Environment.string("FLOWD_TLS_CERT")
+
+    @Option(help: "PEM private key of --tls-cert (env FLOWD_TLS_KEY).")
+    var tlsKey: String? = Environment.string("FLOWD_TLS_KEY")
+
+    @Flag(help: "Serve cleartext on a non-loopback --host without TLS: API keys then cross the network in clear (env FLOWD_ALLOW_PLAINTEXT=1).")
+    var allowPlaintext: Bool = Environment.string("FLOWD_ALLOW_PLAINTEXT") == "1"
+
+    @OptionGroup(title: "Connection limits and timeouts")
+    var limits: ServeLimitOptions
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env FLOWD_LOG_LEVEL).")
     var logLevel: String = Environment.string("FLOWD_LOG_LEVEL") ?? "info"
@@ -120,6 +133,17 @@ struct Serve: AsyncParsableCommand {
         serverConfiguration.host = host
         serverConfiguration.port = port
         if threads > 0 { serverConfiguration.eventLoopThreads = threads }
+        try limits.apply(to: &serverConfiguration)
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?):
+            serverConfiguration.tls = ServerTLSFiles(certificateChainPath: cert, privateKeyPath: key)
+        case (nil, nil):
+            guard allowPlaintext || Self.isLoopback(host) else {
+                throw ValidationError("--host \(host) is not a loopback address: serve it with --tls-cert and --tls-key, or pass --allow-plaintext to send API keys over the network in clear")
+            }
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
         guard restPingIntervalSeconds > 0 else { throw ValidationError("--rest-ping-interval-seconds must be positive") }
         var restConfiguration = DifyWorkflowsAPIConfiguration()
         restConfiguration.pingInterval = .seconds(restPingIntervalSeconds)
@@ -129,13 +153,13 @@ struct Serve: AsyncParsableCommand {
             services: [health, WorkflowsService(engine: engine, authenticator: authenticator), ReflectionService()],
             http: DifyWorkflowsAPI(engine: engine, authenticator: authenticator, catalog: catalog,
                                    configuration: restConfiguration),
-            metrics: serverMetrics, logger: logger)
+            metrics: serverMetrics, logger: logger, afterRequestBurst: { AllocatorTuning.trim() })
         let address = try await server.start()
         logger.info("serving", metadata: [
             "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "store": "\(data.storeDescription)",
             "workers": "\(engineConfiguration.workerCount)",
         ])
-        let service = FlowdService(server: server, health: health, engine: engine,
+        let service = FlowdService(server: server, health: health, engine: engine, logger: logger,
                                    listening: "flowd: listening on \(address.ipAddress ?? host):\(address.port ?? port)")
         let group = ServiceGroup(
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -150,11 +174,26 @@ struct FlowdService: Service {
     let server: GRPCServer
     let health: HealthService
     let engine: Engine
+    let logger: Logger
     /// Printed once the service runs: the service group has trapped SIGTERM and SIGINT by
     /// then, so a script that stops the server as soon as it sees this line stops it gracefully.
     let listening: String
 
     func run() async throws {
+        // SIGHUP reloads the TLS certificate and key (a failure keeps the current ones). Trapped
+        // before the listening line: an early SIGHUP would otherwise end the process.
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        let server = self.server, logger = self.logger
+        let reloader = Task {
+            for await _ in signals {
+                do {
+                    try server.reloadTLS()
+                } catch {
+                    logger.error("TLS reload failed; the current certificate stays", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        defer { reloader.cancel() }
         // Scripts wait for this line (and read the port from it when --port 0).
         print(listening)
         fflush(nil)  // all streams: the line must reach a pipe at once
@@ -168,6 +207,13 @@ struct FlowdService: Service {
     }
 }
 
+extension Serve {
+    /// 127.0.0.0/8, ::1 and localhost.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    }
+}
+
 /// Reads configuration from environment variables.
 enum Environment {
     static func string(_ name: String) -> String? {
@@ -177,5 +223,76 @@ enum Environment {
 
     static func int(_ name: String) -> Int? {
         string(name).flatMap { Int($0) }
+    }
+
+    static func double(_ name: String) -> Double? {
+        string(name).flatMap { Double($0) }
+    }
+}
+
+/// `flowd serve`'s limits on connections and streams (ServerConfiguration; README "Limits").
+/// Times are in seconds (fractions allowed), sizes in MiB.
+struct ServeLimitOptions: ParsableArguments {
+    @Option(help: "Connections open at once (env FLOWD_MAX_CONNECTIONS, default 1024).")
+    var maxConnections: Int = Environment.int("FLOWD_MAX_CONNECTIONS") ?? ServerConfiguration().maxConnections
+
+    @Option(help: "Connections open at once from one IP address (env FLOWD_MAX_CONNECTIONS_PER_ADDRESS, default 64).")
+    var maxConnectionsPerAddress: Int = Environment.int("FLOWD_MAX_CONNECTIONS_PER_ADDRESS")
+        ?? ServerConfiguration().maxConnectionsPerAddress
+
+    @Option(help: "Request bytes one connection may buffer, MiB (env FLOWD_CONNECTION_BUFFER_MIB, default 16).")
+    var connectionBufferMib: Int = Environment.int("FLOWD_CONNECTION_BUFFER_MIB") ?? 16
+
+    @Option(help: "Request bytes all connections together may buffer, MiB (env FLOWD_SERVER_BUFFER_MIB, default 256).")
+    var serverBufferMib: Int = Environment.int("FLOWD_SERVER_BUFFER_MIB") ?? 256
+
+    @Option(help: "Largest response message, MiB (env FLOWD_MAX_SEND_MESSAGE_MIB, default 16).")
+    var maxSendMessageMib: Int = Environment.int("FLOWD_MAX_SEND_MESSAGE_MIB") ?? 16
+
+    @Option(help: "Seconds before a connection without its HTTP/2 preface and SETTINGS is closed (env FLOWD_HANDSHAKE_TIMEOUT, default 10).")
+    var handshakeTimeout: Double = Environment.double("FLOWD_HANDSHAKE_TIMEOUT") ?? 10
+
+    @Option(help: "Seconds a connection without calls stays open (env FLOWD_IDLE_TIMEOUT, default 300).")
+    var idleTimeout: Double = Environment.double("FLOWD_IDLE_TIMEOUT") ?? 300
+
+    @Option(help: "Seconds a stream whose request is open may move no byte before it is reset (env FLOWD_STREAM_IDLE_TIMEOUT, default 60).")
+    var streamIdleTimeout: Double = Environment.double("FLOWD_STREAM_IDLE_TIMEOUT") ?? 60
+
+    @Option(help: "Seconds response bytes may wait for the client's flow-control window, or the socket stay unwritable, before the stream is reset or the connection closed (env FLOWD_WRITE_STALL_TIMEOUT, default 30).")
+    var writeStallTimeout: Double = Environment.double("FLOWD_WRITE_STALL_TIMEOUT") ?? 30
+
+    @Option(help: "Seconds after which a connection is drained with GOAWAY, plus or minus 10 % (env FLOWD_MAX_CONNECTION_AGE, default 7200).")
+    var maxConnectionAge: Double = Environment.double("FLOWD_MAX_CONNECTION_AGE") ?? 7200
+
+    @Option(help: "Seconds in-flight calls get to finish when a connection drains (env FLOWD_GRACE, default 30).")
+    var grace: Double = Environment.double("FLOWD_GRACE") ?? 30
+
+    @Option(help: "Longest grpc-timeout honoured, seconds; longer ones are lowered to it (env FLOWD_MAX_GRPC_TIMEOUT, default 86400).")
+    var maxGrpcTimeout: Double = Environment.double("FLOWD_MAX_GRPC_TIMEOUT") ?? 86400
+
+    func apply(to configuration: inout ServerConfiguration) throws {
+        for (value, name) in [(maxConnections, "--max-connections"), (maxConnectionsPerAddress, "--max-connections-per-address"),
+                              (connectionBufferMib, "--connection-buffer-mib"), (serverBufferMib, "--server-buffer-mib"),
+                              (maxSendMessageMib, "--max-send-message-mib")] where value <= 0 {
+            throw ValidationError("\(name) must be positive")
+        }
+        for (value, name) in [(handshakeTimeout, "--handshake-timeout"), (idleTimeout, "--idle-timeout"),
+                              (streamIdleTimeout, "--stream-idle-timeout"), (writeStallTimeout, "--write-stall-timeout"),
+                              (maxConnectionAge, "--max-connection-age"), (grace, "--grace"),
+                              (maxGrpcTimeout, "--max-grpc-timeout")] where !(value > 0) || value > 1e9 {
+            throw ValidationError("\(name) must be a positive number of seconds")
+        }
+        configuration.maxConnections = maxConnections
+        configuration.maxConnectionsPerAddress = maxConnectionsPerAddress
+        configuration.maxBufferedRequestBytesPerConnection = connectionBufferMib << 20
+        configuration.maxBufferedRequestBytes = serverBufferMib << 20
+        configuration.maxSendMessageSize = maxSendMessageMib << 20
+        configuration.handshakeTimeout = ServerConfiguration.duration(seconds: handshakeTimeout)
+        configuration.idleTimeout = ServerConfiguration.duration(seconds: idleTimeout)
+        configuration.streamIdleTimeout = ServerConfiguration.duration(seconds: streamIdleTimeout)
+        configuration.writeStallTimeout = ServerConfiguration.duration(seconds: writeStallTimeout)
+        configuration.maxConnectionAge = ServerConfiguration.duration(seconds: maxConnectionAge)
+        configuration.gracefulShutdownTimeout = ServerConfiguration.duration(seconds: grace)
+        configuration.maxGRPCTimeout = ServerConfiguration.duration(seconds: maxGrpcTimeout)
     }
 }

@@ -56,6 +56,14 @@ struct ClientCallStateMachineTests {
         #expect(late.receiveData(GRPCFraming.frame([1])) == [])
     }
 
+    @Test("a server CANCEL after the deadline passed ends the call DEADLINE_EXCEEDED, without a reset of our own")
+    func cancelledAfterDeadline() {
+        var raced = ClientCallStateMachine(maxMessageSize: 1024)
+        _ = raced.receiveHeaders(okHeaders, tooLarge: false, endStream: false)
+        #expect(raced.cancelledAfterDeadline() == [.finish(.init(code: .deadlineExceeded, message: "the call's deadline passed"))])
+        #expect(raced.deadlineExpired() == [])
+    }
+
     @Test("a response message over the limit fails the call with RESOURCE_EXHAUSTED and resets the stream")
     func tooLarge() {
         var machine = ClientCallStateMachine(maxMessageSize: 4)

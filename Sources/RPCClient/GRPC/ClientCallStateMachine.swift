@@ -106,6 +106,14 @@ struct ClientCallStateMachine {
         }
     }
 
+    /// The server reset the stream with CANCEL after the call's deadline had passed: its own
+    /// deadline timer won the race with ours, so the call ends as ours would have (no reset
+    /// of our own: the stream is already closed).
+    mutating func cancelledAfterDeadline() -> [Action] {
+        guard state != .finished else { return [] }
+        return fail(.deadlineExceeded, "the call's deadline passed", reset: false)
+    }
+
     mutating func connectionLost(_ reason: String) -> [Action] {
         guard state != .finished else { return [] }
         return fail(.unavailable, reason, reset: false)

@@ -23,6 +23,9 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         var machine: ClientCallStateMachine
         let sink: AsyncThrowingStream<[UInt8], any Error>.Continuation
         var deadline: Scheduled<Void>?
+        /// When the deadline passes: a server that resets the stream with CANCEL after it has
+        /// passed (its own timer won the race) is reporting the deadline.
+        var deadlineAt: NIODeadline?
     }
 
     private let configuration: GRPCClientConfiguration
@@ -118,6 +121,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
                         sink: request.sink)
         if let timeout = request.timeout, let context {
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            call.deadlineAt = .now() + TimeAmount(timeout)
             call.deadline = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
                 loopBound.value.applyAndFlush(streamID: streamID) { $0.deadlineExpired() }
             }
@@ -153,7 +157,11 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             case .endOfResponse(let id):
                 apply(streamID: id) { $0.receiveEndOfResponse() }
             case .streamClosed(let id, let errorCode):
-                apply(streamID: id) { $0.streamClosed(errorCode: errorCode) }
+                if errorCode == 0x8, let deadlineAt = calls[id]?.deadlineAt, NIODeadline.now() >= deadlineAt {
+                    apply(streamID: id) { $0.cancelledAfterDeadline() }
+                } else {
+                    apply(streamID: id) { $0.streamClosed(errorCode: errorCode) }
+                }
                 calls.removeValue(forKey: id)?.deadline?.cancel()
             case .goAway:
                 closedReason = "the server is going away (GOAWAY)"

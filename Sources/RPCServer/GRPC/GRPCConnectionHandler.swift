@@ -17,7 +17,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     /// One accepted call.
-    private struct Call {
+    struct Call {
         var machine: ServerCallStateMachine
         let handler: RPCHandler
         let context: ServerContext
@@ -29,6 +29,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let metrics: MethodMetrics
         let started: NIODeadline
         var ended = false
+        /// Request bytes of this call held against the connection's budget: a partial
+        /// message, plus (bidirectional) messages queued and not yet taken by the handler.
+        var buffered = 0
+        /// Of `buffered`, the bytes of whole messages queued for a bidirectional handler.
+        var queued = 0
 
         /// Counts the call's end once, with the status the client sees.
         mutating func end(_ code: StatusCode) {
@@ -38,64 +43,70 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Graceful shutdown: notice (GOAWAY max id + PING), then the final GOAWAY once the PING is acknowledged.
-    private enum ShutdownState {
-        case active
-        case noticeSent
-        case goAwaySent
-        /// GOAWAY(ENHANCE_YOUR_CALM) sent; the peer is ignored until the connection closes.
-        case closingForAbuse
-    }
-
-    private static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
+    static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
 
     /// A plain HTTP request on this connection (the REST shim over h2c).
-    private struct HTTPCall {
+    struct HTTPCall {
         var method: String
         var uri: String
         var headers: HTTPHeaders
         var body = ByteBuffer()
+        /// Body bytes held against the connection's budget until the handler gets them.
+        var buffered = 0
         var rejected = false
         var task: Task<Void, Never>?
         var waitingWriters: [CheckedContinuation<Void, any Error>] = []
     }
 
-    private let configuration: ServerConfiguration
-    private let router: RPCRouter
-    private let http: (any HTTPRequestHandling)?
-    private let httpConfiguration: HTTP1Configuration
-    private var httpCalls: [Int32: HTTPCall] = [:]
-    private var logger: Logger
-    private let limits = DecodingLimits()
+    let configuration: ServerConfiguration
+    let router: RPCRouter
+    let http: (any HTTPRequestHandling)?
+    let httpConfiguration: HTTP1Configuration
+    var httpCalls: [Int32: HTTPCall] = [:]
+    var logger: Logger
+    let limits = DecodingLimits()
 
-    private var session: NGHTTP2Session?
-    private var context: ChannelHandlerContext?
-    private var loopBound: NIOLoopBound<GRPCConnectionHandler>?
-    private var calls: [Int32: Call] = [:]
-    private var runningHandlers = 0
-    private var output = ByteBuffer()
-    private var flushScheduled = false
-    private var shutdownState = ShutdownState.active
-    private var abuse: AbuseGuard
-    private var handshakeTimer: Scheduled<Void>?
-    private var idleTimer: Scheduled<Void>?
-    private var graceTimer: Scheduled<Void>?
-    private var peer = "unknown"
-    private let metrics: TransportMetrics
-    private let closeNote: ConnectionCloseNote?
+    var session: NGHTTP2Session?
+    var context: ChannelHandlerContext?
+    var loopBound: NIOLoopBound<GRPCConnectionHandler>?
+    var calls: [Int32: Call] = [:]
+    var runningHandlers = 0
+    var output = ByteBuffer()
+    var flushScheduled = false
+    var manager = ConnectionManager()
+    var abuse: AbuseGuard
+    var budget: ConnectionBufferBudget
+    var timers: StreamTimers
+    var handshakeTimer: Scheduled<Void>?
+    var idleTimer: Scheduled<Void>?
+    var graceTimer: Scheduled<Void>?
+    var sweepTask: RepeatedTask?
+    var ageTimer: Scheduled<Void>?
+    /// Since when the socket has not been writable (the peer does not read).
+    var unwritableSince: NIODeadline?
+    var peer = "unknown"
+    let metrics: TransportMetrics
+    let closeNote: ConnectionCloseNote?
 
     /// `http` answers plain HTTP requests under `/v1/` and `/metrics` (the REST shim over
     /// h2c); without it, every non-gRPC request gets 415. `metrics` counts the calls;
-    /// `closeNote` learns why this handler closes the connection.
+    /// `closeNote` learns why this handler closes the connection. `budget` is the server-wide
+    /// bound on buffered request bytes (a private one when nil).
     init(configuration: ServerConfiguration, router: RPCRouter, logger: Logger,
          http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
-         metrics: TransportMetrics = .disabled, closeNote: ConnectionCloseNote? = nil) {
+         metrics: TransportMetrics = .disabled, closeNote: ConnectionCloseNote? = nil,
+         budget: RequestBufferBudget? = nil) {
         self.configuration = configuration
         self.router = router
         self.http = http
         self.httpConfiguration = httpConfiguration
         self.logger = logger
         self.abuse = AbuseGuard(configuration: configuration)
+        self.budget = ConnectionBufferBudget(
+            limit: max(configuration.maxBufferedRequestBytesPerConnection, configuration.maxReceiveMessageSize + 5),
+            global: budget ?? RequestBufferBudget(limit: configuration.maxBufferedRequestBytes))
+        self.timers = StreamTimers(idleTimeout: configuration.streamIdleTimeout,
+                                   writeStallTimeout: configuration.writeStallTimeout)
         self.metrics = metrics
         self.closeNote = closeNote
     }
@@ -123,6 +134,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         }
         if context.channel.isActive { startHandshakeTimer(context: context) }
+        startConnectionTimers(context: context)
         flushNow()
     }
 
@@ -135,7 +147,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         cancelAllCalls()
         for (_, call) in httpCalls { cancel(call) }
         httpCalls.removeAll()
-        for timer in [handshakeTimer, idleTimer, graceTimer] { timer?.cancel() }
+        for timer in [handshakeTimer, idleTimer, graceTimer, ageTimer] { timer?.cancel() }
+        sweepTask?.cancel()
+        budget.releaseAll()
         session = nil
         self.context = nil
     }
@@ -144,29 +158,37 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         cancelAllCalls()
         for (_, call) in httpCalls { cancel(call) }
         httpCalls.removeAll()
+        sweepTask?.cancel()
+        ageTimer?.cancel()
+        budget.releaseAll()
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let session else { return }
+        // After an abuse GOAWAY the peer is no longer listened to: its bytes are read and
+        // dropped until it closes (lingering close), so that it sees the GOAWAY.
+        guard manager.acceptsInput else { return }
         let buffer = unwrapInboundIn(data)
         do {
             try buffer.withUnsafeReadableBytes { bytes throws(HTTP2SessionError) in try session.receive(bytes) }
         } catch {
             logger.debug("closing the connection after an HTTP/2 error", metadata: ["error": "\(error)"])
             closeNote?.note(.protocolError)
-            flushNow()
-            context.close(promise: nil)
+            act(manager.protocolError())
             return
         }
         handleEvents()
+        if session.outboundQueueSize > configuration.maxOutboundQueueFrames {
+            enforce(.goAway(reason: "outbound_queue"))
+        }
     }
 
     /// Acts on what nghttp2 recorded, after `mem_recv`/`mem_send` returned.
-    private func handleEvents() {
+    func handleEvents() {
         guard let session else { return }
         for event in session.takeEvents() {
-            if case .closingForAbuse = shutdownState { break }
+            guard manager.acceptsInput else { break }
             handle(event)
         }
     }
@@ -176,8 +198,17 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         context.fireChannelReadComplete()
     }
 
+    /// While the socket is not writable the peer is not read either (it cannot make the
+    /// server queue more frames); the sweep closes a connection that stays so too long.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { flushNow() }
+        if context.channel.isWritable {
+            unwritableSince = nil
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            flushNow()
+        } else {
+            unwritableSince = unwritableSince ?? .now()
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        }
         context.fireChannelWritabilityChanged()
     }
 
@@ -196,20 +227,18 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     // MARK: HTTP/2 events
 
-    private func handle(_ event: HTTP2Event) {
+    func handle(_ event: HTTP2Event) {
         switch event {
         case .requestHeaders(let streamID, let fields, let tooLarge, let endStream):
             receiveHeaders(streamID: streamID, fields: fields, tooLarge: tooLarge, endStream: endStream)
         case .data(let streamID, let bytes):
-            abuse.resetEmptyFrames()
-            if httpCalls[streamID] != nil {
-                receiveHTTPBody(streamID: streamID, bytes: bytes)
-                return
-            }
-            guard calls[streamID] != nil else { return }
-            let action = calls[streamID]!.machine.receiveData(bytes)
-            perform(action, streamID: streamID)
+            abuse.dataWithPayload()
+            timers.activity(streamID: streamID, now: .now())
+            receiveData(streamID: streamID, bytes: bytes)
+            // The bytes are now in a budgeted buffer or dropped: the peer may send more.
+            session?.consume(streamID: streamID, count: bytes.count)
         case .endOfRequest(let streamID):
+            timers.requestEnded(streamID: streamID, now: .now())
             if httpCalls[streamID] != nil {
                 startHTTPHandler(streamID: streamID)
                 return
@@ -218,34 +247,74 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             let action = calls[streamID]!.machine.receiveEnd()
             perform(action, streamID: streamID)
         case .emptyDataFrame:
-            enforce(abuse.emptyDataFrame())
+            enforce(abuse.emptyDataFrame(now: .now()))
+        case .peerReset(let streamID, _):
+            enforce(abuse.peerReset(lifetime: timers.age(streamID: streamID, now: .now())))
         case .streamClosed(let streamID, _):
+            timers.closed(streamID: streamID, now: .now())
             if var call = calls.removeValue(forKey: streamID) {
                 call.end(.cancelled)
+                budget.release(call.buffered)
                 cancel(call)
             }
-            if let call = httpCalls.removeValue(forKey: streamID) { cancel(call) }
-            if calls.isEmpty && httpCalls.isEmpty { startIdleTimer() }
-        case .settings:
-            if let handshakeTimer {
-                handshakeTimer.cancel()
-                self.handshakeTimer = nil
-                if calls.isEmpty { startIdleTimer() }
+            if let call = httpCalls.removeValue(forKey: streamID) {
+                budget.release(call.buffered)
+                cancel(call)
             }
-            enforce(abuse.settingsFrame())
+            if calls.isEmpty && httpCalls.isEmpty { act(manager.allStreamsClosed()) }
+        case .settings:
+            act(manager.settingsReceived(openStreams: calls.count + httpCalls.count))
+            enforce(abuse.settingsFrame(now: .now()))
         case .ping:
-            enforce(abuse.ping())
+            enforce(abuse.ping(now: .now()))
         case .pingAck(let opaque):
-            if opaque == Self.shutdownPingOpaque, case .noticeSent = shutdownState { sendFinalGoAway() }
+            if opaque == Self.shutdownPingOpaque { act(manager.shutdownPingAcknowledged()) }
         case .invalidFrame:
-            enforce(abuse.invalidFrame())
+            enforce(abuse.invalidFrame(now: .now()))
         }
     }
 
-    private func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
+    /// A chunk of request body: into the call's deframer (or the REST body) if the
+    /// connection's budget has room, else the stream is answered RESOURCE_EXHAUSTED.
+    func receiveData(streamID: Int32, bytes: [UInt8]) {
+        if httpCalls[streamID] != nil {
+            receiveHTTPBody(streamID: streamID, bytes: bytes)
+            return
+        }
+        guard calls[streamID] != nil, !calls[streamID]!.machine.isClosed else { return }
+        guard budget.reserve(bytes.count) else {
+            let action = calls[streamID]!.machine.requestRefused(EarlyResponse(
+                code: .resourceExhausted,
+                message: "the server holds too many request bytes for this connection (limit \(budget.limit)) or in total (limit \(budget.global.limit)); retry later"))
+            perform(action, streamID: streamID)
+            return
+        }
+        calls[streamID]!.buffered += bytes.count
+        let action = calls[streamID]!.machine.receiveData(bytes)
+        perform(action, streamID: streamID)
+    }
+
+    /// Releases the call's request bytes that are no longer held (all but queued messages).
+    func releaseUnqueuedBytes(streamID: Int32) {
+        guard let call = calls[streamID] else { return }
+        budget.release(call.buffered - call.queued)
+        calls[streamID]!.buffered = call.queued
+    }
+
+    /// A bidirectional handler took a message of `count` bytes (its 5-byte prefix aside).
+    func requestMessageTaken(streamID: Int32, count: Int) {
+        guard let call = calls[streamID] else { return }
+        let taken = min(call.queued, count + GRPCFraming.prefixLength)
+        calls[streamID]!.queued -= taken
+        calls[streamID]!.buffered -= taken
+        budget.release(taken)
+    }
+
+    func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
         let started = NIODeadline.now()
-        idleTimer?.cancel()
-        idleTimer = nil
+        act(manager.streamOpened())
+        abuse.streamOpened()
+        timers.opened(streamID: streamID, requestOpen: !endStream, now: started)
         if tooLarge {
             rejectUnrouted(streamID: streamID, since: started, EarlyResponse(
                 code: .resourceExhausted,
@@ -283,17 +352,29 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         }
         let parts = head.path.split(separator: "/")
+        let service = String(parts[0])
+        if let refusal = router.credentialRequirements[service],
+           !RPCRouter.hasBearerCredentials(head.metadata[stringValues: "authorization"].first) {
+            // Answered from the headers: the body of an unauthenticated call is never buffered.
+            (handler.metrics ?? metrics.unknownMethod).record(refusal.code, since: started)
+            let (status, trailing) = RPCHandler.status(for: refusal)
+            sendTrailersOnly(streamID: streamID, httpStatus: 200,
+                             trailers: Self.trailerFields(status: status, metadata: trailing,
+                                                          maxMessageBytes: configuration.maxStatusMessageBytes))
+            return
+        }
+        let timeout = head.timeout.map { min($0, configuration.maxGRPCTimeout) }
         let serverContext = ServerContext(
-            descriptor: MethodDescriptor(service: String(parts[0]), method: String(parts[1])),
+            descriptor: MethodDescriptor(service: service, method: String(parts[1])),
             metadata: head.metadata,
-            deadline: head.timeout.map { NIODeadline.now() + $0 },
+            deadline: timeout.map { NIODeadline.now() + $0 },
             peer: peer)
         let bidirectional = handler.kind == .bidirectionalStreaming
         var call = Call(machine: ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize,
                                                         bidirectional: bidirectional),
                         handler: handler, context: serverContext,
                         metrics: handler.metrics ?? metrics.unknownMethod, started: started)
-        if let timeout = head.timeout, let context, let loopBound {
+        if let timeout, let context, let loopBound {
             call.deadline = context.eventLoop.scheduleTask(in: timeout) {
                 loopBound.value.deadlineExpired(streamID: streamID)
             }
@@ -305,7 +386,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             let (messages, inbound) = AsyncThrowingStream<[UInt8], any Error>.makeStream(
                 bufferingPolicy: .bufferingOldest(configuration.maxBufferedRequestMessages))
             calls[streamID]!.inbound = inbound
-            startHandler(streamID: streamID, request: .stream(messages))
+            let taken: @Sendable (Int) -> Void
+            if let context, let loopBound {
+                let eventLoop = context.eventLoop
+                taken = { count in
+                    eventLoop.execute { loopBound.value.requestMessageTaken(streamID: streamID, count: count) }
+                }
+            } else {
+                taken = { _ in }
+            }
+            startHandler(streamID: streamID, request: .stream(messages, taken: taken))
         }
         if endStream, calls[streamID] != nil {
             let action = calls[streamID]!.machine.receiveEnd()
@@ -313,25 +403,35 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func perform(_ action: ServerCallStateMachine.ReceiveAction, streamID: Int32) {
+    func perform(_ action: ServerCallStateMachine.ReceiveAction, streamID: Int32) {
         switch action {
         case .none:
             break
         case .reject(let early):
             calls[streamID]?.deadline?.cancel()
             calls[streamID]?.end(early.code)
+            releaseUnqueuedBytes(streamID: streamID)
             sendEarlyResponse(streamID: streamID, early)
         case .startHandler(let request):
-            startHandler(streamID: streamID, request: .single(request))
+            // The message is handed on: the connection no longer holds its bytes.
+            releaseUnqueuedBytes(streamID: streamID)
+            startHandler(streamID: streamID, request: .single(RequestMessage(request)))
         case .deliver(let messages):
-            guard let inbound = calls[streamID]?.inbound else { return }
+            guard calls[streamID] != nil else { return }
             for message in messages {
-                if case .dropped = inbound.yield(message) {
+                let size = message.count + GRPCFraming.prefixLength
+                if let inbound = calls[streamID]!.inbound, case .enqueued = inbound.yield(message) {
+                    calls[streamID]!.queued += size
+                    continue
+                }
+                // Dropped: the handler will not see it, so the connection no longer holds it.
+                calls[streamID]!.buffered -= size
+                budget.release(size)
+                if let inbound = calls[streamID]!.inbound {
                     calls[streamID]!.inbound = nil
                     inbound.finish(throwing: RPCError(
                         code: .resourceExhausted,
                         message: "more than \(configuration.maxBufferedRequestMessages) request messages are waiting to be read"))
-                    return
                 }
             }
         case .endOfRequests:
@@ -340,16 +440,22 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .failRequests(let early):
             calls[streamID]?.inbound?.finish(throwing: RPCError(code: early.code, message: early.message))
             calls[streamID]?.inbound = nil
+            releaseUnqueuedBytes(streamID: streamID)
         }
     }
 
-    private func startHandler(streamID: Int32, request: RequestInput) {
+    func startHandler(streamID: Int32, request: RequestInput) {
         guard let call = calls[streamID], let context, let loopBound else { return }
         guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
             calls[streamID]?.inbound?.finish(throwing: CancellationError())
             calls[streamID]?.inbound = nil
             calls[streamID]?.machine.streamClosed()
             calls[streamID]?.end(.unavailable)  // what clients make of REFUSED_STREAM
+            if let call = calls[streamID] {
+                budget.release(call.buffered)
+                calls[streamID]!.buffered = 0
+                calls[streamID]!.queued = 0
+            }
             session?.resetStream(streamID: streamID, errorCode: .refusedStream)
             scheduleFlush()
             return
@@ -364,7 +470,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func deadlineExpired(streamID: Int32) {
+    func deadlineExpired(streamID: Int32) {
         guard calls[streamID] != nil else { return }
         let action = calls[streamID]!.machine.deadlineExpired()
         calls[streamID]!.end(.deadlineExceeded)
@@ -384,159 +490,55 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     /// Ends every call of a connection that is going away.
-    private func cancelAllCalls() {
+    func cancelAllCalls() {
         for (_, var call) in calls {
             call.end(.cancelled)
+            budget.release(call.buffered)
             cancel(call)
         }
         calls.removeAll()
     }
 
     /// Answers a request that reached no method (counted as method `unknown`).
-    private func rejectUnrouted(streamID: Int32, since started: NIODeadline, _ early: EarlyResponse) {
+    func rejectUnrouted(streamID: Int32, since started: NIODeadline, _ early: EarlyResponse) {
         metrics.unknownMethod.record(early.code, since: started)
         sendEarlyResponse(streamID: streamID, early)
     }
 
     /// Plain HTTP over h2c: the REST shim's paths and the metrics.
-    private static func isHTTPPath(_ path: String) -> Bool {
+    static func isHTTPPath(_ path: String) -> Bool {
         path.hasPrefix("/v1/") || path == "/metrics" || path.hasPrefix("/metrics?")
     }
 
-    private func cancel(_ call: Call) {
+    func cancel(_ call: Call) {
         call.inbound?.finish(throwing: CancellationError())
         call.task?.cancel()
         call.deadline?.cancel()
         for writer in call.waitingWriters { writer.resume(throwing: CancellationError()) }
     }
 
-    private func failWaitingWriters(streamID: Int32) {
+    func failWaitingWriters(streamID: Int32) {
         guard let writers = calls[streamID]?.waitingWriters, !writers.isEmpty else { return }
         calls[streamID]!.waitingWriters = []
         for writer in writers { writer.resume(throwing: CancellationError()) }
     }
 
-    // MARK: Plain HTTP over h2c (the REST shim)
-
-    private func beginHTTPCall(streamID: Int32, fields: [HeaderField], endStream: Bool) {
-        var headers = HTTPHeaders()
-        var method = "GET", uri = "/"
-        for field in fields {
-            switch field.name {
-            case ":method": method = field.value
-            case ":path": uri = field.value
-            case ":authority": headers.add(name: "host", value: field.value)
-            case let name where name.hasPrefix(":"): continue
-            default: headers.add(name: field.name, value: field.value)
-            }
-        }
-        httpCalls[streamID] = HTTPCall(method: method, uri: uri, headers: headers)
-        if endStream { startHTTPHandler(streamID: streamID) }
-    }
-
-    private func receiveHTTPBody(streamID: Int32, bytes: [UInt8]) {
-        guard var call = httpCalls[streamID], !call.rejected else { return }
-        if call.body.readableBytes + bytes.count > httpConfiguration.maxRequestBodySize {
-            call.rejected = true
-            call.body = ByteBuffer()
-            httpCalls[streamID] = call
-            sendHTTPHead(streamID: streamID, RESTError.payloadTooLarge(limit: httpConfiguration.maxRequestBodySize).response)
-            return
-        }
-        call.body.writeBytes(bytes)
-        httpCalls[streamID] = call
-    }
-
-    private func startHTTPHandler(streamID: Int32) {
-        guard let call = httpCalls[streamID], !call.rejected, call.task == nil, let http, let context, let loopBound else { return }
-        guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
-            session?.resetStream(streamID: streamID, errorCode: .refusedStream)
-            scheduleFlush()
-            return
-        }
-        runningHandlers += 1
-        let request = HTTPRequest(method: HTTPMethod(rawValue: call.method), uri: call.uri, headers: call.headers, body: call.body)
-        let sink = HTTPStreamSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
-        httpCalls[streamID]!.task = Task {
-            let response = await http.respond(to: request)
-            sink.head(response)
-            if case .stream(let produce) = response.body {
-                try? await produce(HTTPBodyWriter(write: { bytes in try await sink.write(bytes) }))
-                sink.finish()
-            }
-            sink.done()
-        }
-    }
-
-    /// Submits the response head; a complete body goes with it.
-    fileprivate func sendHTTPHead(streamID: Int32, _ response: HTTPResponse) {
-        guard httpCalls[streamID] != nil, let session else { return }
-        var fields = [HeaderField(name: ":status", value: String(response.status.code))]
-        for (name, value) in response.headers {
-            let lowered = name.lowercased()
-            guard !["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "content-length"]
-                .contains(lowered) else { continue }
-            fields.append(HeaderField(name: lowered, value: value))
-        }
-        var body: ByteBuffer?
-        if case .full(let bytes) = response.body {
-            fields.append(HeaderField(name: "content-length", value: String(bytes.readableBytes)))
-            body = bytes
-        }
-        let endStream = body.map { $0.readableBytes == 0 } ?? false
-        do {
-            try session.sendResponseHeaders(streamID: streamID, fields: fields, endStream: endStream)
-        } catch {
-            logger.debug("could not send an HTTP response", metadata: ["stream": "\(streamID)", "error": "\(error)"])
-            return
-        }
-        if let body, body.readableBytes > 0 {
-            session.sendData(streamID: streamID, bytes: Array(body.readableBytesView))
-            session.finishBody(streamID: streamID)
-        }
-        scheduleFlush()
-    }
-
-    fileprivate func sendHTTPBody(streamID: Int32, bytes: ByteBuffer, writer: CheckedContinuation<Void, any Error>) {
-        guard httpCalls[streamID] != nil, let session else {
-            writer.resume(throwing: CancellationError())
-            return
-        }
-        session.sendData(streamID: streamID, bytes: Array(bytes.readableBytesView))
-        scheduleFlush()
-        if session.bufferedOutboundBytes(streamID: streamID) > configuration.streamWriteHighWaterMark {
-            httpCalls[streamID]!.waitingWriters.append(writer)
-        } else {
-            writer.resume()
-        }
-    }
-
-    fileprivate func finishHTTPBody(streamID: Int32) {
-        guard httpCalls[streamID] != nil else { return }
-        session?.finishBody(streamID: streamID)
-        scheduleFlush()
-    }
-
-    fileprivate func httpHandlerFinished() {
-        runningHandlers -= 1
-    }
-
-    private func cancel(_ call: HTTPCall) {
-        call.task?.cancel()
-        for writer in call.waitingWriters { writer.resume(throwing: CancellationError()) }
-    }
-
     // MARK: Responses (called on the loop by CallSink)
 
-    fileprivate func sendHeaders(streamID: Int32, metadata: Metadata) {
+    func sendHeaders(streamID: Int32, metadata: Metadata) {
         guard calls[streamID] != nil, calls[streamID]!.machine.sendHeaders() else { return }
         submitResponseHeaders(streamID: streamID, metadata: metadata)
         scheduleFlush()
     }
 
-    fileprivate func sendMessage(streamID: Int32, bytes: [UInt8], writer: CheckedContinuation<Void, any Error>?) {
+    func sendMessage(streamID: Int32, bytes: [UInt8], writer: CheckedContinuation<Void, any Error>?) {
         guard calls[streamID] != nil else {
             writer?.resume(throwing: CancellationError())
+            return
+        }
+        if bytes.count > configuration.maxSendMessageSize {
+            // The handler's write throws; the call ends with this status.
+            writer?.resume(throwing: Self.responseTooLarge(bytes.count, limit: configuration.maxSendMessageSize))
             return
         }
         switch calls[streamID]!.machine.sendMessage() {
@@ -560,9 +562,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    fileprivate func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
+    func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         runningHandlers -= 1
         guard calls[streamID] != nil else { return }
+        var response = response, status = status, metadata = metadata
+        if let message = response?.message, message.count > configuration.maxSendMessageSize {
+            (status, metadata) = RPCHandler.status(for: Self.responseTooLarge(message.count, limit: configuration.maxSendMessageSize))
+            response = nil
+        }
         calls[streamID]!.end(status.code)
         if let response {
             sendHeaders(streamID: streamID, metadata: response.metadata)
@@ -571,7 +578,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         calls[streamID]!.deadline?.cancel()
         calls[streamID]!.inbound?.finish()
         calls[streamID]!.inbound = nil
-        let trailers = Self.trailerFields(status: status, metadata: metadata)
+        let trailers = Self.trailerFields(status: status, metadata: metadata,
+                                          maxMessageBytes: configuration.maxStatusMessageBytes)
         switch calls[streamID]!.machine.finish() {
         case .sendTrailersOnly:
             sendTrailersOnly(streamID: streamID, httpStatus: 200, trailers: trailers)
@@ -583,7 +591,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func submitResponseHeaders(streamID: Int32, metadata: Metadata) {
+    func submitResponseHeaders(streamID: Int32, metadata: Metadata) {
         var fields = [HeaderField(name: ":status", value: "200"),
                       HeaderField(name: "content-type", value: "application/grpc")]
         fields.append(contentsOf: metadata.headerFields)
@@ -594,13 +602,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func sendEarlyResponse(streamID: Int32, _ early: EarlyResponse) {
-        var trailers = Self.trailerFields(status: RPCStatus(code: early.code, message: early.message), metadata: Metadata())
+    func sendEarlyResponse(streamID: Int32, _ early: EarlyResponse) {
+        var trailers = Self.trailerFields(status: RPCStatus(code: early.code, message: early.message), metadata: Metadata(),
+                                          maxMessageBytes: configuration.maxStatusMessageBytes)
         trailers.append(contentsOf: early.extraFields)
         sendTrailersOnly(streamID: streamID, httpStatus: early.httpStatus, trailers: trailers)
     }
 
-    private func sendTrailersOnly(streamID: Int32, httpStatus: Int, trailers: [HeaderField]) {
+    func sendTrailersOnly(streamID: Int32, httpStatus: Int, trailers: [HeaderField]) {
         let fields = [HeaderField(name: ":status", value: String(httpStatus)),
                       HeaderField(name: "content-type", value: "application/grpc")] + trailers
         do {
@@ -611,31 +620,59 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         scheduleFlush()
     }
 
-    /// `grpc-status`, percent-encoded `grpc-message`, `grpc-status-details-bin`, then metadata.
-    static func trailerFields(status: RPCStatus, metadata: Metadata) -> [HeaderField] {
+    static func responseTooLarge(_ size: Int, limit: Int) -> RPCError {
+        RPCError(code: .resourceExhausted, message: "response message of \(size) bytes exceeds the limit of \(limit) bytes")
+    }
+
+    /// Largest `grpc-status-details-bin` value sent (base64); larger details are left out,
+    /// so that an error echoing its input cannot make the trailers too large to send.
+    static let maxStatusDetailsBytes = 8 * 1024
+
+    /// `grpc-status`, percent-encoded `grpc-message` (cut to `maxMessageBytes` bytes of
+    /// UTF-8, on a character boundary, with "..." when cut), `grpc-status-details-bin` (left
+    /// out above `maxStatusDetailsBytes`), then metadata.
+    static func trailerFields(status: RPCStatus, metadata: Metadata, maxMessageBytes: Int = 1024) -> [HeaderField] {
         var fields = [HeaderField(name: "grpc-status", value: String(status.code.rawValue))]
         if !status.message.isEmpty {
-            fields.append(HeaderField(name: "grpc-message", value: GRPCStatusMessage.percentEncode(status.message)))
+            let message = truncated(status.message, toUTF8Bytes: maxMessageBytes)
+            fields.append(HeaderField(name: "grpc-message", value: GRPCStatusMessage.percentEncode(message)))
         }
         if !status.details.isEmpty {
-            fields.append(HeaderField(name: "grpc-status-details-bin",
-                                      value: Base64.encodeUnpadded(status.serializedBytes())))
+            let details = Base64.encodeUnpadded(status.serializedBytes())
+            if details.utf8.count <= maxStatusDetailsBytes {
+                fields.append(HeaderField(name: "grpc-status-details-bin", value: details))
+            }
         }
         fields.append(contentsOf: metadata.headerFields)
         return fields
     }
 
+    /// `text` cut to at most `limit` bytes of UTF-8 on a character boundary, "..." appended when cut.
+    static func truncated(_ text: String, toUTF8Bytes limit: Int) -> String {
+        guard text.utf8.count > limit else { return text }
+        var kept = 0
+        var end = text.startIndex
+        for index in text.indices {
+            let next = text.index(after: index)
+            let size = text.utf8.distance(from: index, to: next)
+            guard kept + size + 3 <= limit else { break }
+            kept += size
+            end = next
+        }
+        return String(text[..<end]) + "..."
+    }
+
     // MARK: Output
 
     /// Coalesces flushes requested by handlers within one event-loop tick.
-    private func scheduleFlush() {
+    func scheduleFlush() {
         guard !flushScheduled, let context, let loopBound else { return }
         flushScheduled = true
         context.eventLoop.execute { loopBound.value.flushNow() }
     }
 
     /// Writes everything nghttp2 has to send, then wakes writers whose stream drained.
-    private func flushNow() {
+    func flushNow() {
         flushScheduled = false
         guard let context, let session, context.channel.isWritable else { return }
         do {
@@ -657,7 +694,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func resumeDrainedWriters() {
+    func resumeDrainedWriters() {
         guard let session else { return }
         for (streamID, call) in httpCalls where !call.waitingWriters.isEmpty {
             if session.bufferedOutboundBytes(streamID: streamID) < configuration.streamWriteLowWaterMark {
@@ -672,79 +709,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             }
         }
     }
-
-    // MARK: Connection management
-
-    private func startHandshakeTimer(context: ChannelHandlerContext) {
-        guard handshakeTimer == nil, let loopBound else { return }
-        handshakeTimer = context.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
-            loopBound.value.logger.debug("closing a connection that did not complete the HTTP/2 handshake")
-            loopBound.value.closeNote?.note(.handshakeTimeout)
-            loopBound.value.context?.close(promise: nil)
-        }
-    }
-
-    private func startIdleTimer() {
-        guard idleTimer == nil, case .active = shutdownState, let context, let loopBound else { return }
-        idleTimer = context.eventLoop.scheduleTask(in: configuration.idleTimeout) {
-            loopBound.value.closeIdleConnection()
-        }
-    }
-
-    /// An idle connection has no call to drain: the final GOAWAY goes out at once and the
-    /// connection closes once it is written (a stream racing it is refused and retried by the
-    /// client).
-    private func closeIdleConnection() {
-        guard case .active = shutdownState, calls.isEmpty, let context, let loopBound else { return }
-        logger.debug("closing an idle connection")
-        closeNote?.note(.idle)
-        sendFinalGoAway()
-        graceTimer = context.eventLoop.scheduleTask(in: configuration.gracefulShutdownTimeout) {
-            loopBound.value.context?.close(promise: nil)
-        }
-    }
-
-    /// GOAWAY(2^31-1) + PING; the final GOAWAY follows the PING's ack. In-flight calls finish;
-    /// the connection closes when nghttp2 has nothing left to do, or at the grace deadline.
-    func beginGracefulShutdown() {
-        guard case .active = shutdownState, let session, let context, let loopBound else { return }
-        closeNote?.note(.shutdown)
-        shutdownState = .noticeSent
-        idleTimer?.cancel()
-        do {
-            try session.sendShutdownNotice(pingOpaque: Self.shutdownPingOpaque)
-        } catch {
-            sendFinalGoAway()
-        }
-        graceTimer = context.eventLoop.scheduleTask(in: configuration.gracefulShutdownTimeout) {
-            loopBound.value.context?.close(promise: nil)
-        }
-        flushNow()
-    }
-
-    private func sendFinalGoAway() {
-        shutdownState = .goAwaySent
-        try? session?.sendGoAway(errorCode: .noError)
-        scheduleFlush()
-    }
-
-    private func enforce(_ verdict: AbuseGuard.Verdict) {
-        guard case .goAway(let reason) = verdict, let session else { return }
-        if case .closingForAbuse = shutdownState { return }
-        logger.info("closing an abusive connection", metadata: ["reason": "\(reason)"])
-        closeNote?.note(.abuse(reason))
-        shutdownState = .closingForAbuse
-        try? session.sendGoAway(errorCode: .enhanceYourCalm, debugData: reason)
-        cancelAllCalls()
-        scheduleFlush()
-        if let context, let loopBound {
-            graceTimer = context.eventLoop.scheduleTask(in: .seconds(1)) { loopBound.value.context?.close(promise: nil) }
-        }
-    }
 }
 
 /// The connection's side of a running handler: every call hops to the event loop.
-private struct CallSink: ResponseSink {
+struct CallSink: ResponseSink {
     let streamID: Int32
     let eventLoop: any EventLoop
     let connection: NIOLoopBound<GRPCConnectionHandler>
@@ -767,97 +735,5 @@ private struct CallSink: ResponseSink {
         eventLoop.execute { [connection, streamID] in
             connection.value.finish(streamID: streamID, response: response, status: status, metadata: metadata)
         }
-    }
-}
-
-/// The connection's side of a running HTTP handler (REST over h2c): every call hops to the loop.
-private struct HTTPStreamSink: Sendable {
-    let streamID: Int32
-    let eventLoop: any EventLoop
-    let connection: NIOLoopBound<GRPCConnectionHandler>
-
-    func head(_ response: HTTPResponse) {
-        eventLoop.execute { [connection, streamID] in connection.value.sendHTTPHead(streamID: streamID, response) }
-    }
-
-    func write(_ bytes: ByteBuffer) async throws {
-        try await withCheckedThrowingContinuation { (writer: CheckedContinuation<Void, any Error>) in
-            eventLoop.execute { [connection, streamID] in
-                connection.value.sendHTTPBody(streamID: streamID, bytes: bytes, writer: writer)
-            }
-        }
-    }
-
-    func finish() {
-        eventLoop.execute { [connection, streamID] in connection.value.finishHTTPBody(streamID: streamID) }
-    }
-
-    func done() {
-        eventLoop.execute { [connection] in connection.value.httpHandlerFinished() }
-    }
-}
-
-/// Counts frames that cost the server work without doing anything useful, per connection
-/// (hardening.md 1.2: PING, SETTINGS, empty-frame and invalid-frame floods, which nghttp2 1.52
-/// leaves to the application).
-struct AbuseGuard {
-    enum Verdict: Equatable {
-        case ok
-        case goAway(reason: String)
-    }
-
-    private let window: TimeAmount
-    private let maxPings: Int
-    private let maxSettings: Int
-    private let maxEmptyFrames: Int
-    private let maxInvalidFrames: Int
-    private var windowStart = NIODeadline.now()
-    private var pings = 0
-    private var settings = 0
-    private var invalidFrames = 0
-    private var consecutiveEmptyFrames = 0
-
-    init(configuration: ServerConfiguration) {
-        window = configuration.abuseWindow
-        maxPings = configuration.maxPingsPerWindow
-        maxSettings = configuration.maxSettingsPerWindow
-        maxEmptyFrames = configuration.maxConsecutiveEmptyFrames
-        maxInvalidFrames = configuration.maxInvalidFramesPerWindow
-    }
-
-    private mutating func rollWindow(now: NIODeadline) {
-        if now - windowStart > window {
-            windowStart = now
-            pings = 0
-            settings = 0
-            invalidFrames = 0
-        }
-    }
-
-    mutating func ping(now: NIODeadline = .now()) -> Verdict {
-        rollWindow(now: now)
-        pings += 1
-        return pings > maxPings ? .goAway(reason: "too_many_pings") : .ok
-    }
-
-    mutating func settingsFrame(now: NIODeadline = .now()) -> Verdict {
-        rollWindow(now: now)
-        settings += 1
-        return settings > maxSettings ? .goAway(reason: "too_many_settings") : .ok
-    }
-
-    mutating func invalidFrame(now: NIODeadline = .now()) -> Verdict {
-        rollWindow(now: now)
-        invalidFrames += 1
-        return invalidFrames > maxInvalidFrames ? .goAway(reason: "too_many_invalid_frames") : .ok
-    }
-
-    mutating func emptyDataFrame() -> Verdict {
-        consecutiveEmptyFrames += 1
-        return consecutiveEmptyFrames > maxEmptyFrames ? .goAway(reason: "empty_frames") : .ok
-    }
-
-    mutating func resetEmptyFrames() {
-        consecutiveEmptyFrames = 0
     }
 }

@@ -106,6 +106,22 @@ struct ServerCallStateMachine {
         return .startHandler(request: message)
     }
 
+    /// The connection cannot hold more of this call's request (its buffer budget is spent):
+    /// the call ends with `early` as a bad message would (receiving: Trailers-Only;
+    /// bidirectional: the handler's request stream fails).
+    mutating func requestRefused(_ early: EarlyResponse) -> ReceiveAction {
+        switch state {
+        case .receiving:
+            state = .closed
+            return .reject(early)
+        case .streaming(.some, let responded):
+            state = .streaming(deframer: nil, responded: responded)
+            return .failRequests(early)
+        case .streaming(.none, _), .handling, .responding, .closed:
+            return .none
+        }
+    }
+
     enum SendAction: Equatable {
         /// Submit response headers, then the message.
         case sendHeadersThenMessage

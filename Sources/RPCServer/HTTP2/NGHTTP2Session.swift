@@ -26,8 +26,11 @@ enum HTTP2Event {
     case data(streamID: Int32, bytes: [UInt8])
     /// END_STREAM on a DATA frame (END_STREAM on the request HEADERS is in `requestHeaders`).
     case endOfRequest(streamID: Int32)
-    /// An empty DATA frame without END_STREAM (counted against empty-frame floods).
+    /// An empty DATA frame without END_STREAM (counted against empty-frame floods), on any
+    /// stream, closed ones included (seen by `FrameHeaderScanner`, before nghttp2 looks at it).
     case emptyDataFrame(streamID: Int32)
+    /// The peer reset a stream (RST_STREAM received); `streamClosed` follows.
+    case peerReset(streamID: Int32, errorCode: UInt32)
     /// A PING acknowledgement with its opaque data.
     case pingAck(UInt64)
     /// A PING that is not an acknowledgement (nghttp2 answers it itself).
@@ -66,6 +69,10 @@ final class NGHTTP2Session {
         /// The body ends with END_STREAM on its last DATA frame, without trailers (plain HTTP).
         var endsWithoutTrailers = false
         var deferred = false
+        /// Request body bytes received and not yet given back as flow-control credit.
+        var unconsumed = 0
+        /// Response body bytes nghttp2 has taken for DATA frames (write-stall detection).
+        var sentBytes = 0
     }
 
     private let session: OpaquePointer
@@ -75,6 +82,11 @@ final class NGHTTP2Session {
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
     /// must follow the END_STREAM HEADERS, and may only be submitted after it was sent.
     private var earlyClosedStreams: [Int32] = []
+    /// Bytes that arrived for streams that are gone: credited to the connection after
+    /// `mem_recv`/`mem_send` return (callbacks must not call back into nghttp2).
+    private var orphanedCredit = 0
+    /// Frame boundaries of the input, for what nghttp2 drops unseen (empty DATA on closed streams).
+    private var frameHeaders = FrameHeaderScanner()
 
     struct Settings {
         var maxConcurrentStreams: UInt32
@@ -98,6 +110,9 @@ final class NGHTTP2Session {
         // Debian backports (deb12u1, deb12u2): also a load-time guard against an unpatched library.
         nghttp2_option_set_stream_reset_rate_limit(option, settings.resetBurst, settings.resetRatePerSecond)
         nghttp2_option_set_max_continuations(option, 8)
+        // Credit goes back only through `consume(streamID:count:)`, once the connection has
+        // put the bytes somewhere bounded (notes/tls-fuzz-reflection-metrics.md section 5).
+        nghttp2_option_set_no_auto_window_update(option, 1)
 
         var raw: OpaquePointer?
         // `self` is not fully initialised yet; the user data pointer is set right after.
@@ -114,6 +129,7 @@ final class NGHTTP2Session {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
                                    value: settings.maxHeaderListSize),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES.rawValue), value: 1),
         ]
         try Self.check(nghttp2_submit_settings(raw, UInt8(NGHTTP2_FLAG_NONE.rawValue), &entries, entries.count))
         try Self.check(nghttp2_session_set_local_window_size(
@@ -130,8 +146,44 @@ final class NGHTTP2Session {
     /// is fatal for the session: drain the output (it may hold a GOAWAY) and close.
     func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        frameHeaders.scan(bytes) { header in
+            if header.isEmptyDataWithoutEndStream { events.append(.emptyDataFrame(streamID: header.streamID)) }
+        }
         let rc = nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), bytes.count)
         if rc < 0 { throw HTTP2SessionError(libraryCode: rc) }
+        creditOrphanedBytes()
+    }
+
+    /// Gives `count` received bytes of `streamID` back to the peer as flow-control credit
+    /// (stream and connection); the WINDOW_UPDATE goes out with the next `drainOutput`.
+    /// Bytes of a stream that has closed since are credited to the connection alone.
+    func consume(streamID: Int32, count: Int) {
+        guard count > 0 else { return }
+        if streams[streamID] != nil {
+            let credited = min(count, streams[streamID]!.unconsumed)
+            streams[streamID]!.unconsumed -= credited
+            if credited > 0 { nghttp2_session_consume(session, streamID, credited) }
+        }
+    }
+
+    /// Request bytes of `streamID` received and not yet credited back.
+    func unconsumedBytes(streamID: Int32) -> Int { streams[streamID]?.unconsumed ?? 0 }
+
+    /// Received bytes not yet credited back to the connection (a gauge for tests).
+    var unconsumedConnectionBytes: Int { Int(nghttp2_session_get_effective_recv_data_length(session)) }
+
+    /// Response body bytes nghttp2 has taken from `streamID`'s buffer so far.
+    func sentBodyBytes(streamID: Int32) -> Int { streams[streamID]?.sentBytes ?? 0 }
+
+    /// True while `streamID` has response bytes waiting for the peer's window.
+    func hasPendingOutput(streamID: Int32) -> Bool {
+        (streams[streamID]?.outbound.readableBytes ?? 0) > 0
+    }
+
+    private func creditOrphanedBytes() {
+        guard orphanedCredit > 0 else { return }
+        nghttp2_session_consume_connection(session, orphanedCredit)
+        orphanedCredit = 0
     }
 
     /// The events recorded since the last call, by `receive` and also by `drainOutput`
@@ -155,6 +207,10 @@ final class NGHTTP2Session {
             if n > 0, let chunk {
                 buffer.writeBytes(UnsafeRawBufferPointer(start: chunk, count: n))
                 total += n
+                continue
+            }
+            if orphanedCredit > 0 {
+                creditOrphanedBytes()
                 continue
             }
             if earlyClosedStreams.isEmpty { return total }
@@ -304,8 +360,6 @@ final class NGHTTP2Session {
             if endStream {
                 streams[id]!.requestEnded = true
                 events.append(.endOfRequest(streamID: id))
-            } else if flowd_h2_frame_length(frame) == 0 {
-                events.append(.emptyDataFrame(streamID: id))
             }
         } else if flowd_h2_frame_is_headers(frame) != 0 {
             // Request trailers: gRPC clients do not send them; END_STREAM still ends the request.
@@ -317,11 +371,17 @@ final class NGHTTP2Session {
             events.append(flowd_h2_frame_has_ack(frame) != 0 ? .pingAck(flowd_h2_ping_opaque(frame)) : .ping)
         } else if flowd_h2_frame_is_settings(frame) != 0, flowd_h2_frame_has_ack(frame) == 0 {
             events.append(.settings)
+        } else if flowd_h2_frame_is_rst_stream(frame) != 0 {
+            events.append(.peerReset(streamID: id, errorCode: flowd_h2_frame_rst_error_code(frame)))
         }
     }
 
     private func onDataChunk(streamID: Int32, bytes: UnsafeRawBufferPointer) {
-        guard streams[streamID] != nil else { return }
+        guard streams[streamID] != nil else {
+            orphanedCredit += bytes.count
+            return
+        }
+        streams[streamID]!.unconsumed += bytes.count
         events.append(.data(streamID: streamID, bytes: Array(bytes)))
     }
 
@@ -334,7 +394,9 @@ final class NGHTTP2Session {
     }
 
     private func onStreamClose(streamID: Int32, errorCode: UInt32) {
-        guard streams.removeValue(forKey: streamID) != nil else { return }
+        guard let stream = streams.removeValue(forKey: streamID) else { return }
+        // Credit nobody will consume any more: without it the connection window would leak.
+        orphanedCredit += stream.unconsumed
         events.append(.streamClosed(streamID: streamID, errorCode: errorCode))
     }
 
@@ -354,6 +416,7 @@ final class NGHTTP2Session {
                 buffer.update(from: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), count: count)
             }
             stream.outbound.moveReaderIndex(forwardBy: count)
+            stream.sentBytes += count
             if stream.outbound.readableBytes == 0 { stream.outbound.clear() }
         }
         if stream.outbound.readableBytes == 0, stream.endsWithoutTrailers {

@@ -132,6 +132,15 @@ enum ConnectionCloseReason: String, CaseIterable, Sendable {
     case abuseSettings = "abuse_too_many_settings"
     case abuseInvalidFrames = "abuse_too_many_invalid_frames"
     case abuseEmptyFrames = "abuse_empty_frames"
+    case abusePrematureResets = "abuse_premature_resets"
+    /// The peer made the server queue too many frames without reading them.
+    case abuseOutboundQueue = "abuse_outbound_queue"
+    /// Over the connection limit in total or for its source address.
+    case overLimit = "over_limit"
+    /// Older than the maximum connection age (drained with GOAWAY).
+    case maxAge = "max_age"
+    /// The socket stayed unwritable longer than the write-stall timeout.
+    case writeStall = "write_stall"
 
     /// The reason for an `AbuseGuard` verdict's reason.
     static func abuse(_ guardReason: String) -> ConnectionCloseReason {

@@ -8,7 +8,7 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    enum Detected { case http2, http1 }
+    enum Detected { case http2, http1, tls }
 
     static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
@@ -18,19 +18,24 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private var decided = false
     private let closeNote: ConnectionCloseNote?
+    private let detectTLS: Bool
 
     /// `install` adds the pipeline for the detected protocol after this handler; `closeNote`
-    /// learns why this handler closes the connection.
-    init(timeout: TimeAmount, closeNote: ConnectionCloseNote? = nil,
+    /// learns why this handler closes the connection. With `detectTLS`, a first byte 0x16 (a
+    /// TLS handshake record) is `.tls`.
+    init(timeout: TimeAmount, closeNote: ConnectionCloseNote? = nil, detectTLS: Bool = false,
          install: @escaping (Detected, ChannelHandlerContext) throws -> Void) {
         self.timeout = timeout
         self.closeNote = closeNote
+        self.detectTLS = detectTLS
         self.install = install
     }
 
-    /// HTTP/2 when `bytes` start with the preface, HTTP/1 once they diverge, nil while undecided.
-    static func detect(_ bytes: ByteBuffer) -> Detected? {
+    /// TLS (when asked) when the first byte opens a TLS handshake record, HTTP/2 when `bytes`
+    /// start with the preface, HTTP/1 once they diverge, nil while undecided.
+    static func detect(_ bytes: ByteBuffer, tls: Bool = false) -> Detected? {
         let view = bytes.readableBytesView
+        if tls, view.first == 0x16 { return .tls }
         for (offset, byte) in view.prefix(preface.count).enumerated() where byte != preface[offset] {
             return .http1
         }
@@ -70,7 +75,7 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
             previous.writeBuffer(&bytes)
             bytes = previous
         }
-        guard let detected = Self.detect(bytes) else {
+        guard let detected = Self.detect(bytes, tls: detectTLS) else {
             buffered = bytes
             return
         }

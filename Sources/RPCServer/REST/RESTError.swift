@@ -55,6 +55,11 @@ struct RESTError: Error, Sendable {
                   message: "The request body exceeds the limit of \(limit) bytes.")
     }
 
+    /// The server holds as many buffered request bodies as it allows (503, retry later).
+    static let serverBusy = RESTError(
+        status: .serviceUnavailable, code: "server_busy",
+        message: "The server holds too many request bytes right now; retry later.")
+
     static let requestTimeout = RESTError(
         status: .requestTimeout, code: "request_timeout",
         message: "The server closed the network connection because the client didn't finish the request within the specified time.")

@@ -39,6 +39,7 @@ public struct WorkflowsService: RegistrableRPCService {
     }
 
     public func registerMethods(with router: inout RPCRouter) {
+        router.requireBearerCredentials(service: Self.serviceName, otherwise: WorkflowsErrors.unauthenticated)
         router.registerUnary(Self.method("RunWorkflow"), request: FlowdV1.RunWorkflowRequest.self,
                              response: FlowdV1.RunWorkflowResponse.self) { request, context in
             try await mapped(context) { key in ServerResponse(message: try await runWorkflow(request, key: key, context: context)) }
