@@ -49,14 +49,24 @@ let package = Package(
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                // The PostgreSQL store (Sources/Engine/Postgres) only.
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]),
+        // What a run does: definitions, validation, node kinds, the runner, egress policy;
+        // implements the Engine's executor protocol (Workflows -> Engine, never the reverse).
+        .target(
+            name: "Workflows",
+            dependencies: [
+                "Engine",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                // The PostgreSQL store (Sources/Engine/Postgres) only.
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]),
         // The network: SwiftNIO + nghttp2, gRPC routing, services.
         .target(
@@ -84,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "flowd",
             dependencies: [
-                "RPCServer", "RPCClient", "Codec", "Engine", "CAllocator",
+                "RPCServer", "RPCClient", "Codec", "Engine", "Workflows", "CAllocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -106,6 +116,15 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
+        .testTarget(
+            name: "WorkflowsTests",
+            dependencies: [
+                "Workflows", "Engine",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
         // Drives the Engine in a child process for the crash tests (not shipped).
         .executableTarget(
             name: "flowd-engine-harness",
@@ -115,7 +134,7 @@ let package = Package(
         .testTarget(
             name: "RPCServerTests",
             dependencies: [
-                "RPCServer", "Codec", "Engine", "CProtobufC", "CFlowdTestingProtos", "NGHTTP2Support",
+                "RPCServer", "Codec", "Engine", "Workflows", "CProtobufC", "CFlowdTestingProtos", "NGHTTP2Support",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

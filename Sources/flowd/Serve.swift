@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import Workflows
 import Foundation
 import Logging
 import Metrics

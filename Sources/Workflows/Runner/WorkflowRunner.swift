@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Engine
 import Foundation
 import Synchronization
 
@@ -116,9 +117,9 @@ public struct WorkflowRunner: WorkflowExecutor {
                 case .succeeded:
                     status[node.id] = .succeeded
                     outputs[node.id] = outcome.outputs
-                    if case .condition(let spec) = node.spec {
+                    if let branches = node.behavior.branches {
                         let taken = outcome.outputs?.objectValue?["result"] == .bool(true)
-                        notTaken.formUnion(taken ? spec.elseNodes : spec.thenNodes)
+                        notTaken.formUnion(taken ? branches.elseNodes : branches.thenNodes)
                     }
                     if node.kind == .end, case .object(let mapped)? = outcome.outputs {
                         endOutputs.merge(mapped) { _, new in new }
@@ -196,12 +197,15 @@ public struct WorkflowRunner: WorkflowExecutor {
         }
 
         let context = TemplateContext(inputs: attempt.inputs, outputs: attempt.outputs)
-        let resolved: Result<ResolvedNode, WorkflowNodeError> = Result { () throws(WorkflowNodeError) in
-            try ResolvedNode(node, context: context, dependencies: attempt.outputs.filter { node.dependencies.contains($0.key) },
-                             inputs: attempt.inputs)
+        let scope = NodeScope(context: context, dependencies: attempt.outputs.filter { node.dependencies.contains($0.key) },
+                              inputs: attempt.inputs)
+        let prepared: Result<PreparedNode, WorkflowNodeError> = Result { () throws(WorkflowNodeError) in
+            try node.behavior.prepare(scope)
         }
-        let eventInputs = try? resolved.get().eventInputs
+        let eventInputs = try? prepared.get().eventInputs
         let timeout = node.timeout ?? configuration.defaultNodeTimeout
+        let environment = NodeEnvironment(configuration: configuration, clock: clock, timeout: timeout,
+                                          http: HTTPEgress(client: httpClient))
         var backoff = node.retry.backoff
 
         for number in 1...(node.retry.maxRetries + 1) {
@@ -210,8 +214,8 @@ public struct WorkflowRunner: WorkflowExecutor {
             let start = ContinuousClock.now
             let outcome: Result<JSONValue, any Error>
             do {
-                let work = try resolved.get()
-                outcome = .success(try await withTimeout(timeout) { try await self.perform(work, timeout: timeout) })
+                let work = try prepared.get()
+                outcome = .success(try await withTimeout(timeout) { try await work.perform(environment) })
             } catch {
                 outcome = .failure(error)
             }

@@ -1,4 +1,5 @@
 import Engine
+import Workflows
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -8,7 +9,7 @@ import Testing
 
 /// The repository's `examples/workflows`.
 let examplesDirectory = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("examples/workflows", isDirectory: true)
 
 /// Writes `files` (name → text) to a fresh directory and loads it as a catalog.

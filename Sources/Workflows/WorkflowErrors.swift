@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// A definition rejected at load, with the file, the node at fault (when there is one) and the

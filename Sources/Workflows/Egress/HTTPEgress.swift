@@ -1,0 +1,6 @@
+import AsyncHTTPClient
+
+/// How `http` nodes reach the network.
+struct HTTPEgress: Sendable {
+    let client: HTTPClient
+}
