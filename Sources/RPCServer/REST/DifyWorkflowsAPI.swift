@@ -271,7 +271,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     // MARK: GET /v1/workflows/run/{id}
 
     private func getRun(_ id: String, key: APIKeyRecord) async throws -> HTTPResponse {
-        let run = try await engine.run(id: id, tenant: key.tenant)
+        let run = try await engine.run(id: id, key: key)
         return Self.json(.object([
             ("id", .string(run.id)), ("workflow_id", .string(run.workflow)), ("status", .string(run.state.rawValue)),
             ("inputs", .string(DifyJSON(parsing: run.inputsJSON).text)),
@@ -290,7 +290,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     private func stop(_ id: String, request: HTTPRequest, key: APIKeyRecord) async throws -> HTTPResponse {
         _ = try jsonBody(request)
         do {
-            _ = try await engine.stop(id: id, tenant: key.tenant)
+            _ = try await engine.stop(id: id, key: key)
         } catch let error as EngineError where error.code == .runNotFound {
         }
         return Self.json(.object([("result", "success")]))
@@ -338,7 +338,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         var matching: [RunRecord] = []
         var cursor: RunCursor?
         repeat {
-            let (runs, next) = try await engine.list(tenant: key.tenant, filter: filter,
+            let (runs, next) = try await engine.list(key: key, filter: filter,
                                                      pageSize: configuration.logsScanPageSize, after: cursor)
             matching += runs.filter { run in
                 if let before, run.createdAt > before { return false }

@@ -63,7 +63,7 @@ public struct WorkflowsService: RegistrableRPCService {
         router.registerUnary(Self.method("GetRun"), request: FlowdV1.GetRunRequest.self, response: FlowdV1.Run.self) {
             request, context in
             try await mapped(context) { key in
-                ServerResponse(message: WireConversions.run(try await engine.run(id: request.runId, tenant: key.tenant), now: Date()))
+                ServerResponse(message: WireConversions.run(try await engine.run(id: request.runId, key: key), now: Date()))
             }
         }
         router.registerServerStreaming(Self.method("WatchRun"), request: FlowdV1.WatchRunRequest.self,
@@ -72,7 +72,7 @@ public struct WorkflowsService: RegistrableRPCService {
                 guard request.afterSequence >= 0 else {
                     throw WorkflowsErrors.invalidArgument(field: "after_sequence", "after_sequence must not be negative")
                 }
-                let events = try await engine.watch(id: request.runId, tenant: key.tenant, after: request.afterSequence)
+                let events = try await engine.watch(id: request.runId, key: key, after: request.afterSequence)
                 return StreamingServerResponse { writer in
                     engine.metrics.watchStream(.grpc, opened: true)
                     defer { engine.metrics.watchStream(.grpc, opened: false) }
@@ -88,7 +88,7 @@ public struct WorkflowsService: RegistrableRPCService {
         router.registerUnary(Self.method("StopRun"), request: FlowdV1.StopRunRequest.self, response: FlowdV1.Run.self) {
             request, context in
             try await mapped(context) { key in
-                ServerResponse(message: WireConversions.run(try await engine.stop(id: request.runId, tenant: key.tenant), now: Date()))
+                ServerResponse(message: WireConversions.run(try await engine.stop(id: request.runId, key: key), now: Date()))
             }
         }
         router.registerUnary(Self.method("ListRuns"), request: FlowdV1.ListRunsRequest.self,
@@ -139,7 +139,7 @@ public struct WorkflowsService: RegistrableRPCService {
         let filter = RunFilter(states: states, workflow: request.workflow.isEmpty ? nil : request.workflow,
                                user: request.user.isEmpty ? nil : request.user)
         let cursor = try request.pageToken.isEmpty ? nil : PageToken.decode(request.pageToken, filter: filter)
-        let (runs, next) = try await engine.list(tenant: key.tenant, filter: filter, pageSize: pageSize, after: cursor)
+        let (runs, next) = try await engine.list(key: key, filter: filter, pageSize: pageSize, after: cursor)
         let now = Date()
         return FlowdV1.ListRunsResponse(runs: runs.map { WireConversions.run($0, now: now) },
                                         nextPageToken: next.map { PageToken.encode($0, filter: filter) } ?? "")
