@@ -48,6 +48,11 @@ struct Serve: AsyncParsableCommand {
             help: "A program exec nodes may run (repeatable; env FLOWD_EXEC_ALLOW, colon-separated).")
     var execAllow: [String] = Environment.string("FLOWD_EXEC_ALLOW")?.split(separator: ":").map(String.init) ?? []
 
+    @Option(name: .customLong("egress-allow"), help: ArgumentHelp(
+        "A network (CIDR), address or host name http nodes may reach although it is loopback, private, link-local, metadata, CGNAT or multicast (repeatable; env FLOWD_EGRESS_ALLOW, comma-separated).",
+        valueName: "CIDR_OR_HOST"))
+    var egressAllow: [String] = Environment.string("FLOWD_EGRESS_ALLOW").map(EgressPolicy.entries(environment:)) ?? []
+
     @Option(help: "REST streaming: seconds between `event: ping` lines (env FLOWD_REST_PING_INTERVAL_SECONDS, default 10).")
     var restPingIntervalSeconds: Int = Environment.int("FLOWD_REST_PING_INTERVAL_SECONDS") ?? 10
 
@@ -94,6 +99,11 @@ struct Serve: AsyncParsableCommand {
         }
         var runnerConfiguration = WorkflowRunnerConfiguration()
         runnerConfiguration.allowedPrograms = Set(execAllow)
+        do {
+            runnerConfiguration.egress = try EgressPolicy(allow: egressAllow)
+        } catch {
+            throw ValidationError("--egress-allow: \(error)")
+        }
 
         // Bootstrapped once, before the store opens (it records with `MetricsSystem.factory`),
         // so that libraries' metrics land in the same registry; the Engine and the server get

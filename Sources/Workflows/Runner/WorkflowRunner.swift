@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Engine
 import Foundation
 import Synchronization
@@ -17,6 +16,9 @@ public struct WorkflowRunnerConfiguration: Sendable {
     public var maxRetryBackoff: Duration = .seconds(60)
     /// Node inputs and outputs longer than this (bytes of JSON) are truncated in events and flagged.
     public var eventValueLimit = 16 * 1024
+    /// Which special-purpose addresses (loopback, private, link-local, metadata, ...) `http`
+    /// nodes may reach: none by default. `flowd serve --egress-allow` (env `FLOWD_EGRESS_ALLOW`).
+    public var egress = EgressPolicy()
     /// Largest HTTP response body read.
     public var maxResponseBytes = 8 * 1024 * 1024
     /// Largest stdout read from a program; more kills it and fails the node.
@@ -38,15 +40,16 @@ public struct WorkflowRunner: WorkflowExecutor {
 
     public let catalog: WorkflowCatalog
     public let configuration: WorkflowRunnerConfiguration
-    let httpClient: HTTPClient
+    let resolver: any HostResolving
     let clock: any EngineClock
 
-    /// `clock` paces `sleep` nodes, timeouts and retry delays.
+    /// `clock` paces `sleep` nodes, timeouts and retry delays; `resolver` finds the addresses
+    /// of `http` nodes' hosts (checked against `configuration.egress`).
     public init(catalog: WorkflowCatalog, configuration: WorkflowRunnerConfiguration = WorkflowRunnerConfiguration(),
-                httpClient: HTTPClient = .shared, clock: any EngineClock = SystemClock()) {
+                resolver: any HostResolving = SystemResolver(), clock: any EngineClock = SystemClock()) {
         self.catalog = catalog
         self.configuration = configuration
-        self.httpClient = httpClient
+        self.resolver = resolver
         self.clock = clock
     }
 
@@ -205,7 +208,7 @@ public struct WorkflowRunner: WorkflowExecutor {
         let eventInputs = try? prepared.get().eventInputs
         let timeout = node.timeout ?? configuration.defaultNodeTimeout
         let environment = NodeEnvironment(configuration: configuration, clock: clock, timeout: timeout,
-                                          http: HTTPEgress(client: httpClient))
+                                          http: HTTPEgress(policy: configuration.egress, resolver: resolver))
         var backoff = node.retry.backoff
 
         for number in 1...(node.retry.maxRetries + 1) {
