@@ -48,6 +48,21 @@ struct Serve: AsyncParsableCommand {
             help: "A program exec nodes may run (repeatable; env FLOWD_EXEC_ALLOW, colon-separated).")
     var execAllow: [String] = Environment.string("FLOWD_EXEC_ALLOW")?.split(separator: ":").map(String.init) ?? []
 
+    @Option(help: "exec programs: CPU seconds each (env FLOWD_EXEC_CPU_SECONDS, default 60).")
+    var execCpuSeconds: Int = Environment.int("FLOWD_EXEC_CPU_SECONDS") ?? ProgramLimits().cpuSeconds
+
+    @Option(help: "exec programs: bytes of address space (env FLOWD_EXEC_MEMORY_BYTES, default 1 GiB).")
+    var execMemoryBytes: Int = Environment.int("FLOWD_EXEC_MEMORY_BYTES") ?? ProgramLimits().memoryBytes
+
+    @Option(help: "exec programs: open files (env FLOWD_EXEC_OPEN_FILES, default 256).")
+    var execOpenFiles: Int = Environment.int("FLOWD_EXEC_OPEN_FILES") ?? ProgramLimits().openFiles
+
+    @Option(help: "exec programs: processes of the server's user, not enforced for root (env FLOWD_EXEC_PROCESSES, default 256).")
+    var execProcesses: Int = Environment.int("FLOWD_EXEC_PROCESSES") ?? ProgramLimits().processes
+
+    @Option(help: "exec programs: largest file written, bytes (env FLOWD_EXEC_FILE_SIZE_BYTES, default 64 MiB).")
+    var execFileSizeBytes: Int = Environment.int("FLOWD_EXEC_FILE_SIZE_BYTES") ?? ProgramLimits().fileSizeBytes
+
     @Option(name: .customLong("egress-allow"), help: ArgumentHelp(
         "A network (CIDR), address or host name http nodes may reach although it is loopback, private, link-local, metadata, CGNAT or multicast (repeatable; env FLOWD_EGRESS_ALLOW, comma-separated).",
         valueName: "CIDR_OR_HOST"))
@@ -99,6 +114,16 @@ struct Serve: AsyncParsableCommand {
         }
         var runnerConfiguration = WorkflowRunnerConfiguration()
         runnerConfiguration.allowedPrograms = Set(execAllow)
+        for (value, name) in [(execCpuSeconds, "--exec-cpu-seconds"), (execMemoryBytes, "--exec-memory-bytes"),
+                              (execOpenFiles, "--exec-open-files"), (execProcesses, "--exec-processes"),
+                              (execFileSizeBytes, "--exec-file-size-bytes")] where value <= 0 {
+            throw ValidationError("\(name) must be positive")
+        }
+        runnerConfiguration.programLimits.cpuSeconds = execCpuSeconds
+        runnerConfiguration.programLimits.memoryBytes = execMemoryBytes
+        runnerConfiguration.programLimits.openFiles = execOpenFiles
+        runnerConfiguration.programLimits.processes = execProcesses
+        runnerConfiguration.programLimits.fileSizeBytes = execFileSizeBytes
         do {
             runnerConfiguration.egress = try EgressPolicy(allow: egressAllow)
         } catch {

@@ -6,8 +6,11 @@ import Synchronization
 public struct WorkflowRunnerConfiguration: Sendable {
     /// Programs `exec` nodes may run, as absolute paths. Empty: no `exec` node runs.
     public var allowedPrograms: Set<String> = []
-    /// The whole environment of an `exec` program: nothing of the server's is passed on.
+    /// The base environment of an `exec` program; the node's `env` adds to it. Nothing of the
+    /// server's own environment is passed on.
     public var programEnvironment: [String: String] = ["PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"]
+    /// Resource limits of every `exec` program (setrlimit, applied before the program starts).
+    public var programLimits = ProgramLimits()
     /// Nodes of one run executing at once.
     public var maxParallelNodes = 16
     /// A node's timeout when its definition sets none.
@@ -23,7 +26,7 @@ public struct WorkflowRunnerConfiguration: Sendable {
     public var maxResponseBytes = 8 * 1024 * 1024
     /// Largest stdout read from a program; more kills it and fails the node.
     public var maxProgramOutputBytes = 8 * 1024 * 1024
-    /// Bytes of a program's stderr kept for the error message.
+    /// Bytes of a program's stderr read (the error text quotes a short, masked excerpt).
     public var programStderrBytes = 4096
 
     public init() {}
