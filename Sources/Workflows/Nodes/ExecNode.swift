@@ -98,7 +98,9 @@ struct ExecNode: NodeBehavior {
             "program": .string(program), "args": .array(rendered.map(JSONValue.string)), "input": standardInput,
             "env": .array(variables.keys.sorted().map(JSONValue.string)),
         ]
-        return PreparedNode(eventInputs: eventInputs) { [program, rendered, variables] environment in
+        // Values of secret-looking variables (API_TOKEN, DB_PASSWORD, ...) stay out of the run's record.
+        let secrets = variables.filter { Redaction.isSecretHeader($0.key.replacingOccurrences(of: "_", with: "-")) }.map(\.value)
+        return PreparedNode(eventInputs: eventInputs, secrets: secrets) { [program, rendered, variables] environment in
             try await Self.perform(program: program, arguments: rendered, variables: variables, input: standardInput,
                                    configuration: environment.configuration)
         }

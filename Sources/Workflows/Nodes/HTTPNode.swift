@@ -10,7 +10,7 @@ import NIOHTTP1
 /// default 5, each hop checked again; credentials are not carried to another origin).
 struct HTTPNode: NodeBehavior {
     static let kind = NodeKind.http
-    static let configFields: Set<String> = ["method", "url", "headers", "body", "follow_redirects", "max_redirects"]
+    static let configFields: Set<String> = ["method", "url", "headers", "body", "follow_redirects", "max_redirects", "secret_headers"]
     static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     /// The most `max_redirects` may say.
     static let redirectLimit = 20
@@ -27,6 +27,9 @@ struct HTTPNode: NodeBehavior {
     let body: ValueTemplate?
     let followRedirects: Bool
     let maxRedirects: Int
+    /// Headers whose values are secret besides the credential names `Redaction` knows
+    /// (lower case): shown as `[redacted]`, and scrubbed from the run's events, outputs and error.
+    let secretHeaders: Set<String>
 
     init(config: NodeConfig) throws(NodeConfigProblem) {
         guard case .string? = config["url"] else { throw config.missing("url", "a string") }
@@ -60,6 +63,14 @@ struct HTTPNode: NodeBehavior {
             maxRedirects = Int(count)
         }
         self.maxRedirects = maxRedirects
+        secretHeaders = Set((try config.strings("secret_headers") ?? []).map { $0.lowercased() })
+        for name in secretHeaders where !headers.keys.contains(where: { $0.lowercased() == name }) {
+            throw config.invalid("config.secret_headers names '\(name)', which is not in config.headers")
+        }
+    }
+
+    private func isSecret(_ header: String) -> Bool {
+        Redaction.isSecretHeader(header) || secretHeaders.contains(header.lowercased())
     }
 
     var templates: [ValueTemplate] { [.text(url)] + headers.values.map { .text($0) } + (body.map { [$0] } ?? []) }
@@ -69,14 +80,15 @@ struct HTTPNode: NodeBehavior {
         let url = url.renderText(scope.context), body = body?.resolve(scope.context)
         var shown: [String: JSONValue] = [:]
         for header in headers {
-            shown[header.name] = .string(Redaction.isSecretHeader(header.name) ? Redaction.mask : header.value)
+            shown[header.name] = .string(isSecret(header.name) ? Redaction.mask : header.value)
         }
         let eventInputs: JSONValue = [
             "method": .string(method), "url": .string(Redaction.url(url)), "headers": .object(shown), "body": body ?? .null,
         ]
         let request = Request(method: method, url: url, headers: headers, body: body)
         let redirects = followRedirects ? maxRedirects : 0
-        return PreparedNode(eventInputs: eventInputs) { environment in
+        let secrets = headers.filter { isSecret($0.name) }.map(\.value)
+        return PreparedNode(eventInputs: eventInputs, secrets: secrets) { environment in
             try await Self.perform(request, redirects: redirects, environment: environment)
         }
     }

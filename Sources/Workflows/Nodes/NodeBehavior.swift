@@ -159,8 +159,18 @@ struct NodeScope {
 struct PreparedNode: Sendable {
     /// What the node's events show as its inputs (secrets redacted).
     let eventInputs: JSONValue
+    /// Secret values the attempt handles (see `SecretValues`): kept out of every event,
+    /// output and error of the run.
+    var secrets: [String] = []
     /// Does the work; the node's outputs. Honours cancellation.
     let perform: @Sendable (NodeEnvironment) async throws -> JSONValue
+
+    init(eventInputs: JSONValue, secrets: [String] = [],
+         perform: @escaping @Sendable (NodeEnvironment) async throws -> JSONValue) {
+        self.eventInputs = eventInputs
+        self.secrets = secrets
+        self.perform = perform
+    }
 }
 
 /// What a node may use while it performs.

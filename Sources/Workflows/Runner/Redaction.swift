@@ -1,4 +1,6 @@
+import Engine
 import Foundation
+import Synchronization
 
 /// What the runner keeps out of events, outputs and error texts: credentials in headers, URL
 /// queries and user info, and long upstream bodies.
@@ -59,6 +61,45 @@ enum Redaction {
         for (index, pattern) in credentialPatterns.enumerated() {
             let range = NSRange(result.startIndex..., in: result)
             result = pattern.stringByReplacingMatches(in: result, range: range, withTemplate: index == 0 ? "$1 \(mask)" : "$1\(mask)")
+        }
+        return result
+    }
+}
+
+/// The secret values one run has handled so far (credential header values, secret-named
+/// environment values, headers a definition lists in `secret_headers`): the runner replaces
+/// every occurrence of them, raw or JSON-escaped, with `[redacted]` in the run's node events,
+/// outputs and error, wherever an upstream echoed them or a template copied them.
+final class SecretValues: Sendable {
+    /// Shorter values are not scrubbed (they would mask ordinary text).
+    static let minimumLength = 4
+
+    private let values = Mutex<[String]>([])
+
+    func add(_ secrets: [String]) {
+        let kept = secrets.filter { $0.count >= Self.minimumLength }
+        guard !kept.isEmpty else { return }
+        values.withLock { values in
+            for secret in kept where !values.contains(secret) {
+                values.append(secret)
+                // A secret with a scheme word (`Bearer abc`) also travels as its token alone.
+                if let token = secret.split(separator: " ").last.map(String.init), token != secret,
+                   token.count >= Self.minimumLength, !values.contains(token) {
+                    values.append(token)
+                }
+            }
+            values.sort { $0.count > $1.count }  // the longest first: a part never splits a whole
+        }
+    }
+
+    func scrub(_ text: String) -> String {
+        let secrets = values.withLock { $0 }
+        guard !secrets.isEmpty else { return text }
+        var result = text
+        for secret in secrets {
+            result = result.replacingOccurrences(of: secret, with: Redaction.mask)
+            let escaped = String(JSONValue.string(secret).jsonText.dropFirst().dropLast())
+            if escaped != secret { result = result.replacingOccurrences(of: escaped, with: Redaction.mask) }
         }
         return result
     }

@@ -78,6 +78,16 @@ public struct WorkflowRunner: WorkflowExecutor {
     /// reporting events to `emit`. Throws `CancellationError` when cancelled, after the
     /// running nodes have stopped, and whatever `emit` throws.
     public func run(_ definition: WorkflowDefinition, inputs: [String: JSONValue], emit: @escaping EventSink) async throws -> ExecutionResult {
+        let secrets = SecretValues()
+        let result = try await run(definition, inputs: inputs, secrets: secrets) { events, steps in
+            try await emit(events.map { NewEvent(kind: $0.kind, payloadJSON: secrets.scrub($0.payloadJSON)) }, steps)
+        }
+        return ExecutionResult(state: result.state, outputsJSON: result.outputsJSON.map(secrets.scrub),
+                               error: result.error.map(secrets.scrub))
+    }
+
+    private func run(_ definition: WorkflowDefinition, inputs: [String: JSONValue], secrets: SecretValues,
+                     emit: @escaping EventSink) async throws -> ExecutionResult {
         let abort = AbortReason()
         var status: [String: NodeStatus] = [:]
         var outputs: [String: JSONValue] = [:]
@@ -113,7 +123,7 @@ public struct WorkflowRunner: WorkflowExecutor {
                         index += 1
                         running += 1
                         let attempt = NodeAttempt(node: node, index: index, inputs: inputs, outputs: outputs)
-                        group.addTask { try await self.runNode(attempt, emit: emit, abort: abort) }
+                        group.addTask { try await self.runNode(attempt, emit: emit, abort: abort, secrets: secrets) }
                     }
                 }
                 guard running > 0, let outcome = try await group.next() else { break }
@@ -181,7 +191,8 @@ public struct WorkflowRunner: WorkflowExecutor {
         var text: String { reason.withLock { $0 } ?? "stopped" }
     }
 
-    private func runNode(_ attempt: NodeAttempt, emit: @escaping EventSink, abort: AbortReason) async throws -> NodeOutcome {
+    private func runNode(_ attempt: NodeAttempt, emit: @escaping EventSink, abort: AbortReason,
+                         secrets: SecretValues) async throws -> NodeOutcome {
         let node = attempt.node
         let limit = configuration.eventValueLimit
         func payload(_ number: Int, _ status: NodeStatus, inputs: JSONValue? = nil, outputs: JSONValue? = nil,
@@ -209,6 +220,7 @@ public struct WorkflowRunner: WorkflowExecutor {
             try node.behavior.prepare(scope)
         }
         let eventInputs = try? prepared.get().eventInputs
+        if let handled = try? prepared.get().secrets { secrets.add(handled) }
         let timeout = node.timeout ?? configuration.defaultNodeTimeout
         let environment = NodeEnvironment(configuration: configuration, clock: clock, timeout: timeout,
                                           http: HTTPEgress(policy: configuration.egress, resolver: resolver))
