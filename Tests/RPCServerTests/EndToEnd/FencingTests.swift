@@ -159,6 +159,15 @@ struct FencingTests {
         let logs = try await curl("/v1/workflows/logs")
         #expect(!logs.contains(runID))
         _ = try await served.client(slow, ["stop", runID])
+
+        // The data directory and the store's files are the server user's alone.
+        let attributes = { (path: String) in (try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1 }
+        #expect(attributes(served.data.path) == 0o700)
+        let files = try FileManager.default.contentsOfDirectory(atPath: served.data.path).filter { $0.hasPrefix("flowd.sqlite") }
+        #expect(files.contains("flowd.sqlite") && files.contains("flowd.sqlite-wal"), "\(files)")
+        for file in files {
+            #expect(attributes(served.data.appendingPathComponent(file).path) == 0o600, "\(file)")
+        }
         _ = await served.stop()
     }
 }
