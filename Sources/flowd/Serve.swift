@@ -63,6 +63,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "exec programs: largest file written, bytes (env FLOWD_EXEC_FILE_SIZE_BYTES, default 64 MiB).")
     var execFileSizeBytes: Int = Environment.int("FLOWD_EXEC_FILE_SIZE_BYTES") ?? ProgramLimits().fileSizeBytes
 
+    @Option(help: "ListRuns: bytes of runs per page at most; a next_page_token continues (env FLOWD_LIST_PAGE_BYTES, default 1 MiB).")
+    var listPageBytes: Int = Environment.int("FLOWD_LIST_PAGE_BYTES") ?? WorkflowsServiceConfiguration().maxPageBytes
+
     @Option(name: .customLong("egress-allow"), help: ArgumentHelp(
         "A network (CIDR), address or host name http nodes may reach although it is loopback, private, link-local, metadata, CGNAT or multicast (repeatable; env FLOWD_EGRESS_ALLOW, comma-separated).",
         valueName: "CIDR_OR_HOST"))
@@ -154,10 +157,14 @@ struct Serve: AsyncParsableCommand {
         guard restPingIntervalSeconds > 0 else { throw ValidationError("--rest-ping-interval-seconds must be positive") }
         var restConfiguration = DifyWorkflowsAPIConfiguration()
         restConfiguration.pingInterval = .seconds(restPingIntervalSeconds)
+        guard listPageBytes > 0 else { throw ValidationError("--list-page-bytes must be positive") }
+        var serviceConfiguration = WorkflowsServiceConfiguration()
+        serviceConfiguration.maxPageBytes = listPageBytes
         let health = HealthService()
         let server = GRPCServer(
             configuration: serverConfiguration,
-            services: [health, WorkflowsService(engine: engine, authenticator: authenticator), ReflectionService()],
+            services: [health, WorkflowsService(engine: engine, authenticator: authenticator, configuration: serviceConfiguration),
+                       ReflectionService()],
             http: DifyWorkflowsAPI(engine: engine, authenticator: authenticator, catalog: catalog,
                                    configuration: restConfiguration),
             metrics: serverMetrics, logger: logger)

@@ -120,6 +120,28 @@ struct FencingTests {
         #expect(bad.status != 0 && bad.output.contains("'10.0.0.0/99' is not a CIDR"), "\(bad.output)")
     }
 
+    @Test("ListRuns of 100 runs with 1 MB inputs: every page stays under the 1 MiB bound, a token continues, each run once")
+    func listRunsBoundedByBytes() async throws {
+        let served = try await Served.start()
+        let key = try await served.key("call-service")
+        // The runs fail at once (the egress policy refuses the URL): only their size matters.
+        let large = try await run(["python3", "tools/interop/list_bound_check.py", "--target", served.target, "--key", key,
+                                   "--workflow", "call-service", "--field", "message", "--extra", #"{"url": "http://127.0.0.1:9/"}"#,
+                                   "--runs", "100", "--input-bytes", "1000000", "--bound", "1048576"])
+        print(large.output.split(separator: "\n").suffix(3).joined(separator: "\n"))
+        #expect(large.status == 0, "\(large.output)")
+        #expect(large.output.contains("100 runs of 1000000 input bytes: 100 pages"), "\(large.output)")
+        // Smaller runs share a page up to the bound (hello's output repeats its input).
+        let helloKey = try await served.key("hello")
+        let small = try await run(["python3", "tools/interop/list_bound_check.py", "--target", served.target, "--key", helloKey,
+                                   "--workflow", "hello", "--field", "name", "--runs", "30", "--input-bytes", "100000",
+                                   "--bound", "1048576"])
+        print(small.output.split(separator: "\n").suffix(2).joined(separator: "\n"))
+        #expect(small.status == 0, "\(small.output)")
+        #expect(small.output.contains("30 runs of 100000 input bytes: 6 pages"), "\(small.output)")
+        _ = await served.stop()
+    }
+
     @Test("a key of workflow A gets the same NOT_FOUND for a run of workflow B as for a run that does not exist (gRPC and REST)")
     func keysScopedToTheirWorkflow() async throws {
         let served = try await Served.start()
