@@ -63,6 +63,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "exec programs: largest file written, bytes (env FLOWD_EXEC_FILE_SIZE_BYTES, default 64 MiB).")
     var execFileSizeBytes: Int = Environment.int("FLOWD_EXEC_FILE_SIZE_BYTES") ?? ProgramLimits().fileSizeBytes
 
+    @Option(help: "Delete terminal runs and their events finished more than this many days ago, in batches, hourly; 0 keeps everything (env FLOWD_RETENTION_DAYS, default 30).")
+    var retentionDays: Int = Environment.int("FLOWD_RETENTION_DAYS") ?? RetentionConfiguration().days
+
     @Option(help: "ListRuns: bytes of runs per page at most; a next_page_token continues (env FLOWD_LIST_PAGE_BYTES, default 1 MiB).")
     var listPageBytes: Int = Environment.int("FLOWD_LIST_PAGE_BYTES") ?? WorkflowsServiceConfiguration().maxPageBytes
 
@@ -173,7 +176,11 @@ struct Serve: AsyncParsableCommand {
             "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "store": "\(data.storeDescription)",
             "workers": "\(engineConfiguration.workerCount)",
         ])
-        let service = FlowdService(server: server, health: health, engine: engine,
+        guard retentionDays >= 0 else { throw ValidationError("--retention-days must be 0 (keep everything) or more") }
+        var retention = RetentionConfiguration()
+        retention.days = retentionDays
+        let purger = (store as? any RunRetentionStore).map { RetentionPurger(store: $0, configuration: retention, logger: logger) }
+        let service = FlowdService(server: server, health: health, engine: engine, retention: purger,
                                    listening: "flowd: listening on \(address.ipAddress ?? host):\(address.port ?? port)")
         let group = ServiceGroup(
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -188,6 +195,8 @@ struct FlowdService: Service {
     let server: GRPCServer
     let health: HealthService
     let engine: Engine
+    /// Purges runs past the retention period while the server runs.
+    let retention: RetentionPurger?
     /// Printed once the service runs: the service group has trapped SIGTERM and SIGINT by
     /// then, so a script that stops the server as soon as it sees this line stops it gracefully.
     let listening: String
@@ -196,6 +205,8 @@ struct FlowdService: Service {
         // Scripts wait for this line (and read the port from it when --port 0).
         print(listening)
         fflush(nil)  // all streams: the line must reach a pipe at once
+        let purge = Task { await retention?.run() }
+        defer { purge.cancel() }
         try await withGracefulShutdownHandler {
             try await server.run()
         } onGracefulShutdown: {
