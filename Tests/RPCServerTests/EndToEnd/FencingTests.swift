@@ -16,10 +16,10 @@ private struct Served {
     let data: URL
     let target: String
 
-    static func start(_ extra: [String] = [], environment: [String] = []) async throws -> Served {
+    static func start(_ extra: [String] = [], environment: [String] = [], workflows: String = "examples/workflows") async throws -> Served {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-fencing-\(UUID().uuidString)")
         let server = try ChildProcess(["env"] + environment + [flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
-                                                               "--data-dir", data.path, "--workflows", "examples/workflows"] + extra)
+                                                               "--data-dir", data.path, "--workflows", workflows] + extra)
         #expect(await server.waitForLine(startingWith: "flowd: listening on "))
         let port = try #require(server.snapshot().output.split(separator: "\n")
             .first { $0.hasPrefix("flowd: listening on ") }?.split(separator: ":").last.map(String.init))
@@ -52,7 +52,13 @@ private func startBouncer() async throws -> (ChildProcess, Int) {
             def log_message(self, *a): pass
             def do_POST(self): self.do_GET()
             def do_GET(self):
-                if self.path.startswith('/file'):
+                if self.path.startswith('/echo'):
+                    seen = self.headers.get('authorization', '')
+                    body = (json.dumps({'seen': seen}) if self.path == '/echo' else 'rejected ' + seen).encode()
+                    self.send_response(200 if self.path == '/echo' else 401)
+                    self.send_header('content-type', 'application/json' if self.path == '/echo' else 'text/plain')
+                    self.send_header('content-length', str(len(body))); self.end_headers(); self.wfile.write(body)
+                elif self.path.startswith('/file'):
                     body = json.dumps({'aws_secret': 'LEAKED'}).encode()
                     self.send_response(200); self.send_header('content-type', 'application/json')
                     self.send_header('content-length', str(len(body))); self.end_headers(); self.wfile.write(body)
@@ -118,6 +124,56 @@ struct FencingTests {
         let bad = try await run([flowdBinary.path, "serve", "--port", "0", "--workflows", "examples/workflows",
                                  "--egress-allow", "10.0.0.0/99"])
         #expect(bad.status != 0 && bad.output.contains("'10.0.0.0/99' is not a CIDR"), "\(bad.output)")
+    }
+
+    @Test("a credential in a definition, echoed by the upstream in its body and its error, is absent from every event, output, error and log line")
+    func secretNeverShown() async throws {
+        let (bouncer, port) = try await startBouncer()
+        defer { bouncer.kill() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-secret-wf-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let secret = "sk-live-7f3a9c1e5b"
+        try """
+            name: partner
+            inputs: { path: { type: string, default: /echo } }
+            nodes:
+              - id: call
+                kind: http
+                config:
+                  url: "http://127.0.0.1:\(port){{inputs.path}}"
+                  headers: { authorization: "Bearer \(secret)" }
+              - id: copy
+                kind: template
+                needs: call
+                config: { template: "upstream saw {{call.body.seen}}" }
+              - id: done
+                kind: end
+                needs: [call, copy]
+                config: { outputs: { body: "{{call.body}}", text: "{{copy.text}}" } }
+            """.write(to: directory.appendingPathComponent("partner.yaml"), atomically: true, encoding: .utf8)
+        let served = try await Served.start(["--egress-allow", "127.0.0.1", "--log-level", "debug"], workflows: directory.path)
+        let key = try await served.key("partner")
+        let ok = try await served.client(key, ["run", "partner"])
+        #expect(ok.status == 0 && ok.output.contains("upstream saw [redacted]"), "\(ok.output)")
+        let failed = try await served.client(key, ["run", "partner", "--inputs", #"{"path": "/echo-fail"}"#])
+        #expect(failed.status == 2 && failed.output.contains("answered HTTP 401 Unauthorized: rejected Bearer [redacted]"), "\(failed.output)")
+        var seen = ok.output + failed.output
+        for output in [ok.output, failed.output] {
+            let runID = try #require(output.split(separator: "\n").compactMap { line in
+                (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+            }.first { $0["type"] as? String == "run" }?["id"] as? String)
+            seen += try await served.client(key, ["watch", runID]).output  // every stored event
+            seen += try await served.client(key, ["get", runID]).output
+            let base = "http://\(served.target)"
+            seen += try await run(["curl", "-s", "-H", "Authorization: Bearer \(key)", "\(base)/v1/workflows/run/\(runID)"]).output
+        }
+        seen += try await run(["curl", "-s", "-H", "Authorization: Bearer \(key)", "http://\(served.target)/v1/workflows/logs"]).output
+        let log = await served.stop()
+        #expect(seen.contains("[redacted]") && seen.contains("node_finished") && seen.contains("\"outputs\""), "\(seen)")
+        #expect(!seen.contains(secret), "the secret reached a caller: \(seen)")
+        #expect(!log.output.contains(secret), "the secret reached the server's log")
+        #expect(log.output.contains("debug"), "the log was at debug level: \(log.output.prefix(300))")
     }
 
     @Test("ListRuns of 100 runs with 1 MB inputs: every page stays under the 1 MiB bound, a token continues, each run once")
