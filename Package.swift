@@ -111,9 +111,6 @@ let package = Package(
             name: "EngineTests",
             dependencies: [
                 "Engine",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .testTarget(
