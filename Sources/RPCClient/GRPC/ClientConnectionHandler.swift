@@ -23,6 +23,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         var machine: ClientCallStateMachine
         let sink: AsyncThrowingStream<[UInt8], any Error>.Continuation
         var deadline: Scheduled<Void>?
+        /// When `deadline` fires.
+        var deadlineAt: NIODeadline?
     }
 
     private let configuration: GRPCClientConfiguration
@@ -118,6 +120,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
                         sink: request.sink)
         if let timeout = request.timeout, let context {
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            call.deadlineAt = .now() + TimeAmount(timeout)
             call.deadline = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
                 loopBound.value.applyAndFlush(streamID: streamID) { $0.deadlineExpired() }
             }
@@ -153,7 +156,17 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             case .endOfResponse(let id):
                 apply(streamID: id) { $0.receiveEndOfResponse() }
             case .streamClosed(let id, let errorCode):
-                apply(streamID: id) { $0.streamClosed(errorCode: errorCode) }
+                // A server resets a call whose deadline passed once its headers went out
+                // (RST_STREAM CANCEL). Read before this side's own timer ran (a busy or
+                // descheduled client handles the socket first), the call still ended by its
+                // deadline: DEADLINE_EXCEEDED, as the timer would have said, not CANCELLED.
+                if errorCode == 0x8, let due = calls[id]?.deadlineAt, NIODeadline.now() >= due {
+                    apply(streamID: id) { machine in
+                        machine.deadlineExpired().filter { if case .resetStream = $0 { false } else { true } }
+                    }
+                } else {
+                    apply(streamID: id) { $0.streamClosed(errorCode: errorCode) }
+                }
                 calls.removeValue(forKey: id)?.deadline?.cancel()
             case .goAway:
                 closedReason = "the server is going away (GOAWAY)"
