@@ -53,14 +53,24 @@ let package = Package(
                 "CSQLiteTuning",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                // The PostgreSQL store (Sources/Engine/Postgres) only.
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]),
+        // What a run does: definitions, validation, node kinds, the runner, egress policy;
+        // implements the Engine's executor protocol (Workflows -> Engine, never the reverse).
+        .target(
+            name: "Workflows",
+            dependencies: [
+                "Engine",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                // The PostgreSQL store (Sources/Engine/Postgres) only.
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]),
         // The network: SwiftNIO + nghttp2, gRPC routing, services.
         .target(
@@ -90,7 +100,7 @@ let package = Package(
         .executableTarget(
             name: "flowd",
             dependencies: [
-                "RPCServer", "RPCClient", "Codec", "Engine", "CAllocator",
+                "RPCServer", "RPCClient", "Codec", "Engine", "Workflows", "CAllocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -113,10 +123,16 @@ let package = Package(
             name: "EngineTests",
             dependencies: [
                 "Engine",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+        .testTarget(
+            name: "WorkflowsTests",
+            dependencies: [
+                "Workflows", "Engine",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         // Drives the Engine in a child process for the crash tests (not shipped).
         .executableTarget(
@@ -127,7 +143,7 @@ let package = Package(
         .testTarget(
             name: "RPCServerTests",
             dependencies: [
-                "RPCServer", "RPCClient", "Codec", "Engine", "CProtobufC", "CFlowdTestingProtos", "NGHTTP2Support",
+                "RPCServer", "RPCClient", "Codec", "Engine", "Workflows", "CProtobufC", "CFlowdTestingProtos", "NGHTTP2Support",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

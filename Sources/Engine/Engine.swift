@@ -658,7 +658,7 @@ public final class Engine: Sendable {
         }
     }
 
-    private static func notFound(_ id: String) -> EngineError {
+    static func notFound(_ id: String) -> EngineError {
         EngineError(code: .runNotFound, message: "run \(id) not found", runID: id)
     }
 }

@@ -79,10 +79,26 @@ struct DataDirectoryOption: ParsableArguments {
             if let store {
                 return try await PostgresRunStore(url: store, logger: logger)
             }
-            return try SQLiteRunStore(directory: URL(fileURLWithPath: dataDirectory))
+            // Runs hold other people's inputs and outputs, the store the key hashes: what this
+            // process creates is its user's alone (directory 0700, database, WAL and shared
+            // memory 0600), and files an older flowd left readable are narrowed.
+            umask(0o077)
+            let directory = URL(fileURLWithPath: dataDirectory)
+            let opened = try SQLiteRunStore(directory: directory)
+            Self.restrictPermissions(directory)
+            return opened
         } catch let error as StoreError {
             FileHandle.standardError.write(Data("flowd: cannot open the store: \(error.message)\n".utf8))
             throw ExitCode.failure
+        }
+    }
+
+    /// chmod 0700 on the data directory and 0600 on the store's files in it.
+    static func restrictPermissions(_ directory: URL) {
+        chmod(directory.path, 0o700)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        for name in names where name.hasPrefix(SQLiteRunStore.fileName) {
+            chmod(directory.appendingPathComponent(name).path, 0o600)
         }
     }
 }

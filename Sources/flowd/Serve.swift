@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import Workflows
 import Foundation
 import Logging
 import Metrics
@@ -47,6 +48,32 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("exec-allow"),
             help: "A program exec nodes may run (repeatable; env FLOWD_EXEC_ALLOW, colon-separated).")
     var execAllow: [String] = Environment.string("FLOWD_EXEC_ALLOW")?.split(separator: ":").map(String.init) ?? []
+
+    @Option(help: "exec programs: CPU seconds each (env FLOWD_EXEC_CPU_SECONDS, default 60).")
+    var execCpuSeconds: Int = Environment.int("FLOWD_EXEC_CPU_SECONDS") ?? ProgramLimits().cpuSeconds
+
+    @Option(help: "exec programs: bytes of address space (env FLOWD_EXEC_MEMORY_BYTES, default 1 GiB).")
+    var execMemoryBytes: Int = Environment.int("FLOWD_EXEC_MEMORY_BYTES") ?? ProgramLimits().memoryBytes
+
+    @Option(help: "exec programs: open files (env FLOWD_EXEC_OPEN_FILES, default 256).")
+    var execOpenFiles: Int = Environment.int("FLOWD_EXEC_OPEN_FILES") ?? ProgramLimits().openFiles
+
+    @Option(help: "exec programs: processes of the server's user, not enforced for root (env FLOWD_EXEC_PROCESSES, default 256).")
+    var execProcesses: Int = Environment.int("FLOWD_EXEC_PROCESSES") ?? ProgramLimits().processes
+
+    @Option(help: "exec programs: largest file written, bytes (env FLOWD_EXEC_FILE_SIZE_BYTES, default 64 MiB).")
+    var execFileSizeBytes: Int = Environment.int("FLOWD_EXEC_FILE_SIZE_BYTES") ?? ProgramLimits().fileSizeBytes
+
+    @Option(help: "Delete terminal runs and their events finished more than this many days ago, in batches, hourly; 0 keeps everything (env FLOWD_RETENTION_DAYS, default 30).")
+    var retentionDays: Int = Environment.int("FLOWD_RETENTION_DAYS") ?? RetentionConfiguration().days
+
+    @Option(help: "ListRuns: bytes of runs per page at most; a next_page_token continues (env FLOWD_LIST_PAGE_BYTES, default 1 MiB).")
+    var listPageBytes: Int = Environment.int("FLOWD_LIST_PAGE_BYTES") ?? WorkflowsServiceConfiguration().maxPageBytes
+
+    @Option(name: .customLong("egress-allow"), help: ArgumentHelp(
+        "A network (CIDR), address or host name http nodes may reach although it is loopback, private, link-local, metadata, CGNAT or multicast (repeatable; env FLOWD_EGRESS_ALLOW, comma-separated).",
+        valueName: "CIDR_OR_HOST"))
+    var egressAllow: [String] = Environment.string("FLOWD_EGRESS_ALLOW").map(EgressPolicy.entries(environment:)) ?? []
 
     @Option(help: "REST streaming: seconds between `event: ping` lines (env FLOWD_REST_PING_INTERVAL_SECONDS, default 10).")
     var restPingIntervalSeconds: Int = Environment.int("FLOWD_REST_PING_INTERVAL_SECONDS") ?? 10
@@ -111,6 +138,21 @@ struct Serve: AsyncParsableCommand {
         }
         var runnerConfiguration = WorkflowRunnerConfiguration()
         runnerConfiguration.allowedPrograms = Set(execAllow)
+        for (value, name) in [(execCpuSeconds, "--exec-cpu-seconds"), (execMemoryBytes, "--exec-memory-bytes"),
+                              (execOpenFiles, "--exec-open-files"), (execProcesses, "--exec-processes"),
+                              (execFileSizeBytes, "--exec-file-size-bytes")] where value <= 0 {
+            throw ValidationError("\(name) must be positive")
+        }
+        runnerConfiguration.programLimits.cpuSeconds = execCpuSeconds
+        runnerConfiguration.programLimits.memoryBytes = execMemoryBytes
+        runnerConfiguration.programLimits.openFiles = execOpenFiles
+        runnerConfiguration.programLimits.processes = execProcesses
+        runnerConfiguration.programLimits.fileSizeBytes = execFileSizeBytes
+        do {
+            runnerConfiguration.egress = try EgressPolicy(allow: egressAllow)
+        } catch {
+            throw ValidationError("--egress-allow: \(error)")
+        }
 
         // Bootstrapped once, before the store opens (it records with `MetricsSystem.factory`),
         // so that libraries' metrics land in the same registry; the Engine and the server get
@@ -147,10 +189,14 @@ struct Serve: AsyncParsableCommand {
         guard restPingIntervalSeconds > 0 else { throw ValidationError("--rest-ping-interval-seconds must be positive") }
         var restConfiguration = DifyWorkflowsAPIConfiguration()
         restConfiguration.pingInterval = .seconds(restPingIntervalSeconds)
+        guard listPageBytes > 0 else { throw ValidationError("--list-page-bytes must be positive") }
+        var serviceConfiguration = WorkflowsServiceConfiguration()
+        serviceConfiguration.maxPageBytes = listPageBytes
         let health = HealthService()
         let server = GRPCServer(
             configuration: serverConfiguration,
-            services: [health, WorkflowsService(engine: engine, authenticator: authenticator), ReflectionService()],
+            services: [health, WorkflowsService(engine: engine, authenticator: authenticator, configuration: serviceConfiguration),
+                       ReflectionService()],
             http: DifyWorkflowsAPI(engine: engine, authenticator: authenticator, catalog: catalog,
                                    configuration: restConfiguration),
             metrics: serverMetrics, logger: logger, afterRequestBurst: { AllocatorTuning.trim() })
@@ -159,7 +205,11 @@ struct Serve: AsyncParsableCommand {
             "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "store": "\(data.storeDescription)",
             "workers": "\(engineConfiguration.workerCount)",
         ])
-        let service = FlowdService(server: server, health: health, engine: engine, logger: logger,
+        guard retentionDays >= 0 else { throw ValidationError("--retention-days must be 0 (keep everything) or more") }
+        var retention = RetentionConfiguration()
+        retention.days = retentionDays
+        let purger = (store as? any RunRetentionStore).map { RetentionPurger(store: $0, configuration: retention, logger: logger) }
+        let service = FlowdService(server: server, health: health, engine: engine, logger: logger, retention: purger,
                                    listening: "flowd: listening on \(address.ipAddress ?? host):\(address.port ?? port)")
         let group = ServiceGroup(
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -175,6 +225,8 @@ struct FlowdService: Service {
     let health: HealthService
     let engine: Engine
     let logger: Logger
+    /// Purges runs past the retention period while the server runs.
+    let retention: RetentionPurger?
     /// Printed once the service runs: the service group has trapped SIGTERM and SIGINT by
     /// then, so a script that stops the server as soon as it sees this line stops it gracefully.
     let listening: String
@@ -197,6 +249,8 @@ struct FlowdService: Service {
         // Scripts wait for this line (and read the port from it when --port 0).
         print(listening)
         fflush(nil)  // all streams: the line must reach a pipe at once
+        let purge = Task { await retention?.run() }
+        defer { purge.cancel() }
         try await withGracefulShutdownHandler {
             try await server.run()
         } onGracefulShutdown: {

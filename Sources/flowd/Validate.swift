@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import Workflows
 import Foundation
 
 /// `flowd validate DIR`: loads a workflows directory as `flowd serve` would and reports every

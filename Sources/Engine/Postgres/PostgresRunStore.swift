@@ -26,7 +26,7 @@ import Synchronization
 /// transaction of its own. Times are BIGINT
 /// milliseconds since 1970, dates read back truncated to the millisecond, as in SQLite.
 public final class PostgresRunStore: RunStore, APIKeyStore {
-    private let connector: PostgresConnector
+    let connector: PostgresConnector
     private let submitter: PostgresSubmitBatcher
     /// Per run, the last queued `enqueueEvents` append: appends of a run apply in order, and a
     /// `finish` waits for them (the contract: a later finish comes after queued appends).

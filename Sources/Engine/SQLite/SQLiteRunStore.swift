@@ -161,7 +161,7 @@ public final class SQLiteRunStore: RunStore {
     /// A caller cancelled before its write is queued gets `CancellationError` and writes nothing;
     /// once queued, the write is not interrupted by its caller's cancellation (it shares a
     /// transaction with others) and its result is returned.
-    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         try Task.checkCancellation()
         do {
             return try await committer.perform(body)

@@ -51,7 +51,7 @@ enum DifyApp {
     /// `GET /v1/parameters` for a workflow app: the input form (by input name), every other
     /// feature disabled (`controllers/common/helpers.get_parameters_from_feature_dict` with an
     /// empty feature dict).
-    static func parameters(_ definition: WorkflowDefinition?) -> DifyJSON {
+    static func parameters(_ definition: WorkflowDescription?) -> DifyJSON {
         let form: [DifyJSON] = (definition?.inputs ?? []).sorted { $0.name < $1.name }.map { input in
             let type = formType(input.type)
             return .object([(type, .object([
@@ -79,7 +79,7 @@ enum DifyApp {
     }
 
     /// `GET /v1/info`.
-    static func info(workflow: String, definition: WorkflowDefinition?) -> DifyJSON {
+    static func info(workflow: String, definition: WorkflowDescription?) -> DifyJSON {
         .object([
             ("name", .string(definition?.name ?? workflow)), ("description", .string(definition?.description ?? "")),
             ("tags", .array([])), ("mode", "workflow"), ("author_name", ""),

@@ -28,7 +28,7 @@ public struct DifyWorkflowsAPIConfiguration: Sendable {
 public struct DifyWorkflowsAPI: HTTPRequestHandling {
     private let engine: Engine
     private let authenticator: Authenticator
-    private let catalog: WorkflowCatalog?
+    private let catalog: (any WorkflowResolving)?
     private let configuration: DifyWorkflowsAPIConfiguration
     private let cors = DifyCORS()
 
@@ -36,7 +36,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     /// through its front door, as gRPC's do. `catalog` (the same workflows) declares the
     /// inputs for `/v1/parameters`, `/v1/info` and Dify's reading of `inputs`; without it,
     /// `inputs` go to the Engine as they are and the input form is empty.
-    public init(engine: Engine, authenticator: Authenticator, catalog: WorkflowCatalog? = nil,
+    public init(engine: Engine, authenticator: Authenticator, catalog: (any WorkflowResolving)? = nil,
                 configuration: DifyWorkflowsAPIConfiguration = DifyWorkflowsAPIConfiguration()) {
         self.engine = engine
         self.authenticator = authenticator
@@ -92,9 +92,9 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
             case .getRun(let id): return try await getRun(id, key: key)
             case .stop(let id): return try await stop(id, request: request, key: key)
             case .logs: return try await logs(request, key: key)
-            case .parameters: return Self.json(DifyApp.parameters(catalog?.workflow(named: key.workflow)))
+            case .parameters: return Self.json(DifyApp.parameters(catalog?.describe(workflow: key.workflow)))
             case .info:
-                return Self.json(DifyApp.info(workflow: key.workflow, definition: catalog?.workflow(named: key.workflow)))
+                return Self.json(DifyApp.info(workflow: key.workflow, definition: catalog?.describe(workflow: key.workflow)))
             }
         } catch {
             return RESTError.map(error).response
@@ -169,7 +169,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         if let files = body["files"], files != .null, files.arrayValue == nil {
             throw Self.validationError("files", "Input should be a valid list [type=list_type]")
         }
-        if let definition = catalog?.workflow(named: key.workflow) {
+        if let definition = catalog?.describe(workflow: key.workflow) {
             inputs = try DifyApp.inputs(inputs, declared: definition.inputs)
         }
         let idempotencyKey = request.headers.first(name: "idempotency-key")
@@ -271,7 +271,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     // MARK: GET /v1/workflows/run/{id}
 
     private func getRun(_ id: String, key: APIKeyRecord) async throws -> HTTPResponse {
-        let run = try await engine.run(id: id, tenant: key.tenant)
+        let run = try await engine.run(id: id, key: key)
         return Self.json(.object([
             ("id", .string(run.id)), ("workflow_id", .string(run.workflow)), ("status", .string(run.state.rawValue)),
             ("inputs", .string(DifyJSON(parsing: run.inputsJSON).text)),
@@ -290,7 +290,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     private func stop(_ id: String, request: HTTPRequest, key: APIKeyRecord) async throws -> HTTPResponse {
         _ = try jsonBody(request)
         do {
-            _ = try await engine.stop(id: id, tenant: key.tenant)
+            _ = try await engine.stop(id: id, key: key)
         } catch let error as EngineError where error.code == .runNotFound {
         }
         return Self.json(.object([("result", "success")]))
@@ -338,7 +338,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         var matching: [RunRecord] = []
         var cursor: RunCursor?
         repeat {
-            let (runs, next) = try await engine.list(tenant: key.tenant, filter: filter,
+            let (runs, next) = try await engine.list(key: key, filter: filter,
                                                      pageSize: configuration.logsScanPageSize, after: cursor)
             matching += runs.filter { run in
                 if let before, run.createdAt > before { return false }

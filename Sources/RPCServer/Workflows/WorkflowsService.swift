@@ -9,6 +9,14 @@ public struct WorkflowsServiceConfiguration: Sendable {
     /// `ListRuns` page size when the request says 0, and the largest allowed.
     public var defaultPageSize = 20
     public var maxPageSize = 100
+    /// A `ListRuns` page ends before the run that would take it past this many bytes (inputs,
+    /// outputs, error and the other fields of its runs); `next_page_token` continues. A page
+    /// always holds at least one run, so a single larger run is a page of its own (bounded,
+    /// like `GetRun`, by the message size limit). `flowd serve --list-page-bytes`.
+    public var maxPageBytes = 1024 * 1024
+    /// Runs read from the store at a time while a page is filled: at most this many runs
+    /// beyond the page are held in memory.
+    public var listReadChunk = 10
 
     public init() {}
 }
@@ -64,7 +72,7 @@ public struct WorkflowsService: RegistrableRPCService {
         router.registerUnary(Self.method("GetRun"), request: FlowdV1.GetRunRequest.self, response: FlowdV1.Run.self) {
             request, context in
             try await mapped(context) { key in
-                ServerResponse(message: WireConversions.run(try await engine.run(id: request.runId, tenant: key.tenant), now: Date()))
+                ServerResponse(message: WireConversions.run(try await engine.run(id: request.runId, key: key), now: Date()))
             }
         }
         router.registerServerStreaming(Self.method("WatchRun"), request: FlowdV1.WatchRunRequest.self,
@@ -73,7 +81,7 @@ public struct WorkflowsService: RegistrableRPCService {
                 guard request.afterSequence >= 0 else {
                     throw WorkflowsErrors.invalidArgument(field: "after_sequence", "after_sequence must not be negative")
                 }
-                let events = try await engine.watch(id: request.runId, tenant: key.tenant, after: request.afterSequence)
+                let events = try await engine.watch(id: request.runId, key: key, after: request.afterSequence)
                 return StreamingServerResponse { writer in
                     engine.metrics.watchStream(.grpc, opened: true)
                     defer { engine.metrics.watchStream(.grpc, opened: false) }
@@ -89,7 +97,7 @@ public struct WorkflowsService: RegistrableRPCService {
         router.registerUnary(Self.method("StopRun"), request: FlowdV1.StopRunRequest.self, response: FlowdV1.Run.self) {
             request, context in
             try await mapped(context) { key in
-                ServerResponse(message: WireConversions.run(try await engine.stop(id: request.runId, tenant: key.tenant), now: Date()))
+                ServerResponse(message: WireConversions.run(try await engine.stop(id: request.runId, key: key), now: Date()))
             }
         }
         router.registerUnary(Self.method("ListRuns"), request: FlowdV1.ListRunsRequest.self,
@@ -140,10 +148,43 @@ public struct WorkflowsService: RegistrableRPCService {
         let filter = RunFilter(states: states, workflow: request.workflow.isEmpty ? nil : request.workflow,
                                user: request.user.isEmpty ? nil : request.user)
         let cursor = try request.pageToken.isEmpty ? nil : PageToken.decode(request.pageToken, filter: filter)
-        let (runs, next) = try await engine.list(tenant: key.tenant, filter: filter, pageSize: pageSize, after: cursor)
+        let (runs, next) = try await boundedPage(key: key, filter: filter, pageSize: pageSize, after: cursor)
         let now = Date()
         return FlowdV1.ListRunsResponse(runs: runs.map { WireConversions.run($0, now: now) },
                                         nextPageToken: next.map { PageToken.encode($0, filter: filter) } ?? "")
+    }
+
+    /// Up to `pageSize` runs after `cursor`, read `listReadChunk` at a time, ending before the
+    /// run that would pass `maxPageBytes` (but holding one run at least); the cursor of the next
+    /// page, nil at the end.
+    private func boundedPage(key: APIKeyRecord, filter: RunFilter, pageSize: Int,
+                             after cursor: RunCursor?) async throws -> ([RunRecord], RunCursor?) {
+        var page: [RunRecord] = []
+        var bytes = 0
+        var position = cursor
+        while page.count < pageSize {
+            let (chunk, more) = try await engine.list(key: key, filter: filter,
+                                                      pageSize: min(max(1, configuration.listReadChunk), pageSize - page.count),
+                                                      after: position)
+            for run in chunk {
+                let size = Self.approximateSize(run)
+                if !page.isEmpty && bytes + size > configuration.maxPageBytes {
+                    return (page, page.last.map { RunCursor(createdAt: $0.createdAt, id: $0.id) })
+                }
+                page.append(run)
+                bytes += size
+            }
+            guard let more else { return (page, nil) }
+            position = more
+        }
+        return (page, position)
+    }
+
+    /// The bytes a run takes in a `ListRunsResponse`, near enough (its texts plus a fixed
+    /// allowance for the numbers, times and tags).
+    static func approximateSize(_ run: RunRecord) -> Int {
+        run.inputsJSON.utf8.count + (run.outputsJSON?.utf8.count ?? 0) + (run.error?.utf8.count ?? 0) + run.id.utf8.count
+            + run.workflow.utf8.count + run.workflowVersion.utf8.count + run.user.utf8.count + 128
     }
 
     /// Forwards a run's events to a stream, with a heartbeat whenever nothing was sent for

@@ -1,4 +1,5 @@
 import Engine
+import Workflows
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking

@@ -1,4 +1,5 @@
 import Engine
+import Workflows
 import Foundation
 import Testing
 

@@ -6,7 +6,7 @@
 /// trailing commas, leading zeros, lone surrogates or raw control characters in strings) and
 /// bounds nesting at `maxDepth`. Integers that fit `Int64` stay integers. The writer's output
 /// is compact with object keys sorted, the canonical form fingerprints are computed over.
-enum JSONText {
+package enum JSONText {
     /// Deeper nesting is refused rather than recursed into.
     static let maxDepth = 256
 
@@ -248,7 +248,7 @@ enum JSONText {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    static func write(_ value: JSONValue, into bytes: inout [UInt8]) {
+    package static func write(_ value: JSONValue, into bytes: inout [UInt8]) {
         switch value {
         case .null: bytes.append(contentsOf: "null".utf8)
         case .bool(let flag): bytes.append(contentsOf: (flag ? "true" : "false").utf8)
@@ -276,7 +276,7 @@ enum JSONText {
 
     /// The length in bytes of `write(value)`'s text; once it is known to be more than `limit`,
     /// some length past `limit` (the walk stops early).
-    static func length(of value: JSONValue, stoppingPast limit: Int) -> Int {
+    package static func length(of value: JSONValue, stoppingPast limit: Int) -> Int {
         switch value {
         case .null: return 4
         case .bool(let flag): return flag ? 4 : 5

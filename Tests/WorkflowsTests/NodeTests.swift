@@ -1,4 +1,5 @@
 import Engine
+import Workflows
 import Foundation
 import Synchronization
 import Testing
@@ -53,7 +54,7 @@ struct NodeTests {
                 kind: end
                 needs: call
                 config: { outputs: { status: "{{call.status}}", second: "{{call.body.items.1}}", echo: "{{call.body.echo}}" } }
-            """, inputs: #"{"base": "\#(server.baseURL)", "who": "ada"}"#, log: log)
+            """, inputs: #"{"base": "\#(server.baseURL)", "who": "ada"}"#, configuration: .loopbackAllowed, log: log)
         #expect(result.state == .succeeded, "\(result)")
         let request = try #require(server.requests.first)
         #expect(request.method == "PUT")
@@ -78,7 +79,7 @@ struct NodeTests {
             nodes:
               - { id: call, kind: http, config: { url: "{{inputs.url}}" } }
               - { id: done, kind: end, needs: call, config: { outputs: {} } }
-            """, inputs: #"{"url": "\#(server.baseURL)/x"}"#, log: log)
+            """, inputs: #"{"url": "\#(server.baseURL)/x"}"#, configuration: .loopbackAllowed, log: log)
         #expect(result.state == .failed)
         #expect(result.error == "node 'call' failed: GET \(server.baseURL)/x answered HTTP 500 Internal Server Error: database down")
         let finished = try #require(try log.finished("call"))
@@ -105,7 +106,7 @@ struct NodeTests {
                 nodes:
                   - { id: call, kind: http, timeout: 300ms, config: { url: "{{inputs.url}}" } }
                   - { id: done, kind: end, needs: call, config: { outputs: {} } }
-                """, inputs: #"{"url": "\#(server.baseURL)/slow"}"#, log: log, clock: clock)
+                """, inputs: #"{"url": "\#(server.baseURL)/slow"}"#, configuration: .loopbackAllowed, log: log, clock: clock)
         }
         // The call is at the server and the node's timeout is armed; the server never answers,
         // so only the timeout, once the clock reaches it, can end the call.
@@ -135,7 +136,7 @@ struct NodeTests {
                 nodes:
                   - { id: call, kind: http, config: { url: "{{inputs.url}}" } }
                   - { id: done, kind: end, needs: call, config: { outputs: {} } }
-                """, inputs: #"{"url": "\#(server.baseURL)"}"#, log: log)
+                """, inputs: #"{"url": "\#(server.baseURL)"}"#, configuration: .loopbackAllowed, log: log)
         }
         await arrived.wait(untilAtLeast: 1)
         run.cancel()
@@ -162,7 +163,7 @@ struct NodeTests {
             nodes:
               - { id: call, kind: http, retries: 3, retry_backoff: 10ms, config: { url: "{{inputs.url}}" } }
               - { id: done, kind: end, needs: call, config: { outputs: { ok: "{{call.body.ok}}" } } }
-            """, inputs: #"{"url": "\#(server.baseURL)"}"#, log: log)
+            """, inputs: #"{"url": "\#(server.baseURL)"}"#, configuration: .loopbackAllowed, log: log)
         #expect(result.state == .succeeded)
         #expect(try outputs(result) == ["ok": true])
         let call = try log.payloads().filter { $0.nodeID == "call" }

@@ -1,4 +1,4 @@
-import AsyncHTTPClient
+import Engine
 import Foundation
 import Synchronization
 
@@ -6,8 +6,11 @@ import Synchronization
 public struct WorkflowRunnerConfiguration: Sendable {
     /// Programs `exec` nodes may run, as absolute paths. Empty: no `exec` node runs.
     public var allowedPrograms: Set<String> = []
-    /// The whole environment of an `exec` program: nothing of the server's is passed on.
+    /// The base environment of an `exec` program; the node's `env` adds to it. Nothing of the
+    /// server's own environment is passed on.
     public var programEnvironment: [String: String] = ["PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"]
+    /// Resource limits of every `exec` program (setrlimit, applied before the program starts).
+    public var programLimits = ProgramLimits()
     /// Nodes of one run executing at once.
     public var maxParallelNodes = 16
     /// A node's timeout when its definition sets none.
@@ -16,11 +19,14 @@ public struct WorkflowRunnerConfiguration: Sendable {
     public var maxRetryBackoff: Duration = .seconds(60)
     /// Node inputs and outputs longer than this (bytes of JSON) are truncated in events and flagged.
     public var eventValueLimit = 16 * 1024
+    /// Which special-purpose addresses (loopback, private, link-local, metadata, ...) `http`
+    /// nodes may reach: none by default. `flowd serve --egress-allow` (env `FLOWD_EGRESS_ALLOW`).
+    public var egress = EgressPolicy()
     /// Largest HTTP response body read.
     public var maxResponseBytes = 8 * 1024 * 1024
     /// Largest stdout read from a program; more kills it and fails the node.
     public var maxProgramOutputBytes = 8 * 1024 * 1024
-    /// Bytes of a program's stderr kept for the error message.
+    /// Bytes of a program's stderr read (the error text quotes a short, masked excerpt).
     public var programStderrBytes = 4096
 
     public init() {}
@@ -37,15 +43,16 @@ public struct WorkflowRunner: WorkflowExecutor {
 
     public let catalog: WorkflowCatalog
     public let configuration: WorkflowRunnerConfiguration
-    let httpClient: HTTPClient
+    let resolver: any HostResolving
     let clock: any EngineClock
 
-    /// `clock` paces `sleep` nodes, timeouts and retry delays.
+    /// `clock` paces `sleep` nodes, timeouts and retry delays; `resolver` finds the addresses
+    /// of `http` nodes' hosts (checked against `configuration.egress`).
     public init(catalog: WorkflowCatalog, configuration: WorkflowRunnerConfiguration = WorkflowRunnerConfiguration(),
-                httpClient: HTTPClient = .shared, clock: any EngineClock = SystemClock()) {
+                resolver: any HostResolving = SystemResolver(), clock: any EngineClock = SystemClock()) {
         self.catalog = catalog
         self.configuration = configuration
-        self.httpClient = httpClient
+        self.resolver = resolver
         self.clock = clock
     }
 
@@ -71,6 +78,16 @@ public struct WorkflowRunner: WorkflowExecutor {
     /// reporting events to `emit`. Throws `CancellationError` when cancelled, after the
     /// running nodes have stopped, and whatever `emit` throws.
     public func run(_ definition: WorkflowDefinition, inputs: [String: JSONValue], emit: @escaping EventSink) async throws -> ExecutionResult {
+        let secrets = SecretValues()
+        let result = try await run(definition, inputs: inputs, secrets: secrets) { events, steps in
+            try await emit(events.map { NewEvent(kind: $0.kind, payloadJSON: secrets.scrub($0.payloadJSON)) }, steps)
+        }
+        return ExecutionResult(state: result.state, outputsJSON: result.outputsJSON.map(secrets.scrub),
+                               error: result.error.map(secrets.scrub))
+    }
+
+    private func run(_ definition: WorkflowDefinition, inputs: [String: JSONValue], secrets: SecretValues,
+                     emit: @escaping EventSink) async throws -> ExecutionResult {
         let abort = AbortReason()
         var status: [String: NodeStatus] = [:]
         var outputs: [String: JSONValue] = [:]
@@ -106,7 +123,7 @@ public struct WorkflowRunner: WorkflowExecutor {
                         index += 1
                         running += 1
                         let attempt = NodeAttempt(node: node, index: index, inputs: inputs, outputs: outputs)
-                        group.addTask { try await self.runNode(attempt, emit: emit, abort: abort) }
+                        group.addTask { try await self.runNode(attempt, emit: emit, abort: abort, secrets: secrets) }
                     }
                 }
                 guard running > 0, let outcome = try await group.next() else { break }
@@ -116,9 +133,9 @@ public struct WorkflowRunner: WorkflowExecutor {
                 case .succeeded:
                     status[node.id] = .succeeded
                     outputs[node.id] = outcome.outputs
-                    if case .condition(let spec) = node.spec {
+                    if let branches = node.behavior.branches {
                         let taken = outcome.outputs?.objectValue?["result"] == .bool(true)
-                        notTaken.formUnion(taken ? spec.elseNodes : spec.thenNodes)
+                        notTaken.formUnion(taken ? branches.elseNodes : branches.thenNodes)
                     }
                     if node.kind == .end, case .object(let mapped)? = outcome.outputs {
                         endOutputs.merge(mapped) { _, new in new }
@@ -174,7 +191,8 @@ public struct WorkflowRunner: WorkflowExecutor {
         var text: String { reason.withLock { $0 } ?? "stopped" }
     }
 
-    private func runNode(_ attempt: NodeAttempt, emit: @escaping EventSink, abort: AbortReason) async throws -> NodeOutcome {
+    private func runNode(_ attempt: NodeAttempt, emit: @escaping EventSink, abort: AbortReason,
+                         secrets: SecretValues) async throws -> NodeOutcome {
         let node = attempt.node
         let limit = configuration.eventValueLimit
         func payload(_ number: Int, _ status: NodeStatus, inputs: JSONValue? = nil, outputs: JSONValue? = nil,
@@ -196,12 +214,16 @@ public struct WorkflowRunner: WorkflowExecutor {
         }
 
         let context = TemplateContext(inputs: attempt.inputs, outputs: attempt.outputs)
-        let resolved: Result<ResolvedNode, WorkflowNodeError> = Result { () throws(WorkflowNodeError) in
-            try ResolvedNode(node, context: context, dependencies: attempt.outputs.filter { node.dependencies.contains($0.key) },
-                             inputs: attempt.inputs)
+        let scope = NodeScope(context: context, dependencies: attempt.outputs.filter { node.dependencies.contains($0.key) },
+                              inputs: attempt.inputs)
+        let prepared: Result<PreparedNode, WorkflowNodeError> = Result { () throws(WorkflowNodeError) in
+            try node.behavior.prepare(scope)
         }
-        let eventInputs = try? resolved.get().eventInputs
+        let eventInputs = try? prepared.get().eventInputs
+        if let handled = try? prepared.get().secrets { secrets.add(handled) }
         let timeout = node.timeout ?? configuration.defaultNodeTimeout
+        let environment = NodeEnvironment(configuration: configuration, clock: clock, timeout: timeout,
+                                          http: HTTPEgress(policy: configuration.egress, resolver: resolver))
         var backoff = node.retry.backoff
 
         for number in 1...(node.retry.maxRetries + 1) {
@@ -210,8 +232,8 @@ public struct WorkflowRunner: WorkflowExecutor {
             let start = ContinuousClock.now
             let outcome: Result<JSONValue, any Error>
             do {
-                let work = try resolved.get()
-                outcome = .success(try await withTimeout(timeout) { try await self.perform(work, timeout: timeout) })
+                let work = try prepared.get()
+                outcome = .success(try await withTimeout(timeout) { try await work.perform(environment) })
             } catch {
                 outcome = .failure(error)
             }

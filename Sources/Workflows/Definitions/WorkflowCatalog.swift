@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// The workflows a server runs, loaded from a directory of definition files (`*.yaml`, `*.yml`,

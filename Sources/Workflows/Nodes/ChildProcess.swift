@@ -48,8 +48,19 @@ final class ChildProcess: Sendable {
 
     /// Runs `program` to completion; throws `CancellationError` when the task was cancelled
     /// (after the child is gone).
+    /// With `limits`, `limits.tool` starts first, sets them and executes `program` in its
+    /// place (same process, same group).
     static func run(program: String, arguments: [String], environment: [String: String], input: [UInt8],
-                    stdoutLimit: Int, stderrLimit: Int) async throws -> Output {
+                    stdoutLimit: Int, stderrLimit: Int, limits: ProgramLimits? = nil) async throws -> Output {
+        var executable = program
+        var arguments = arguments
+        if let limits {
+            // The tool would report a missing program on stderr; say it as posix_spawn would.
+            guard access(program, X_OK) == 0 else { throw SpawnError(program: program, errno: errno) }
+            executable = limits.tool
+            arguments = limits.toolArguments + [program] + arguments
+        }
+        let program = executable
         let child = ChildProcess()
         let output = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Output, any Error>) in

@@ -82,7 +82,7 @@ public enum JSONValue: Sendable, Hashable {
     }
 
     /// Text for a template or a message: strings as they are, everything else as JSON.
-    var renderedText: String {
+    public var renderedText: String {
         switch self {
         case .string(let value): value
         case .null: ""

@@ -1,4 +1,5 @@
 import Engine
+import Workflows
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -8,7 +9,7 @@ import Testing
 
 /// The repository's `examples/workflows`.
 let examplesDirectory = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("examples/workflows", isDirectory: true)
 
 /// Writes `files` (name → text) to a fresh directory and loads it as a catalog.
@@ -89,11 +90,23 @@ final class EventLog: Sendable {
 
 /// Runs one workflow given as YAML directly on a runner (no Engine), collecting its events.
 func runWorkflow(_ yaml: String, inputs: String = "{}", configuration: WorkflowRunnerConfiguration = WorkflowRunnerConfiguration(),
-                 log: EventLog = EventLog(), clock: any EngineClock = SystemClock()) async throws -> ExecutionResult {
+                 log: EventLog = EventLog(), clock: any EngineClock = SystemClock(),
+                 resolver: any HostResolving = SystemResolver()) async throws -> ExecutionResult {
     let definition = try WorkflowCatalog.parse(yaml, file: "test.yaml")
     let runner = WorkflowRunner(catalog: try WorkflowCatalog(definitions: [definition]), configuration: configuration,
-                                clock: clock)
+                                resolver: resolver, clock: clock)
     return try await runner.run(definition, inputs: try definition.validateInputs(json: inputs), emit: log.sink)
+}
+
+extension WorkflowRunnerConfiguration {
+    /// The default configuration with loopback on the egress allow-list: for the tests whose
+    /// http nodes call a server on 127.0.0.1 (as an operator would say with
+    /// `--egress-allow 127.0.0.1`).
+    static var loopbackAllowed: WorkflowRunnerConfiguration {
+        var configuration = WorkflowRunnerConfiguration()
+        configuration.egress = try! EgressPolicy(allow: ["127.0.0.1"])
+        return configuration
+    }
 }
 
 /// The JSON object of a run's outputs.
@@ -117,9 +130,14 @@ final class LoopbackHTTPServer: Sendable {
         var status: Int
         var contentType: String
         var body: String
+        var headers: [(String, String)] = []
 
         static func json(_ body: String, status: Int = 200) -> Reply { Reply(status: status, contentType: "application/json", body: body) }
         static func text(_ body: String, status: Int) -> Reply { Reply(status: status, contentType: "text/plain", body: body) }
+        /// 302 Found to `location`.
+        static func redirect(to location: String) -> Reply {
+            Reply(status: 302, contentType: "text/plain", body: "", headers: [("location", location)])
+        }
     }
 
     private let channel: any Channel
@@ -186,6 +204,7 @@ final class LoopbackHTTPServer: Sendable {
                 var responseHeaders = HTTPHeaders()
                 responseHeaders.add(name: "content-type", value: reply.contentType)
                 responseHeaders.add(name: "content-length", value: "\(reply.body.utf8.count)")
+                for (name, value) in reply.headers { responseHeaders.add(name: name, value: value) }
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(
                     version: .http1_1, status: HTTPResponseStatus(statusCode: reply.status), headers: responseHeaders))), promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: reply.body)))), promise: nil)

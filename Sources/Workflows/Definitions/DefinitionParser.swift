@@ -1,4 +1,5 @@
 import Crypto
+import Engine
 import Foundation
 import Yams
 
@@ -6,14 +7,6 @@ import Yams
 struct DefinitionParser {
     private static let topLevelKeys: Set<String> = ["name", "version", "description", "inputs", "outputs", "nodes", "on_error"]
     private static let nodeKeys: Set<String> = ["id", "kind", "title", "needs", "config", "timeout", "retries", "retry_backoff", "on_error"]
-    private static let configKeys: [NodeKind: Set<String>] = [
-        .template: ["template"],
-        .http: ["method", "url", "headers", "body"],
-        .exec: ["program", "args", "input"],
-        .sleep: ["seconds", "fraction"],
-        .condition: ["left", "op", "right", "then", "else"],
-        .end: ["outputs"],
-    ]
 
     let file: String
     private var problems: [WorkflowDefinitionError] = []
@@ -40,7 +33,7 @@ struct DefinitionParser {
             report(.invalid, "the file must hold a mapping (name, inputs, nodes, ...), not \(root.typeName)")
             return nil
         }
-        return definition(object, hash: Hex.encode(SHA256.hash(data: data)))
+        return definition(object, hash: SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined())
     }
 
     private mutating func document(_ text: String) -> JSONValue? {
@@ -255,7 +248,7 @@ struct DefinitionParser {
         let timeout: Duration?
         let retry: RetryPolicy
         let onError: ErrorStrategy
-        let spec: NodeSpec
+        let behavior: any NodeBehavior
     }
 
     private mutating func parseNode(_ entry: JSONValue, index: Int, defaultStrategy: ErrorStrategy) -> ParsedNode? {
@@ -277,9 +270,10 @@ struct DefinitionParser {
             report(.invalid, "kind is missing", node: id, index: index)
             return nil
         }
-        guard let kind = NodeKind(rawValue: kindName) else {
+        let kind = NodeKind(rawValue: kindName)
+        guard let behaviorType = NodeKinds.registry[kind] else {
             report(.unknownNodeKind,
-                   "unknown node kind '\(kindName)' (known: \(NodeKind.allCases.map(\.rawValue).joined(separator: ", ")))",
+                   "unknown node kind '\(kindName)' (known: \(NodeKinds.names.joined(separator: ", ")))",
                    node: id, index: index)
             return nil
         }
@@ -304,8 +298,8 @@ struct DefinitionParser {
             report(.invalid, "config must be a mapping", node: id, index: index)
             return nil
         }
-        for key in configObject.keys.sorted() where !Self.configKeys[kind]!.contains(key) {
-            report(.invalid, "unknown config field '\(key)' for a \(kind.rawValue) node (known: \(Self.configKeys[kind]!.sorted().joined(separator: ", ")))",
+        for key in configObject.keys.sorted() where !behaviorType.configFields.contains(key) {
+            report(.invalid, "unknown config field '\(key)' for a \(kind.rawValue) node (known: \(behaviorType.configFields.sorted().joined(separator: ", ")))",
                    node: id, index: index)
             valid = false
         }
@@ -333,156 +327,16 @@ struct DefinitionParser {
             retry.backoff = backoff
         }
         guard let onError = errorStrategy(object["on_error"], default: defaultStrategy, node: id, index: index) else { return nil }
-        guard let spec = nodeSpec(kind, configObject, node: id, index: index), valid else { return nil }
+        let behavior: any NodeBehavior
+        do {
+            behavior = try behaviorType.init(config: NodeConfig(fields: configObject))
+        } catch {
+            report(error.code, error.message, node: id, index: index, cause: error.cause)
+            return nil
+        }
+        guard valid else { return nil }
         return ParsedNode(index: index, id: id, kind: kind, title: title, needs: needs, config: config, timeout: timeout,
-                          retry: retry, onError: onError, spec: spec)
-    }
-
-    private mutating func nodeSpec(_ kind: NodeKind, _ config: [String: JSONValue], node: String, index: Int) -> NodeSpec? {
-        func missing(_ field: String, _ what: String) -> NodeSpec? {
-            report(.invalid, "config.\(field) is required (\(what))", node: node, index: index)
-            return nil
-        }
-        switch kind {
-        case .template:
-            guard case .string? = config["template"] else { return missing("template", "a string") }
-            guard let text = text(config["template"]!, path: "config.template", node: node, index: index) else { return nil }
-            return .template(text)
-
-        case .http:
-            guard case .string? = config["url"] else { return missing("url", "a string") }
-            guard let url = text(config["url"]!, path: "config.url", node: node, index: index) else { return nil }
-            var method = "GET"
-            if let value = config["method"] {
-                guard case .string(let name) = value, HTTPSpec.methods.contains(name.uppercased()) else {
-                    report(.invalid, "config.method must be one of \(HTTPSpec.methods.sorted().joined(separator: ", "))",
-                           node: node, index: index)
-                    return nil
-                }
-                method = name.uppercased()
-            }
-            var headers: [String: TextTemplate] = [:]
-            if let value = config["headers"] {
-                guard case .object(let object) = value, object.values.allSatisfy({ $0.stringValue != nil }) else {
-                    report(.invalid, "config.headers must map header names to strings", node: node, index: index)
-                    return nil
-                }
-                for name in object.keys.sorted() {
-                    guard let header = text(object[name]!, path: "config.headers.\(name)", node: node, index: index) else { return nil }
-                    headers[name] = header
-                }
-            }
-            var body: ValueTemplate?
-            if let value = config["body"] {
-                guard let compiled = template(value, path: "config.body", node: node, index: index) else { return nil }
-                body = compiled
-            }
-            return .http(HTTPSpec(method: method, url: url, headers: headers, body: body))
-
-        case .exec:
-            guard case .string(let program)? = config["program"] else { return missing("program", "an absolute path") }
-            guard program.hasPrefix("/") else {
-                report(.invalid, "config.program must be an absolute path", node: node, index: index)
-                return nil
-            }
-            var arguments: [TextTemplate] = []
-            if let value = config["args"] {
-                guard case .array(let array) = value, array.allSatisfy({ $0.stringValue != nil }) else {
-                    report(.invalid, "config.args must be a list of strings", node: node, index: index)
-                    return nil
-                }
-                for (position, argument) in array.enumerated() {
-                    guard let compiled = text(argument, path: "config.args[\(position)]", node: node, index: index) else { return nil }
-                    arguments.append(compiled)
-                }
-            }
-            var input: ValueTemplate?
-            if let value = config["input"] {
-                guard let compiled = template(value, path: "config.input", node: node, index: index) else { return nil }
-                input = compiled
-            }
-            return .exec(ExecSpec(program: program, arguments: arguments, input: input))
-
-        case .sleep:
-            guard let value = config["seconds"] else { return missing("seconds", "a number or a template") }
-            switch value {
-            case .integer, .number:
-                if value.doubleValue! < 0 {
-                    report(.invalid, "config.seconds must not be negative", node: node, index: index)
-                    return nil
-                }
-            case .string: break
-            default:
-                report(.invalid, "config.seconds must be a number or a template", node: node, index: index)
-                return nil
-            }
-            guard let seconds = template(value, path: "config.seconds", node: node, index: index) else { return nil }
-            var fraction = 1.0
-            if let value = config["fraction"] {
-                guard let number = value.doubleValue, number > 0 else {
-                    report(.invalid, "config.fraction must be a positive number", node: node, index: index)
-                    return nil
-                }
-                fraction = number
-            }
-            return .sleep(SleepSpec(seconds: seconds, fraction: fraction))
-
-        case .condition:
-            guard let left = config["left"] else { return missing("left", "a value or a template") }
-            guard let right = config["right"] else { return missing("right", "a value or a template") }
-            guard case .string(let opName)? = config["op"], let op = ComparisonOperator(rawValue: opName) else {
-                report(.invalid, "config.op must be one of \(ComparisonOperator.allCases.map(\.rawValue).joined(separator: ", "))",
-                       node: node, index: index)
-                return nil
-            }
-            var branches: [[String]] = []
-            for field in ["then", "else"] {
-                switch config[field] {
-                case nil: branches.append([])
-                case .string(let id): branches.append([id])
-                case .array(let array) where array.allSatisfy({ $0.stringValue != nil }): branches.append(array.compactMap(\.stringValue))
-                default:
-                    report(.invalid, "config.\(field) must be a node id or a list of node ids", node: node, index: index)
-                    return nil
-                }
-            }
-            guard !branches[0].isEmpty || !branches[1].isEmpty else {
-                report(.invalid, "a condition needs a branch: config.then or config.else", node: node, index: index)
-                return nil
-            }
-            guard let leftTemplate = template(left, path: "config.left", node: node, index: index),
-                  let rightTemplate = template(right, path: "config.right", node: node, index: index) else { return nil }
-            return .condition(ConditionSpec(left: leftTemplate, op: op, right: rightTemplate,
-                                            thenNodes: branches[0], elseNodes: branches[1]))
-
-        case .end:
-            guard case .object(let outputs)? = config["outputs"] else { return missing("outputs", "a mapping of output name to value") }
-            var compiled: [String: ValueTemplate] = [:]
-            for name in outputs.keys.sorted() {
-                guard let value = template(outputs[name]!, path: "config.outputs.\(name)", node: node, index: index) else { return nil }
-                compiled[name] = value
-            }
-            return .end(compiled)
-        }
-    }
-
-    private mutating func text(_ value: JSONValue, path: String, node: String, index: Int) -> TextTemplate? {
-        do {
-            return try TextTemplate(value.stringValue ?? "")
-        } catch {
-            report(.badTemplate, "the template in \(path) does not parse: \(error)", node: node, index: index, cause: error)
-            return nil
-        }
-    }
-
-    private mutating func template(_ value: JSONValue, path: String, node: String, index: Int) -> ValueTemplate? {
-        do {
-            return try ValueTemplate.compile(value, path: path)
-        } catch {
-            report(.badTemplate, "the template in \(error.path) does not parse: \(error.error)", node: node, index: index,
-                   cause: error.error)
-            return nil
-        }
+                          retry: retry, onError: onError, behavior: behavior)
     }
 
     // MARK: The graph
@@ -502,8 +356,8 @@ struct DefinitionParser {
                 report(.danglingReference, "needs '\(need)', which is not a node of this workflow", node: node.id, index: node.index)
                 broken = true
             }
-            guard case .condition(let spec) = node.spec else { continue }
-            for target in spec.thenNodes + spec.elseNodes {
+            guard let branches = node.behavior.branches else { continue }
+            for target in branches.thenNodes + branches.elseNodes {
                 guard byID[target] != nil else {
                     if !known.contains(target) {
                         report(.danglingReference, "branch node '\(target)' is not a node of this workflow", node: node.id, index: node.index)
@@ -540,7 +394,7 @@ struct DefinitionParser {
         for node in parsed {
             let reachable = collect(node.id)
             var reported: Set<String> = []
-            for reference in node.spec.templates.flatMap(\.references) {
+            for reference in node.behavior.templates.flatMap(\.references) {
                 let head = reference.path[0]
                 let key = reference.path.joined(separator: ".")
                 guard reported.insert(key).inserted else { continue }
@@ -566,11 +420,11 @@ struct DefinitionParser {
         if ends.isEmpty { report(.invalid, "the workflow has no end node (it maps the outputs)") }
         if !outputs.isEmpty {
             for end in ends {
-                guard case .end(let mapping) = end.spec else { continue }
-                for name in mapping.keys.sorted() where !outputs.contains(name) {
+                let mapped = end.behavior.mappedOutputs ?? []
+                for name in mapped where !outputs.contains(name) {
                     report(.invalid, "maps output '\(name)', which the workflow does not declare", node: end.id, index: end.index)
                 }
-                for name in outputs where mapping[name] == nil {
+                for name in outputs where !mapped.contains(name) {
                     report(.invalid, "does not map declared output '\(name)'", node: end.id, index: end.index)
                 }
             }
@@ -579,7 +433,7 @@ struct DefinitionParser {
         return parsed.map { node in
             NodeDefinition(id: node.id, kind: node.kind, title: node.title, needs: node.needs,
                            dependencies: dependencies[node.id]!, config: node.config, timeout: node.timeout,
-                           retry: node.retry, onError: node.onError, spec: node.spec)
+                           retry: node.retry, onError: node.onError, behavior: node.behavior)
         }
     }
 

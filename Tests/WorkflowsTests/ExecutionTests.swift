@@ -1,4 +1,5 @@
 import Engine
+import Workflows
 import Foundation
 import Testing
 
@@ -106,7 +107,7 @@ struct ExecutionTests {
         }
         defer { Task { await server.shutdown() } }
         let catalog = try WorkflowCatalog.load(directory: examplesDirectory)
-        try await withEngine(catalog) { engine, _ in
+        try await withEngine(catalog, configuration: .loopbackAllowed) { engine, _ in
             let run = try await submit(engine, catalog, "call-service", #"{"url": "\#(server.baseURL)/echo", "message": "hi"}"#)
             let final = try await engine.waitForCompletion(id: run.id, tenant: "t1")
             #expect(final.state == .succeeded, "\(final.error ?? "")")

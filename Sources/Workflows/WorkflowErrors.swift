@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// A definition rejected at load, with the file, the node at fault (when there is one) and the
@@ -80,6 +81,8 @@ public struct WorkflowNodeError: Error, Sendable, CustomStringConvertible {
         public static let httpStatus = Code("httpStatus")
         /// The HTTP call failed before a response (connection, TLS, deadline).
         public static let httpRequest = Code("httpRequest")
+        /// The egress policy refused the host of an `http` node (or of a redirect).
+        public static let egressRefused = Code("egressRefused")
         /// The program is not on the allow-list.
         public static let programNotAllowed = Code("programNotAllowed")
         /// The program could not start, exited non-zero, or wrote something other than JSON.
@@ -103,11 +106,11 @@ public struct WorkflowNodeError: Error, Sendable, CustomStringConvertible {
         self.cause = cause
     }
 
-    /// Whether another attempt may succeed: not for a refused program or a bad value, nor for
+    /// Whether another attempt may succeed: not for a refused program, host or bad value, nor for
     /// a 4xx answer other than 408 and 429.
     public var isRetryable: Bool {
         switch code {
-        case .programNotAllowed, .invalidValue, .tooLarge: false
+        case .programNotAllowed, .invalidValue, .tooLarge, .egressRefused: false
         case .httpStatus: status.map { $0 >= 500 || $0 == 408 || $0 == 429 } ?? true
         default: true
         }

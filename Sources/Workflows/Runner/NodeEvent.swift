@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// Where a node stands, as its events say.
