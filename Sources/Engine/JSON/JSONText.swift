@@ -304,13 +304,27 @@ package enum JSONText {
     private static func length(of text: String) -> Int {
         var total = 2
         for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x08, 0x0C, 0x0A, 0x0D, 0x09: total += 2
-            case 0..<0x20: total += 6
-            default: total += 1
-            }
+            total += !needsEscape(byte) ? 1 : shortEscape(byte) != nil ? 2 : 6
         }
         return total
+    }
+
+    /// Bytes a JSON string literal cannot hold as they are.
+    private static func needsEscape(_ byte: UInt8) -> Bool {
+        byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
+    }
+
+    /// The letter after the backslash of a two-byte escape; nil for `\u00XX`.
+    private static func shortEscape(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"): byte
+        case 0x08: UInt8(ascii: "b")
+        case 0x0C: UInt8(ascii: "f")
+        case 0x0A: UInt8(ascii: "n")
+        case 0x0D: UInt8(ascii: "r")
+        case 0x09: UInt8(ascii: "t")
+        default: nil
+        }
     }
 
     /// The shortest text that reads back as the same double, without a trailing ".0".
@@ -331,18 +345,13 @@ package enum JSONText {
             var start = 0
             for index in utf8.indices {
                 let byte = utf8[index]
-                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+                guard needsEscape(byte) else { continue }
                 bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start..<index]))
                 start = index + 1
                 bytes.append(UInt8(ascii: "\\"))
-                switch byte {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes.append(byte)
-                case 0x08: bytes.append(UInt8(ascii: "b"))
-                case 0x0C: bytes.append(UInt8(ascii: "f"))
-                case 0x0A: bytes.append(UInt8(ascii: "n"))
-                case 0x0D: bytes.append(UInt8(ascii: "r"))
-                case 0x09: bytes.append(UInt8(ascii: "t"))
-                default:
+                if let letter = shortEscape(byte) {
+                    bytes.append(letter)
+                } else {
                     bytes.append(UInt8(ascii: "u"))
                     bytes.append(UInt8(ascii: "0"))
                     bytes.append(UInt8(ascii: "0"))
