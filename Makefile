@@ -89,8 +89,9 @@ swift-test: deps
 # 127.0.0.1:0 with the flags it tests, attacks it, and checks the answer, a normal call and the
 # server's RSS. Bounded: every wait has a deadline; the whole suite takes a few minutes.
 attack: deps
-	@echo "== attack suite against .build/debug/flowd"
-	$(PYTHON) tools/attack/attack_suite.py --flowd .build/debug/flowd
+	@bin="$$($(SWIFT) build --show-bin-path)"; \
+	 echo "== attack suite against $$bin/flowd"; \
+	 $(PYTHON) tools/attack/attack_suite.py --flowd "$$bin/flowd"
 
 # libFuzzer harnesses (tools/fuzz.sh), 60 s each; FUZZ_SECONDS=600 make fuzz for a longer run.
 fuzz: deps
