@@ -39,4 +39,13 @@ extension Engine {
         scoped.workflow = key.workflow
         return try await list(tenant: key.tenant, filter: scoped, pageSize: pageSize, after: cursor)
     }
+
+    /// One page of the key's workflow's run log (`RunStore.runLog`): `limit` summaries after
+    /// `offset`, and the total. A filter naming another workflow matches nothing.
+    public func runLog(key: APIKeyRecord, filter: RunFilter, offset: Int, limit: Int) async throws -> RunLogPage {
+        if let workflow = filter.workflow, workflow != key.workflow { return RunLogPage(total: 0, runs: []) }
+        var scoped = filter
+        scoped.workflow = key.workflow
+        return try await runLog(tenant: key.tenant, filter: scoped, offset: offset, limit: limit)
+    }
 }

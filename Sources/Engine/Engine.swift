@@ -432,6 +432,11 @@ public final class Engine: Sendable {
         return (runs, next)
     }
 
+    /// One page of a tenant's run log (`RunStore.runLog`).
+    public func runLog(tenant: String, filter: RunFilter, offset: Int, limit: Int) async throws -> RunLogPage {
+        try await store.runLog(tenant: tenant, filter: filter, offset: offset, limit: limit)
+    }
+
     // MARK: Stop
 
     /// Stops a run: a scheduled one at once; a running one by cancelling its execution (this

@@ -74,16 +74,52 @@ public enum StopOutcome: Sendable, Equatable {
     case notFound
 }
 
-/// Filters for listing runs.
+/// Filters for listing runs. Every field narrows the list; the store evaluates them all.
 public struct RunFilter: Sendable, Equatable {
     public var states: Set<RunState>
     public var workflow: String?
     public var user: String?
+    /// Runs created at or before this time.
+    public var createdBefore: Date?
+    /// Runs created at or after this time.
+    public var createdAfter: Date?
+    /// A run whose id is the keyword, or whose user, inputs or outputs contain it (case-insensitive
+    /// for ASCII letters; `%` and `_` are ordinary characters).
+    public var keyword: String?
 
-    public init(states: Set<RunState> = [], workflow: String? = nil, user: String? = nil) {
+    public init(states: Set<RunState> = [], workflow: String? = nil, user: String? = nil,
+                createdBefore: Date? = nil, createdAfter: Date? = nil, keyword: String? = nil) {
         self.states = states
         self.workflow = workflow
         self.user = user
+        self.createdBefore = createdBefore
+        self.createdAfter = createdAfter
+        self.keyword = keyword
+    }
+
+    /// `keyword` as a LIKE pattern whose escape character is a backslash.
+    var keywordPattern: String? {
+        keyword.map { keyword in
+            var pattern = "%"
+            for character in keyword {
+                if character == "%" || character == "_" || character == "\\" { pattern.append("\\") }
+                pattern.append(character)
+            }
+            return pattern + "%"
+        }
+    }
+}
+
+/// One page of a tenant's run log (REST `GET /v1/workflows/logs`): how many runs match in all,
+/// and the page's runs, newest first, as summaries: their `inputsJSON` is empty and their
+/// `outputsJSON` nil, so that a page's size does not depend on what the runs carried.
+public struct RunLogPage: Sendable, Equatable {
+    public var total: Int
+    public var runs: [RunRecord]
+
+    public init(total: Int, runs: [RunRecord]) {
+        self.total = total
+        self.runs = runs
     }
 }
 
@@ -250,6 +286,10 @@ public protocol RunStore: Sendable {
 
     /// A tenant's runs, newest first, strictly after `cursor` when given.
     func listRuns(tenant: String, filter: RunFilter, limit: Int, after cursor: RunCursor?) async throws -> [RunRecord]
+
+    /// The runs of `tenant` matching `filter`, newest first: how many in all, and at most
+    /// `limit` summaries after skipping `offset`, read in one transaction.
+    func runLog(tenant: String, filter: RunFilter, offset: Int, limit: Int) async throws -> RunLogPage
 
     /// Fails runs `scheduled` longer than the policy allows, `running` runs whose lease
     /// expired, and `running` runs without progress for too long, each with a clear error.

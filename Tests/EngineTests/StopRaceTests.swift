@@ -50,6 +50,9 @@ final class HeldClaimStore: RunStore {
     func listRuns(tenant: String, filter: RunFilter, limit: Int, after cursor: RunCursor?) async throws -> [RunRecord] {
         try await base.listRuns(tenant: tenant, filter: filter, limit: limit, after: cursor)
     }
+    func runLog(tenant: String, filter: RunFilter, offset: Int, limit: Int) async throws -> RunLogPage {
+        try await base.runLog(tenant: tenant, filter: filter, offset: offset, limit: limit)
+    }
     func reap(now: Date, policy: ReaperPolicy) async throws -> [FinishedRun] { try await base.reap(now: now, policy: policy) }
     func recoverInterruptedRuns(now: Date) async throws -> [FinishedRun] { try await base.recoverInterruptedRuns(now: now) }
     func purgeExpiredIdempotencyRecords(now: Date) async throws -> Int { try await base.purgeExpiredIdempotencyRecords(now: now) }

@@ -424,6 +424,45 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
     public func listRuns(tenant: String, filter: RunFilter, limit: Int, after cursor: RunCursor?) async throws -> [RunRecord] {
         guard limit > 0 else { return [] }
         var binds = PostgresBindings()
+        var conditions = Self.conditions(tenant: tenant, filter: filter, binds: &binds)
+        if let cursor {
+            binds.append(Self.milliseconds(cursor.createdAt))
+            binds.append(cursor.id)
+            conditions.append("(created_at, id) < ($\(binds.count - 1), $\(binds.count))")
+        }
+        binds.append(Int64(limit))
+        let sql = """
+            SELECT \(Self.runColumns()) FROM runs WHERE \(conditions.joined(separator: " AND "))
+            ORDER BY created_at DESC, id DESC LIMIT $\(binds.count)
+            """
+        return try await connector.rows(PostgresQuery(unsafeSQL: sql, binds: binds))
+            .map { try Self.run(from: $0.makeRandomAccess(), at: 0) }
+    }
+
+    public func runLog(tenant: String, filter: RunFilter, offset: Int, limit: Int) async throws -> RunLogPage {
+        var binds = PostgresBindings()
+        let whereClause = Self.conditions(tenant: tenant, filter: filter, binds: &binds).joined(separator: " AND ")
+        let countQuery = PostgresQuery(unsafeSQL: "SELECT COUNT(*) FROM runs WHERE \(whereClause)", binds: binds)
+        binds.append(Int64(max(0, limit)))
+        binds.append(Int64(max(0, offset)))
+        let summaryColumns = Self.runColumns().replacingOccurrences(of: "inputs_json, outputs_json",
+                                                                    with: "'' AS inputs_json, NULL::text AS outputs_json")
+        let pageQuery = PostgresQuery(unsafeSQL: """
+            SELECT \(summaryColumns) FROM runs WHERE \(whereClause)
+            ORDER BY created_at DESC, id DESC LIMIT $\(binds.count - 1) OFFSET $\(binds.count)
+            """, binds: binds)
+        // One snapshot for the count and the page.
+        return try await connector.transaction { c in
+            _ = try await c.rows("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            let total = try await c.rows(countQuery).first.map { Int(try $0.decode(Int64.self)) } ?? 0
+            let runs = limit > 0 ? try await c.rows(pageQuery).map { try Self.run(from: $0.makeRandomAccess(), at: 0) } : []
+            return RunLogPage(total: total, runs: runs)
+        }
+    }
+
+    /// The WHERE conditions (joined by AND) for a tenant's runs matching `filter`; their values
+    /// are appended to `binds`.
+    private static func conditions(tenant: String, filter: RunFilter, binds: inout PostgresBindings) -> [String] {
         func parameter(_ value: some PostgresDynamicTypeEncodable) -> String {
             binds.append(value)
             return "$\(binds.count)"
@@ -434,15 +473,17 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         }
         if let workflow = filter.workflow { conditions.append("workflow = \(parameter(workflow))") }
         if let user = filter.user { conditions.append("run_user = \(parameter(user))") }
-        if let cursor {
-            conditions.append("(created_at, id) < (\(parameter(Self.milliseconds(cursor.createdAt))), \(parameter(cursor.id)))")
+        if let before = filter.createdBefore { conditions.append("created_at <= \(parameter(milliseconds(before)))") }
+        if let after = filter.createdAfter { conditions.append("created_at >= \(parameter(milliseconds(after)))") }
+        if let keyword = filter.keyword, let pattern = filter.keywordPattern {
+            let id = parameter(keyword), like = parameter(pattern)
+            // ILIKE folds case beyond ASCII too; the SQLite store folds ASCII letters only.
+            conditions.append("""
+                (id = \(id) OR run_user ILIKE \(like) ESCAPE '\\' OR inputs_json ILIKE \(like) ESCAPE '\\' \
+                OR outputs_json ILIKE \(like) ESCAPE '\\')
+                """)
         }
-        let sql = """
-            SELECT \(Self.runColumns()) FROM runs WHERE \(conditions.joined(separator: " AND "))
-            ORDER BY created_at DESC, id DESC LIMIT \(parameter(Int64(limit)))
-            """
-        return try await connector.rows(PostgresQuery(unsafeSQL: sql, binds: binds))
-            .map { try Self.run(from: $0.makeRandomAccess(), at: 0) }
+        return conditions
     }
 
     // MARK: Maintenance

@@ -11,6 +11,10 @@ extension SQLiteRunStore {
         lease_owner, lease_expires_at, last_progress_at, stop_requested
         """
 
+    /// `runColumns` with the inputs empty and the outputs NULL (`RunLogPage`'s summaries).
+    static let runSummaryColumns = runColumns
+        .replacingOccurrences(of: "inputs_json, outputs_json", with: "'' AS inputs_json, NULL AS outputs_json")
+
     static func fetchRun(_ db: some StatementSource, id: String, tenant: String?) throws -> RunRecord? {
         if let tenant {
             return try SQLiteRaw.row(db, selectRunOfTenant, [.text(id), .text(tenant)], run(from:))

@@ -496,6 +496,37 @@ public final class SQLiteRunStore: RunStore {
     }
 
     public func listRuns(tenant: String, filter: RunFilter, limit: Int, after cursor: RunCursor?) async throws -> [RunRecord] {
+        var (conditions, arguments) = Self.conditions(tenant: tenant, filter: filter)
+        if let cursor {
+            conditions.append("(created_at, id) < (?, ?)")
+            arguments += [.integer(Self.milliseconds(cursor.createdAt)), .text(cursor.id)]
+        }
+        arguments.append(.integer(Int64(max(0, limit))))
+        let sql = "SELECT \(Self.runColumns) FROM runs WHERE \(conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?"
+        let statementArguments = arguments
+        return try read { db in
+            try SQLiteRaw.rows(db, sql, statementArguments, Self.run(from:))
+        }
+    }
+
+    public func runLog(tenant: String, filter: RunFilter, offset: Int, limit: Int) async throws -> RunLogPage {
+        let (conditions, arguments) = Self.conditions(tenant: tenant, filter: filter)
+        let whereClause = conditions.joined(separator: " AND ")
+        let count = "SELECT COUNT(*) FROM runs WHERE \(whereClause)"
+        let page = """
+            SELECT \(Self.runSummaryColumns) FROM runs WHERE \(whereClause)
+            ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?
+            """
+        let pageArguments = arguments + [.integer(Int64(max(0, limit))), .integer(Int64(max(0, offset)))]
+        return try read { db in
+            let total = try SQLiteRaw.row(db, count, arguments) { $0.integer(0) } ?? 0
+            let runs = limit > 0 ? try SQLiteRaw.rows(db, page, pageArguments, Self.run(from:)) : []
+            return RunLogPage(total: Int(total), runs: runs)
+        }
+    }
+
+    /// The WHERE conditions (joined by AND) and their arguments for a tenant's runs matching `filter`.
+    private static func conditions(tenant: String, filter: RunFilter) -> ([String], [SQLiteRaw.Value]) {
         var conditions = ["tenant = ?"]
         var arguments: [SQLiteRaw.Value] = [.text(tenant)]
         if !filter.states.isEmpty {
@@ -511,16 +542,21 @@ public final class SQLiteRunStore: RunStore {
             conditions.append("user = ?")
             arguments.append(.text(user))
         }
-        if let cursor {
-            conditions.append("(created_at, id) < (?, ?)")
-            arguments += [.integer(Self.milliseconds(cursor.createdAt)), .text(cursor.id)]
+        if let before = filter.createdBefore {
+            conditions.append("created_at <= ?")
+            arguments.append(.integer(milliseconds(before)))
         }
-        arguments.append(.integer(Int64(max(0, limit))))
-        let sql = "SELECT \(Self.runColumns) FROM runs WHERE \(conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?"
-        let statementArguments = arguments
-        return try read { db in
-            try SQLiteRaw.rows(db, sql, statementArguments, Self.run(from:))
+        if let after = filter.createdAfter {
+            conditions.append("created_at >= ?")
+            arguments.append(.integer(milliseconds(after)))
         }
+        if let keyword = filter.keyword, let pattern = filter.keywordPattern {
+            conditions.append("""
+                (id = ? OR user LIKE ? ESCAPE '\\' OR inputs_json LIKE ? ESCAPE '\\' OR outputs_json LIKE ? ESCAPE '\\')
+                """)
+            arguments += [.text(keyword), .text(pattern), .text(pattern), .text(pattern)]
+        }
+        return (conditions, arguments)
     }
 
     // MARK: Maintenance

@@ -7,8 +7,6 @@ import NIOHTTP1
 public struct DifyWorkflowsAPIConfiguration: Sendable {
     /// A streaming response sends `event: ping` this often (Dify: every 10 s).
     public var pingInterval: Duration = .seconds(10)
-    /// `GET /v1/workflows/logs` reads the tenant's runs from the Engine in pages of this size.
-    public var logsScanPageSize = 500
 
     public init() {}
 }
@@ -334,29 +332,12 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
             ]))
         }
 
-        let filter = RunFilter(states: states, workflow: key.workflow, user: sessionID)
-        var matching: [RunRecord] = []
-        var cursor: RunCursor?
-        repeat {
-            let (runs, next) = try await engine.list(key: key, filter: filter,
-                                                     pageSize: configuration.logsScanPageSize, after: cursor)
-            matching += runs.filter { run in
-                if let before, run.createdAt > before { return false }
-                if let after, run.createdAt < after { return false }
-                if let keyword {
-                    return run.id == keyword || run.user.localizedCaseInsensitiveContains(keyword)
-                        || run.inputsJSON.localizedCaseInsensitiveContains(keyword)
-                        || (run.outputsJSON?.localizedCaseInsensitiveContains(keyword) ?? false)
-                }
-                return true
-            }
-            cursor = next
-        } while cursor != nil
-        let start = min(matching.count, (page - 1) * limit)
-        let slice = matching[start..<min(matching.count, start + limit)]
+        let filter = RunFilter(states: states, workflow: key.workflow, user: sessionID, createdBefore: before,
+                               createdAfter: after, keyword: keyword)
+        let found = try await engine.runLog(key: key, filter: filter, offset: (page - 1) * limit, limit: limit)
         return Self.json(.object([
-            ("page", .int(Int64(page))), ("limit", .int(Int64(limit))), ("total", .int(Int64(matching.count))),
-            ("has_more", .bool(matching.count > page * limit)), ("data", .array(slice.map(Self.logEntry))),
+            ("page", .int(Int64(page))), ("limit", .int(Int64(limit))), ("total", .int(Int64(found.total))),
+            ("has_more", .bool(found.total > page * limit)), ("data", .array(found.runs.map(Self.logEntry))),
         ]))
     }
 

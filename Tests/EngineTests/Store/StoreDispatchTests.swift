@@ -245,4 +245,43 @@ struct StoreDispatchTests {
             #expect(try await store.listRuns(tenant: "t2", filter: RunFilter(), limit: 10, after: nil).map(\.id) == ["foreign"])
         }
     }
+
+    @Test("the run log filters by dates and keyword in the store, counts every match and pages by offset without the runs' data", arguments: StoreBackend.all)
+    func runLogFilters(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
+            try await store.setConcurrencyLimit(tenant: "t", limit: 100)
+            for i in 0..<10 {
+                let inputs = i == 4 ? #"{"note":"Quarterly 50%_off REPORT"}"# : #"{"note":"plain \#(i)"}"#
+                try await F.create(store, F.submission(String(format: "r%02d", i), user: i == 7 ? "Zoe-Keyword" : "u",
+                                                       inputs: inputs),
+                                   now: F.t0.plus(seconds: Int64(i)))
+            }
+            try await F.create(store, F.submission("foreign", tenant: "t2", inputs: #"{"note":"report"}"#))
+            func log(_ filter: RunFilter, offset: Int = 0, limit: Int = 100) async throws -> (Int, [String]) {
+                let page = try await store.runLog(tenant: "t", filter: filter, offset: offset, limit: limit)
+                #expect(page.runs.allSatisfy { $0.inputsJSON.isEmpty && $0.outputsJSON == nil })
+                return (page.total, page.runs.map(\.id))
+            }
+            // Dates: both bounds inclusive.
+            #expect(try await log(RunFilter(createdBefore: F.t0.plus(seconds: 2))) == (3, ["r02", "r01", "r00"]))
+            #expect(try await log(RunFilter(createdBefore: F.t0.plus(seconds: 6), createdAfter: F.t0.plus(seconds: 5)))
+                    == (2, ["r06", "r05"]))
+            // Keyword: a run's id exactly, or a part of its user, inputs or outputs, any ASCII case;
+            // `%` and `_` match only themselves.
+            #expect(try await log(RunFilter(keyword: "report")) == (1, ["r04"]))
+            #expect(try await log(RunFilter(keyword: "50%_OFF")) == (1, ["r04"]))
+            #expect(try await log(RunFilter(keyword: "5_%")) == (0, []))
+            #expect(try await log(RunFilter(keyword: "keyword")) == (1, ["r07"]))
+            #expect(try await log(RunFilter(keyword: "r03")) == (1, ["r03"]))
+            #expect(try await log(RunFilter(keyword: "r0")) == (0, []))
+            // Pages: the total counts every match; the page holds `limit` after `offset`.
+            #expect(try await log(RunFilter(), offset: 3, limit: 2) == (10, ["r06", "r05"]))
+            #expect(try await log(RunFilter(), offset: 9, limit: 5) == (10, ["r00"]))
+            #expect(try await log(RunFilter(), offset: 10, limit: 5) == (10, []))
+            #expect(try await log(RunFilter(keyword: "plain"), limit: 0) == (9, []))
+            // Another tenant's runs never show.
+            #expect(try await store.runLog(tenant: "t2", filter: RunFilter(keyword: "report"), offset: 0, limit: 10).total == 1)
+        }
+    }
 }
