@@ -122,6 +122,36 @@ public struct RunEvent: Sendable, Equatable, Codable {
     public var isTerminal: Bool { kind == .runFinished }
 }
 
+extension RunEvent {
+    /// A stored run event with its run's inputs and outputs put back in place of the empty
+    /// strings that `RunRecord.storedJSONPayload()` left (payloads stored before there were
+    /// placeholders, and node events, are returned unchanged).
+    ///
+    /// In JSON text a raw `"` is always structural (inside strings it is escaped), and a key
+    /// is the only thing that can follow `,"` with `name":`; so the first `,"inputsJSON":""`
+    /// is that key of the top-level object (which starts with `attempt`, never with it).
+    package func restoringData(inputsJSON: String, outputsJSON: String?) -> RunEvent {
+        guard kind == .runStarted || kind == .runFinished else { return self }
+        var payload = Array(payloadJSON.utf8)
+        Self.fill(&payload, key: Self.inputsPlaceholder, with: inputsJSON)
+        if let outputsJSON { Self.fill(&payload, key: Self.outputsPlaceholder, with: outputsJSON) }
+        var restored = self
+        restored.payloadJSON = String(decoding: payload, as: UTF8.self)
+        return restored
+    }
+
+    private static let inputsPlaceholder = Array(#","inputsJSON":"""#.utf8)
+    private static let outputsPlaceholder = Array(#","outputsJSON":"""#.utf8)
+
+    private static func fill(_ payload: inout [UInt8], key placeholder: [UInt8], with value: String) {
+        guard let start = payload.firstRange(of: placeholder)?.lowerBound else { return }
+        var string: [UInt8] = []
+        JSONText.writeString(value, into: &string)
+        // Replace the closing `""` of the placeholder by the value's JSON string.
+        payload.replaceSubrange((start + placeholder.count - 2)..<(start + placeholder.count), with: string)
+    }
+}
+
 /// An event that has not been given its sequence number yet.
 public struct NewEvent: Sendable, Equatable {
     public var kind: RunEventKind
@@ -151,7 +181,15 @@ extension RunRecord {
     /// This record as event payload JSON: what `jsonEncoder` would write (keys sorted, times
     /// as milliseconds, absent optionals left out), written directly because it is on the hot
     /// path of every claim and finish.
-    public func jsonPayload() -> String {
+    public func jsonPayload() -> String { jsonPayload(withData: true) }
+
+    /// The payload of a `run_started` / `run_finished` event as a store keeps it: the inputs
+    /// and the outputs are the run row's, so the stored payload holds `""` in their place (the
+    /// outputs key only when there are outputs) and `RunEvent.restoringData` puts them back on
+    /// read. Inputs are stored once, not three times.
+    package func storedJSONPayload() -> String { jsonPayload(withData: false) }
+
+    private func jsonPayload(withData: Bool) -> String {
         var json = JSONWriter()
         json.beginObject()
         json.field("attempt", Int64(attempt))
@@ -160,12 +198,12 @@ extension RunRecord {
         json.field("finishedAt", finishedAt)
         json.field("id", id)
         json.field("idempotencyKey", idempotencyKey)
-        json.field("inputsJSON", inputsJSON)
+        json.field("inputsJSON", withData ? inputsJSON : "")
         json.field("lastProgressAt", lastProgressAt)
         json.field("lastSequence", lastSequence)
         json.field("leaseExpiresAt", leaseExpiresAt)
         json.field("leaseOwner", leaseOwner)
-        json.field("outputsJSON", outputsJSON)
+        json.field("outputsJSON", withData ? outputsJSON : outputsJSON.map { _ in "" })
         json.field("startedAt", startedAt)
         json.field("state", state.rawValue)
         json.field("stopRequested", stopRequested)

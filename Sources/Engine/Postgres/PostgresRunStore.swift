@@ -258,7 +258,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                     RunEvent(runID: run.id, sequence: run.lastSequence, time: Self.date(nowMS), kind: .runStarted,
                              payloadJSON: run.jsonPayload())
                 }
-                var binds = Self.eventBinds(events)
+                var binds = Self.eventBinds(events, payloads: runs.map { $0.storedJSONPayload() })
                 binds.append(Int64(runs.count))
                 binds.append(tenant)
                 _ = try await c.rows(PostgresQuery(unsafeSQL: """
@@ -415,10 +415,19 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
 
     public func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent] {
         guard limit > 0 else { return [] }
+        // Run events get the run's inputs and outputs back (see `RunRecord.storedJSONPayload`).
         return try await connector.rows("""
-            SELECT run_id, sequence, time, kind, payload_json FROM run_events
-            WHERE run_id = \(runID) AND sequence > \(after) ORDER BY sequence LIMIT \(Int64(limit))
-            """).map { try Self.event(from: $0.makeRandomAccess()) }
+            SELECT e.run_id, e.sequence, e.time, e.kind, e.payload_json,
+                   CASE WHEN e.kind IN ('run_started', 'run_finished') THEN r.inputs_json END,
+                   CASE WHEN e.kind = 'run_finished' THEN r.outputs_json END
+            FROM run_events e JOIN runs r ON r.id = e.run_id
+            WHERE e.run_id = \(runID) AND e.sequence > \(after) ORDER BY e.sequence LIMIT \(Int64(limit))
+            """).map { row in
+                let row = row.makeRandomAccess()
+                let event = try Self.event(from: row)
+                guard let inputs = try row[5].decode(String?.self) else { return event }
+                return event.restoringData(inputsJSON: inputs, outputsJSON: try row[6].decode(String?.self))
+            }
     }
 
     public func listRuns(tenant: String, filter: RunFilter, limit: Int, after cursor: RunCursor?) async throws -> [RunRecord] {
@@ -609,8 +618,14 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         let run = try self.run(from: row.makeRandomAccess(), at: 0)
         let event = RunEvent(runID: run.id, sequence: run.lastSequence, time: date(now), kind: .runFinished,
                              payloadJSON: run.jsonPayload())
-        _ = try await c.rows(PostgresQuery(unsafeSQL: "WITH " + insertEventsSQL, binds: eventBinds([event])))
+        _ = try await c.rows(PostgresQuery(unsafeSQL: "WITH " + insertEventsSQL,
+                                           binds: eventBinds([event], payloads: [run.storedJSONPayload()])))
         return FinishedRun(run: run, event: event)
+    }
+
+    /// The integer that `sql` (one row, one column) reads (tests look at what is stored with it).
+    func integerForTests(sql: String) async throws -> Int64 {
+        try await connector.rows(PostgresQuery(unsafeSQL: sql)).first.map { try $0.decode(Int64.self) } ?? 0
     }
 
     // MARK: Rows
@@ -669,13 +684,14 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
     /// is the run id.
     static let eventChannel = "flowd_events"
 
-    private static func eventBinds(_ events: [RunEvent]) -> PostgresBindings {
+    /// `payloads` are what is stored for `events` (see `RunRecord.storedJSONPayload`).
+    private static func eventBinds(_ events: [RunEvent], payloads: [String]) -> PostgresBindings {
         var binds = PostgresBindings()
         binds.append(events.map(\.runID))
         binds.append(events.map(\.sequence))
         binds.append(events.map { milliseconds($0.time) })
         binds.append(events.map(\.kind.rawValue))
-        binds.append(events.map(\.payloadJSON))
+        binds.append(payloads)
         return binds
     }
 

@@ -488,10 +488,16 @@ public final class SQLiteRunStore: RunStore {
     public func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent] {
         let limit = max(0, limit)  // SQLite reads a negative LIMIT as "no limit"
         return try read { db in
-            try SQLiteRaw.rows(db, """
+            let events = try SQLiteRaw.rows(db, """
                 SELECT run_id, sequence, time, kind, payload_json FROM run_events
                 WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
                 """, [.text(runID), .integer(after), .integer(Int64(limit))], Self.event(from:))
+            // Run events get the run's inputs and outputs back (see `RunRecord.storedJSONPayload`).
+            guard events.contains(where: { $0.kind == .runStarted || $0.kind == .runFinished }),
+                  let (inputs, outputs) = try SQLiteRaw.row(db, "SELECT inputs_json, outputs_json FROM runs WHERE id = ?",
+                                                            [.text(runID)], { ($0.text(0), $0.optionalText(1)) })
+            else { return events }
+            return events.map { $0.restoringData(inputsJSON: inputs, outputsJSON: outputs) }
         }
     }
 
@@ -672,13 +678,19 @@ public final class SQLiteRunStore: RunStore {
     /// Stores the `run_started` or `run_finished` event of `run`, whose `lastSequence` is
     /// already that event's; the payload is the run as it is with the event stored.
     private static func insertRunEvent(_ db: Database, run: RunRecord, kind: RunEventKind, time: Int64) throws -> RunEvent {
-        let event = RunEvent(runID: run.id, sequence: run.lastSequence, time: date(time), kind: kind,
-                             payloadJSON: run.jsonPayload())
+        var event = RunEvent(runID: run.id, sequence: run.lastSequence, time: date(time), kind: kind,
+                             payloadJSON: run.storedJSONPayload())
         try insertEvent(db, event)
+        event.payloadJSON = run.jsonPayload()
         return event
     }
 
     // MARK: Test hooks (internal)
+
+    /// The integer that `sql` (one row, one column) reads (tests look at what is stored with it).
+    func integerForTests(sql: String) async throws -> Int64 {
+        try read { db in try SQLiteRaw.row(db, sql, [], { $0.integer(0) }) ?? 0 }
+    }
 
     /// Runs `sql` on the writer connection outside any transaction (tests set pragmas with it).
     func executeOnWriter(sql: String) async throws {

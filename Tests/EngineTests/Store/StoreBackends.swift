@@ -104,6 +104,16 @@ final class StoreHandles: Sendable {
         return store
     }
 
+    /// The integer that `sql` reads from the store's tables (one row, one column; the same SQL
+    /// on both backends).
+    func integer(_ sql: String, on store: TestStore) async throws -> Int64 {
+        switch store {
+        case let store as SQLiteRunStore: return try await store.integerForTests(sql: sql)
+        case let store as PostgresRunStore: return try await store.integerForTests(sql: sql)
+        default: throw StoreError(code: .other, message: "unknown store \(type(of: store))")
+        }
+    }
+
     /// Closes a handle; later calls on it fail with a non-retryable `StoreError`.
     func close(_ store: TestStore) async throws {
         switch store {

@@ -284,4 +284,36 @@ struct StoreDispatchTests {
             #expect(try await store.runLog(tenant: "t2", filter: RunFilter(keyword: "report"), offset: 0, limit: 10).total == 1)
         }
     }
+
+    @Test("a run's inputs and outputs are stored once, in its row; its run events read back exactly as they were delivered", arguments: StoreBackend.all)
+    func inputsStoredOnce(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
+            let inputs = #"{"note":"INPUT-MARK \"quoted\" ,\"inputsJSON\":\"\" ünï"}"#
+            let outputs = #"{"reply":"OUTPUT-MARK"}"#
+            try await F.create(store, F.submission("r", inputs: inputs))
+            let (claimed, started) = try await F.claim(store)
+            let finished = try #require(try await store.finish(runID: "r", attempt: claimed.attempt, state: .succeeded,
+                                                               outputsJSON: outputs, error: nil, now: F.t0))
+            try await F.create(store, F.submission("failed", inputs: inputs))
+            let (other, _) = try await F.claim(store)
+            let failed = try #require(try await store.finish(runID: "failed", attempt: other.attempt, state: .failed,
+                                                             outputsJSON: nil, error: "boom", now: F.t0))
+
+            // Delivered live: the whole run, inputs and outputs included.
+            #expect(try F.decodePayload(started).inputsJSON == inputs)
+            #expect(try F.decodePayload(finished.event).outputsJSON == outputs)
+            // Stored: the row holds them, the events do not.
+            func count(_ sql: String) async throws -> Int64 { try await stores.integer(sql, on: store) }
+            #expect(try await count("SELECT COUNT(*) FROM runs WHERE inputs_json LIKE '%INPUT-MARK%'") == 2)
+            #expect(try await count("SELECT COUNT(*) FROM run_events WHERE payload_json LIKE '%INPUT-MARK%'") == 0)
+            #expect(try await count("SELECT COUNT(*) FROM run_events WHERE payload_json LIKE '%OUTPUT-MARK%'") == 0)
+            // Read back: byte for byte what was delivered.
+            #expect(try await store.events(runID: "r", after: 0, limit: 10) == [started, finished.event])
+            let failedEvents = try await store.events(runID: "failed", after: 0, limit: 10)
+            #expect(failedEvents.last == failed.event)
+            #expect(try F.decodePayload(try #require(failedEvents.last)).outputsJSON == nil)
+            #expect(try F.decodePayload(try #require(failedEvents.first)).inputsJSON == inputs)
+        }
+    }
 }
