@@ -20,7 +20,9 @@ import Synchronization
 /// - Schema migrations run at opening under an advisory lock; a database migrated by a newer
 ///   flowd is refused.
 /// - Lock order, so that no two transactions wait on each other: a run's row before its
-///   tenant's row; claims take tenant rows first but skip locked rows instead of waiting.
+///   tenant's row (or before one of its tenant's `tenant_releases` rows, which the end of a
+///   running run updates instead); claims take tenant rows first but skip locked rows instead
+///   of waiting.
 ///
 /// Submissions are group-committed (`PostgresSubmitBatcher`); every other call is one
 /// transaction of its own. Times are BIGINT
@@ -575,7 +577,11 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
     }
 
     public func activeRunCounts() async throws -> ActiveRunCounts {
-        let rows = try await connector.rows("SELECT COALESCE(SUM(scheduled), 0)::BIGINT, COALESCE(SUM(active), 0)::BIGINT FROM tenants")
+        let rows = try await connector.rows("""
+            SELECT COALESCE(SUM(scheduled), 0)::BIGINT,
+                   (COALESCE(SUM(active), 0) - (SELECT COALESCE(SUM(released), 0) FROM tenant_releases))::BIGINT
+            FROM tenants
+            """)
         guard let row = rows.first?.makeRandomAccess() else { return ActiveRunCounts(scheduled: 0, running: 0) }
         let (scheduled, active) = (try row[0].decode(Int64.self), try row[1].decode(Int64.self))
         return ActiveRunCounts(scheduled: Int(scheduled), running: Int(active - scheduled))
@@ -601,7 +607,16 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
     private static func end(_ c: PostgresConnection, runID: String, attempt: Int, from: RunState, to: RunState,
                             outputsJSON: String?, error: String?, now: Int64,
                             lastSequence: Int64? = nil) async throws -> FinishedRun? {
-        let scheduledDelta: Int64 = from == .scheduled ? 1 : 0
+        // A scheduled run's end also changes the tenant's `scheduled` count, on its row; a
+        // running run's end only releases a slot (see `PostgresSchema`, `tenant_releases`).
+        let n = PostgresSchema.releaseShards
+        let release = from == .scheduled ? """
+            UPDATE tenants SET active = active - 1, scheduled = scheduled - 1 WHERE tenant = (SELECT tenant FROM r)
+            """ : """
+            INSERT INTO tenant_releases (tenant, shard, released)
+            SELECT tenant, (hashtext(id) % \(n) + \(n)) % \(n), 1 FROM r
+            ON CONFLICT (tenant, shard) DO UPDATE SET released = tenant_releases.released + 1
+            """
         guard let row = try await c.rows("""
             WITH r AS (
                 UPDATE runs SET state = \(to.rawValue), finished_at = \(now), outputs_json = \(outputsJSON), error = \(error),
@@ -609,10 +624,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                 WHERE id = \(runID) AND attempt = \(Int64(attempt)) AND state = \(from.rawValue)
                       AND last_sequence = COALESCE(\(lastSequence)::bigint, last_sequence)
                 RETURNING \(unescaped: runColumns())
-            ), t AS (
-                UPDATE tenants SET active = active - 1, scheduled = scheduled - \(scheduledDelta)
-                WHERE tenant = (SELECT tenant FROM r)
-            )
+            ), t AS (\(unescaped: release))
             SELECT * FROM r
             """).first else { return nil }
         let run = try self.run(from: row.makeRandomAccess(), at: 0)

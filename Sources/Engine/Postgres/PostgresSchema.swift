@@ -10,6 +10,10 @@
 ///   kept in the transactions that change a run's state, and its `last_claim` (a number from
 ///   `claim_seq`, so claims in one millisecond still rotate). Its row lock serialises a
 ///   tenant's admissions across every process.
+/// - `tenant_releases` (v3): the end of a *running* run does not decrement `tenants.active`
+///   (every end would wait for the tenant's row, held by each admission and claim through its
+///   commit); it adds 1 to one of `releaseShards` rows of its tenant, and a tenant's active
+///   count is `tenants.active` minus the sum of its releases.
 /// - `tenant_limits`: concurrency limit overrides. `api_keys`: keys by id with the SHA-256 of
 ///   their secret.
 /// - `flowd_submit(...)`: a submission's admission in one round trip (see `submitFunction`);
@@ -101,7 +105,32 @@ enum PostgresSchema {
             submitFunction,
         ]),
         ("v2: group commit of submissions", [submitManyFunction]),
+        ("v3: a running run's end releases its slot without the tenant's row", [
+            """
+            CREATE TABLE tenant_releases (
+                tenant TEXT COLLATE "C" NOT NULL,
+                shard INT NOT NULL,
+                released BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (tenant, shard)
+            )
+            """,
+            submitFunction.replacingOccurrences(of: "CREATE FUNCTION", with: "CREATE OR REPLACE FUNCTION")
+                .replacingOccurrences(of: limitRead, with: releasedRead + "\n" + limitRead),
+        ]),
     ]
+
+    /// How many `tenant_releases` rows a tenant's releases spread over: run ends that happen at
+    /// the same moment rarely wait for the same row.
+    static let releaseShards = 64
+
+    /// v3's `flowd_submit` subtracts, right after taking the tenant's row lock (before reading
+    /// its limit), the slots that ends of running runs released. Each statement of the function
+    /// reads a new snapshot, so the sum counts every release committed before it; one committed
+    /// later leaves the count high for this admission only (conservative, never an overshoot).
+    private static let limitRead = "SELECT l.max_active INTO v_limit"
+    private static let releasedRead = """
+        v_active := v_active - COALESCE((SELECT SUM(r.released) FROM tenant_releases r WHERE r.tenant = p_tenant), 0);
+        """
 
     /// Admission of one submission, as `SQLiteRunStore.submit` decides it, in one round trip
     /// (autocommit). Each statement of a VOLATILE function takes a new snapshot, so the reads
