@@ -30,6 +30,7 @@ import Synchronization
 public final class PostgresRunStore: RunStore, APIKeyStore {
     let connector: PostgresConnector
     private let submitter: PostgresSubmitBatcher
+    private let notifier: PostgresEventNotifier
     /// Per run, the last queued `enqueueEvents` append: appends of a run apply in order, and a
     /// `finish` waits for them (the contract: a later finish comes after queued appends).
     private let queuedAppends = Mutex<[String: (token: UInt64, task: Task<Void, Never>)]>([:])
@@ -50,6 +51,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         connector = try await PostgresConnector(configuration: configuration, logger: logger ?? quiet,
                                                 metrics: StoreMetrics(factory: metrics, store: "postgres"))
         submitter = PostgresSubmitBatcher(connector: connector)
+        notifier = PostgresEventNotifier(connector: connector, channel: Self.eventChannel)
         do {
             try await migrate()
         } catch {
@@ -209,7 +211,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         let nowMS = ms(now)
         let leaseExpiresAt = nowMS + ms(request.leaseDuration)
         guard request.maxRuns > 0 else { return ([], false) }
-        return try await connector.transaction { c in
+        let result = try await connector.transaction { c -> (runs: [ClaimedRun], contended: Bool) in
             var held = request.held
             var capped = Set<String>()
             if let cap = request.perTenantLimit {
@@ -274,6 +276,8 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
             }
             return (claimed, contended)
         }
+        notifier.notify(result.runs.map(\.run.id))
+        return result
     }
 
     public func renewLeases(_ leases: [HeldLease], worker: String, leaseDuration: Duration, now: Date) async throws -> [String: LeaseStatus] {
@@ -315,9 +319,10 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                 FROM u, unnest(\(events.map(\.kind.rawValue))::text[], \(events.map(\.payloadJSON))::text[])
                      WITH ORDINALITY AS e(kind, payload, n)
             )
-            SELECT u.last_sequence, pg_notify(\(Self.eventChannel), \(runID)) FROM u
+            SELECT u.last_sequence FROM u
             """)
         guard let row = rows.first else { return nil }
+        notifier.notify([runID])
         var sequence = try row.makeRandomAccess()[0].decode(Int64.self) - count
         return events.map { event in
             sequence += 1
@@ -364,7 +369,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         }
         await appendsApplied(runID: runID)
         let nowMS = ms(now)
-        return try await connector.transaction { c in
+        let finished = try await connector.transaction { c -> FinishedRun? in
             if let finished = try await Self.end(c, runID: runID, attempt: attempt, from: .running, to: state,
                                                  outputsJSON: outputsJSON, error: error, now: nowMS,
                                                  lastSequence: expectedLastSequence) {
@@ -376,13 +381,15 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
             return try await Self.end(c, runID: runID, attempt: attempt, from: .running, to: .failed, outputsJSON: nil,
                                       error: "some of the run's events could not be stored", now: nowMS)
         }
+        if let finished { notifier.notify([finished.run.id]) }
+        return finished
     }
 
     // MARK: Callers
 
     public func stop(runID: String, tenant: String, now: Date) async throws -> StopOutcome {
         let nowMS = ms(now)
-        return try await connector.transaction { c in
+        let outcome = try await connector.transaction { c -> StopOutcome in
             // The run's row is locked first (before its tenant's, in `end`).
             guard let row = try await c.rows("""
                 SELECT \(unescaped: Self.runColumns()) FROM runs WHERE id = \(runID) AND tenant = \(tenant) FOR UPDATE
@@ -403,6 +410,8 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                 return .alreadyFinished(run)
             }
         }
+        if case .stopped(let run, _) = outcome { notifier.notify([run.id]) }
+        return outcome
     }
 
     public func run(id: String, tenant: String?) async throws -> RunRecord? {
@@ -509,7 +518,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         let progressBefore = nowMS - ms(policy.runningTimeout)
         let scheduledError = "scheduled for more than \(Self.describe(policy.scheduledTimeout)) without a worker"
         let progressError = "no progress for more than \(Self.describe(policy.runningTimeout))"
-        return try await connector.transaction { c in
+        let reaped = try await connector.transaction { c -> [FinishedRun] in
             guard try await Self.reaperLock(c) else { return [] }
             var reaped: [FinishedRun] = []
             reaped += try await Self.endAll(c, """
@@ -526,6 +535,8 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                 """, from: .running, error: progressError, now: nowMS)
             return reaped
         }
+        notifier.notify(reaped.map(\.run.id))
+        return reaped
     }
 
     private static let leaseExpired = "the worker's lease expired (worker gone)"
@@ -536,13 +547,15 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
     /// expires, by the reaper of any process.
     public func recoverInterruptedRuns(now: Date) async throws -> [FinishedRun] {
         let nowMS = ms(now)
-        return try await connector.transaction { c in
+        let recovered = try await connector.transaction { c -> [FinishedRun] in
             guard try await Self.reaperLock(c) else { return [] }
             return try await Self.endAll(c, """
                 SELECT id, attempt, stop_requested FROM runs WHERE state = 'running' AND lease_expires_at < \(nowMS)
                 ORDER BY created_at, id FOR UPDATE SKIP LOCKED
                 """, from: .running, error: Self.leaseExpired, now: nowMS)
         }
+        notifier.notify(recovered.map(\.run.id))
+        return recovered
     }
 
     /// Whether this transaction got the reaper's advisory lock (released at its end).
@@ -681,15 +694,15 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                         kind: kind, payloadJSON: try row[4].decode(String.self))
     }
 
-    /// Inserts the events bound by `eventBinds` as $1 to $5 (one array per column) and
-    /// notifies `eventChannel` of their runs (delivered at commit).
+    /// Inserts the events bound by `eventBinds` as $1 to $5 (one array per column); the caller
+    /// notifies the other processes once its transaction committed (`PostgresEventNotifier`).
     private static let insertEventsSQL = """
         e AS (
             INSERT INTO run_events (run_id, sequence, time, kind, payload_json)
             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[])
             RETURNING run_id
         )
-        SELECT pg_notify('\(eventChannel)', run_id) FROM e
+        SELECT count(*) FROM e
         """
 
     /// The channel on which every process hears of events stored by the others; the payload
