@@ -134,6 +134,15 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         }
     }
 
+    /// Runs `body` while a transaction of this handle holds the rows of `tenant`'s scheduled
+    /// runs locked, as another process's claim in flight would (tests).
+    func withScheduledRunsLocked<T: Sendable>(_ tenant: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await connector.transaction { c in
+            _ = try await c.rows("SELECT id FROM runs WHERE tenant = \(tenant) AND state = 'scheduled' FOR UPDATE")
+            return try await body()
+        }
+    }
+
     /// The newest schema version this flowd knows.
     public static var schemaVersion: Int { PostgresSchema.migrations.count }
 
@@ -205,74 +214,82 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         try await claimReportingContention(request, now: now).runs
     }
 
-    /// A tenant row locked by another transaction is skipped (`SKIP LOCKED`); when that left
-    /// claimable work behind, an unlocked look says so (`contended`).
+    /// Tenants are read once, unlocked, in round-robin order, and served in turn, one run
+    /// each, until `maxRuns` (a tenant left alone gets every slot still free, up to the cap);
+    /// runs are taken with `FOR UPDATE SKIP LOCKED` (`contended` when a tenant's runs were all
+    /// locked by another claim). The tenants' rows are updated last, one statement each in
+    /// tenant order: each is locked only from its update to the commit, never while this
+    /// claim waits for another row, so claims do not take turns for their whole length and two
+    /// cannot wait on each other in a cycle.
     public func claimReportingContention(_ request: ClaimRequest, now: Date) async throws -> (runs: [ClaimedRun], contended: Bool) {
         let nowMS = ms(now)
         let leaseExpiresAt = nowMS + ms(request.leaseDuration)
         guard request.maxRuns > 0 else { return ([], false) }
         let result = try await connector.transaction { c -> (runs: [ClaimedRun], contended: Bool) in
             var held = request.held
-            var capped = Set<String>()
-            if let cap = request.perTenantLimit {
-                for (tenant, count) in held where count >= cap { capped.insert(tenant) }
+            func capped(_ tenant: String) -> Bool {
+                request.perTenantLimit.map { held[tenant, default: 0] >= $0 } ?? false
             }
-            var skipped = Set<String>()  // every run of theirs is locked by another transaction
+            // (tenant, scheduled runs it had at the read), next to serve first.
+            var turn: [(tenant: String, scheduled: Int64)] = try await c.rows("""
+                SELECT t.tenant, t.scheduled FROM tenants t WHERE t.scheduled > 0
+                ORDER BY t.last_claim,
+                         (SELECT MIN(r.created_at) FROM runs r WHERE r.state = 'scheduled' AND r.tenant = t.tenant),
+                         t.tenant
+                LIMIT \(Int64(request.maxRuns + held.count))
+                """).map { row in
+                    let cells = row.makeRandomAccess()
+                    return (try cells[0].decode(String.self), try cells[1].decode(Int64.self))
+                }.filter { !capped($0.tenant) }
             var contended = false
             var claimed: [ClaimedRun] = []
-            while claimed.count < request.maxRuns {
-                let excluded = capped.union(skipped)
-                let limit = Int64(excluded.count + 1)
-                let candidates = try await c.rows("""
-                    SELECT t.tenant FROM tenants t WHERE t.scheduled > 0
-                    ORDER BY t.last_claim,
-                             (SELECT MIN(r.created_at) FROM runs r WHERE r.state = 'scheduled' AND r.tenant = t.tenant),
-                             t.tenant
-                    LIMIT \(limit) FOR UPDATE OF t SKIP LOCKED
-                    """).map { try $0.makeRandomAccess()[0].decode(String.self) }
-                let eligible = candidates.filter { !excluded.contains($0) }
-                guard let tenant = eligible.first else {
-                    if Int64(candidates.count) < limit {
-                        // Fewer rows than asked for: some may have been skipped as locked.
-                        let unlocked = try await c.rows("SELECT tenant FROM tenants WHERE scheduled > 0 LIMIT \(limit)")
-                            .map { try $0.makeRandomAccess()[0].decode(String.self) }
-                        contended = contended || unlocked.contains { !excluded.contains($0) }
-                    }
-                    break
-                }
-                var count = 1
-                if eligible.count == 1 && Int64(candidates.count) < limit {
-                    count = request.maxRuns - claimed.count
-                    if let cap = request.perTenantLimit { count = min(count, cap - held[tenant, default: 0]) }
+            var order: [(tenant: String, runs: Int64)] = []  // tenants in the order first claimed from
+            while claimed.count < request.maxRuns, !turn.isEmpty {
+                let (tenant, scheduled) = turn.removeFirst()
+                var count: Int64 = 1
+                if turn.isEmpty {
+                    count = Int64(request.maxRuns - claimed.count)
+                    if let cap = request.perTenantLimit { count = min(count, Int64(cap - held[tenant, default: 0])) }
+                    count = min(count, scheduled)
                 }
                 let runs = try await c.rows("""
                     UPDATE runs SET state = 'running', attempt = attempt + 1, started_at = \(nowMS), lease_owner = \(request.worker),
                            lease_expires_at = \(leaseExpiresAt), last_progress_at = \(nowMS), last_sequence = last_sequence + 1
                     WHERE id IN (SELECT id FROM runs WHERE state = 'scheduled' AND tenant = \(tenant)
-                                 ORDER BY created_at, id LIMIT \(Int64(count)) FOR UPDATE SKIP LOCKED)
+                                 ORDER BY created_at, id LIMIT \(count) FOR UPDATE SKIP LOCKED)
                     RETURNING \(unescaped: Self.runColumns())
                     """).map { try Self.run(from: $0.makeRandomAccess(), at: 0) }
                     .sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
                 guard !runs.isEmpty else {
-                    skipped.insert(tenant)
+                    // The read said it had runs: another claim holds them (or took them).
                     contended = true
                     continue
                 }
-                let events = runs.map { run in
-                    RunEvent(runID: run.id, sequence: run.lastSequence, time: Self.date(nowMS), kind: .runStarted,
-                             payloadJSON: run.jsonPayload())
+                claimed += runs.map { run in
+                    ClaimedRun(run: run, event: RunEvent(runID: run.id, sequence: run.lastSequence, time: Self.date(nowMS),
+                                                         kind: .runStarted, payloadJSON: run.jsonPayload()))
                 }
-                var binds = Self.eventBinds(events, payloads: runs.map { $0.storedJSONPayload() })
-                binds.append(Int64(runs.count))
-                binds.append(tenant)
-                _ = try await c.rows(PostgresQuery(unsafeSQL: """
-                    WITH t AS (
-                        UPDATE tenants SET last_claim = nextval('claim_seq'), scheduled = scheduled - $6 WHERE tenant = $7
-                    ), \(Self.insertEventsSQL)
-                    """, binds: binds))
-                claimed += zip(runs, events).map { ClaimedRun(run: $0, event: $1) }
+                if let index = order.firstIndex(where: { $0.tenant == tenant }) {
+                    order[index].runs += Int64(runs.count)
+                } else {
+                    order.append((tenant, Int64(runs.count)))
+                }
                 held[tenant, default: 0] += runs.count
-                if let cap = request.perTenantLimit, held[tenant, default: 0] >= cap { capped.insert(tenant) }
+                let left = scheduled - Int64(runs.count)
+                if left > 0 && !capped(tenant) { turn.append((tenant, left)) }
+            }
+            guard !claimed.isEmpty else { return ([], contended) }
+            _ = try await c.rows(PostgresQuery(unsafeSQL: "WITH " + Self.insertEventsSQL,
+                                               binds: Self.eventBinds(claimed.map(\.event),
+                                                                      payloads: claimed.map { $0.run.storedJSONPayload() })))
+            // Claim numbers in the order tenants were first served (round-robin), rows locked in tenant order.
+            let numbers = try await c.rows("SELECT nextval('claim_seq') FROM generate_series(1, \(Int64(order.count)))")
+                .map { try $0.makeRandomAccess()[0].decode(Int64.self) }.sorted()
+            for (index, entry) in order.enumerated().sorted(by: { $0.element.tenant < $1.element.tenant }) {
+                _ = try await c.rows("""
+                    UPDATE tenants SET last_claim = \(numbers[index]), scheduled = scheduled - \(entry.runs)
+                    WHERE tenant = \(entry.tenant)
+                    """)
             }
             return (claimed, contended)
         }

@@ -123,14 +123,14 @@ struct PostgresAcrossProcessesTests {
         }
     }
 
-    @Test("a claim that passes over a tenant another process holds locked says it was contended; with the lock gone it claims; with nothing left it is not contended")
+    @Test("a claim that finds a tenant's runs locked by another process's claim says it was contended; with the lock gone it claims; with nothing left it is not contended")
     func contendedClaim() async throws {
         try await withStores(.postgres) { stores in
             let first = try #require(try await stores.open() as? PostgresRunStore)
             let second = try await stores.open()
             for i in 0..<3 { try await F.create(first, F.submission("c\(i)")) }
             let request = ClaimRequest(worker: "w2", maxRuns: 10, leaseDuration: .seconds(30))
-            let duringLock = try await first.withTenantRowLocked("t") {
+            let duringLock = try await first.withScheduledRunsLocked("t") {
                 try await second.claimReportingContention(request, now: F.t0)
             }
             #expect(duringLock.runs.isEmpty)
@@ -140,6 +140,36 @@ struct PostgresAcrossProcessesTests {
             let idle = try await second.claimReportingContention(request, now: F.t0)
             #expect(idle.runs.isEmpty)
             #expect(!idle.contended)
+        }
+    }
+
+    @Test("a claim does not hold its tenant's row while it claims: with the row locked elsewhere it takes the runs, then waits only to count them, and the counts stay exact")
+    func claimWaitsOnlyToCount() async throws {
+        try await withStores(.postgres) { stores in
+            let first = try #require(try await stores.open() as? PostgresRunStore)
+            let second = try await stores.open()
+            for i in 0..<3 { try await F.create(first, F.submission("c\(i)")) }
+            let request = ClaimRequest(worker: "w2", maxRuns: 2, leaseDuration: .seconds(30))
+            let claim = Task { try await second.claimReportingContention(request, now: F.t0) }
+            // With the tenant's row locked, the claim takes its runs and then waits at its
+            // count (seen in pg_stat_activity: polled, at most 30 s), until the lock goes.
+            try await first.withTenantRowLocked("t") {
+                let deadline = ContinuousClock.now + .seconds(30)
+                while try await first.integerForTests(sql: """
+                    SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE tenants%'
+                    """) == 0 {
+                    guard ContinuousClock.now < deadline else {
+                        Issue.record("the claim never waited for the tenant's row")
+                        return
+                    }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            let claimed = try await claim.value
+            #expect(claimed.runs.map(\.run.id) == ["c0", "c1"])
+            #expect(try await second.activeRunCounts() == ActiveRunCounts(scheduled: 1, running: 2))
+            #expect(try await first.claimReportingContention(request, now: F.t0).runs.map(\.run.id) == ["c2"])
+            #expect(try await second.activeRunCounts() == ActiveRunCounts(scheduled: 0, running: 3))
         }
     }
 
