@@ -24,7 +24,7 @@ struct RunTraceContextTests {
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01",   // upper-case span id
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0G",   // not hex
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",  // too long
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" + String(repeating: "0", count: 10_000),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" + String(repeating: "0", count: 200),
         "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",    // short trace id
         "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",   // wrong delimiters
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".replacingOccurrences(of: "4bf9", with: "4bé"),
