@@ -66,9 +66,12 @@ public struct SubmitRequest: Sendable, Equatable {
     public var trigger: Trigger
     public var transport: Transport
     public var idempotencyKey: String?
+    /// The caller's W3C trace context (`traceparent` metadata or header), when valid.
+    public var traceContext: RunTraceContext?
 
     public init(key: APIKeyRecord, workflow: String = "", inputsJSON: String, user: String, trigger: Trigger,
-                transport: Transport, idempotencyKey: String? = nil) {
+                transport: Transport, idempotencyKey: String? = nil,
+                traceContext: RunTraceContext? = nil) {
         self.key = key
         self.workflow = workflow
         self.inputsJSON = inputsJSON
@@ -76,6 +79,7 @@ public struct SubmitRequest: Sendable, Equatable {
         self.trigger = trigger
         self.transport = transport
         self.idempotencyKey = idempotencyKey
+        self.traceContext = traceContext
     }
 }
 
@@ -90,9 +94,12 @@ public struct RunRequest: Sendable, Equatable {
     public var trigger: Trigger
     public var transport: Transport
     public var idempotencyKey: String?
+    /// The caller's W3C trace context (`traceparent` metadata or header), when valid.
+    public var traceContext: RunTraceContext?
 
     public init(tenant: String, workflow: String, workflowVersion: String, inputsJSON: String, user: String,
-                trigger: Trigger, transport: Transport, idempotencyKey: String? = nil) {
+                trigger: Trigger, transport: Transport, idempotencyKey: String? = nil,
+                traceContext: RunTraceContext? = nil) {
         self.tenant = tenant
         self.workflow = workflow
         self.workflowVersion = workflowVersion
@@ -101,6 +108,7 @@ public struct RunRequest: Sendable, Equatable {
         self.trigger = trigger
         self.transport = transport
         self.idempotencyKey = idempotencyKey
+        self.traceContext = traceContext
     }
 }
 
@@ -348,7 +356,7 @@ public final class Engine: Sendable {
         return try await admit(RunRequest(
             tenant: request.key.tenant, workflow: resolved.name, workflowVersion: resolved.version,
             inputsJSON: resolved.inputsJSON, user: request.user, trigger: request.trigger, transport: request.transport,
-            idempotencyKey: request.idempotencyKey), fingerprint: fingerprint)
+            idempotencyKey: request.idempotencyKey, traceContext: request.traceContext), fingerprint: fingerprint)
     }
 
     /// Admits a resolved run: it exists as `scheduled` when this returns, and a worker picks it up.
@@ -365,7 +373,7 @@ public final class Engine: Sendable {
             runID: RunID.make(now: clock.now()), tenant: request.tenant, workflow: request.workflow,
             workflowVersion: request.workflowVersion, inputsJSON: request.inputsJSON, user: request.user,
             trigger: request.trigger, transport: request.transport, idempotencyKey: request.idempotencyKey,
-            fingerprint: fingerprint)
+            fingerprint: fingerprint, traceContext: request.traceContext)
         let outcome = try await store.submit(submission, policy: configuration.admission, now: clock.now())
         metrics.submitted(outcome)
         switch outcome {

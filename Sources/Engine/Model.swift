@@ -48,6 +48,8 @@ public struct RunRecord: Sendable, Equatable, Codable {
     public var lastProgressAt: Date?
     /// Set by a stop request on a running run; the worker ends the run `stopped`.
     public var stopRequested: Bool
+    /// The caller's W3C trace context, when the submission carried a valid one.
+    public var traceContext: RunTraceContext?
 
     public init(
         id: String, tenant: String, workflow: String, workflowVersion: String, state: RunState,
@@ -55,7 +57,7 @@ public struct RunRecord: Sendable, Equatable, Codable {
         transport: Transport, user: String, idempotencyKey: String? = nil, createdAt: Date,
         startedAt: Date? = nil, finishedAt: Date? = nil, attempt: Int = 0, lastSequence: Int64 = 0,
         totalSteps: Int = 0, totalTokens: Int64 = 0, leaseOwner: String? = nil, leaseExpiresAt: Date? = nil,
-        lastProgressAt: Date? = nil, stopRequested: Bool = false
+        lastProgressAt: Date? = nil, stopRequested: Bool = false, traceContext: RunTraceContext? = nil
     ) {
         self.id = id
         self.tenant = tenant
@@ -80,6 +82,7 @@ public struct RunRecord: Sendable, Equatable, Codable {
         self.leaseExpiresAt = leaseExpiresAt
         self.lastProgressAt = lastProgressAt
         self.stopRequested = stopRequested
+        self.traceContext = traceContext
     }
 
     /// Run time in milliseconds: from start to finish (or to `now` while running).
@@ -210,6 +213,7 @@ extension RunRecord {
         json.field("tenant", tenant)
         json.field("totalSteps", Int64(totalSteps))
         json.field("totalTokens", totalTokens)
+        json.field("traceContext", traceContext?.storedText)
         json.field("transport", transport.rawValue)
         json.field("trigger", trigger.rawValue)
         json.field("user", user)

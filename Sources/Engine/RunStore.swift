@@ -14,9 +14,12 @@ public struct Submission: Sendable, Equatable {
     public var idempotencyKey: String?
     /// Lowercase hex SHA-256 of the canonical request (see `RequestFingerprint`).
     public var fingerprint: String
+    /// Stored with the run; not part of the fingerprint (a retry carries a new one).
+    public var traceContext: RunTraceContext?
 
     public init(runID: String, tenant: String, workflow: String, workflowVersion: String, inputsJSON: String,
-                user: String, trigger: Trigger, transport: Transport, idempotencyKey: String?, fingerprint: String) {
+                user: String, trigger: Trigger, transport: Transport, idempotencyKey: String?, fingerprint: String,
+                traceContext: RunTraceContext? = nil) {
         self.runID = runID
         self.tenant = tenant
         self.workflow = workflow
@@ -27,6 +30,7 @@ public struct Submission: Sendable, Equatable {
         self.transport = transport
         self.idempotencyKey = idempotencyKey
         self.fingerprint = fingerprint
+        self.traceContext = traceContext
     }
 }
 

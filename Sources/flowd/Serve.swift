@@ -83,6 +83,11 @@ struct Serve: AsyncParsableCommand {
         discussion: "Served without an API key, as Prometheus scrapers expect: its labels name methods, routes, codes and states, never tenants, keys, runs or inputs. Turn it off, or firewall the port, where the volumes themselves must stay private."))
     var metrics: String = Environment.string("FLOWD_METRICS") ?? "on"
 
+    @Option(help: ArgumentHelp(
+        "Export the runs' spans over OTLP/HTTP (protobuf) to this collector, e.g. http://127.0.0.1:4318; /v1/traces is added to a URL without a path (env FLOWD_OTLP_ENDPOINT; default: none, nothing is exported).",
+        valueName: "URL"))
+    var otlpEndpoint: String? = Environment.string("FLOWD_OTLP_ENDPOINT")
+
     @Option(help: "PEM certificate chain: serve TLS on the same port, ALPN h2 and http/1.1 (env FLOWD_TLS_CERT; with --tls-key; SIGHUP reloads both).")
     var tlsCert: String? = Environment.string("FLOWD_TLS_CERT")
 
@@ -154,6 +159,9 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--egress-allow: \(error)")
         }
 
+        // Before the Engine starts: its runs' spans go to the tracer installed then.
+        let traceExport = try otlpEndpoint.map { try TraceExport.bootstrap(endpoint: $0, logger: logger) }
+
         // Bootstrapped once, before the store opens (it records with `MetricsSystem.factory`),
         // so that libraries' metrics land in the same registry; the Engine and the server get
         // the factory explicitly.
@@ -211,8 +219,10 @@ struct Serve: AsyncParsableCommand {
         let purger = (store as? any RunRetentionStore).map { RetentionPurger(store: $0, configuration: retention, logger: logger) }
         let service = FlowdService(server: server, health: health, engine: engine, logger: logger, retention: purger,
                                    listening: "flowd: listening on \(address.ipAddress ?? host):\(address.port ?? port)")
+        // Shut down in reverse order: the trace exporter last, flushing the spans of the last runs.
         let group = ServiceGroup(
-            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: (traceExport.map { [$0] } ?? []) + [service],
+                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -12,7 +12,8 @@ struct ModelTests {
             inputsJSON: #"{"a":"b\"c"}"#, outputsJSON: "{}", error: "boom\u{1F}", trigger: .apiStreaming, transport: .rest,
             user: "", idempotencyKey: "k", createdAt: t, startedAt: t.addingTimeInterval(1), finishedAt: t.addingTimeInterval(2),
             attempt: 3, lastSequence: 9_000_000_000, totalSteps: 7, totalTokens: 11, leaseOwner: "p/1",
-            leaseExpiresAt: t.addingTimeInterval(30), lastProgressAt: t.addingTimeInterval(1.5), stopRequested: true)
+            leaseExpiresAt: t.addingTimeInterval(30), lastProgressAt: t.addingTimeInterval(1.5), stopRequested: true,
+            traceContext: RunTraceContext(traceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", traceState: "a=1"))
         let sparse = RunRecord(id: "r2", tenant: "t", workflow: "wf", workflowVersion: "1", state: .scheduled, inputsJSON: "{}",
                                trigger: .apiAsync, transport: .grpc, user: "u", createdAt: t)
         for record in [full, sparse] {

@@ -189,7 +189,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
             return .created(RunRecord(
                 id: s.runID, tenant: s.tenant, workflow: s.workflow, workflowVersion: s.workflowVersion,
                 state: .scheduled, inputsJSON: s.inputsJSON, trigger: s.trigger, transport: s.transport, user: s.user,
-                idempotencyKey: s.idempotencyKey, createdAt: Self.date(nowMS)))
+                idempotencyKey: s.idempotencyKey, createdAt: Self.date(nowMS), traceContext: s.traceContext))
         case ("replayed", let runID?):
             guard let run = try await run(id: runID, tenant: s.tenant) else {
                 throw StoreError(code: .other, message: "run \(runID) of a replayed key vanished; retry", cause: nil)
@@ -678,7 +678,7 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
         return ["id", "tenant", "workflow", "workflow_version", "state", "inputs_json", "outputs_json", "error", "trigger",
                 "transport", "run_user", "idempotency_key", "created_at", "started_at", "finished_at", "attempt",
                 "last_sequence", "total_steps", "total_tokens", "lease_owner", "lease_expires_at", "last_progress_at",
-                "stop_requested"].map { prefix + $0 }.joined(separator: ", ")
+                "stop_requested", "trace_context"].map { prefix + $0 }.joined(separator: ", ")
     }
 
     /// A run from `runColumns()` starting at column `at`.
@@ -699,7 +699,8 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
             createdAt: date(try integer(12)), startedAt: try optionalDate(13), finishedAt: try optionalDate(14),
             attempt: Int(try integer(15)), lastSequence: try integer(16), totalSteps: Int(try integer(17)),
             totalTokens: try integer(18), leaseOwner: try optionalText(19), leaseExpiresAt: try optionalDate(20),
-            lastProgressAt: try optionalDate(21), stopRequested: try row[base + 22].decode(Bool.self))
+            lastProgressAt: try optionalDate(21), stopRequested: try row[base + 22].decode(Bool.self),
+            traceContext: try optionalText(23).map(RunTraceContext.init(storedText:)))
     }
 
     /// An event from `run_id, sequence, time, kind, payload_json`.

@@ -18,6 +18,8 @@
 ///   their secret.
 /// - `flowd_submit(...)`: a submission's admission in one round trip (see `submitFunction`);
 ///   `flowd_submit_many(...)` (v2): a batch of them in one transaction (see `submitManyFunction`).
+/// - `runs.trace_context` (v4): the W3C trace context a run was submitted with
+///   (`RunTraceContext.storedText`), NULL without one; written by `flowd_submit_many_traced`.
 /// - `flowd_schema`: the versions applied; a version above `PostgresSchema.migrations.count`
 ///   means a newer flowd migrated the database, and this one refuses it.
 enum PostgresSchema {
@@ -117,6 +119,7 @@ enum PostgresSchema {
             submitFunction.replacingOccurrences(of: "CREATE FUNCTION", with: "CREATE OR REPLACE FUNCTION")
                 .replacingOccurrences(of: limitRead, with: releasedRead + "\n" + limitRead),
         ]),
+        ("v4: run trace context", ["ALTER TABLE runs ADD COLUMN trace_context TEXT", submitManyTracedFunction]),
     ]
 
     /// How many `tenant_releases` rows a tenant's releases spread over: run ends that happen at
@@ -217,6 +220,28 @@ enum PostgresSchema {
                                   p_transports[i], p_users[i], NULLIF(p_keys[i], ''), p_fingerprints[i], p_now[i],
                                   p_expires[i], p_default_limits[i]) AS s;
             END LOOP;
+        END
+        $$
+        """
+
+    /// `flowd_submit_many` for a batch in which some submissions carry a trace context
+    /// (`p_trace_contexts`, '' for none), in the same transaction: the runs it created get
+    /// theirs (a replayed or refused submission's id names no row). Batches without any trace
+    /// context call `flowd_submit_many` itself.
+    static let submitManyTracedFunction = """
+        CREATE FUNCTION flowd_submit_many_traced(p_ids TEXT[], p_tenants TEXT[], p_workflows TEXT[], p_versions TEXT[],
+                                                 p_inputs TEXT[], p_triggers TEXT[], p_transports TEXT[], p_users TEXT[],
+                                                 p_keys TEXT[], p_fingerprints TEXT[], p_now BIGINT[], p_expires BIGINT[],
+                                                 p_default_limits BIGINT[], p_trace_contexts TEXT[])
+        RETURNS TABLE (ord INT, outcome TEXT, active BIGINT, max_active BIGINT, run_id TEXT)
+        LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+            RETURN QUERY SELECT s.ord, s.outcome, s.active, s.max_active, s.run_id
+            FROM flowd_submit_many(p_ids, p_tenants, p_workflows, p_versions, p_inputs, p_triggers, p_transports, p_users,
+                                   p_keys, p_fingerprints, p_now, p_expires, p_default_limits) AS s;
+            UPDATE runs r SET trace_context = u.context
+            FROM unnest(p_ids, p_trace_contexts) AS u(id, context)
+            WHERE r.id = u.id AND u.context <> '' AND r.state = 'scheduled' AND r.trace_context IS NULL;
         END
         $$
         """

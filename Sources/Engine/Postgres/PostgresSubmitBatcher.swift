@@ -96,7 +96,20 @@ final class PostgresSubmitBatcher: Sendable {
         }
     }
 
-    /// One call of `flowd_submit_many`; the decisions in batch order.
+    private static let submitMany = """
+        SELECT ord, outcome, active, max_active, run_id FROM flowd_submit_many(
+            $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+            $10::text[], $11::int8[], $12::int8[], $13::int8[])
+        """
+    /// `submitMany` with the trace contexts as $14 (see `PostgresSchema.submitManyTracedFunction`).
+    private static let submitManyTraced = """
+        SELECT ord, outcome, active, max_active, run_id FROM flowd_submit_many_traced(
+            $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+            $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::text[])
+        """
+
+    /// One call of `flowd_submit_many` (`flowd_submit_many_traced` when a submission has a
+    /// trace context); the decisions in batch order.
     private func decide(_ batch: [Item]) async throws -> [Decision] {
         var binds = PostgresBindings()
         let submissions = batch.map(\.submission)
@@ -113,11 +126,9 @@ final class PostgresSubmitBatcher: Sendable {
         binds.append(batch.map(\.now))
         binds.append(batch.map(\.expiresAt))
         binds.append(batch.map(\.defaultLimit))
-        let rows = try await connector.rows(PostgresQuery(unsafeSQL: """
-            SELECT ord, outcome, active, max_active, run_id FROM flowd_submit_many(
-                $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                $10::text[], $11::int8[], $12::int8[], $13::int8[])
-            """, binds: binds))
+        let traced = submissions.contains { $0.traceContext != nil }
+        if traced { binds.append(submissions.map { $0.traceContext?.storedText ?? "" }) }
+        let rows = try await connector.rows(PostgresQuery(unsafeSQL: traced ? Self.submitManyTraced : Self.submitMany, binds: binds))
         var decisions = [Decision?](repeating: nil, count: batch.count)
         for row in rows {
             let cells = row.makeRandomAccess()

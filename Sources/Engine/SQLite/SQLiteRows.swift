@@ -8,7 +8,7 @@ extension SQLiteRunStore {
     static let runColumns = """
         id, tenant, workflow, workflow_version, state, inputs_json, outputs_json, error, trigger, transport, user, \
         idempotency_key, created_at, started_at, finished_at, attempt, last_sequence, total_steps, total_tokens, \
-        lease_owner, lease_expires_at, last_progress_at, stop_requested
+        lease_owner, lease_expires_at, last_progress_at, stop_requested, trace_context
         """
 
     /// `runColumns` with the inputs empty and the outputs NULL (`RunLogPage`'s summaries).
@@ -45,7 +45,8 @@ extension SQLiteRunStore {
             finishedAt: row.optionalInteger(14).map(date), attempt: Int(row.integer(15)),
             lastSequence: row.integer(16), totalSteps: Int(row.integer(17)), totalTokens: row.integer(18),
             leaseOwner: row.optionalText(19), leaseExpiresAt: row.optionalInteger(20).map(date),
-            lastProgressAt: row.optionalInteger(21).map(date), stopRequested: row.integer(22) != 0)
+            lastProgressAt: row.optionalInteger(21).map(date), stopRequested: row.integer(22) != 0,
+            traceContext: row.optionalText(23).map(RunTraceContext.init(storedText:)))
     }
 
     /// An event from a row of `run_id, sequence, time, kind, payload_json`.

@@ -246,17 +246,18 @@ public final class SQLiteRunStore: RunStore {
             }
             try SQLiteRaw.execute(db, """
                 INSERT INTO runs (id, tenant, workflow, workflow_version, state, inputs_json, trigger, transport, user,
-                                  idempotency_key, created_at)
-                VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?)
+                                  idempotency_key, created_at, trace_context)
+                VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?, ?)
                 """, [.text(submission.runID), .text(submission.tenant), .text(submission.workflow),
                       .text(submission.workflowVersion), .text(submission.inputsJSON), .text(submission.trigger.rawValue),
                       .text(submission.transport.rawValue), .text(submission.user), .text(submission.idempotencyKey),
-                      .integer(nowMS)])
+                      .integer(nowMS), .text(submission.traceContext?.storedText)])
             return .created(RunRecord(
                 id: submission.runID, tenant: submission.tenant, workflow: submission.workflow,
                 workflowVersion: submission.workflowVersion, state: .scheduled, inputsJSON: submission.inputsJSON,
                 trigger: submission.trigger, transport: submission.transport, user: submission.user,
-                idempotencyKey: submission.idempotencyKey, createdAt: Self.date(nowMS)))
+                idempotencyKey: submission.idempotencyKey, createdAt: Self.date(nowMS),
+                traceContext: submission.traceContext))
         }
     }
 

@@ -17,6 +17,8 @@ import GRDB
 ///   Admission reads one row instead of counting runs, and a claim finds the next tenant among
 ///   the tenants with work instead of grouping every scheduled run. `runs_by_tenant_state`,
 ///   which only the count used, is dropped (one index less to write per transition).
+/// - `runs.trace_context` (v4, "run trace context"): the W3C trace context a run was submitted
+///   with (`RunTraceContext.storedText`); NULL without one.
 enum SQLiteSchema {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
@@ -103,6 +105,9 @@ enum SQLiteSchema {
                 DROP TABLE tenant_dispatch;
                 DROP INDEX runs_by_tenant_state;
                 """)
+        }
+        migrator.registerMigration("v4: run trace context") { db in
+            try db.execute(sql: "ALTER TABLE runs ADD COLUMN trace_context TEXT")
         }
         return migrator
     }

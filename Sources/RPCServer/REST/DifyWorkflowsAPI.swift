@@ -171,9 +171,12 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
             inputs = try DifyApp.inputs(inputs, declared: definition.inputs)
         }
         let idempotencyKey = request.headers.first(name: "idempotency-key")
+        // An invalid or repeated `traceparent` is ignored (W3C), never an error.
+        let traceContext = RunTraceContext(traceParents: request.headers["traceparent"],
+                                           traceStates: request.headers["tracestate"])
         let submitted = try await engine.submit(SubmitRequest(
             key: key, inputsJSON: JSONValue.object(inputs).jsonText, user: user, trigger: trigger, transport: .rest,
-            idempotencyKey: idempotencyKey))
+            idempotencyKey: idempotencyKey, traceContext: traceContext))
         var run = submitted.run
         var headers: HTTPHeaders = [:]
         if !submitted.created { headers.add(name: "Idempotent-Replayed", value: "true") }

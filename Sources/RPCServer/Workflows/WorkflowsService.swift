@@ -128,9 +128,12 @@ public struct WorkflowsService: RegistrableRPCService {
                 field: "idempotency_key", "the idempotency-key metadata and the request field differ")
         }
         let idempotencyKey = request.idempotencyKey.isEmpty ? headerKey : request.idempotencyKey
+        // An invalid or repeated `traceparent` is ignored (W3C), never an error.
+        let traceContext = RunTraceContext(traceParents: context.metadata[stringValues: "traceparent"],
+                                           traceStates: context.metadata[stringValues: "tracestate"])
         return try await engine.submit(SubmitRequest(
             key: key, workflow: request.workflow, inputsJSON: request.inputsJson, user: request.user, trigger: trigger,
-            transport: .grpc, idempotencyKey: idempotencyKey))
+            transport: .grpc, idempotencyKey: idempotencyKey, traceContext: traceContext))
     }
 
     private func listRuns(_ request: FlowdV1.ListRunsRequest, key: APIKeyRecord) async throws -> FlowdV1.ListRunsResponse {

@@ -8,6 +8,7 @@ import NIOHTTP1
 /// 200-299 fails the node. The host must pass the server's egress policy (`HTTPEgress`).
 /// Redirects are not followed unless `follow_redirects: true` (then at most `max_redirects`,
 /// default 5, each hop checked again; credentials are not carried to another origin).
+/// Every request carries the run's W3C `traceparent` (and `tracestate`), see `RunTracing`.
 struct HTTPNode: NodeBehavior {
     static let kind = NodeKind.http
     static let configFields: Set<String> = ["method", "url", "headers", "body", "follow_redirects", "max_redirects", "secret_headers"]
@@ -171,6 +172,13 @@ struct HTTPNode: NodeBehavior {
         var outgoing = HTTPClientRequest(url: request.url)
         outgoing.method = HTTPMethod(rawValue: request.method)
         for header in request.headers { outgoing.headers.add(name: header.name, value: header.value) }
+        // The run's trace continues into the service called (a definition's own values give way).
+        let trace = RunTracing.outgoingHeaders()
+        if !trace.isEmpty {
+            outgoing.headers.remove(name: "traceparent")
+            outgoing.headers.remove(name: "tracestate")
+            for header in trace { outgoing.headers.add(name: header.name, value: header.value) }
+        }
         if let body = request.body {
             let (bytes, isJSON): (String, Bool) = switch body {
             case .string(let text): (text, false)

@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import Synchronization
+import Tracing
 
 /// Limits and settings of workflow execution.
 public struct WorkflowRunnerConfiguration: Sendable {
@@ -69,8 +70,18 @@ public struct WorkflowRunner: WorkflowExecutor {
         } catch {
             return .failed(error.message)
         }
-        return try await self.run(definition, inputs: inputs) { events, steps in
-            try await context.emit(events, steps: steps)
+        return try await withSpan("workflow \(run.workflow)", context: RunTracing.parentContext(of: run)) { span in
+            span.attributes["flowd.run.id"] = run.id
+            span.attributes["flowd.workflow"] = run.workflow
+            span.attributes["flowd.workflow.version"] = definition.version
+            span.attributes["flowd.tenant"] = run.tenant
+            span.attributes["flowd.run.attempt"] = run.attempt
+            let result = try await self.run(definition, inputs: inputs) { events, steps in
+                try await context.emit(events, steps: steps)
+            }
+            span.attributes["flowd.run.status"] = result.state.rawValue
+            if result.state == .failed { span.setStatus(SpanStatus(code: .error, message: result.error)) }
+            return result
         }
     }
 
@@ -230,12 +241,27 @@ public struct WorkflowRunner: WorkflowExecutor {
             if Task.isCancelled { return await recordStop(number, inputs: eventInputs, elapsed: nil) }
             try await emit([NewEvent(kind: .nodeStarted, payloadJSON: payload(number, .running, inputs: eventInputs))], 0)
             let start = ContinuousClock.now
-            let outcome: Result<JSONValue, any Error>
-            do {
-                let work = try prepared.get()
-                outcome = .success(try await withTimeout(timeout) { try await work.perform(environment) })
-            } catch {
-                outcome = .failure(error)
+            let outcome = await withSpan("node \(node.id)") { span -> Result<JSONValue, any Error> in
+                span.attributes["flowd.node.id"] = node.id
+                span.attributes["flowd.node.kind"] = node.kind.rawValue
+                span.attributes["flowd.node.attempt"] = number
+                let outcome: Result<JSONValue, any Error>
+                do {
+                    let work = try prepared.get()
+                    outcome = .success(try await withTimeout(timeout) { try await work.perform(environment) })
+                } catch {
+                    outcome = .failure(error)
+                }
+                switch outcome {
+                case .success:
+                    span.attributes["flowd.node.status"] = NodeStatus.succeeded.rawValue
+                case .failure:
+                    // No message: the error's text is scrubbed of secrets only where events are written.
+                    let status: NodeStatus = Task.isCancelled ? .stopped : .failed
+                    span.attributes["flowd.node.status"] = status.rawValue
+                    span.setStatus(SpanStatus(code: .error))
+                }
+                return outcome
             }
             let failure: WorkflowNodeError
             switch outcome {
