@@ -86,13 +86,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp(
         "Export the runs' spans over OTLP/HTTP (protobuf) to this collector, e.g. http://127.0.0.1:4318; /v1/traces is added to a URL without a path (env FLOWD_OTLP_ENDPOINT; default: none, nothing is exported).",
         valueName: "URL"))
-    var otlpEndpoint: String? = Environment.string("FLOWD_OTLP_ENDPOINT")
+    var otlpEndpoint: String?
 
     @Option(help: "PEM certificate chain: serve TLS on the same port, ALPN h2 and http/1.1 (env FLOWD_TLS_CERT; with --tls-key; SIGHUP reloads both).")
-    var tlsCert: String? = Environment.string("FLOWD_TLS_CERT")
+    var tlsCert: String?
 
     @Option(help: "PEM private key of --tls-cert (env FLOWD_TLS_KEY).")
-    var tlsKey: String? = Environment.string("FLOWD_TLS_KEY")
+    var tlsKey: String?
 
     @Flag(help: "Serve cleartext on a non-loopback --host without TLS: API keys then cross the network in clear (env FLOWD_ALLOW_PLAINTEXT=1).")
     var allowPlaintext: Bool = Environment.string("FLOWD_ALLOW_PLAINTEXT") == "1"
@@ -160,7 +160,7 @@ struct Serve: AsyncParsableCommand {
         }
 
         // Before the Engine starts: its runs' spans go to the tracer installed then.
-        let traceExport = try otlpEndpoint.map { try TraceExport.bootstrap(endpoint: $0, logger: logger) }
+        let traceExport = try (otlpEndpoint ?? Environment.string("FLOWD_OTLP_ENDPOINT")).map { try TraceExport.bootstrap(endpoint: $0, logger: logger) }
 
         // Bootstrapped once, before the store opens (it records with `MetricsSystem.factory`),
         // so that libraries' metrics land in the same registry; the Engine and the server get
@@ -184,7 +184,7 @@ struct Serve: AsyncParsableCommand {
         serverConfiguration.port = port
         if threads > 0 { serverConfiguration.eventLoopThreads = threads }
         try limits.apply(to: &serverConfiguration)
-        switch (tlsCert, tlsKey) {
+        switch (tlsCert ?? Environment.string("FLOWD_TLS_CERT"), tlsKey ?? Environment.string("FLOWD_TLS_KEY")) {
         case (let cert?, let key?):
             serverConfiguration.tls = ServerTLSFiles(certificateChainPath: cert, privateKeyPath: key)
         case (nil, nil):
