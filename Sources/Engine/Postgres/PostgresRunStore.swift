@@ -10,10 +10,12 @@ import Synchronization
 /// The `RunStore` contract holds across processes, each guarantee resting on the database:
 /// - Admission: the submit transaction locks the tenant's `tenants` row (`INSERT … ON CONFLICT
 ///   DO NOTHING`, then `SELECT … FOR UPDATE`), so one tenant's admissions are serialised in every
-///   process; its `active` counter, read from the locked row, is exact under READ COMMITTED.
+///   process; its `active` counter, read from the locked row, less the tenant's
+///   `tenant_releases`, is exact under READ COMMITTED (or one too high, never too low).
 ///   Idempotency records are read after that lock and kept exact by the (tenant, key) primary key.
-/// - Claims pick tenants and runs with `FOR UPDATE SKIP LOCKED`: two claimers never take the
-///   same run, and neither waits for the other. Round-robin and the per-tenant cap as in SQLite.
+/// - Claims take runs with `FOR UPDATE SKIP LOCKED`: two claimers never take the same run, and
+///   neither waits for the other's runs. Round-robin and the per-tenant cap as in SQLite, from
+///   an unlocked read of the tenants; their rows are updated at the end of the claim.
 /// - Every worker write is a compare-and-set on (id, attempt, state).
 /// - The reaper and start-up recovery run under a transaction-scoped advisory lock (one at a
 ///   time); recovery only ends runs whose lease expired: another live process renews its own.
@@ -21,8 +23,8 @@ import Synchronization
 ///   flowd is refused.
 /// - Lock order, so that no two transactions wait on each other: a run's row before its
 ///   tenant's row (or before one of its tenant's `tenant_releases` rows, which the end of a
-///   running run updates instead); claims take tenant rows first but skip locked rows instead
-///   of waiting.
+///   running run updates instead); a claim locks runs (skipping locked ones), then its
+///   tenants' rows in tenant order; a submission batch locks its tenants' rows in tenant order.
 ///
 /// Submissions are group-committed (`PostgresSubmitBatcher`); every other call is one
 /// transaction of its own. Times are BIGINT
