@@ -39,9 +39,11 @@ public enum GRPCTimeout {
 
 /// `content-type` of a gRPC request.
 public enum GRPCContentType {
-    /// `application/grpc` or `application/grpc+proto` (with optional parameters, case-insensitive).
+    /// `application/grpc` or `application/grpc+proto` (with optional parameters, case-insensitive):
+    /// the media type is everything before the first `;` (an empty one is no media type).
     public static func isGRPC(_ value: String) -> Bool {
-        let mediaType = value.split(separator: ";", maxSplits: 1).first.map { $0.lowercased() } ?? ""
+        let mediaType = value.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false)
+            .first.map { $0.lowercased() } ?? ""
         return mediaType == "application/grpc" || mediaType == "application/grpc+proto"
     }
 }

@@ -19,6 +19,17 @@ struct InputParsingTests {
         #expect(GRPCTimeout.effective("2", cap: day) == nil)
     }
 
+    @Test("content-type: the media type is what precedes the first ';' (fuzz-headers found ';application/grpc' accepted)")
+    func grpcContentType() {
+        #expect(GRPCContentType.isGRPC("application/grpc"))
+        #expect(GRPCContentType.isGRPC("Application/GRPC+proto; charset=utf-8"))
+        #expect(!GRPCContentType.isGRPC("application/grpc-web"))
+        #expect(!GRPCContentType.isGRPC(""))
+        #expect(!GRPCContentType.isGRPC(";application/grpc"))
+        // Tests/Fuzz/Corpus/fuzz-headers/crash-content-type-leading-semicolons, after the selector byte.
+        #expect(!GRPCContentType.isGRPC(String(decoding: Array(";;;;;;;;application/grpc;".utf8) + [0xC5, 0x27], as: UTF8.self)))
+    }
+
     @Test("authorization: the key after a case-insensitive Bearer, blanks around it dropped; blanks alone are no key")
     func bearer() {
         #expect(BearerCredentials.parse("Bearer abc") == .success("abc"))
