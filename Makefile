@@ -15,7 +15,7 @@ CONTRACT_CHECK := ../shared/tools/check-contract.py
 # Steps run one after another, in the order they are listed, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: attack fuzz help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine clean
+.PHONY: attack attack-release fuzz help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine clean
 
 help:
 	@echo "make run      install what is missing, build, start flowd serve on $(HOST):$(PORT)"
@@ -23,7 +23,8 @@ help:
 	@echo "make deps     install missing Debian and Python packages (tools/install-deps.sh)"
 	@echo "make build    swift build (debug)"
 	@echo "make attack   the hostile-client suite against the debug flowd (tools/attack)"
-	@echo "make fuzz     the libFuzzer harnesses, FUZZ_SECONDS (60) each (tools/fuzz.sh)"
+	@echo "make attack-release  the same suite against a release flowd (.build-release; not in make test)"
+	@echo "make fuzz     the libFuzzer harnesses, 60 s / 20 s each or FUZZ_SECONDS (tools/fuzz.sh)"
 	@echo "make health   ask a running server for its health (HOST=$(HOST) PORT=$(PORT))"
 	@echo "make bench    h2load: 100,000 Health/Check calls against a release build"
 	@echo "make bench-engine  the release flowd over the wire: gRPC, REST, durable submissions, e2e runs/s"
@@ -93,7 +94,17 @@ attack: deps
 	 echo "== attack suite against $$bin/flowd"; \
 	 $(PYTHON) tools/attack/attack_suite.py --flowd "$$bin/flowd"
 
-# libFuzzer harnesses (tools/fuzz.sh), 60 s each; FUZZ_SECONDS=600 make fuzz for a longer run.
+# The same suite against a release flowd (built in its own scratch path, .build-release, so it
+# does not disturb the debug build). Not part of make test: the release build costs CI ~10 min.
+attack-release: deps
+	@echo "== swift build -c release --product flowd --scratch-path .build-release"
+	@nice -n 10 $(SWIFT) build -c release --product flowd --scratch-path .build-release
+	@bin="$$($(SWIFT) build -c release --scratch-path .build-release --show-bin-path)"; \
+	 echo "== attack suite against $$bin/flowd"; \
+	 $(PYTHON) tools/attack/attack_suite.py --flowd "$$bin/flowd"
+
+# libFuzzer harnesses (tools/fuzz.sh): 60 s each for the framer and protobuf, 20 s each for the
+# small parsers (metadata, sniffer, JSON); FUZZ_SECONDS=600 make fuzz for a longer run of each.
 fuzz: deps
 	@tools/fuzz.sh
 

@@ -48,10 +48,14 @@ let package = Package(
         .target(
             name: "Codec",
             dependencies: ["CProtobufC", "CFlowdProtos"]),
+        // Parsers of untrusted input (JSON, request metadata, REST bodies, the first bytes of a
+        // connection), free of NIO and the store so that the libFuzzer harnesses build them alone.
+        .target(name: "InputParsing"),
         // The run lifecycle; no wire types, no sockets.
         .target(
             name: "Engine",
             dependencies: [
+                "InputParsing",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 "CSQLiteTuning",
@@ -84,7 +88,7 @@ let package = Package(
         .target(
             name: "RPCServer",
             dependencies: [
-                "Codec", "Engine", "CNGHTTP2", "NGHTTP2Support",
+                "Codec", "Engine", "InputParsing", "CNGHTTP2", "NGHTTP2Support",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -123,16 +127,19 @@ let package = Package(
         // normal build they are programs that do nothing).
         .executableTarget(name: "fuzz-framing", dependencies: ["Codec"], path: "Sources/FuzzFraming"),
         .executableTarget(name: "fuzz-proto", dependencies: ["Codec"], path: "Sources/FuzzProto"),
+        .executableTarget(name: "fuzz-headers", dependencies: ["InputParsing"], path: "Sources/FuzzHeaders"),
+        .executableTarget(name: "fuzz-json", dependencies: ["InputParsing"], path: "Sources/FuzzJSON"),
 
         // Test-only protoc-c output (flowd.testing.v1.Control); never linked into flowd.
         .target(
             name: "CFlowdTestingProtos", dependencies: ["CProtobufC"],
             path: "Tests/CFlowdTestingProtos", exclude: ["GENERATOR"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"], resources: [.copy("Golden")]),
+        .testTarget(name: "InputParsingTests", dependencies: ["InputParsing"]),
         .testTarget(
             name: "EngineTests",
             dependencies: [
-                "Engine",
+                "Engine", "InputParsing",
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
@@ -156,7 +163,7 @@ let package = Package(
         .testTarget(
             name: "RPCServerTests",
             dependencies: [
-                "RPCServer", "RPCClient", "Codec", "Engine", "Workflows", "CProtobufC", "CFlowdTestingProtos", "NGHTTP2Support",
+                "RPCServer", "RPCClient", "Codec", "Engine", "InputParsing", "Workflows", "CProtobufC", "CFlowdTestingProtos", "NGHTTP2Support",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

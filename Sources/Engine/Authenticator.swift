@@ -69,18 +69,14 @@ public final class Authenticator: Sendable {
     /// The key's record for an `authorization` header value (`Bearer <key>`, scheme
     /// case-insensitive, whitespace around the key ignored).
     public func authenticate(authorization header: String?) async throws -> APIKeyRecord {
-        guard let header, let space = header.utf8.firstIndex(of: UInt8(ascii: " ")) else {
-            throw AuthenticationError(code: .missingCredentials)
+        let key: String
+        switch BearerCredentials.parse(header) {
+        case .success(let parsed): key = parsed
+        case .failure(.missingCredentials): throw AuthenticationError(code: .missingCredentials)
+        case .failure(.wrongScheme): throw AuthenticationError(code: .wrongScheme)
+        case .failure(.emptyKey): throw AuthenticationError(code: .invalidKey)
         }
-        let scheme = header.utf8[..<space]
-        guard scheme.count == 6, zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else {
-            throw AuthenticationError(code: .wrongScheme)
-        }
-        // Spaces and tabs around the key are ignored (Foundation's trimming is slow).
-        var key = header.utf8[header.utf8.index(after: space)...]
-        while let first = key.first, first == 0x20 || first == 0x09 { key = key.dropFirst() }
-        while let last = key.last, last == 0x20 || last == 0x09 { key = key.dropLast() }
-        guard let record = try await authenticate(key: String(Substring(key))) else { throw AuthenticationError(code: .invalidKey) }
+        guard let record = try await authenticate(key: key) else { throw AuthenticationError(code: .invalidKey) }
         return record
     }
 

@@ -57,15 +57,12 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(code): \(message)" }
 }
 
-/// Idempotency keys: 1-255 printable ASCII characters (0x21-0x7E and space inside).
-public enum IdempotencyKey {
-    public static let maxLength = 255
-
+extension IdempotencyKey {
+    /// Throws `invalidIdempotencyKey` unless `IdempotencyKey.isValid(key)`.
     public static func validate(_ key: String) throws(EngineError) {
-        let bytes = key.utf8
-        guard !bytes.isEmpty, bytes.count <= maxLength, bytes.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) else {
+        guard isValid(key) else {
             throw EngineError(code: .invalidIdempotencyKey,
-                              message: "an idempotency key is 1 to \(maxLength) printable ASCII characters",
+                              message: "an idempotency key is 1 to \(maxLength) printable ASCII characters, without spaces at either end",
                               field: "idempotency_key")
         }
     }

@@ -1,9 +1,5 @@
-#if canImport(FoundationEssentials)
+import InputParsing
 import NGHTTP2Support
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// gRPC metadata: ordered key-value pairs carried as HTTP/2 headers.
 ///
@@ -74,10 +70,8 @@ extension Metadata {
         self.init()
         for field in fields where !Self.isReserved(field.name) {
             if field.name.hasSuffix("-bin") {
-                for part in field.value.split(separator: ",", omittingEmptySubsequences: false) {
-                    guard let bytes = Base64.decode(part.trimmingSpaces()) else { return nil }
-                    elements.append(Element(key: field.name, value: .binary(bytes)))
-                }
+                guard let values = BinaryMetadata.decode(field.value) else { return nil }
+                for bytes in values { elements.append(Element(key: field.name, value: .binary(bytes))) }
             } else {
                 elements.append(Element(key: field.name, value: .string(field.value)))
             }
@@ -104,31 +98,5 @@ extension Metadata {
                 || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
                 || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
         }
-    }
-}
-
-/// Base64 as gRPC uses it for `-bin` metadata, on top of Foundation's codec.
-enum Base64 {
-    static func encodeUnpadded(_ bytes: [UInt8]) -> String {
-        var text = Data(bytes).base64EncodedString()
-        while text.hasSuffix("=") { text.removeLast() }
-        return text
-    }
-
-    static func decode(_ text: Substring) -> [UInt8]? {
-        var padded = String(text)
-        let remainder = padded.utf8.count % 4
-        if remainder == 1 { return nil }
-        if remainder > 0 { padded += String(repeating: "=", count: 4 - remainder) }
-        return Data(base64Encoded: padded).map(Array.init)
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingSpaces() -> Substring {
-        var slice = self
-        while slice.first == " " { slice.removeFirst() }
-        while slice.last == " " { slice.removeLast() }
-        return slice
     }
 }

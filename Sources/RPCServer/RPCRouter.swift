@@ -1,4 +1,5 @@
 public import Codec
+import InputParsing
 
 /// A service that registers its methods with a router (the shape of grpc-swift-2's
 /// `RegistrableRPCService`).
@@ -79,11 +80,11 @@ public struct RPCRouter: Sendable {
         credentialRequirements[service] = error
     }
 
-    /// True when `authorization` looks like `Bearer <token>` (scheme case-insensitive).
+    /// True when `authorization` is `Bearer <token>` as the `Authenticator` reads it
+    /// (`BearerCredentials.parse`): scheme case-insensitive, a token that is not only blanks.
     static func hasBearerCredentials(_ authorization: String?) -> Bool {
-        guard let authorization, let space = authorization.firstIndex(of: " ") else { return false }
-        let token = authorization[authorization.index(after: space)...]
-        return authorization[..<space].lowercased() == "bearer" && !token.isEmpty
+        if case .success = BearerCredentials.parse(authorization) { return true }
+        return false
     }
 
     /// Gives every registered method its metrics.

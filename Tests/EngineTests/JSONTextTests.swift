@@ -1,4 +1,5 @@
 @testable import Engine
+import InputParsing
 import Foundation
 import Testing
 

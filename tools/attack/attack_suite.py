@@ -436,6 +436,58 @@ class Suite:
         finally:
             server.stop()
 
+    def http1_body_budget(self):
+        """8 HTTP/1.1 connections each send 3 MiB of a 4 MiB REST body and never finish it, against
+        a server-wide budget of 8 MiB: at most 2 bodies fit, every other connection is answered
+        503 server_busy and closed (before, HTTP/1.1 bodies were outside the budget: 24 MiB held)."""
+        server = self.server("--server-buffer-mib", "8", "--connection-buffer-mib", "8")
+        try:
+            before = server.rss_mib()
+            sampler = RSSSampler(server)
+            head = (b"POST /v1/workflows/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: " + str(4 * MIB).encode() + b"\r\n\r\n")
+            sockets = []
+            for _ in range(8):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
+                sockets.append(sock)
+                try:
+                    sock.sendall(head + b" " * (3 * MIB))
+                except OSError:
+                    pass  # closed by the server while sending: read its answer below
+            answers: dict[int, bytes] = {}
+            deadline = time.monotonic() + DEADLINE_S
+            open_socks = {i: sock for i, sock in enumerate(sockets)}
+            # Wait (bounded) until at least 6 connections were answered and closed by the server.
+            while len(answers) < 6 and time.monotonic() < deadline:
+                readable, _, _ = select.select(list(open_socks.values()), [], [], 0.5)
+                for sock in readable:
+                    index = sockets.index(sock)
+                    try:
+                        chunk = sock.recv(65536)
+                    except OSError:
+                        chunk = b""
+                    if chunk:
+                        answers[index] = answers.get(index, b"") + chunk
+                        if b"server_busy" not in answers[index]:
+                            continue
+                    answers.setdefault(index, b"")
+                    del open_socks[index]
+            busy = sum(1 for text in answers.values() if text.startswith(b"HTTP/1.1 503") and b"server_busy" in text)
+            served = normal_call(server.port)
+            closes = metric(server.port, 'flowd_connections_closed_total{reason="server_busy"}')
+            for sock in sockets:
+                sock.close()
+            peak = sampler.stop()
+            after = self.measure("8 HTTP/1.1 bodies x 3 MiB, 8 MiB budget", server, before, peak)
+            ok = len(answers) >= 6 and busy >= 1 and served == "0" and server.alive() and peak - before < 64
+            self.check("http1_body_budget", ok,
+                       f"24 MiB of unfinished HTTP/1.1 bodies offered on 8 connections, server budget 8 MiB: "
+                       f"{len(answers)} connections answered and closed by the server, {busy} of them read as "
+                       f"503 server_busy (closes counted as server_busy: {closes}); normal call {served}; "
+                       f"RSS {before:.0f} -> peak {peak:.0f} (+{peak - before:.0f} MiB, bound 64) -> {after:.0f}")
+        finally:
+            server.stop()
+
     # -- timers ---------------------------------------------------------------------------------
 
     def zero_window_watch(self):
@@ -744,6 +796,7 @@ class Suite:
 
     def all_cases(self):
         return [self.memory_one_connection, self.memory_twenty_connections, self.unauthenticated_body,
+                self.http1_body_budget,
                 self.zero_window_watch, self.stream_idle, self.max_connection_age, self.connection_limits,
                 self.grpc_timeout_cap, self.long_service_name, self.empty_frames_interleaved,
                 self.empty_frames_closed_stream,

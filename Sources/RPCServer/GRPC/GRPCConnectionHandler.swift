@@ -1,3 +1,4 @@
+import InputParsing
 import NGHTTP2Support
 import Codec
 import Logging

@@ -1,3 +1,4 @@
+import InputParsing
 import NGHTTP2Support
 import Codec
 import NIOCore
@@ -70,32 +71,8 @@ struct RequestHead: Sendable {
     }
 
     /// `application/grpc` or `application/grpc+proto` (with optional parameters).
-    static func isGRPCContentType(_ value: String) -> Bool {
-        let mediaType = value.split(separator: ";", maxSplits: 1).first.map { $0.lowercased() } ?? ""
-        return mediaType == "application/grpc" || mediaType == "application/grpc+proto"
-    }
+    static func isGRPCContentType(_ value: String) -> Bool { GRPCContentType.isGRPC(value) }
 
-    /// `grpc-timeout`: 1-8 ASCII digits and a unit (H, M, S, m, u, n). Saturates instead of
-    /// overflowing.
-    static func parseTimeout(_ text: String) -> TimeAmount? {
-        let bytes = Array(text.utf8)
-        guard bytes.count >= 2, bytes.count <= 9 else { return nil }
-        var value: Int64 = 0
-        for byte in bytes.dropLast() {
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-            value = value * 10 + Int64(byte - UInt8(ascii: "0"))
-        }
-        let nanosecondsPerUnit: Int64
-        switch bytes.last! {
-        case UInt8(ascii: "H"): nanosecondsPerUnit = 3_600_000_000_000
-        case UInt8(ascii: "M"): nanosecondsPerUnit = 60_000_000_000
-        case UInt8(ascii: "S"): nanosecondsPerUnit = 1_000_000_000
-        case UInt8(ascii: "m"): nanosecondsPerUnit = 1_000_000
-        case UInt8(ascii: "u"): nanosecondsPerUnit = 1_000
-        case UInt8(ascii: "n"): nanosecondsPerUnit = 1
-        default: return nil
-        }
-        let (product, overflow) = value.multipliedReportingOverflow(by: nanosecondsPerUnit)
-        return .nanoseconds(overflow ? Int64.max : product)
-    }
+    /// `grpc-timeout` (`GRPCTimeout.parse`); nil when malformed.
+    static func parseTimeout(_ text: String) -> TimeAmount? { GRPCTimeout.parse(text).map(TimeAmount.nanoseconds) }
 }

@@ -121,6 +121,8 @@ enum ConnectionCloseReason: String, CaseIterable, Sendable {
     case requestTimeout = "request_timeout"
     /// An HTTP/1.1 request body over the limit (413).
     case bodyTooLarge = "body_too_large"
+    /// An HTTP/1.1 request body the server-wide budget of buffered request bytes had no room for (503).
+    case serverBusy = "server_busy"
     /// A framing or HTTP/2 protocol error.
     case protocolError = "protocol_error"
     /// Drained by a graceful shutdown.

@@ -119,27 +119,19 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
 
     /// The JSON object body with a non-empty `user` (Dify reads it before anything else).
     private func jsonBody(_ request: HTTPRequest) throws -> (object: [String: JSONValue], user: String) {
-        let contentType = request.headers.first(name: "content-type")?.lowercased() ?? ""
-        guard contentType.split(separator: ";").first?.trimmingCharacters(in: .whitespaces) == "application/json" else {
-            throw RESTError.unsupportedMediaType
+        try RESTRequestBody.object(contentType: request.headers.first(name: "content-type"),
+                                   body: request.body.readableBytesView).mapError(Self.restError).get()
+    }
+
+    /// Dify's answer for a refused body.
+    private static func restError(_ failure: RESTRequestBody.Failure) -> RESTError {
+        switch failure {
+        case .unsupportedMediaType: .unsupportedMediaType
+        case .notJSON: .badRequest("Failed to decode JSON object: the request body is not valid JSON.")
+        case .notObject: .badRequest("Failed to decode JSON object: the request body is not a JSON object.")
+        case .missingUser: .invalidParam("Arg user must be provided.")
+        case .invalidField(let field, let problem): validationError(field, problem)
         }
-        let value: JSONValue
-        do {
-            value = try JSONValue(parsing: Data(request.body.readableBytesView))
-        } catch {
-            throw RESTError.badRequest("Failed to decode JSON object: the request body is not valid JSON.")
-        }
-        guard case .object(let object) = value else {
-            throw RESTError.badRequest("Failed to decode JSON object: the request body is not a JSON object.")
-        }
-        let user: String
-        switch object["user"] {
-        case .string(let text)?: user = text
-        case .integer(let number)?: user = String(number)
-        default: user = ""
-        }
-        guard !user.isEmpty else { throw RESTError.invalidParam("Arg user must be provided.") }
-        return (object, user)
     }
 
     private static func validationError(_ field: String, _ problem: String) -> RESTError {
@@ -149,23 +141,13 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     // MARK: POST /v1/workflows/run
 
     private func run(_ request: HTTPRequest, key: APIKeyRecord) async throws -> HTTPResponse {
-        let (body, user) = try jsonBody(request)
-        guard let inputsValue = body["inputs"], inputsValue != .null else {
-            throw Self.validationError("inputs", "Field required [type=missing]")
-        }
-        guard case .object(var inputs) = inputsValue else {
-            throw Self.validationError("inputs", "Input should be a valid dictionary [type=dict_type]")
-        }
-        let trigger: Trigger
-        switch body["response_mode"] {
-        case nil, .null?, .string("blocking")?: trigger = .apiBlocking
-        case .string("streaming")?: trigger = .apiStreaming
-        case .string("async")?: trigger = .apiAsync
-        default:
-            throw Self.validationError("response_mode", "Input should be 'blocking', 'streaming' or 'async' [type=literal_error]")
-        }
-        if let files = body["files"], files != .null, files.arrayValue == nil {
-            throw Self.validationError("files", "Input should be a valid list [type=list_type]")
+        let payload = try RESTRequestBody.run(contentType: request.headers.first(name: "content-type"),
+                                              body: request.body.readableBytesView).mapError(Self.restError).get()
+        var inputs = payload.inputs
+        let trigger: Trigger = switch payload.responseMode {
+        case .blocking: .apiBlocking
+        case .streaming: .apiStreaming
+        case .async: .apiAsync
         }
         if let definition = catalog?.describe(workflow: key.workflow) {
             inputs = try DifyApp.inputs(inputs, declared: definition.inputs)
@@ -175,7 +157,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         let traceContext = RunTraceContext(traceParents: request.headers["traceparent"],
                                            traceStates: request.headers["tracestate"])
         let submitted = try await engine.submit(SubmitRequest(
-            key: key, inputsJSON: JSONValue.object(inputs).jsonText, user: user, trigger: trigger, transport: .rest,
+            key: key, inputsJSON: JSONValue.object(inputs).jsonText, user: payload.user, trigger: trigger, transport: .rest,
             idempotencyKey: idempotencyKey, traceContext: traceContext))
         var run = submitted.run
         var headers: HTTPHeaders = [:]

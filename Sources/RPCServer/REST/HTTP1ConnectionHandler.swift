@@ -3,7 +3,8 @@ import NIOCore
 import NIOHTTP1
 
 /// One HTTP/1.1 connection after the sniffer: collects each request (bounded by
-/// `maxRequestBodySize`), lets the handler answer it in a task, writes the response (streamed
+/// `maxRequestBodySize`, and by the server-wide `RequestBufferBudget` while it is buffered:
+/// 503 when the server holds too much), lets the handler answer it in a task, writes the response (streamed
 /// with chunked encoding when it is a stream) and keeps the connection alive unless asked not to.
 /// Requests are answered one at a time (NIO's pipelining assistance holds the next one back).
 final class HTTP1ConnectionHandler: ChannelInboundHandler {
@@ -15,7 +16,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
         case reading(head: HTTPRequestHead?, body: ByteBuffer)
         /// Answering a request.
         case responding(Task<Void, Never>)
-        /// A 413 was sent; the rest of the request is ignored and the connection closes.
+        /// A 413 (or 503) was sent; the rest of the request is ignored and the connection closes.
         case discarding
     }
 
@@ -30,10 +31,16 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     private var loopBound: NIOLoopBound<HTTP1ConnectionHandler>?
     private var currentContext: ChannelHandlerContext?
     private let closeNote: ConnectionCloseNote?
+    /// The server's budget of buffered request bytes (shared with the HTTP/2 connections).
+    private let budget: RequestBufferBudget?
+    /// Bytes of the body being read that are reserved in `budget`.
+    private var reserved = 0
 
-    /// `closeNote` learns why this handler closes the connection.
+    /// `closeNote` learns why this handler closes the connection; `budget` bounds the bytes of
+    /// bodies all connections buffer.
     init(configuration: HTTP1Configuration, gracefulShutdownTimeout: TimeAmount, handler: any HTTPRequestHandling,
-         logger: Logger, closeNote: ConnectionCloseNote? = nil) {
+         logger: Logger, closeNote: ConnectionCloseNote? = nil, budget: RequestBufferBudget? = nil) {
+        self.budget = budget
         self.configuration = configuration
         self.gracefulShutdownTimeout = gracefulShutdownTimeout
         self.handler = handler
@@ -48,6 +55,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        releaseBody()
         currentContext = nil
         readTimer?.cancel()
         graceTimer?.cancel()
@@ -55,6 +63,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        releaseBody()
         if case .responding(let task) = state { task.cancel() }
         readTimer?.cancel()
         graceTimer?.cancel()
@@ -98,10 +107,17 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
                 rejectTooLarge(context: context)
                 return
             }
+            guard budget?.reserve(chunk.readableBytes) ?? true else {
+                closeNote?.note(.serverBusy)
+                sendAndClose(.serverBusy, context: context)
+                return
+            }
+            reserved += chunk.readableBytes
             state = .reading(head: nil, body: ByteBuffer())  // drop the reference before appending
             body.writeBuffer(&chunk)
             state = .reading(head: head, body: body)
         case (.reading(let head?, let body), .end):
+            releaseBody()  // handed on: the connection no longer holds it
             readTimer?.cancel()
             readTimer = nil
             dispatch(HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, body: body),
@@ -109,6 +125,12 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
         case (.reading(nil, _), .body), (.reading(nil, _), .end):
             return
         }
+    }
+
+    /// Gives the reserved bytes of the body being read back to the server's budget.
+    private func releaseBody() {
+        budget?.release(reserved)
+        reserved = 0
     }
 
     private func rejectTooLarge(context: ChannelHandlerContext) {
@@ -139,6 +161,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     /// Answers with an error outside the request/response cycle and closes the connection.
     private func sendAndClose(_ error: RESTError, context: ChannelHandlerContext) {
         state = .discarding
+        releaseBody()
         readTimer?.cancel()
         let response = error.response
         context.write(wrapOutboundOut(.head(response.head(keepAlive: false, version: .http1_1))), promise: nil)

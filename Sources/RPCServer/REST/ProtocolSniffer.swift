@@ -1,3 +1,4 @@
+import InputParsing
 import NIOCore
 
 /// The first handler of every accepted connection: reads until the bytes either are the
@@ -8,9 +9,7 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    enum Detected { case http2, http1, tls }
-
-    static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+    typealias Detected = ProtocolDetection.Verdict
 
     private let timeout: TimeAmount
     private let install: (Detected, ChannelHandlerContext) throws -> Void
@@ -34,12 +33,7 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     /// TLS (when asked) when the first byte opens a TLS handshake record, HTTP/2 when `bytes`
     /// start with the preface, HTTP/1 once they diverge, nil while undecided.
     static func detect(_ bytes: ByteBuffer, tls: Bool = false) -> Detected? {
-        let view = bytes.readableBytesView
-        if tls, view.first == 0x16 { return .tls }
-        for (offset, byte) in view.prefix(preface.count).enumerated() where byte != preface[offset] {
-            return .http1
-        }
-        return view.count >= preface.count ? .http2 : nil
+        ProtocolDetection.detect(bytes.readableBytesView, tls: tls)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

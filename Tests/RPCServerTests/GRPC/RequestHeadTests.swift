@@ -1,3 +1,4 @@
+import InputParsing
 import NGHTTP2Support
 import Codec
 import NIOCore
@@ -40,6 +41,7 @@ struct RequestHeadTests {
         #expect(rejection(fields(contentType: "application/json"))?.httpStatus == 415)
         #expect(rejection(fields(contentType: nil))?.httpStatus == 415)
         #expect(rejection(fields(contentType: "application/grpc+json"))?.httpStatus == 415)
+        #expect(rejection(fields(contentType: ";application/grpc"))?.httpStatus == 415)
         #expect(rejection(fields(contentType: "application/grpc+proto")) == nil)
         #expect(rejection(fields(contentType: "application/grpc; charset=utf-8")) == nil)
         #expect(rejection(fields(method: "GET"))?.httpStatus == 405)

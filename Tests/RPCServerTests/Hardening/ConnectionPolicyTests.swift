@@ -156,6 +156,7 @@ struct ConnectionPolicyTests {
         #expect(!RPCRouter.hasBearerCredentials(nil))
         #expect(!RPCRouter.hasBearerCredentials("Bearer"))
         #expect(!RPCRouter.hasBearerCredentials("Bearer "))
+        #expect(!RPCRouter.hasBearerCredentials("Bearer \t "))
         #expect(!RPCRouter.hasBearerCredentials("Basic abc"))
     }
 

@@ -8,15 +8,15 @@
 /// is compact with object keys sorted, the canonical form fingerprints are computed over.
 package enum JSONText {
     /// Deeper nesting is refused rather than recursed into.
-    static let maxDepth = 256
+    package static let maxDepth = 256
 
-    struct ParseError: Error, Sendable, CustomStringConvertible {
-        var offset: Int
-        var reason: String
-        var description: String { "invalid JSON at byte \(offset): \(reason)" }
+    package struct ParseError: Error, Sendable, CustomStringConvertible {
+        package var offset: Int
+        package var reason: String
+        package var description: String { "invalid JSON at byte \(offset): \(reason)" }
     }
 
-    static func parse(_ bytes: some Collection<UInt8>) throws(ParseError) -> JSONValue {
+    package static func parse(_ bytes: some Collection<UInt8>) throws(ParseError) -> JSONValue {
         let array = Array(bytes)
         var parser = Parser(bytes: array)
         parser.skipWhitespace()
@@ -241,7 +241,7 @@ package enum JSONText {
 
     // MARK: Writing
 
-    static func write(_ value: JSONValue) -> String {
+    package static func write(_ value: JSONValue) -> String {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(64)
         write(value, into: &bytes)
@@ -338,7 +338,7 @@ package enum JSONText {
 
     /// `text` as a JSON string literal (also used by `JSONWriter`). Runs of bytes that need no
     /// escape are copied at once.
-    static func writeString(_ text: String, into bytes: inout [UInt8]) {
+    package static func writeString(_ text: String, into bytes: inout [UInt8]) {
         bytes.append(UInt8(ascii: "\""))
         var text = text
         text.withUTF8 { utf8 in
