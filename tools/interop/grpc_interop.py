@@ -415,12 +415,10 @@ class Suite:
 
     # Checks that fail against flowd for a reason not yet understood; skipped (and listed as
     # SKIP) unless named with --only or --include-known-issues. Each names where it is tracked.
-    KNOWN_ISSUES = {
-        # grpcio 1.85.1 resets the stream with "frame of size 16384 overflows local window of 0"
-        # although nghttp2 stays within the window it computed from the client's own
-        # WINDOW_UPDATEs, and h2_checks.py's strict small_window_slow_reader passes. Passes against
-        # grpcio's own server. See the notes on issue 2.
-        "flow_control_slow_reader": "grpcio reports a window overflow under a pausing reader (issue 2 notes)",
+    KNOWN_ISSUES: dict[str, str] = {
+        # (none now) flow_control_slow_reader was listed here: grpcio saw "frame of size 16384
+        # overflows local window". The cause was flowd's: a flush re-entered from
+        # channelWritabilityChanged wrote the same output bytes twice.
     }
 
     def run(self) -> None:

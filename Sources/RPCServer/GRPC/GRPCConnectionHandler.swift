@@ -74,6 +74,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     var runningHandlers = 0
     var output = ByteBuffer()
     var flushScheduled = false
+    /// `flushNow` is running; `flushAgain`: it was asked again meanwhile.
+    var flushing = false
+    var flushAgain = false
     var manager = ConnectionManager()
     var abuse: AbuseGuard
     var budget: ConnectionBufferBudget
@@ -673,26 +676,47 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     /// Writes everything nghttp2 has to send, then wakes writers whose stream drained.
+    ///
+    /// Re-entrant calls (a write can make the channel writable again, and
+    /// `channelWritabilityChanged` flushes) only ask the running call for another pass: a nested
+    /// pass would drain nghttp2 into `output` while the outer one is writing it.
     func flushNow() {
         flushScheduled = false
-        guard let context, let session, context.channel.isWritable else { return }
+        guard !flushing else {
+            flushAgain = true
+            return
+        }
+        flushing = true
+        defer { flushing = false }
+        repeat {
+            flushAgain = false
+            guard flushOnce() else { return }
+        } while flushAgain
+    }
+
+    /// One pass of `flushNow`; false when the connection is closing or cannot be written.
+    private func flushOnce() -> Bool {
+        guard let context, let session, context.channel.isWritable else { return false }
         do {
             try session.drainOutput(into: &output)
         } catch {
             logger.debug("closing the connection after an HTTP/2 error", metadata: ["error": "\(error)"])
             closeNote?.note(.protocolError)
             context.close(promise: nil)
-            return
+            return false
         }
         if output.readableBytes > 0 {
-            context.writeAndFlush(wrapOutboundOut(output), promise: nil)
+            let bytes = output
             output = context.channel.allocator.buffer(capacity: 0)
+            context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
         }
         handleEvents()
         resumeDrainedWriters()
         if !session.isActive {
             context.close(promise: nil)
+            return false
         }
+        return true
     }
 
     func resumeDrainedWriters() {
