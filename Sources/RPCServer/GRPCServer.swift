@@ -223,7 +223,8 @@ struct PipelineInstaller: Sendable {
             try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
             try pipeline.addHandler(HTTP1ConnectionHandler(
                 configuration: httpConfiguration, gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
-                handler: http, logger: logger, closeNote: closeNote, budget: budget))
+                handler: http, logger: logger, closeNote: closeNote, budget: budget,
+                handlersOnEventLoop: configuration.handlersOnEventLoop))
         case .tls:
             guard let tls else { throw ServerError.tlsNotConfigured }
             let pending = PendingTLSHandshake(timeout: configuration.handshakeTimeout, closeNote: closeNote)

@@ -20,6 +20,9 @@ public struct ServerConfiguration: Sendable {
     /// Handlers that may run at once per connection, counting those whose stream was already
     /// reset (Rapid Reset frees stream slots while work continues). Beyond it: REFUSED_STREAM.
     public var maxRunningHandlersPerConnection: Int = 100
+    /// Run each call's handler task on its connection's event loop rather than the global
+    /// executor: fewer thread hops per call. Handlers only await the engine, never block.
+    public var handlersOnEventLoop: Bool = true
     /// SETTINGS_MAX_HEADER_LIST_SIZE, also enforced on input (nghttp2 only advertises it).
     public var maxHeaderListSize: Int = 16 * 1024
     /// Most header fields accepted in one request.

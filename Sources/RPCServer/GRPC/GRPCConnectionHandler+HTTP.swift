@@ -57,7 +57,7 @@ extension GRPCConnectionHandler {
         httpCalls[streamID]!.body = ByteBuffer()
         let request = HTTPRequest(method: HTTPMethod(rawValue: call.method), uri: call.uri, headers: call.headers, body: call.body)
         let sink = HTTPStreamSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
-        httpCalls[streamID]!.task = Task {
+        httpCalls[streamID]!.task = Task(executorPreference: taskExecutor) {
             let response = await http.respond(to: request)
             sink.head(response)
             if case .stream(let produce) = response.body {

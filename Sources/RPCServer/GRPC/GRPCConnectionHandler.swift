@@ -70,6 +70,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     var session: NGHTTP2Session?
     var context: ChannelHandlerContext?
     var loopBound: NIOLoopBound<GRPCConnectionHandler>?
+    /// Handlers' tasks run on this connection's loop (nil: the global executor).
+    var taskExecutor: EventLoopTaskExecutor?
     var calls: [Int32: Call] = [:]
     var runningHandlers = 0
     var output = ByteBuffer()
@@ -120,6 +122,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        if configuration.handlersOnEventLoop { taskExecutor = EventLoopTaskExecutor(context.eventLoop) }
         peer = context.channel.remoteAddress?.description ?? "unknown"
         logger[metadataKey: "peer"] = "\(peer)"
         do {
@@ -469,7 +472,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let handler = call.handler
         let serverContext = call.context
         let limits = self.limits
-        calls[streamID]!.task = Task {
+        calls[streamID]!.task = Task(executorPreference: taskExecutor) {
             await handler.run(request: request, context: serverContext, limits: limits, sink: sink)
         }
     }
@@ -743,22 +746,23 @@ struct CallSink: ResponseSink {
     let connection: NIOLoopBound<GRPCConnectionHandler>
 
     func sendHeaders(_ metadata: Metadata) async throws {
-        eventLoop.execute { [connection, streamID] in
-            connection.value.sendHeaders(streamID: streamID, metadata: metadata)
-        }
+        onLoop { [connection, streamID] in connection.value.sendHeaders(streamID: streamID, metadata: metadata) }
     }
 
     func sendMessage(_ bytes: [UInt8]) async throws {
         try await withCheckedThrowingContinuation { (writer: CheckedContinuation<Void, any Error>) in
-            eventLoop.execute { [connection, streamID] in
-                connection.value.sendMessage(streamID: streamID, bytes: bytes, writer: writer)
-            }
+            onLoop { [connection, streamID] in connection.value.sendMessage(streamID: streamID, bytes: bytes, writer: writer) }
         }
     }
 
     func finish(response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
-        eventLoop.execute { [connection, streamID] in
+        onLoop { [connection, streamID] in
             connection.value.finish(streamID: streamID, response: response, status: status, metadata: metadata)
         }
+    }
+
+    /// At once when the handler runs on the connection's loop (see `EventLoopTaskExecutor`).
+    private func onLoop(_ body: @escaping @Sendable () -> Void) {
+        if eventLoop.inEventLoop { body() } else { eventLoop.execute(body) }
     }
 }

@@ -29,6 +29,9 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     private var graceTimer: Scheduled<Void>?
     private var shuttingDown = false
     private var loopBound: NIOLoopBound<HTTP1ConnectionHandler>?
+    /// Where handlers' tasks run: this connection's loop, or the global executor (nil).
+    private var taskExecutor: EventLoopTaskExecutor?
+    private let handlersOnEventLoop: Bool
     private var currentContext: ChannelHandlerContext?
     private let closeNote: ConnectionCloseNote?
     /// The server's budget of buffered request bytes (shared with the HTTP/2 connections).
@@ -39,8 +42,10 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     /// `closeNote` learns why this handler closes the connection; `budget` bounds the bytes of
     /// bodies all connections buffer.
     init(configuration: HTTP1Configuration, gracefulShutdownTimeout: TimeAmount, handler: any HTTPRequestHandling,
-         logger: Logger, closeNote: ConnectionCloseNote? = nil, budget: RequestBufferBudget? = nil) {
+         logger: Logger, closeNote: ConnectionCloseNote? = nil, budget: RequestBufferBudget? = nil,
+         handlersOnEventLoop: Bool = true) {
         self.budget = budget
+        self.handlersOnEventLoop = handlersOnEventLoop
         self.configuration = configuration
         self.gracefulShutdownTimeout = gracefulShutdownTimeout
         self.handler = handler
@@ -51,6 +56,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         currentContext = context
         loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        if handlersOnEventLoop { taskExecutor = EventLoopTaskExecutor(context.eventLoop) }
         armReadTimer(context: context)
     }
 
@@ -177,27 +183,35 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
         let channel = context.channel
         let eventLoop = context.eventLoop
         guard let loopBound else { return }
-        let task = Task {
+        let task = Task(executorPreference: taskExecutor) {
             let response = await handler.respond(to: request)
             let keepAlive = keepAlive && !Task.isCancelled
-            do {
-                try await channel.writeAndFlush(HTTPServerResponsePart.head(response.head(keepAlive: keepAlive, version: version))).get()
-                switch response.body {
-                case .full(let bytes):
-                    if bytes.readableBytes > 0 {
-                        try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(bytes))).get()
-                    }
-                case .stream(let produce):
+            let head = response.head(keepAlive: keepAlive, version: version)
+            switch response.body {
+            case .full(let bytes):
+                // Head, body and end in one flush.
+                eventLoop.execute { loopBound.value.writeComplete(head: head, body: bytes, close: !keepAlive) }
+            case .stream(let produce):
+                do {
+                    try await channel.writeAndFlush(HTTPServerResponsePart.head(head)).get()
                     try await produce(HTTPBodyWriter { bytes in
                         try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(bytes))).get()
                     })
+                    eventLoop.execute { loopBound.value.finishResponse(close: !keepAlive) }
+                } catch {
+                    channel.close(promise: nil)
                 }
-                eventLoop.execute { loopBound.value.finishResponse(close: !keepAlive) }
-            } catch {
-                channel.close(promise: nil)
             }
         }
         state = .responding(task)
+    }
+
+    /// Writes a complete response: head, body (if any) and end, flushed once.
+    private func writeComplete(head: HTTPResponseHead, body: ByteBuffer, close: Bool) {
+        guard let context = currentContext else { return }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        finishResponse(close: close)
     }
 
     /// Writes the end of the response. The state changes first: NIO's pipelining assistance
