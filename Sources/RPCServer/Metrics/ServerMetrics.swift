@@ -300,6 +300,18 @@ struct MetricsHTTPHandler: HTTPRequestHandling {
         return response
     }
 
+    func checksHead(_ head: HTTPRequest) -> Bool {
+        RESTRoute(path: head.path) != .metrics && inner.checksHead(head)
+    }
+
+    func refusal(forHead head: HTTPRequest) async -> HTTPResponse? {
+        let started = NIODeadline.now()
+        guard let response = await inner.refusal(forHead: head) else { return nil }
+        metrics.httpSeries(route: RESTRoute(path: head.path), method: head.method, code: response.status.code)
+            .record(since: started)
+        return response
+    }
+
     private static func scrape(_ request: HTTPRequest, _ endpoint: ServerMetrics) async -> HTTPResponse {
         guard request.method == .GET else { return RESTError.methodNotAllowed(allowed: [.GET]).response }
         return HTTPResponse(status: .ok, headers: ["content-type": ServerMetrics.contentType, "cache-control": "no-store"],
