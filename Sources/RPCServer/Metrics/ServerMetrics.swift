@@ -123,6 +123,8 @@ enum ConnectionCloseReason: String, CaseIterable, Sendable {
     case bodyTooLarge = "body_too_large"
     /// An HTTP/1.1 request body the server-wide budget of buffered request bytes had no room for (503).
     case serverBusy = "server_busy"
+    /// An HTTP/1.1 request refused from its head (a bad API key, 401) before its body was read.
+    case unauthenticated
     /// A framing or HTTP/2 protocol error.
     case protocolError = "protocol_error"
     /// Drained by a graceful shutdown.
