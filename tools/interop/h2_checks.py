@@ -12,7 +12,8 @@ lists, lying length prefixes, floods and graceful shutdown.
                                                   a well-formed but refused API key on gRPC and on
                                                   REST over h2c, each with a 4 MiB body: answered
                                                   UNAUTHENTICATED / 401 while the server gave the
-                                                  stream no credit beyond its initial window
+                                                  stream no credit beyond its initial window; on
+                                                  HTTP/1.1, answered 401 before the body ends
   h2_checks.py --target 127.0.0.1:PORT --drain    the graceful-shutdown client: starts a slow
                                                   server stream, prints READY after its first
                                                   message, then expects GOAWAY, the rest of the
@@ -447,10 +448,40 @@ def refused_key(host, port, key) -> int:
         status = next((h.get("grpc-status") for h in heads if "grpc-status" in h), None)
         return status == "0", f"Health/Check on the same connection: grpc-status {status}"
 
+    def run_http1():
+        # 1 MiB of a 4 MiB body, then nothing: a server that read the body before the key would
+        # wait for the rest (and answer 408 at its idle timeout).
+        sock = socket.create_connection((host, port), timeout=DEADLINE_S)
+        head = (f"POST /v1/workflows/run HTTP/1.1\r\nHost: flowd.test\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {total}\r\n\r\n").encode()
+        try:
+            sock.sendall(head + b'{"inputs": {}, "user": "u", "pad": "' + bytes(1024 * 1024))
+        except OSError:
+            pass  # the server answered and closed while this was sent: its answer is read below
+        answer = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        sock.close()
+        head_text, _, body = answer.partition(b"\r\n\r\n")
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        ok = (head_text.startswith(b"HTTP/1.1 401") and b"connection: close" in head_text.lower()
+              and parsed == {"code": "unauthorized", "message": "Access token is invalid", "status": 401})
+        return ok, f"HTTP/1.1 with 1 MiB of a 4 MiB body sent: {head_text.splitlines()[:1]} {body!r}"
+
     checks.run("refused_key_grpc", run_grpc)
     checks.run("refused_key_rest_h2c", run_rest)
     checks.run("refused_key_connection_credit", run_health)
     c.close()
+    checks.run("refused_key_rest_http1", run_http1)
     print(f"{checks.passed} passed, {checks.failed} failed", flush=True)
     return 0 if checks.failed == 0 else 1
 
