@@ -24,7 +24,7 @@ help:
 	@echo "make build    swift build (debug)"
 	@echo "make attack   the hostile-client suite against the debug flowd (tools/attack)"
 	@echo "make attack-release  the same suite against a release flowd (.build-release; not in make test)"
-	@echo "make fuzz     the libFuzzer harnesses, 60 s / 20 s each or FUZZ_SECONDS (tools/fuzz.sh)"
+	@echo "make fuzz     the libFuzzer harnesses, 60 s each or FUZZ_SECONDS (tools/fuzz.sh)"
 	@echo "make health   ask a running server for its health (HOST=$(HOST) PORT=$(PORT))"
 	@echo "make bench    h2load: 100,000 Health/Check calls against a release build"
 	@echo "make bench-engine  the release flowd over the wire: gRPC, REST, durable submissions, e2e runs/s"
@@ -103,8 +103,8 @@ attack-release: deps
 	 echo "== attack suite against $$bin/flowd"; \
 	 $(PYTHON) tools/attack/attack_suite.py --flowd "$$bin/flowd"
 
-# libFuzzer harnesses (tools/fuzz.sh): 60 s each for the framer and protobuf, 20 s each for the
-# small parsers (metadata, sniffer, JSON); FUZZ_SECONDS=600 make fuzz for a longer run of each.
+# libFuzzer harnesses (tools/fuzz.sh): 60 s each (framer, protobuf, metadata and sniffer, JSON);
+# FUZZ_SECONDS=600 make fuzz for a longer run of each.
 fuzz: deps
 	@tools/fuzz.sh
 

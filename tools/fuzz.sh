@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses (Sources/FuzzFraming, FuzzProto, FuzzHeaders, FuzzJSON) with
 # coverage and AddressSanitizer through the Swift toolchain, and runs each for its time:
-# FUZZ_SECONDS when set, else 60 s for fuzz-framing and fuzz-proto and 20 s for the small
-# parsers (fuzz-headers: grpc-timeout, authorization, idempotency-key, content-type, -bin
-# metadata, the protocol sniffer; fuzz-json: JSON text and the REST run payload).
+# FUZZ_SECONDS when set, else 60 s each (fuzz-framing, fuzz-proto, fuzz-headers: grpc-timeout,
+# authorization, idempotency-key, content-type, -bin metadata, the protocol sniffer; fuzz-json:
+# JSON text and the REST run payload).
 #
 #   tools/fuzz.sh                 every target, default times (what make test runs)
 #   FUZZ_SECONDS=600 tools/fuzz.sh fuzz-proto   one target, longer
@@ -24,10 +24,7 @@ for target in "${targets[@]}"; do
   nice -n 10 "$SWIFT" build -c release --disable-dead-strip --scratch-path .build-fuzz --sanitize=fuzzer \
     -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=address -Xswiftc -use-ld=lld --product "$target" 2>&1 | tail -n 3
   mkdir -p ".build-fuzz/corpus/$target"
-  case "$target" in
-    fuzz-headers|fuzz-json) seconds=${FUZZ_SECONDS:-20} ;;
-    *) seconds=${FUZZ_SECONDS:-60} ;;
-  esac
+  seconds=${FUZZ_SECONDS:-60}
   echo "== fuzz $target: ${seconds} s"
   log=".build-fuzz/$target.log"
   set +e

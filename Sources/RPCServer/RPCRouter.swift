@@ -15,6 +15,9 @@ public struct RPCRouter: Sendable {
     /// call without one gets: the connection answers it from the headers, before it buffers
     /// the request body.
     private(set) var credentialRequirements: [String: RPCError] = [:]
+    /// Checks of the presented `authorization` value, by service: the connection asks before it
+    /// reads the body and answers the error returned (nil admits the call).
+    private(set) var credentialVerifiers: [String: @Sendable (String?) async -> RPCError?] = [:]
 
     public init() {}
 
@@ -76,8 +79,11 @@ public struct RPCRouter: Sendable {
 
     /// Calls of `service` without a `Bearer` authorization header are answered `error` from
     /// their headers (the service's own check would answer the same after the body).
-    public mutating func requireBearerCredentials(service: String, otherwise error: RPCError) {
+    /// With `verify`, a call that has one is answered its error before the body is read.
+    public mutating func requireBearerCredentials(service: String, otherwise error: RPCError,
+                                                  verifiedBy verify: (@Sendable (String?) async -> RPCError?)? = nil) {
         credentialRequirements[service] = error
+        credentialVerifiers[service] = verify
     }
 
     /// True when `authorization` is `Bearer <token>` as the `Authenticator` reads it

@@ -71,8 +71,14 @@ def frame(message: bytes) -> bytes:
 class Server:
     """`flowd serve` on 127.0.0.1:0 with `flags`, in a temporary data directory."""
 
-    def __init__(self, flowd: str, flags: list[str]):
+    def __init__(self, flowd: str, flags: list[str], with_key: bool = False):
         self.dir = tempfile.mkdtemp(prefix="flowd-attack-")
+        # A valid API key (workflow hello), for cases whose requests must pass the key check.
+        self.key = None
+        if with_key:
+            self.key = subprocess.run([flowd, "keys", "create", "--tenant", "attack", "--workflow", "hello",
+                                       "--data-dir", self.dir], capture_output=True, text=True, check=True,
+                                      timeout=DEADLINE_S).stdout.strip()
         args = [flowd, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", self.dir,
                 "--workflows", os.path.join(REPO, "examples", "workflows"), "--log-level", "error", *flags]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -344,8 +350,8 @@ class Suite:
         self.results: list[tuple[str, bool, str]] = []
         self.rss: list[tuple[str, float, float, float]] = []
 
-    def server(self, *flags: str) -> Server:
-        return Server(self.flowd, list(flags))
+    def server(self, *flags: str, with_key: bool = False) -> Server:
+        return Server(self.flowd, list(flags), with_key=with_key)
 
     def check(self, name: str, ok: bool, detail: str):
         self.results.append((name, ok, detail))
@@ -440,11 +446,12 @@ class Suite:
         """8 HTTP/1.1 connections each send 3 MiB of a 4 MiB REST body and never finish it, against
         a server-wide budget of 8 MiB: at most 2 bodies fit, every other connection is answered
         503 server_busy and closed (before, HTTP/1.1 bodies were outside the budget: 24 MiB held)."""
-        server = self.server("--server-buffer-mib", "8", "--connection-buffer-mib", "8")
+        server = self.server("--server-buffer-mib", "8", "--connection-buffer-mib", "8", with_key=True)
         try:
             before = server.rss_mib()
             sampler = RSSSampler(server)
-            head = (b"POST /v1/workflows/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n"
+            # A valid key: a refused one is answered from the head, before any body byte is read.
+            head = (b"POST /v1/workflows/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + server.key.encode() + b"\r\n"
                     b"Content-Type: application/json\r\nContent-Length: " + str(4 * MIB).encode() + b"\r\n\r\n")
             sockets = []
             for _ in range(8):

@@ -8,6 +8,12 @@ lists, lying length prefixes, floods and graceful shutdown.
                                                   'N passed, M failed'; exit 0 when all pass
   h2_checks.py --target 127.0.0.1:PORT --timeouts a server with short handshake/idle timeouts
                                                   closes silent and idle connections
+  h2_checks.py --target 127.0.0.1:PORT --refused-key KEY
+                                                  a well-formed but refused API key on gRPC and on
+                                                  REST over h2c, each with a 4 MiB body: answered
+                                                  UNAUTHENTICATED / 401 while the server gave the
+                                                  stream no credit beyond its initial window; on
+                                                  HTTP/1.1, answered 401 before the body ends
   h2_checks.py --target 127.0.0.1:PORT --drain    the graceful-shutdown client: starts a slow
                                                   server stream, prints READY after its first
                                                   message, then expects GOAWAY, the rest of the
@@ -18,6 +24,7 @@ The Control requests are hand-encoded (a few varint fields), so nothing is gener
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import struct
 import sys
@@ -372,14 +379,124 @@ def timeouts(host, port) -> int:
     return 0 if ok else 1
 
 
+def refused_key(host, port, key) -> int:
+    """A refused key is answered from the headers: the body (4 MiB announced, sent as fast as
+    the server's credit allows) is never read beyond the stream's initial window."""
+    checks = Checks(host, port)
+    c = Client(host, port)
+    c.pump(lambda c: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in c.events))
+    window = c.conn.remote_settings.initial_window_size
+    total = 4 * 1024 * 1024
+
+    def upload(sid, first: bytes) -> int:
+        """Sends `first` then zeros up to `total` bytes, as the windows allow, until the stream ends."""
+        sent = 0
+        while not c.stream_done(sid) and sent < total:
+            room = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size, total - sent)
+            if room > 0:
+                chunk = first[sent:sent + room] if sent < len(first) else b""
+                chunk += bytes(room - len(chunk))
+                c.conn.send_data(sid, chunk)
+                c.flush()
+                sent += room
+                continue
+            credit = len([e for e in c.events if isinstance(e, h2.events.WindowUpdated)])
+            if not c.pump(lambda c: c.stream_done(sid)
+                          or len([e for e in c.events if isinstance(e, h2.events.WindowUpdated)]) > credit):
+                break
+        c.pump(lambda c: c.stream_done(sid))
+        return sent
+
+    def stream_credit(sid) -> int:
+        return sum(e.delta for e in c.stream_events(sid) if isinstance(e, h2.events.WindowUpdated))
+
+    def run_grpc():
+        sid = c.request("/flowd.v1.Workflows/RunWorkflow", None, end_stream=False,
+                        extra_headers=[("authorization", f"Bearer {key}")])
+        sent = upload(sid, b"\x00" + struct.pack(">I", total - 5))
+        heads = [headers_of(e) for e in c.stream_events(sid)
+                 if isinstance(e, (h2.events.ResponseReceived, h2.events.TrailersReceived))]
+        status = next((h.get("grpc-status") for h in heads if "grpc-status" in h), None)
+        credit = stream_credit(sid)
+        ok = status == "16" and credit == 0 and sent <= window
+        return ok, (f"grpc-status {status} (16 = UNAUTHENTICATED) after {sent} body bytes sent "
+                    f"(initial window {window}); stream credit given: {credit}")
+
+    def run_rest():
+        sid = c.request("/v1/workflows/run", None, end_stream=False, content_type="application/json",
+                        extra_headers=[("authorization", f"Bearer {key}"), ("content-length", str(total))])
+        sent = upload(sid, b'{"inputs": {}, "user": "u", "pad": "')
+        events = c.stream_events(sid)
+        head = next((headers_of(e) for e in events if isinstance(e, h2.events.ResponseReceived)), {})
+        body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+        credit = stream_credit(sid)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        ok = (head.get(":status") == "401" and credit == 0 and sent <= window
+              and answer == {"code": "unauthorized", "message": "Access token is invalid", "status": 401})
+        return ok, (f":status {head.get(':status')} {body!r} after {sent} body bytes sent "
+                    f"(initial window {window}); stream credit given: {credit}")
+
+    def run_health():
+        # The refused streams' bytes went back to the connection's window: a call still fits.
+        sid = c.request("/grpc.health.v1.Health/Check", frame(b""))
+        c.pump(lambda c: c.stream_done(sid))
+        heads = [headers_of(e) for e in c.stream_events(sid)
+                 if isinstance(e, (h2.events.ResponseReceived, h2.events.TrailersReceived))]
+        status = next((h.get("grpc-status") for h in heads if "grpc-status" in h), None)
+        return status == "0", f"Health/Check on the same connection: grpc-status {status}"
+
+    def run_http1():
+        # 1 MiB of a 4 MiB body, then nothing: a server that read the body before the key would
+        # wait for the rest (and answer 408 at its idle timeout).
+        sock = socket.create_connection((host, port), timeout=DEADLINE_S)
+        head = (f"POST /v1/workflows/run HTTP/1.1\r\nHost: flowd.test\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {total}\r\n\r\n").encode()
+        try:
+            sock.sendall(head + b'{"inputs": {}, "user": "u", "pad": "' + bytes(1024 * 1024))
+        except OSError:
+            pass  # the server answered and closed while this was sent: its answer is read below
+        answer = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        sock.close()
+        head_text, _, body = answer.partition(b"\r\n\r\n")
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        ok = (head_text.startswith(b"HTTP/1.1 401") and b"connection: close" in head_text.lower()
+              and parsed == {"code": "unauthorized", "message": "Access token is invalid", "status": 401})
+        return ok, f"HTTP/1.1 with 1 MiB of a 4 MiB body sent: {head_text.splitlines()[:1]} {body!r}"
+
+    checks.run("refused_key_grpc", run_grpc)
+    checks.run("refused_key_rest_h2c", run_rest)
+    checks.run("refused_key_connection_credit", run_health)
+    c.close()
+    checks.run("refused_key_rest_http1", run_http1)
+    print(f"{checks.passed} passed, {checks.failed} failed", flush=True)
+    return 0 if checks.failed == 0 else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", required=True)
     ap.add_argument("--drain", action="store_true", help="run the graceful-shutdown client")
     ap.add_argument("--timeouts", action="store_true",
                     help="check the handshake and idle timeouts of a server configured with short ones")
+    ap.add_argument("--refused-key", help="a well-formed API key the server refuses")
     args = ap.parse_args()
     host, port = args.target.rsplit(":", 1)
+    if args.refused_key:
+        return refused_key(host, int(port), args.refused_key)
     if args.drain:
         return drain(host, int(port))
     if args.timeouts:

@@ -20,44 +20,25 @@ extension GRPCConnectionHandler {
             default: headers.add(name: field.name, value: field.value)
             }
         }
-        httpCalls[streamID] = HTTPCall(method: method, uri: uri, headers: headers)
-        if endStream { startHTTPHandler(streamID: streamID) }
+        let head = HTTPRequest(method: HTTPMethod(rawValue: method), uri: uri, headers: headers, body: ByteBuffer())
+        let check = http.map { $0.checksHead(head) } ?? false
+        streams[streamID] = Stream(
+            machine: ServerStream(http: method, uri: uri, headers: headers,
+                                  maxBodySize: httpConfiguration.maxRequestBodySize, admitted: !check),
+            call: nil)
+        if check, let http {
+            // The body waits, uncredited, for the verdict on the key.
+            checkCredentials(streamID: streamID) { await http.refusal(forHead: head).map(Refusal.http) }
+        }
+        if endStream {
+            perform(streams[streamID]!.machine.receiveEnd(budget: &budget), streamID: streamID)
+        }
     }
 
-    func receiveHTTPBody(streamID: Int32, bytes: [UInt8]) {
-        guard var call = httpCalls[streamID], !call.rejected else { return }
-        let overLimit = call.body.readableBytes + bytes.count > httpConfiguration.maxRequestBodySize
-        if overLimit || !budget.reserve(bytes.count) {
-            call.rejected = true
-            call.body = ByteBuffer()
-            budget.release(call.buffered)
-            call.buffered = 0
-            httpCalls[streamID] = call
-            sendHTTPHead(streamID: streamID, overLimit
-                ? RESTError.payloadTooLarge(limit: httpConfiguration.maxRequestBodySize).response
-                : RESTError.serverBusy.response)
-            return
-        }
-        call.buffered += bytes.count
-        call.body.writeBytes(bytes)
-        httpCalls[streamID] = call
-    }
-
-    func startHTTPHandler(streamID: Int32) {
-        guard let call = httpCalls[streamID], !call.rejected, call.task == nil, let http, let context, let loopBound else { return }
-        guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
-            session?.resetStream(streamID: streamID, errorCode: .refusedStream)
-            scheduleFlush()
-            return
-        }
-        runningHandlers += 1
-        // The body is handed on: the connection no longer holds it.
-        budget.release(call.buffered)
-        httpCalls[streamID]!.buffered = 0
-        httpCalls[streamID]!.body = ByteBuffer()
-        let request = HTTPRequest(method: HTTPMethod(rawValue: call.method), uri: call.uri, headers: call.headers, body: call.body)
+    func startHTTPHandler(streamID: Int32, request: HTTPRequest) {
+        guard let http, let context, let loopBound else { return }
         let sink = HTTPStreamSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
-        httpCalls[streamID]!.task = Task(executorPreference: taskExecutor) {
+        streams[streamID]!.task = Task(executorPreference: taskExecutor) {
             let response = await http.respond(to: request)
             sink.head(response)
             if case .stream(let produce) = response.body {
@@ -70,7 +51,8 @@ extension GRPCConnectionHandler {
 
     /// Submits the response head; a complete body goes with it.
     func sendHTTPHead(streamID: Int32, _ response: HTTPResponse) {
-        guard httpCalls[streamID] != nil, let session else { return }
+        guard streams[streamID] != nil, let session else { return }
+        streams[streamID]!.machine.httpResponseStarted()
         var fields = [HeaderField(name: ":status", value: String(response.status.code))]
         for (name, value) in response.headers {
             let lowered = name.lowercased()
@@ -98,32 +80,23 @@ extension GRPCConnectionHandler {
     }
 
     func sendHTTPBody(streamID: Int32, bytes: ByteBuffer, writer: CheckedContinuation<Void, any Error>) {
-        guard httpCalls[streamID] != nil, let session else {
+        guard streams[streamID] != nil, let session else {
             writer.resume(throwing: CancellationError())
             return
         }
         session.sendData(streamID: streamID, bytes: Array(bytes.readableBytesView))
         scheduleFlush()
-        if session.bufferedOutboundBytes(streamID: streamID) > configuration.streamWriteHighWaterMark {
-            httpCalls[streamID]!.waitingWriters.append(writer)
-        } else {
-            writer.resume()
-        }
+        parkOrResume(streamID: streamID, writer)
     }
 
     func finishHTTPBody(streamID: Int32) {
-        guard httpCalls[streamID] != nil else { return }
+        guard streams[streamID] != nil else { return }
         session?.finishBody(streamID: streamID)
         scheduleFlush()
     }
 
     func httpHandlerFinished() {
         runningHandlers -= 1
-    }
-
-    func cancel(_ call: HTTPCall) {
-        call.task?.cancel()
-        for writer in call.waitingWriters { writer.resume(throwing: CancellationError()) }
     }
 }
 

@@ -105,15 +105,15 @@ extension GRPCConnectionHandler {
         for expiry in expired {
             let streamID = expiry.streamID
             logger.debug("resetting a stream", metadata: ["stream": "\(streamID)", "why": "\(expiry)"])
-            if calls[streamID] != nil {
-                calls[streamID]!.end(.cancelled)
-                calls[streamID]!.machine.streamClosed()
-                calls[streamID]!.task?.cancel()
-                calls[streamID]!.inbound?.finish(throwing: CancellationError())
-                calls[streamID]!.inbound = nil
+            if streams[streamID] != nil {
+                streams[streamID]!.end(.cancelled)
+                streams[streamID]!.machine.markClosed()
+                streams[streamID]!.task?.cancel()
+                streams[streamID]!.verdict?.cancel()
+                streams[streamID]!.inbound?.finish(throwing: CancellationError())
+                streams[streamID]!.inbound = nil
                 failWaitingWriters(streamID: streamID)
             }
-            if let call = httpCalls[streamID] { cancel(call) }
             session.resetStream(streamID: streamID, errorCode: .cancel)
         }
         if !expired.isEmpty { scheduleFlush() }
@@ -125,7 +125,7 @@ extension GRPCConnectionHandler {
             let connection = loopBound.value
             connection.idleTimer = nil
             connection.logger.debug("closing an idle connection")
-            connection.act(connection.manager.idleTimedOut(openStreams: connection.calls.count + connection.httpCalls.count))
+            connection.act(connection.manager.idleTimedOut(openStreams: connection.streams.count))
         }
     }
 

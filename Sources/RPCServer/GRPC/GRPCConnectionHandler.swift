@@ -17,53 +17,52 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// One accepted call.
-    struct Call {
-        var machine: ServerCallStateMachine
-        let handler: RPCHandler
-        let context: ServerContext
+    /// One stream with a request: its state machine and what runs for it. Confined to the loop.
+    struct Stream {
+        var machine: ServerStream
+        /// The gRPC method, for a call (nil for a plain HTTP request).
+        let call: CallInfo?
+        /// The handler, once started.
         var task: Task<Void, Never>?
+        /// The check of the credentials in the headers, while the stream is idle.
+        var verdict: Task<Void, Never>?
         var deadline: Scheduled<Void>?
         var waitingWriters: [CheckedContinuation<Void, any Error>] = []
         /// A bidirectional-streaming call's request messages, until the client half-closes.
         var inbound: AsyncThrowingStream<[UInt8], any Error>.Continuation?
-        let metrics: MethodMetrics
-        let started: NIODeadline
         var ended = false
-        /// Request bytes of this call held against the connection's budget: a partial
-        /// message, plus (bidirectional) messages queued and not yet taken by the handler.
-        var buffered = 0
-        /// Of `buffered`, the bytes of whole messages queued for a bidirectional handler.
-        var queued = 0
 
         /// Counts the call's end once, with the status the client sees.
         mutating func end(_ code: StatusCode) {
-            guard !ended else { return }
+            guard !ended, let call else { return }
             ended = true
-            metrics.record(code, since: started)
+            call.metrics.record(code, since: call.started)
+        }
+
+        /// Stops whatever still runs or waits for the stream.
+        func cancel() {
+            inbound?.finish(throwing: CancellationError())
+            task?.cancel()
+            verdict?.cancel()
+            deadline?.cancel()
+            for writer in waitingWriters { writer.resume(throwing: CancellationError()) }
         }
     }
 
-    static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
-
-    /// A plain HTTP request on this connection (the REST shim over h2c).
-    struct HTTPCall {
-        var method: String
-        var uri: String
-        var headers: HTTPHeaders
-        var body = ByteBuffer()
-        /// Body bytes held against the connection's budget until the handler gets them.
-        var buffered = 0
-        var rejected = false
-        var task: Task<Void, Never>?
-        var waitingWriters: [CheckedContinuation<Void, any Error>] = []
+    /// The routed method of a gRPC call.
+    struct CallInfo {
+        let handler: RPCHandler
+        let context: ServerContext
+        let metrics: MethodMetrics
+        let started: NIODeadline
     }
+
+    static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
 
     let configuration: ServerConfiguration
     let router: RPCRouter
     let http: (any HTTPRequestHandling)?
     let httpConfiguration: HTTP1Configuration
-    var httpCalls: [Int32: HTTPCall] = [:]
     var logger: Logger
     let limits = DecodingLimits()
 
@@ -72,7 +71,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     var loopBound: NIOLoopBound<GRPCConnectionHandler>?
     /// Handlers' tasks run on this connection's loop (nil: the global executor).
     var taskExecutor: EventLoopTaskExecutor?
-    var calls: [Int32: Call] = [:]
+    /// Every stream with a request, gRPC or plain HTTP.
+    var streams: [Int32: Stream] = [:]
     var runningHandlers = 0
     var output = ByteBuffer()
     var flushScheduled = false
@@ -152,8 +152,6 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         cancelAllCalls()
-        for (_, call) in httpCalls { cancel(call) }
-        httpCalls.removeAll()
         for timer in [handshakeTimer, idleTimer, graceTimer, ageTimer] { timer?.cancel() }
         sweepTask?.cancel()
         budget.releaseAll()
@@ -163,8 +161,6 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         cancelAllCalls()
-        for (_, call) in httpCalls { cancel(call) }
-        httpCalls.removeAll()
         sweepTask?.cancel()
         ageTimer?.cancel()
         budget.releaseAll()
@@ -241,36 +237,30 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .data(let streamID, let bytes):
             abuse.dataWithPayload()
             timers.activity(streamID: streamID, now: .now())
-            receiveData(streamID: streamID, bytes: bytes)
-            // The bytes are now in a budgeted buffer or dropped: the peer may send more.
-            session?.consume(streamID: streamID, count: bytes.count)
-        case .endOfRequest(let streamID):
-            timers.requestEnded(streamID: streamID, now: .now())
-            if httpCalls[streamID] != nil {
-                startHTTPHandler(streamID: streamID)
+            guard streams[streamID] != nil else {
+                // No request to read it into (answered from its headers): dropped.
+                session?.consume(streamID: streamID, count: bytes.count)
                 return
             }
-            guard calls[streamID] != nil else { return }
-            let action = calls[streamID]!.machine.receiveEnd()
-            perform(action, streamID: streamID)
+            perform(streams[streamID]!.machine.receiveData(bytes, budget: &budget), streamID: streamID)
+        case .endOfRequest(let streamID):
+            timers.requestEnded(streamID: streamID, now: .now())
+            guard streams[streamID] != nil else { return }
+            perform(streams[streamID]!.machine.receiveEnd(budget: &budget), streamID: streamID)
         case .emptyDataFrame:
             enforce(abuse.emptyDataFrame(now: .now()))
         case .peerReset(let streamID, _):
             enforce(abuse.peerReset(lifetime: timers.age(streamID: streamID, now: .now())))
         case .streamClosed(let streamID, _):
             timers.closed(streamID: streamID, now: .now())
-            if var call = calls.removeValue(forKey: streamID) {
-                call.end(.cancelled)
-                budget.release(call.buffered)
-                cancel(call)
+            if var stream = streams.removeValue(forKey: streamID) {
+                stream.end(.cancelled)
+                stream.machine.closed(budget: &budget)
+                stream.cancel()
             }
-            if let call = httpCalls.removeValue(forKey: streamID) {
-                budget.release(call.buffered)
-                cancel(call)
-            }
-            if calls.isEmpty && httpCalls.isEmpty { act(manager.allStreamsClosed()) }
+            if streams.isEmpty { act(manager.allStreamsClosed()) }
         case .settings:
-            act(manager.settingsReceived(openStreams: calls.count + httpCalls.count))
+            act(manager.settingsReceived(openStreams: streams.count))
             enforce(abuse.settingsFrame(now: .now()))
         case .ping:
             enforce(abuse.ping(now: .now()))
@@ -281,40 +271,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// A chunk of request body: into the call's deframer (or the REST body) if the
-    /// connection's budget has room, else the stream is answered RESOURCE_EXHAUSTED.
-    func receiveData(streamID: Int32, bytes: [UInt8]) {
-        if httpCalls[streamID] != nil {
-            receiveHTTPBody(streamID: streamID, bytes: bytes)
-            return
-        }
-        guard calls[streamID] != nil, !calls[streamID]!.machine.isClosed else { return }
-        guard budget.reserve(bytes.count) else {
-            let action = calls[streamID]!.machine.requestRefused(EarlyResponse(
-                code: .resourceExhausted,
-                message: "the server holds too many request bytes for this connection (limit \(budget.limit)) or in total (limit \(budget.global.limit)); retry later"))
-            perform(action, streamID: streamID)
-            return
-        }
-        calls[streamID]!.buffered += bytes.count
-        let action = calls[streamID]!.machine.receiveData(bytes)
-        perform(action, streamID: streamID)
-    }
-
-    /// Releases the call's request bytes that are no longer held (all but queued messages).
-    func releaseUnqueuedBytes(streamID: Int32) {
-        guard let call = calls[streamID] else { return }
-        budget.release(call.buffered - call.queued)
-        calls[streamID]!.buffered = call.queued
-    }
-
     /// A bidirectional handler took a message of `count` bytes (its 5-byte prefix aside).
     func requestMessageTaken(streamID: Int32, count: Int) {
-        guard let call = calls[streamID] else { return }
-        let taken = min(call.queued, count + GRPCFraming.prefixLength)
-        calls[streamID]!.queued -= taken
-        calls[streamID]!.buffered -= taken
-        budget.release(taken)
+        streams[streamID]?.machine.messageTaken(count: count, budget: &budget)
     }
 
     func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
@@ -360,130 +319,186 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         let parts = head.path.split(separator: "/")
         let service = String(parts[0])
-        if let refusal = router.credentialRequirements[service],
-           !RPCRouter.hasBearerCredentials(head.metadata[stringValues: "authorization"].first) {
+        let authorization = head.metadata[stringValues: "authorization"].first
+        if let refusal = router.credentialRequirements[service], !RPCRouter.hasBearerCredentials(authorization) {
             // Answered from the headers: the body of an unauthenticated call is never buffered.
             (handler.metrics ?? metrics.unknownMethod).record(refusal.code, since: started)
-            let (status, trailing) = RPCHandler.status(for: refusal)
-            sendTrailersOnly(streamID: streamID, httpStatus: 200,
-                             trailers: Self.trailerFields(status: status, metadata: trailing,
-                                                          maxMessageBytes: configuration.maxStatusMessageBytes))
+            sendRefusal(streamID: streamID, refusal)
             return
         }
+        let verify = router.credentialVerifiers[service]
         let timeout = head.timeout.map { min($0, configuration.maxGRPCTimeout) }
         let serverContext = ServerContext(
             descriptor: MethodDescriptor(service: service, method: String(parts[1])),
             metadata: head.metadata,
             deadline: timeout.map { NIODeadline.now() + $0 },
             peer: peer)
-        let bidirectional = handler.kind == .bidirectionalStreaming
-        var call = Call(machine: ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize,
-                                                        bidirectional: bidirectional),
-                        handler: handler, context: serverContext,
-                        metrics: handler.metrics ?? metrics.unknownMethod, started: started)
+        let machine = ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize,
+                                             bidirectional: handler.kind == .bidirectionalStreaming)
+        var stream = Stream(machine: ServerStream(grpc: machine, admitted: verify == nil),
+                            call: CallInfo(handler: handler, context: serverContext,
+                                           metrics: handler.metrics ?? metrics.unknownMethod, started: started))
         if let timeout, let context, let loopBound {
-            call.deadline = context.eventLoop.scheduleTask(in: timeout) {
+            stream.deadline = context.eventLoop.scheduleTask(in: timeout) {
                 loopBound.value.deadlineExpired(streamID: streamID)
             }
         }
-        calls[streamID] = call
-        if bidirectional {
+        streams[streamID] = stream
+        if let verify {
+            // The body waits, uncredited, for the verdict on the key.
+            checkCredentials(streamID: streamID) { await verify(authorization).map(Refusal.grpc) }
+        } else if streams[streamID]!.machine.isBidirectional {
             // The handler runs from the headers on and reads the messages as they come; a
             // client that sends more than it reads is stopped at the bound.
-            let (messages, inbound) = AsyncThrowingStream<[UInt8], any Error>.makeStream(
-                bufferingPolicy: .bufferingOldest(configuration.maxBufferedRequestMessages))
-            calls[streamID]!.inbound = inbound
-            let taken: @Sendable (Int) -> Void
-            if let context, let loopBound {
-                let eventLoop = context.eventLoop
-                taken = { count in
-                    eventLoop.execute { loopBound.value.requestMessageTaken(streamID: streamID, count: count) }
-                }
-            } else {
-                taken = { _ in }
-            }
-            startHandler(streamID: streamID, request: .stream(messages, taken: taken))
+            startHandler(streamID: streamID, .grpcStream)
         }
-        if endStream, calls[streamID] != nil {
-            let action = calls[streamID]!.machine.receiveEnd()
-            perform(action, streamID: streamID)
+        if endStream, streams[streamID] != nil {
+            perform(streams[streamID]!.machine.receiveEnd(budget: &budget), streamID: streamID)
         }
     }
 
-    func perform(_ action: ServerCallStateMachine.ReceiveAction, streamID: Int32) {
+    /// Why a stream was refused from its headers.
+    enum Refusal: Sendable {
+        case grpc(RPCError)
+        case http(HTTPResponse)
+    }
+
+    /// Runs `verdict` off the loop; the stream stays idle (its DATA held, uncredited) until it
+    /// answers: nil admits the stream, a refusal is answered at once.
+    func checkCredentials(streamID: Int32, _ verdict: @escaping @Sendable () async -> Refusal?) {
+        guard let context, let loopBound else { return }
+        let eventLoop = context.eventLoop
+        streams[streamID]?.verdict = Task(executorPreference: taskExecutor) {
+            let refusal = await verdict()
+            if eventLoop.inEventLoop {
+                loopBound.value.credentialsChecked(streamID: streamID, refusal: refusal)
+            } else {
+                eventLoop.execute { loopBound.value.credentialsChecked(streamID: streamID, refusal: refusal) }
+            }
+        }
+    }
+
+    func credentialsChecked(streamID: Int32, refusal: Refusal?) {
+        guard streams[streamID] != nil else { return }
+        streams[streamID]!.verdict = nil
+        guard let refusal else {
+            perform(streams[streamID]!.machine.admit(budget: &budget), streamID: streamID)
+            scheduleFlush()
+            return
+        }
+        guard streams[streamID]!.machine.refuse() else { return }
+        switch refusal {
+        case .grpc(let error):
+            streams[streamID]!.deadline?.cancel()
+            streams[streamID]!.end(error.code)
+            sendRefusal(streamID: streamID, error)
+        case .http(let response):
+            sendHTTPHead(streamID: streamID, response)
+        }
+    }
+
+    /// A Trailers-Only response with the status a handler throwing `error` would have ended with.
+    func sendRefusal(streamID: Int32, _ error: RPCError) {
+        let (status, trailing) = RPCHandler.status(for: error)
+        sendTrailersOnly(streamID: streamID, httpStatus: 200,
+                         trailers: Self.trailerFields(status: status, metadata: trailing,
+                                                      maxMessageBytes: configuration.maxStatusMessageBytes))
+    }
+
+    /// Does the outcome's actions in order, then gives its credit back to the peer.
+    func perform(_ outcome: ServerStream.Outcome, streamID: Int32) {
+        for action in outcome.actions where streams[streamID]?.machine.phase != .closed {
+            perform(action, streamID: streamID)
+        }
+        session?.consume(streamID: streamID, count: outcome.credit)
+    }
+
+    func perform(_ action: ServerStream.Action, streamID: Int32) {
         switch action {
-        case .none:
-            break
+        case .startHandler(let dispatch):
+            startHandler(streamID: streamID, dispatch)
         case .reject(let early):
-            calls[streamID]?.deadline?.cancel()
-            calls[streamID]?.end(early.code)
-            releaseUnqueuedBytes(streamID: streamID)
+            streams[streamID]!.deadline?.cancel()
+            streams[streamID]!.end(early.code)
             sendEarlyResponse(streamID: streamID, early)
-        case .startHandler(let request):
-            // The message is handed on: the connection no longer holds its bytes.
-            releaseUnqueuedBytes(streamID: streamID)
-            startHandler(streamID: streamID, request: .single(RequestMessage(request)))
+        case .rejectHTTP(let response):
+            sendHTTPHead(streamID: streamID, response)
         case .deliver(let messages):
-            guard calls[streamID] != nil else { return }
             for message in messages {
-                let size = message.count + GRPCFraming.prefixLength
-                if let inbound = calls[streamID]!.inbound, case .enqueued = inbound.yield(message) {
-                    calls[streamID]!.queued += size
-                    continue
+                let enqueued: Bool
+                if let inbound = streams[streamID]!.inbound, case .enqueued = inbound.yield(message) {
+                    enqueued = true
+                } else {
+                    enqueued = false
                 }
                 // Dropped: the handler will not see it, so the connection no longer holds it.
-                calls[streamID]!.buffered -= size
-                budget.release(size)
-                if let inbound = calls[streamID]!.inbound {
-                    calls[streamID]!.inbound = nil
+                streams[streamID]!.machine.delivered(size: message.count, enqueued: enqueued, budget: &budget)
+                if !enqueued, let inbound = streams[streamID]!.inbound {
+                    streams[streamID]!.inbound = nil
                     inbound.finish(throwing: RPCError(
                         code: .resourceExhausted,
                         message: "more than \(configuration.maxBufferedRequestMessages) request messages are waiting to be read"))
                 }
             }
         case .endOfRequests:
-            calls[streamID]?.inbound?.finish()
-            calls[streamID]?.inbound = nil
+            streams[streamID]!.inbound?.finish()
+            streams[streamID]!.inbound = nil
         case .failRequests(let early):
-            calls[streamID]?.inbound?.finish(throwing: RPCError(code: early.code, message: early.message))
-            calls[streamID]?.inbound = nil
-            releaseUnqueuedBytes(streamID: streamID)
+            streams[streamID]!.inbound?.finish(throwing: RPCError(code: early.code, message: early.message))
+            streams[streamID]!.inbound = nil
         }
     }
 
-    func startHandler(streamID: Int32, request: RequestInput) {
-        guard let call = calls[streamID], let context, let loopBound else { return }
+    /// Starts the stream's handler, unless the connection runs too many: then the stream is
+    /// refused (RST_STREAM REFUSED_STREAM).
+    func startHandler(streamID: Int32, _ dispatch: ServerStream.Dispatch) {
+        guard let stream = streams[streamID], let context, let loopBound else { return }
         guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
-            calls[streamID]?.inbound?.finish(throwing: CancellationError())
-            calls[streamID]?.inbound = nil
-            calls[streamID]?.machine.streamClosed()
-            calls[streamID]?.end(.unavailable)  // what clients make of REFUSED_STREAM
-            if let call = calls[streamID] {
-                budget.release(call.buffered)
-                calls[streamID]!.buffered = 0
-                calls[streamID]!.queued = 0
-            }
+            streams[streamID]!.inbound?.finish(throwing: CancellationError())
+            streams[streamID]!.inbound = nil
+            streams[streamID]!.machine.handlerRefused(budget: &budget)
+            streams[streamID]!.end(.unavailable)  // what clients make of REFUSED_STREAM
             session?.resetStream(streamID: streamID, errorCode: .refusedStream)
             scheduleFlush()
             return
         }
         runningHandlers += 1
+        switch dispatch {
+        case .http(let request):
+            startHTTPHandler(streamID: streamID, request: request)
+        case .grpcMessage(let message):
+            runGRPCHandler(streamID: streamID, stream.call!, request: .single(RequestMessage(message)))
+        case .grpcStream:
+            let (messages, inbound) = AsyncThrowingStream<[UInt8], any Error>.makeStream(
+                bufferingPolicy: .bufferingOldest(configuration.maxBufferedRequestMessages))
+            streams[streamID]!.inbound = inbound
+            let eventLoop = context.eventLoop
+            let taken: @Sendable (Int) -> Void = { count in
+                eventLoop.execute { loopBound.value.requestMessageTaken(streamID: streamID, count: count) }
+            }
+            runGRPCHandler(streamID: streamID, stream.call!, request: .stream(messages, taken: taken))
+        }
+    }
+
+    func runGRPCHandler(streamID: Int32, _ call: CallInfo, request: RequestInput) {
+        guard let context, let loopBound else { return }
         let sink = CallSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
         let handler = call.handler
         let serverContext = call.context
         let limits = self.limits
-        calls[streamID]!.task = Task(executorPreference: taskExecutor) {
+        streams[streamID]!.task = Task(executorPreference: taskExecutor) {
             await handler.run(request: request, context: serverContext, limits: limits, sink: sink)
         }
     }
 
     func deadlineExpired(streamID: Int32) {
-        guard calls[streamID] != nil else { return }
-        let action = calls[streamID]!.machine.deadlineExpired()
-        calls[streamID]!.end(.deadlineExceeded)
-        calls[streamID]!.task?.cancel()
-        calls[streamID]!.inbound?.finish(throwing: CancellationError())
-        calls[streamID]!.inbound = nil
+        guard streams[streamID] != nil else { return }
+        let action = streams[streamID]!.machine.deadlineExpired()
+        streams[streamID]!.end(.deadlineExceeded)
+        streams[streamID]!.task?.cancel()
+        streams[streamID]!.verdict?.cancel()
+        streams[streamID]!.inbound?.finish(throwing: CancellationError())
+        streams[streamID]!.inbound = nil
         failWaitingWriters(streamID: streamID)
         switch action {
         case .sendDeadlineExceeded:
@@ -496,14 +511,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Ends every call of a connection that is going away.
+    /// Ends every stream of a connection that is going away.
     func cancelAllCalls() {
-        for (_, var call) in calls {
-            call.end(.cancelled)
-            budget.release(call.buffered)
-            cancel(call)
+        for (_, var stream) in streams {
+            stream.end(.cancelled)
+            stream.machine.closed(budget: &budget)
+            stream.cancel()
         }
-        calls.removeAll()
+        streams.removeAll()
     }
 
     /// Answers a request that reached no method (counted as method `unknown`).
@@ -517,29 +532,32 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         path.hasPrefix("/v1/") || path == "/metrics" || path.hasPrefix("/metrics?")
     }
 
-    func cancel(_ call: Call) {
-        call.inbound?.finish(throwing: CancellationError())
-        call.task?.cancel()
-        call.deadline?.cancel()
-        for writer in call.waitingWriters { writer.resume(throwing: CancellationError()) }
+    func failWaitingWriters(streamID: Int32) {
+        guard let writers = streams[streamID]?.waitingWriters, !writers.isEmpty else { return }
+        streams[streamID]!.waitingWriters = []
+        streams[streamID]!.machine.writersFailed()
+        for writer in writers { writer.resume(throwing: CancellationError()) }
     }
 
-    func failWaitingWriters(streamID: Int32) {
-        guard let writers = calls[streamID]?.waitingWriters, !writers.isEmpty else { return }
-        calls[streamID]!.waitingWriters = []
-        for writer in writers { writer.resume(throwing: CancellationError()) }
+    /// Parks `writer` while the stream's output is over the high-water mark, else resumes it.
+    func parkOrResume(streamID: Int32, _ writer: CheckedContinuation<Void, any Error>) {
+        let outbound = session?.bufferedOutboundBytes(streamID: streamID) ?? 0
+        switch streams[streamID]!.machine.wrote(outbound: outbound, highWaterMark: configuration.streamWriteHighWaterMark) {
+        case .park: streams[streamID]!.waitingWriters.append(writer)
+        case .resume: writer.resume()
+        }
     }
 
     // MARK: Responses (called on the loop by CallSink)
 
     func sendHeaders(streamID: Int32, metadata: Metadata) {
-        guard calls[streamID] != nil, calls[streamID]!.machine.sendHeaders() else { return }
+        guard streams[streamID] != nil, streams[streamID]!.machine.sendHeaders() else { return }
         submitResponseHeaders(streamID: streamID, metadata: metadata)
         scheduleFlush()
     }
 
     func sendMessage(streamID: Int32, bytes: [UInt8], writer: CheckedContinuation<Void, any Error>?) {
-        guard calls[streamID] != nil else {
+        guard streams[streamID] != nil else {
             writer?.resume(throwing: CancellationError())
             return
         }
@@ -548,7 +566,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             writer?.resume(throwing: Self.responseTooLarge(bytes.count, limit: configuration.maxSendMessageSize))
             return
         }
-        switch calls[streamID]!.machine.sendMessage() {
+        switch streams[streamID]!.machine.sendMessage() {
         case .callClosed:
             writer?.resume(throwing: CancellationError())
             return
@@ -561,33 +579,28 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         GRPCFraming.appendFrame(bytes, to: &framed)
         session?.sendData(streamID: streamID, bytes: framed)
         scheduleFlush()
-        guard let writer else { return }
-        if (session?.bufferedOutboundBytes(streamID: streamID) ?? 0) > configuration.streamWriteHighWaterMark {
-            calls[streamID]!.waitingWriters.append(writer)
-        } else {
-            writer.resume()
-        }
+        if let writer { parkOrResume(streamID: streamID, writer) }
     }
 
     func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         runningHandlers -= 1
-        guard calls[streamID] != nil else { return }
+        guard streams[streamID] != nil else { return }
         var response = response, status = status, metadata = metadata
         if let message = response?.message, message.count > configuration.maxSendMessageSize {
             (status, metadata) = RPCHandler.status(for: Self.responseTooLarge(message.count, limit: configuration.maxSendMessageSize))
             response = nil
         }
-        calls[streamID]!.end(status.code)
+        streams[streamID]!.end(status.code)
         if let response {
             sendHeaders(streamID: streamID, metadata: response.metadata)
             sendMessage(streamID: streamID, bytes: response.message, writer: nil)
         }
-        calls[streamID]!.deadline?.cancel()
-        calls[streamID]!.inbound?.finish()
-        calls[streamID]!.inbound = nil
+        streams[streamID]!.deadline?.cancel()
+        streams[streamID]!.inbound?.finish()
+        streams[streamID]!.inbound = nil
         let trailers = Self.trailerFields(status: status, metadata: metadata,
                                           maxMessageBytes: configuration.maxStatusMessageBytes)
-        switch calls[streamID]!.machine.finish() {
+        switch streams[streamID]!.machine.finish() {
         case .sendTrailersOnly:
             sendTrailersOnly(streamID: streamID, httpStatus: 200, trailers: trailers)
         case .sendTrailers:
@@ -724,17 +737,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     func resumeDrainedWriters() {
         guard let session else { return }
-        for (streamID, call) in httpCalls where !call.waitingWriters.isEmpty {
-            if session.bufferedOutboundBytes(streamID: streamID) < configuration.streamWriteLowWaterMark {
-                httpCalls[streamID]!.waitingWriters = []
-                for writer in call.waitingWriters { writer.resume() }
-            }
-        }
-        for (streamID, call) in calls where !call.waitingWriters.isEmpty {
-            if session.bufferedOutboundBytes(streamID: streamID) < configuration.streamWriteLowWaterMark {
-                calls[streamID]!.waitingWriters = []
-                for writer in call.waitingWriters { writer.resume() }
-            }
+        for (streamID, stream) in streams where !stream.waitingWriters.isEmpty {
+            let outbound = session.bufferedOutboundBytes(streamID: streamID)
+            guard streams[streamID]!.machine.drained(outbound: outbound, lowWaterMark: configuration.streamWriteLowWaterMark) > 0
+            else { continue }
+            streams[streamID]!.waitingWriters = []
+            for writer in stream.waitingWriters { writer.resume() }
         }
     }
 }

@@ -80,7 +80,7 @@ final class NGHTTP2Session {
     private var streams: [Int32: StreamIO] = [:]
     private var events: [HTTP2Event] = []
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
-    /// must follow the END_STREAM HEADERS, and may only be submitted after it was sent.
+    /// must follow the frame with END_STREAM, and may only be submitted after it was sent.
     private var earlyClosedStreams: [Int32] = []
     /// Bytes that arrived for streams that are gone: credited to the connection after
     /// `mem_recv`/`mem_send` return (callbacks must not call back into nghttp2).
@@ -386,7 +386,9 @@ final class NGHTTP2Session {
     }
 
     private func onFrameSend(_ frame: UnsafePointer<nghttp2_frame>) {
-        guard flowd_h2_frame_is_headers(frame) != 0, flowd_h2_frame_has_end_stream(frame) != 0 else { return }
+        // A response ends with END_STREAM on HEADERS (gRPC) or on DATA (plain HTTP).
+        guard flowd_h2_frame_is_headers(frame) != 0 || flowd_h2_frame_is_data(frame) != 0,
+              flowd_h2_frame_has_end_stream(frame) != 0 else { return }
         let id = flowd_h2_frame_stream_id(frame)
         if let stream = streams[id], !stream.requestEnded {
             earlyClosedStreams.append(id)

@@ -123,6 +123,8 @@ enum ConnectionCloseReason: String, CaseIterable, Sendable {
     case bodyTooLarge = "body_too_large"
     /// An HTTP/1.1 request body the server-wide budget of buffered request bytes had no room for (503).
     case serverBusy = "server_busy"
+    /// An HTTP/1.1 request refused from its head (a bad API key, 401) before its body was read.
+    case unauthenticated
     /// A framing or HTTP/2 protocol error.
     case protocolError = "protocol_error"
     /// Drained by a graceful shutdown.
@@ -297,6 +299,18 @@ struct MetricsHTTPHandler: HTTPRequestHandling {
         } else {
             series.record(since: started)
         }
+        return response
+    }
+
+    func checksHead(_ head: HTTPRequest) -> Bool {
+        RESTRoute(path: head.path) != .metrics && inner.checksHead(head)
+    }
+
+    func refusal(forHead head: HTTPRequest) async -> HTTPResponse? {
+        let started = NIODeadline.now()
+        guard let response = await inner.refusal(forHead: head) else { return nil }
+        metrics.httpSeries(route: RESTRoute(path: head.path), method: head.method, code: response.status.code)
+            .record(since: started)
         return response
     }
 

@@ -74,6 +74,28 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         return response
     }
 
+    /// Every route but a preflight checks the key first.
+    public func checksHead(_ head: HTTPRequest) -> Bool {
+        guard let route = Self.route(head.path) else { return false }
+        return head.method != .OPTIONS && head.method == route.method
+    }
+
+    /// The 401 `respond(to:)` would give, decided from the head, so that a bad key's body is
+    /// never read.
+    public func refusal(forHead head: HTTPRequest) async -> HTTPResponse? {
+        guard checksHead(head) else { return nil }
+        do {
+            _ = try await authenticate(head)
+            return nil
+        } catch let error as RESTError {
+            var response = error.response
+            cors.apply(to: &response.headers, request: head)
+            return response
+        } catch {
+            return nil  // not a verdict on the key (e.g. the store failed): the handler answers
+        }
+    }
+
     private func answer(_ request: HTTPRequest) async -> HTTPResponse {
         guard let route = Self.route(request.path) else { return RESTError.notFound.response }
         if request.method == .OPTIONS {

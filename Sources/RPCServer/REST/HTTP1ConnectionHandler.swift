@@ -14,6 +14,9 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     private enum State {
         /// Waiting for (the rest of) a request.
         case reading(head: HTTPRequestHead?, body: ByteBuffer)
+        /// The head is being checked (its API key); the socket is not read meanwhile, and the
+        /// parts already decoded wait here.
+        case checking(head: HTTPRequestHead, held: [HTTPServerRequestPart], verdict: Task<Void, Never>)
         /// Answering a request.
         case responding(Task<Void, Never>)
         /// A 413 (or 503) was sent; the rest of the request is ignored and the connection closes.
@@ -65,12 +68,19 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
         currentContext = nil
         readTimer?.cancel()
         graceTimer?.cancel()
-        if case .responding(let task) = state { task.cancel() }
+        cancelTasks()
+    }
+
+    private func cancelTasks() {
+        switch state {
+        case .responding(let task), .checking(_, _, let task): task.cancel()
+        case .reading, .discarding: break
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         releaseBody()
-        if case .responding(let task) = state { task.cancel() }
+        cancelTasks()
         readTimer?.cancel()
         graceTimer?.cancel()
         context.fireChannelInactive()
@@ -101,10 +111,19 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
         switch (state, part) {
         case (.discarding, _), (.responding, _):
             return
+        case (.checking(let head, var held, let verdict), _):
+            state = .checking(head: head, held: [], verdict: verdict)
+            held.append(part)
+            state = .checking(head: head, held: held, verdict: verdict)
         case (.reading, .head(let head)):
             if let length = head.headers.first(name: "content-length").flatMap(Int.init),
                length > configuration.maxRequestBodySize {
                 rejectTooLarge(context: context)
+                return
+            }
+            let request = HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, body: ByteBuffer())
+            if handler.checksHead(request) {
+                check(head: head, request, context: context)
                 return
             }
             state = .reading(head: head, body: context.channel.allocator.buffer(capacity: 0))
@@ -132,6 +151,54 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
             return
         }
     }
+
+    /// Asks the handler about the head (its API key) with the socket's reads stopped, so that
+    /// the body of a refused request is never read.
+    private func check(head: HTTPRequestHead, _ request: HTTPRequest, context: ChannelHandlerContext) {
+        guard let loopBound else { return }
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        let handler = self.handler
+        let eventLoop = context.eventLoop
+        let verdict = Task(executorPreference: taskExecutor) {
+            let refusal = await handler.refusal(forHead: request)
+            eventLoop.execute { loopBound.value.checked(refusal: refusal) }
+        }
+        state = .checking(head: head, held: [], verdict: verdict)
+    }
+
+    private func checked(refusal: HTTPResponse?) {
+        guard let context = currentContext, case .checking(let head, let held, _) = state else { return }
+        if let refusal {
+            closeNote?.note(.unauthenticated)
+            answerUnreadAndClose(refusal, context: context)
+            return
+        }
+        state = .reading(head: head, body: context.channel.allocator.buffer(capacity: 0))
+        for part in held { channelRead(context: context, data: NIOAny(part)) }
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+    }
+
+    /// Answers a request whose body was not read, then closes: the output first, while what the
+    /// peer still sends is read and dropped for a moment (closing with unread input would make
+    /// the kernel reset the connection, and the peer could lose the answer).
+    private func answerUnreadAndClose(_ response: HTTPResponse, context: ChannelHandlerContext) {
+        state = .discarding
+        readTimer?.cancel()
+        context.write(wrapOutboundOut(.head(response.head(keepAlive: false, version: .http1_1))), promise: nil)
+        if case .full(let body) = response.body, body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+            channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        }
+        graceTimer?.cancel()
+        graceTimer = context.eventLoop.scheduleTask(in: Self.lingerTime) { channel.close(promise: nil) }
+    }
+
+    /// How long a connection answered without reading its request keeps dropping input.
+    static let lingerTime: TimeAmount = .seconds(2)
 
     /// Gives the reserved bytes of the body being read back to the server's budget.
     private func releaseBody() {

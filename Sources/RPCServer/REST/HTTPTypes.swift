@@ -79,6 +79,19 @@ public struct HTTPResponse: Sendable {
 public protocol HTTPRequestHandling: Sendable {
     /// The response to a complete request. Cancelled when the client disconnects.
     func respond(to request: HTTPRequest) async -> HTTPResponse
+
+    /// Whether `refusal(forHead:)` must be asked before the body of this request is read
+    /// (`head` has an empty body).
+    func checksHead(_ head: HTTPRequest) -> Bool
+
+    /// The answer to a request refused from its head alone (a bad API key), before its body is
+    /// read; nil admits it (`respond(to:)` then gets the whole request).
+    func refusal(forHead head: HTTPRequest) async -> HTTPResponse?
+}
+
+extension HTTPRequestHandling {
+    public func checksHead(_ head: HTTPRequest) -> Bool { false }
+    public func refusal(forHead head: HTTPRequest) async -> HTTPResponse? { nil }
 }
 
 extension String {

@@ -47,7 +47,17 @@ public struct WorkflowsService: RegistrableRPCService {
     }
 
     public func registerMethods(with router: inout RPCRouter) {
-        router.requireBearerCredentials(service: Self.serviceName, otherwise: WorkflowsErrors.unauthenticated)
+        router.requireBearerCredentials(service: Self.serviceName, otherwise: WorkflowsErrors.unauthenticated) {
+            [authenticator] authorization in
+            do {
+                _ = try await authenticator.authenticate(authorization: authorization)
+                return nil
+            } catch is AuthenticationError {
+                return WorkflowsErrors.unauthenticated
+            } catch {
+                return nil  // not a verdict on the key: the handler answers
+            }
+        }
         router.registerUnary(Self.method("RunWorkflow"), request: FlowdV1.RunWorkflowRequest.self,
                              response: FlowdV1.RunWorkflowResponse.self) { request, context in
             try await mapped(context) { key in ServerResponse(message: try await runWorkflow(request, key: key, context: context)) }
