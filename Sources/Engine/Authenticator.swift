@@ -38,6 +38,13 @@ public struct AuthenticationError: Error, Sendable, Equatable, CustomStringConve
     public var description: String { "authentication failed: \(code)" }
 }
 
+/// `Authenticator.cachedVerdict`: a verdict reached from memory, or `unknown` (ask the store).
+public enum CachedAuthentication: Sendable {
+    case accepted(APIKeyRecord)
+    case refused(AuthenticationError)
+    case unknown
+}
+
 /// The front door shared by every transport: parses `Authorization: Bearer <key>` and checks
 /// the key against an in-memory cache of the store's keys, so that a call costs one SHA-256
 /// and a dictionary look-up instead of a database read.
@@ -78,6 +85,25 @@ public final class Authenticator: Sendable {
         }
         guard let record = try await authenticate(key: key) else { throw AuthenticationError(code: .invalidKey) }
         return record
+    }
+
+    /// What `authenticate(authorization:)` would answer, when it can be told without reading the
+    /// store: a malformed header, or a key whose cache entry is fresh. Transports use it to
+    /// admit or refuse a call from its headers without a task.
+    public func cachedVerdict(authorization header: String?) -> CachedAuthentication {
+        let presented: String
+        switch BearerCredentials.parse(header) {
+        case .success(let parsed): presented = parsed
+        case .failure(.missingCredentials): return .refused(AuthenticationError(code: .missingCredentials))
+        case .failure(.wrongScheme): return .refused(AuthenticationError(code: .wrongScheme))
+        case .failure(.emptyKey): return .refused(AuthenticationError(code: .invalidKey))
+        }
+        guard let (id, secret) = APIKeyFormat.parse(presented) else { return .refused(AuthenticationError(code: .invalidKey)) }
+        let now = clock.now()
+        guard let cached = cache.withLock({ $0[id] }), now.timeIntervalSince(cached.fetchedAt) < ttl, now >= cached.fetchedAt else {
+            return .unknown
+        }
+        return cached.key.accepts(secret: secret) ? .accepted(cached.key.record) : .refused(AuthenticationError(code: .invalidKey))
     }
 
     /// The key's record when `presented` is a valid, unrevoked key; nil otherwise.

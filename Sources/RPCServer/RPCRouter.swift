@@ -7,6 +7,13 @@ public protocol RegistrableRPCService: Sendable {
     func registerMethods(with router: inout RPCRouter)
 }
 
+/// A verdict on a call's credentials reached without waiting, or `undecided`.
+public enum CredentialVerdict: Sendable {
+    case admit
+    case refuse(RPCError)
+    case undecided
+}
+
 /// Maps `/service/method` paths to handlers.
 public struct RPCRouter: Sendable {
     private(set) var handlers: [String: RPCHandler] = [:]
@@ -18,6 +25,8 @@ public struct RPCRouter: Sendable {
     /// Checks of the presented `authorization` value, by service: the connection asks before it
     /// reads the body and answers the error returned (nil admits the call).
     private(set) var credentialVerifiers: [String: @Sendable (String?) async -> RPCError?] = [:]
+    /// The same checks when they can answer at once (asked first; `.undecided` falls back).
+    private(set) var immediateCredentialVerifiers: [String: @Sendable (String?) -> CredentialVerdict] = [:]
 
     public init() {}
 
@@ -79,11 +88,14 @@ public struct RPCRouter: Sendable {
 
     /// Calls of `service` without a `Bearer` authorization header are answered `error` from
     /// their headers (the service's own check would answer the same after the body).
-    /// With `verify`, a call that has one is answered its error before the body is read.
+    /// With `verify`, a call that has one is answered its error before the body is read;
+    /// `verifyAtOnce` answers without a task when it can (a cached key), `.undecided` otherwise.
     public mutating func requireBearerCredentials(service: String, otherwise error: RPCError,
+                                                  verifyAtOnce: (@Sendable (String?) -> CredentialVerdict)? = nil,
                                                   verifiedBy verify: (@Sendable (String?) async -> RPCError?)? = nil) {
         credentialRequirements[service] = error
         credentialVerifiers[service] = verify
+        immediateCredentialVerifiers[service] = verifyAtOnce
     }
 
     /// True when `authorization` is `Bearer <token>` as the `Authenticator` reads it

@@ -52,6 +52,41 @@ struct AuthenticatorTests {
         }
     }
 
+    @Test("cachedVerdict answers from memory only: malformed headers and fresh cache entries; anything else is unknown")
+    func cachedVerdict() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let clock = ManualClock()
+            var configuration = AuthenticatorConfiguration()
+            configuration.cacheTTL = .seconds(2)
+            let authenticator = Authenticator(keys: store, clock: clock, configuration: configuration)
+            let issued = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
+            let wrongSecret = String(issued.key.dropLast()) + (issued.key.hasSuffix("0") ? "1" : "0")
+            func verdict(_ header: String?) -> String {
+                switch authenticator.cachedVerdict(authorization: header) {
+                case .accepted(let record): "accepted \(record.id)"
+                case .refused(let error): "refused \(error.code)"
+                case .unknown: "unknown"
+                }
+            }
+            #expect(verdict(nil) == "refused missingCredentials")
+            #expect(verdict("Basic \(issued.key)") == "refused wrongScheme")
+            #expect(verdict("Bearer not-a-key") == "refused invalidKey")
+            #expect(verdict("Bearer \(issued.key)") == "unknown")  // never read from the store yet
+
+            #expect(try await authenticator.authenticate(key: issued.key) == issued.record)
+            #expect(verdict("Bearer \(issued.key)") == "accepted \(issued.record.id)")
+            #expect(verdict("Bearer \(wrongSecret)") == "refused invalidKey")
+            clock.advance(by: .seconds(2))
+            #expect(verdict("Bearer \(issued.key)") == "unknown")  // stale: the store decides
+
+            #expect(try await authenticator.authenticate(key: issued.key) == issued.record)
+            #expect(try await authenticator.revoke(id: issued.record.id))
+            #expect(verdict("Bearer \(issued.key)") == "unknown")  // forgotten at once
+            #expect(try await authenticator.authenticate(key: issued.key) == nil)
+        }
+    }
+
     @Test("the cache never holds more than maxCachedKeys keys, and keys dropped from it still authenticate")
     func cacheBound() async throws {
         try await withDataDirectory { directory in

@@ -21,16 +21,23 @@ extension GRPCConnectionHandler {
             }
         }
         let head = HTTPRequest(method: HTTPMethod(rawValue: method), uri: uri, headers: headers, body: ByteBuffer())
-        let check = http.map { $0.checksHead(head) } ?? false
+        var verdict = HeadVerdict.admit
+        if let http, http.checksHead(head) { verdict = http.verdictAtOnce(forHead: head) }
+        let admitted = if case .admit = verdict { true } else { false }
         streams[streamID] = Stream(
             machine: ServerStream(http: method, uri: uri, headers: headers,
-                                  maxBodySize: httpConfiguration.maxRequestBodySize, admitted: !check),
+                                  maxBodySize: httpConfiguration.maxRequestBodySize, admitted: admitted),
             call: nil)
-        if check, let http {
+        switch verdict {
+        case .admit:
+            break
+        case .refuse(let response):
+            credentialsChecked(streamID: streamID, refusal: .http(response))
+        case .undecided:
             // The body waits, uncredited, for the verdict on the key.
-            checkCredentials(streamID: streamID) { await http.refusal(forHead: head).map(Refusal.http) }
+            if let http { checkCredentials(streamID: streamID) { await http.refusal(forHead: head).map(Refusal.http) } }
         }
-        if endStream {
+        if endStream, streams[streamID] != nil {
             perform(streams[streamID]!.machine.receiveEnd(budget: &budget), streamID: streamID)
         }
     }

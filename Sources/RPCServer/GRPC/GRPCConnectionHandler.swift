@@ -326,7 +326,15 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             sendRefusal(streamID: streamID, refusal)
             return
         }
-        let verify = router.credentialVerifiers[service]
+        var verify = router.credentialVerifiers[service]
+        var refusedAtOnce: RPCError?
+        if verify != nil, let atOnce = router.immediateCredentialVerifiers[service] {
+            switch atOnce(authorization) {
+            case .admit: verify = nil
+            case .refuse(let refusal): refusedAtOnce = refusal
+            case .undecided: break
+            }
+        }
         let timeout = head.timeout.map { min($0, configuration.maxGRPCTimeout) }
         let serverContext = ServerContext(
             descriptor: MethodDescriptor(service: service, method: String(parts[1])),
@@ -344,7 +352,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             }
         }
         streams[streamID] = stream
-        if let verify {
+        if let refusedAtOnce {
+            credentialsChecked(streamID: streamID, refusal: .grpc(refusedAtOnce))
+        } else if let verify {
             // The body waits, uncredited, for the verdict on the key.
             checkCredentials(streamID: streamID) { await verify(authorization).map(Refusal.grpc) }
         } else if streams[streamID]!.machine.isBidirectional {

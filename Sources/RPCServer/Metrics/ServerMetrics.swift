@@ -306,6 +306,17 @@ struct MetricsHTTPHandler: HTTPRequestHandling {
         RESTRoute(path: head.path) != .metrics && inner.checksHead(head)
     }
 
+    func verdictAtOnce(forHead head: HTTPRequest) -> HeadVerdict {
+        guard RESTRoute(path: head.path) != .metrics else { return .admit }
+        let started = NIODeadline.now()
+        let verdict = inner.verdictAtOnce(forHead: head)
+        if case .refuse(let response) = verdict {
+            metrics.httpSeries(route: RESTRoute(path: head.path), method: head.method, code: response.status.code)
+                .record(since: started)
+        }
+        return verdict
+    }
+
     func refusal(forHead head: HTTPRequest) async -> HTTPResponse? {
         let started = NIODeadline.now()
         guard let response = await inner.refusal(forHead: head) else { return nil }

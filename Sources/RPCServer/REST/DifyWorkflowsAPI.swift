@@ -96,6 +96,20 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         }
     }
 
+    public func verdictAtOnce(forHead head: HTTPRequest) -> HeadVerdict {
+        guard checksHead(head) else { return .admit }
+        switch authenticator.cachedVerdict(authorization: head.headers.first(name: "authorization")) {
+        case .accepted:
+            return .admit
+        case .refused(let error):
+            var response = Self.restError(error).response
+            cors.apply(to: &response.headers, request: head)
+            return .refuse(response)
+        case .unknown:
+            return .undecided
+        }
+    }
+
     private func answer(_ request: HTTPRequest) async -> HTTPResponse {
         guard let route = Self.route(request.path) else { return RESTError.notFound.response }
         if request.method == .OPTIONS {
@@ -128,14 +142,16 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         do {
             return try await authenticator.authenticate(authorization: request.headers.first(name: "authorization"))
         } catch let error as AuthenticationError {
-            switch error.code {
-            case .missingCredentials:
-                throw RESTError.unauthorized("Authorization header must be provided and start with 'Bearer'")
-            case .wrongScheme:
-                throw RESTError.unauthorized("Authorization scheme must be 'Bearer'")
-            default:
-                throw RESTError.unauthorized("Access token is invalid")
-            }
+            throw Self.restError(error)
+        }
+    }
+
+    /// Dify's three 401 messages.
+    private static func restError(_ error: AuthenticationError) -> RESTError {
+        switch error.code {
+        case .missingCredentials: RESTError.unauthorized("Authorization header must be provided and start with 'Bearer'")
+        case .wrongScheme: RESTError.unauthorized("Authorization scheme must be 'Bearer'")
+        default: RESTError.unauthorized("Access token is invalid")
         }
     }
 

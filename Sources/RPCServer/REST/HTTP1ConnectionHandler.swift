@@ -123,8 +123,17 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
             }
             let request = HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, body: ByteBuffer())
             if handler.checksHead(request) {
-                check(head: head, request, context: context)
-                return
+                switch handler.verdictAtOnce(forHead: request) {
+                case .admit:
+                    break
+                case .refuse(let response):
+                    closeNote?.note(.unauthenticated)
+                    answerUnreadAndClose(response, context: context)
+                    return
+                case .undecided:
+                    check(head: head, request, context: context)
+                    return
+                }
             }
             state = .reading(head: head, body: context.channel.allocator.buffer(capacity: 0))
         case (.reading(let head?, var body), .body(var chunk)):

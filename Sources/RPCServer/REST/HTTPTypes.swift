@@ -87,11 +87,23 @@ public protocol HTTPRequestHandling: Sendable {
     /// The answer to a request refused from its head alone (a bad API key), before its body is
     /// read; nil admits it (`respond(to:)` then gets the whole request).
     func refusal(forHead head: HTTPRequest) async -> HTTPResponse?
+
+    /// `refusal(forHead:)`'s answer when it can be given without waiting (a cached key);
+    /// asked first, `.undecided` falls back to it.
+    func verdictAtOnce(forHead head: HTTPRequest) -> HeadVerdict
+}
+
+/// A verdict on a request's head reached without waiting, or `undecided`.
+public enum HeadVerdict: Sendable {
+    case admit
+    case refuse(HTTPResponse)
+    case undecided
 }
 
 extension HTTPRequestHandling {
     public func checksHead(_ head: HTTPRequest) -> Bool { false }
     public func refusal(forHead head: HTTPRequest) async -> HTTPResponse? { nil }
+    public func verdictAtOnce(forHead head: HTTPRequest) -> HeadVerdict { .undecided }
 }
 
 extension String {

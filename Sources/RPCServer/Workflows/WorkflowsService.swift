@@ -47,8 +47,14 @@ public struct WorkflowsService: RegistrableRPCService {
     }
 
     public func registerMethods(with router: inout RPCRouter) {
-        router.requireBearerCredentials(service: Self.serviceName, otherwise: WorkflowsErrors.unauthenticated) {
-            [authenticator] authorization in
+        router.requireBearerCredentials(service: Self.serviceName, otherwise: WorkflowsErrors.unauthenticated,
+                                        verifyAtOnce: { [authenticator] authorization in
+            switch authenticator.cachedVerdict(authorization: authorization) {
+            case .accepted: .admit
+            case .refused: .refuse(WorkflowsErrors.unauthenticated)
+            case .unknown: .undecided
+            }
+        }) { [authenticator] authorization in
             do {
                 _ = try await authenticator.authenticate(authorization: authorization)
                 return nil
