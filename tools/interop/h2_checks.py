@@ -440,7 +440,11 @@ def refused_key(host, port, key) -> int:
                     f"(initial window {window}); stream credit given: {credit}")
 
     def run_health():
-        # The refused streams' bytes went back to the connection's window: a call still fits.
+        # The refused streams' bytes go back to the connection's window: the credit arrives (the
+        # server may send it after the refused stream ended: its body came after the answer) and
+        # a call fits again.
+        if not c.pump(lambda c: c.conn.outbound_flow_control_window >= 5):
+            return False, f"connection window still {c.conn.outbound_flow_control_window} after {DEADLINE_S} s"
         sid = c.request("/grpc.health.v1.Health/Check", frame(b""))
         c.pump(lambda c: c.stream_done(sid))
         heads = [headers_of(e) for e in c.stream_events(sid)
