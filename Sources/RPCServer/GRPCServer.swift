@@ -39,7 +39,8 @@ public final class GRPCServer: Sendable {
     /// server records its calls, requests and connections there and answers `GET /metrics`;
     /// without, it records them with `MetricsSystem.factory` and `/metrics` is the REST shim's
     /// (404). `afterRequestBurst` runs when the connections' buffered request bytes drop back
-    /// to zero after a burst of at least 8 MiB (flowd returns freed memory to the system there).
+    /// to zero after a burst of at least 8 MiB, on that event loop once its current task is over
+    /// (flowd returns freed memory to the system there).
     public init(configuration: ServerConfiguration, services: [any RegistrableRPCService],
                 http: (any HTTPRequestHandling)? = nil, httpConfiguration: HTTP1Configuration = HTTP1Configuration(),
                 metrics: ServerMetrics? = nil, logger: Logger,
@@ -55,7 +56,14 @@ public final class GRPCServer: Sendable {
         self.router = router
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
-        self.requestBudget = RequestBufferBudget(limit: configuration.maxBufferedRequestBytes, afterBurst: afterRequestBurst)
+        // Run after the event loop task that emptied the budget, once that task has dropped
+        // every buffer it still held.
+        let afterBurst: (@Sendable () -> Void)? = afterRequestBurst.map { action in
+            { @Sendable in
+                if let loop = MultiThreadedEventLoopGroup.currentEventLoop { loop.execute(action) } else { action() }
+            }
+        }
+        self.requestBudget = RequestBufferBudget(limit: configuration.maxBufferedRequestBytes, afterBurst: afterBurst)
         state.withLock {
             $0.limits = ConnectionLimits(maxTotal: configuration.maxConnections,
                                          maxPerAddress: configuration.maxConnectionsPerAddress)

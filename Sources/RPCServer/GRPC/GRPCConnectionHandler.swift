@@ -523,12 +523,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// Ends every stream of a connection that is going away.
     func cancelAllCalls() {
-        for (_, var stream) in streams {
+        // Each stream leaves the map before it is closed, so that its buffers are freed before
+        // their bytes go back to the budget (an emptied budget gives memory back to the system).
+        for streamID in Array(streams.keys) {
+            guard var stream = streams.removeValue(forKey: streamID) else { continue }
             stream.end(.cancelled)
             stream.machine.closed(budget: &budget)
             stream.cancel()
         }
-        streams.removeAll()
     }
 
     /// Answers a request that reached no method (counted as method `unknown`).

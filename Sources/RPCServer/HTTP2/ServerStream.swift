@@ -315,17 +315,22 @@ struct ServerStream {
     mutating func markClosed() {
         held = []
         heldEnd = false
-        if case .grpc(var machine) = request {
+        switch request {
+        case .grpc(var machine):
             machine.streamClosed()
             request = .grpc(machine)
+        case .http(var http):
+            http.body = ByteBuffer()
+            request = .http(http)
         }
         phase = .closed
     }
 
-    /// nghttp2 closed the stream: every byte it held is released.
+    /// nghttp2 closed the stream: its buffers are dropped, then their bytes released (in that
+    /// order: the budget emptying is when freed memory goes back to the system).
     mutating func closed(budget: inout ConnectionBufferBudget) {
-        releaseAll(budget: &budget)
         markClosed()
+        releaseAll(budget: &budget)
     }
 
     // MARK: Internals

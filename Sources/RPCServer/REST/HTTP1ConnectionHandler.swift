@@ -64,7 +64,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        releaseBody()
+        dropBody()
         currentContext = nil
         readTimer?.cancel()
         graceTimer?.cancel()
@@ -79,7 +79,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        releaseBody()
+        dropBody()
         cancelTasks()
         readTimer?.cancel()
         graceTimer?.cancel()
@@ -208,6 +208,13 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler {
 
     /// How long a connection answered without reading its request keeps dropping input.
     static let lingerTime: TimeAmount = .seconds(2)
+
+    /// Frees the body being read, then gives its bytes back to the server's budget (in that
+    /// order: the budget emptying is when freed memory goes back to the system).
+    private func dropBody() {
+        if case .reading(let head, _) = state { state = .reading(head: head, body: ByteBuffer()) }
+        releaseBody()
+    }
 
     /// Gives the reserved bytes of the body being read back to the server's budget.
     private func releaseBody() {
