@@ -55,8 +55,9 @@ test: deps gen-check contract interop-selftest build-tests swift-test attack fuz
 	@echo "== make test: all steps passed"
 
 gen-check: deps
-	@echo "== generated protobuf-c code matches proto/"
+	@echo "== generated protobuf-c code and Swift bindings match proto/"
 	tools/gen-protos.sh --check
+	$(PYTHON) tools/gen-swift-bindings.py --check
 
 contract:
 	@if [ -f $(CONTRACT_CHECK) ]; then \
