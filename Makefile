@@ -56,8 +56,8 @@ test: deps gen-check contract interop-selftest build-tests swift-test attack fuz
 
 gen-check: deps
 	@echo "== generated protobuf-c code and Swift bindings match proto/"
-	tools/gen-protos.sh --check
-	$(PYTHON) tools/gen-swift-bindings.py --check
+	@status=0; tools/gen-protos.sh --check || status=1; \
+	 $(PYTHON) tools/gen-swift-bindings.py --check || status=1; exit $$status
 
 contract:
 	@if [ -f $(CONTRACT_CHECK) ]; then \
