@@ -424,7 +424,7 @@ class Message:
             else:
                 self.members.append(("field", field))
         names = [self.member_name(m) for m in self.members]
-        for reserved in ("m", "arena"):
+        for reserved in ("m", "arena", "entry"):
             if reserved in names:
                 raise GenError(f"{full[1:]}: a field named {reserved!r} would shadow the generated code's names")
         if len(set(names)) != len(names):
@@ -476,12 +476,12 @@ class Message:
                 props += doc(value.doc_lines(), i2)
                 props.append(f"{i2}public var {ident(value.name)}: {value.swift_type(rel)}")
                 params.append(f"{value.name}: {value.swift_type(rel)} = {value.default(rel)}")
-                assigns.append(f"{i2}    self.{value.name} = {value.name}")
+                assigns.append(f"{i2}    self.{value.name} = {ident(value.name)}")
             else:
                 prop, enum_name, _ = self.oneofs[value]
                 props.append(f"{i2}public var {ident(prop)}: {enum_name}?")
                 params.append(f"{prop}: {enum_name}? = nil")
-                assigns.append(f"{i2}    self.{prop} = {prop}")
+                assigns.append(f"{i2}    self.{prop} = {ident(prop)}")
         body.append(props)
         init = wrap_call("public init", params, " {", i2) + assigns + [f"{i2}}}"]
         body.append(init)
@@ -703,11 +703,15 @@ def emit_binding(msg):
             continue
         field, fd = value, value.fd
         if field.map:
+            # Of duplicate keys, the last wins (as in every protobuf runtime).
             key, val = field.entry_fields()
-            k = decode_single(model, key, "$0.pointee." + c_field(key.name))
-            v = decode_single(model, val, "$0.pointee." + c_field(val.name), always_sent=True)
-            expr = (f"Dictionary(ProtobufCCodec.messages(m.{field.c}, count: m.n_{field.c}).map {{ ({k}, {v}) }}, "
-                    "uniquingKeysWith: { $1 })")
+            k = decode_single(model, key, "entry.pointee." + c_field(key.name))
+            v = decode_single(model, val, "entry.pointee." + c_field(val.name), always_sent=True)
+            out.append(f"        var {ident(field.name)}: {field.swift_type()} = [:]")
+            out.append(f"        for entry in ProtobufCCodec.messages(m.{field.c}, count: m.n_{field.c}) {{")
+            out += fit(f"            {ident(field.name)}[{k}] = {v}")
+            out.append("        }")
+            expr = ident(field.name)
         elif field.repeated:
             source = (f"ProtobufCCodec.messages(m.{field.c}, count: m.n_{field.c})" if fd.type == F.TYPE_MESSAGE
                       else f"ProtobufCCodec.elements(m.{field.c}, count: m.n_{field.c})")
@@ -755,16 +759,17 @@ def emit_binding(msg):
                 order = "!$0.key && $1.key"
             else:
                 order = "$0.key < $1.key"
+            # Sorted by key: the same map always encodes to the same bytes.
             entries = f"{field.name}Entries"
-            out.append(f"        let {entries} = {name}.sorted {{ {order} }}.map {{ key, value in")
+            out.append(f"        let {entries} = {name}.sorted {{ {order} }}")
+            out.append(f"        m.pointee.n_{field.c} = {entries}.count")
+            out.append(f"        m.pointee.{field.c} = arena.pointers({entries}.map {{ key, value in")
             out.append(f"            let entry = arena.message({entry_init})")
             out.append(f"            entry.pointee.{c_field(key.name)} = {encode_single(model, key, 'key')}")
             out.append(f"            entry.pointee.{c_field(val.name)} = "
                        + encode_single(model, val, "value", always_sent=True))
             out.append("            return entry")
-            out.append("        }")
-            out.append(f"        m.pointee.n_{field.c} = {entries}.count")
-            out.append(f"        m.pointee.{field.c} = arena.pointers({entries})")
+            out.append("        })")
         elif field.repeated:
             out.append(f"        m.pointee.n_{field.c} = {name}.count")
             out.append(f"        m.pointee.{field.c} = {encode_repeated(model, fd, name)}")
