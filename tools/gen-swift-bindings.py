@@ -456,9 +456,7 @@ class Message:
         out = doc([f"`{self.full[1:]}`."] + comment_lines(model.comments.get(self.full)), indent)
         out.append(f"{indent}public struct {self.name}: Hashable, Sendable {{")
         i2 = indent + "    "
-        body = []
-        for block in nested:
-            body.append(block)
+        body = list(nested)
         for index, (prop, enum_name, members) in self.oneofs.items():
             o = self.m.oneof_decl[index].name
             lines = doc([f"The `{o}` oneof."] + comment_lines(model.comments.get(f"{self.full}#{o}")), i2)
