@@ -55,8 +55,9 @@ test: deps gen-check contract interop-selftest build-tests swift-test attack fuz
 	@echo "== make test: all steps passed"
 
 gen-check: deps
-	@echo "== generated protobuf-c code matches proto/"
-	tools/gen-protos.sh --check
+	@echo "== generated protobuf-c code and Swift bindings match proto/"
+	@status=0; tools/gen-protos.sh --check || status=1; \
+	 $(PYTHON) tools/gen-swift-bindings.py --check || status=1; exit $$status
 
 contract:
 	@if [ -f $(CONTRACT_CHECK) ]; then \

@@ -7,7 +7,8 @@
 #   PyPI:   grpcio, grpcio-tools, grpcio-status (the interop suite's client and stub generator), h2 (frame-level checks),
 #           hyperframe, hpack (raw frames of the attack suite, tools/attack),
 #           requests, httpx (REST shim suite), dify-client-python (an unmodified Dify client against the shim),
-#           grpcio-reflection (its reflection client against the server)
+#           grpcio-reflection (its reflection client against the server),
+#           protobuf (descriptors for tools/gen-swift-bindings.py)
 #
 # Swift itself is not installed here: the toolchain must already be on PATH.
 set -euo pipefail
@@ -26,7 +27,7 @@ APT_PACKAGES=(
   gdb                   # the test watchdog prints the stacks of a hung test process (tools/swift-test-phase.sh)
 )
 PIP_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1 h2==4.1.0 hyperframe==6.1.0 hpack==4.2.0 requests httpx==0.28.1
-              dify-client-python==1.0.3 grpcio-reflection==1.85.1 prometheus-client==0.26.0)
+              dify-client-python==1.0.3 grpcio-reflection==1.85.1 prometheus-client==0.26.0 protobuf)
 # Debian's security backports (Rapid Reset, CONTINUATION flood, CVE-2026-27135) end here.
 MIN_NGHTTP2="1.52.0-1+deb12u3"
 
@@ -69,7 +70,7 @@ else
 fi
 
 # --- Python packages -------------------------------------------------------------------
-if python3 -c "import grpc, grpc_tools.protoc, grpc_status.rpc_status, h2, hyperframe, hpack, requests, httpx, dify_client, grpc_reflection" >/dev/null 2>&1; then
+if python3 -c "import grpc, grpc_tools.protoc, grpc_status.rpc_status, h2, hyperframe, hpack, requests, httpx, dify_client, grpc_reflection, google.protobuf.descriptor_pb2" >/dev/null 2>&1; then
   say "Python packages present (grpcio $(python3 -c 'import grpc; print(grpc.__version__)'))"
 else
   if ! python3 -m pip --version >/dev/null 2>&1; then
