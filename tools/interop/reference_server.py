@@ -141,6 +141,12 @@ def build(stubs):
                     yield response(request, i, seen)
             except Cancelled:
                 return
+            except GeneratorExit:
+                # grpcio abandons the generator, without resuming it, when the call ends while
+                # a message is being sent (a cancel right after the first message): the handler
+                # saw its call end all the same.
+                probes.mark(request.probe_key)
+                raise
             maybe_fail(request, context)
 
         def AwaitCancellation(self, request, context):
