@@ -31,10 +31,7 @@ struct AuthenticatorTests {
     func revocation() async throws {
         try await withDataDirectory { directory in
             let store = try makeStore(directory)
-            let clock = ManualClock()
-            var configuration = AuthenticatorConfiguration()
-            configuration.cacheTTL = .seconds(2)
-            let authenticator = Authenticator(keys: store, clock: clock, configuration: configuration)
+            let (authenticator, clock) = authenticatorWithTwoSecondCache(store)
             let local = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
             let remote = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
             #expect(try await authenticator.authenticate(key: local.key) != nil)
@@ -56,10 +53,7 @@ struct AuthenticatorTests {
     func cachedVerdict() async throws {
         try await withDataDirectory { directory in
             let store = try makeStore(directory)
-            let clock = ManualClock()
-            var configuration = AuthenticatorConfiguration()
-            configuration.cacheTTL = .seconds(2)
-            let authenticator = Authenticator(keys: store, clock: clock, configuration: configuration)
+            let (authenticator, clock) = authenticatorWithTwoSecondCache(store)
             let issued = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
             let wrongSecret = String(issued.key.dropLast()) + (issued.key.hasSuffix("0") ? "1" : "0")
             func verdict(_ header: String?) -> String {
@@ -106,5 +100,13 @@ struct AuthenticatorTests {
             _ = try await authenticator.authenticate(key: "flowd_000000000000_" + String(repeating: "0", count: 64))
             #expect(authenticator.cachedKeyCount <= 3)
         }
+    }
+
+    /// An authenticator whose cache entries live 2 s of `clock`, the clock the test advances.
+    private func authenticatorWithTwoSecondCache(_ store: SQLiteRunStore) -> (Authenticator, ManualClock) {
+        let clock = ManualClock()
+        var configuration = AuthenticatorConfiguration()
+        configuration.cacheTTL = .seconds(2)
+        return (Authenticator(keys: store, clock: clock, configuration: configuration), clock)
     }
 }
