@@ -19,8 +19,8 @@ one unmeasured warm-up per server, then ROUNDS rounds; in each round, for each c
 server once, one after the other (A, B, C, D, A, B, ...). Each h2load run is bounded (a call
 count and a timeout) and must end with every request succeeded (h2load's counts and 2xx status
 codes; h2load sees HTTP statuses only, hence the grpc-status checks). calls/s is h2load's req/s;
-p50/p99 come from h2load's --log-file (per request: microseconds from the request's start to
-the end of its response). The figures are the medians over the rounds.
+p50/p99 come from h2load's --log-file (per request: microseconds from when h2load sent it to
+the close of its stream), nearest rank over every call of the run. The figures are the medians over the rounds.
 """
 
 from __future__ import annotations
@@ -334,8 +334,10 @@ def write_markdown(path: str, png_rel: str, results: dict, rounds_data: dict, na
     L.append("## Results")
     L.append("")
     L.append("Concurrency is connections × concurrent streams per connection. calls/s is h2load's "
-             "req/s; p50 and p99 are per-call latencies (ms) from h2load's `--log-file` (the time "
-             "from a request's start to the end of its response, as the client sees it). "
+             "req/s (calls over the run's wall time, connection setup included); p50 and p99 are "
+             "per-call latencies (ms, nearest rank over every call of the run) from h2load's "
+             "`--log-file`: the time from when h2load sent the request to the close of its stream, "
+             "as the client sees it, h2load's own queueing on the shared CPUs included. "
              "flowd ÷ it is flowd's calls/s over that server's.")
     L.append("")
     L.append("| concurrency | server | calls/s | p50 ms | p99 ms | flowd ÷ it |")
