@@ -7,6 +7,12 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
 struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
   func check(
     request: Grpc_Health_V1_HealthCheckRequest,
@@ -48,4 +54,6 @@ try await withThrowingDiscardingTaskGroup { group in
   } else {
     print("listening on (unknown address)")
   }
+  fflush(nil)  // every stream: stdout is a file under the bench driver, fully buffered
+
 }
