@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -184,19 +185,19 @@ def percentile(sorted_values: list[int], q: float) -> float:
     return float(sorted_values[k])
 
 
-def h2load_argv(server: Server, load, body_file: str, log_file: str | None, n: int) -> list[str]:
+def h2load_argv(url: str, load, body_file: str, log_file: str | None, n: int) -> list[str]:
     _, c, m, _, t = load
     argv = ["h2load", "-n", str(n), "-c", str(c), "-m", str(m), "-t", str(t), *HEADERS, "-d", body_file]
     if log_file:
         argv.append(f"--log-file={log_file}")
-    return argv + [server.url]
+    return argv + [url]
 
 
 def run_h2load(server: Server, load, body_file: str, work: str, n: int, timeout: float) -> dict:
     log_file = os.path.join(work, "h2load-requests.tsv")
     if os.path.exists(log_file):
         os.unlink(log_file)
-    argv = h2load_argv(server, load, body_file, log_file, n)
+    argv = h2load_argv(server.url, load, body_file, log_file, n)
     try:
         p = sh(argv, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -254,6 +255,8 @@ def versions() -> dict:
         v["flowd_commit_subject"] = sh(["git", "log", "-1", "--format=%s"], cwd=ROOT).stdout.decode().strip()
         dirty = sh(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT).stdout.decode().strip()
         v["flowd_dirty"] = bool(dirty)
+        v["flowd_sources_commit"] = sh(["git", "log", "-1", "--format=%h (%cs)", "--", "Sources", "Package.swift"],
+                                       cwd=ROOT).stdout.decode().strip()
     except (OSError, subprocess.SubprocessError):
         v["flowd_commit"] = "?"
     return v
@@ -327,7 +330,7 @@ def write_markdown(path: str, png_rel: str, results: dict, rounds_data: dict, na
              f"{' (with uncommitted changes)' if v.get('flowd_dirty') else ''}. "
              "Unary `grpc.health.v1.Health/Check` calls (an empty request; the answer is SERVING), "
              "plaintext HTTP/2 on loopback, driven by h2load on the same machine, "
-             f"{meta['rounds']} interleaved rounds; every figure is the median over the rounds.")
+             f"{meta['rounds']} interleaved round{'s' if meta['rounds'] != 1 else ''}; every figure is the median over the rounds.")
     L.append("")
     L.append(f"![Health/Check calls/s per server and concurrency]({png_rel})")
     L.append("")
@@ -435,16 +438,15 @@ def write_markdown(path: str, png_rel: str, results: dict, rounds_data: dict, na
     L.append("")
     L.append("# load, per server, concurrency and round")
     for load in LOADS:
-        dummy = Server("x", ["true"], "", tempfile.gettempdir())
-        dummy.port = 0
-        argv = h2load_argv(dummy, load, "check.bin", "requests.tsv", int(load[3] * args.scale))
-        argv[-1] = f"http://127.0.0.1:PORT{CHECK_PATH}"
+        argv = h2load_argv(f"http://127.0.0.1:PORT{CHECK_PATH}", load, "check.bin", "requests.tsv",
+                           max(1, int(load[3] * args.scale)))
         L.append(f"timeout {args.timeout:.0f} " + " ".join(shlex.quote(a) for a in argv))
     L.append("```")
     L.append("")
     L.append("## Versions")
     L.append("")
-    L.append(f"- flowd: commit `{v.get('flowd_commit', '?')}` ({v.get('flowd_commit_subject', '')})")
+    L.append(f"- flowd: built at commit `{v.get('flowd_commit', '?')}` ({v.get('flowd_commit_subject', '')}); "
+             f"its sources last changed in `{v.get('flowd_sources_commit', '?')}`")
     L.append(f"- {v['swift']}")
     L.append(f"- {v['go']}; Debian golang-go {v['golang-go']}, golang-google-grpc-dev {v['golang-google-grpc-dev']}")
     L.append("- Swift packages (the local mirror, `tools/bench/peers/swift/Package.swift`): " +
@@ -525,6 +527,7 @@ def main(argv=None) -> int:
     finally:
         for s in servers:
             s.stop()
+        shutil.rmtree(work, ignore_errors=True)
     meta["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     for name in names:
