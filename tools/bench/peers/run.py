@@ -365,6 +365,12 @@ def write_markdown(path: str, png_rel: str, results: dict, rounds_data: dict, na
                 ratio = results["flowd"]["8×32"]["rps"] / results[name]["8×32"]["rps"]
                 L.append(f"| {name} | {ratio:.2f} | ≥ {goal:g} | {'yes' if ratio >= goal else 'no'} |")
         L.append("")
+    if "C nghttp2" in results and "1×1" in results["C nghttp2"]:
+        L.append("At 1×1 there is one call in flight: each figure is a whole round trip, h2load's own "
+                 "work on the same CPUs included, so even the C floor reaches only "
+                 f"{fmt_int(results['C nghttp2']['1×1']['rps'])} calls/s there; the 1×1 rows compare "
+                 "per-call latency more than capacity.")
+        L.append("")
     L.append("Every round (calls/s; the median above is the middle one):")
     L.append("")
     L.append("| concurrency | server | " + " | ".join(f"round {i + 1}" for i in range(meta["rounds"])) + " |")
@@ -445,8 +451,8 @@ def write_markdown(path: str, png_rel: str, results: dict, rounds_data: dict, na
     L.append("")
     L.append("## Versions")
     L.append("")
-    L.append(f"- flowd: built at commit `{v.get('flowd_commit', '?')}` ({v.get('flowd_commit_subject', '')}); "
-             f"its sources last changed in `{v.get('flowd_sources_commit', '?')}`")
+    L.append(f"- flowd: built at commit `{v.get('flowd_commit', '?')}`; its sources (`Sources/`, "
+             f"`Package.swift`) last changed in `{v.get('flowd_sources_commit', '?')}`")
     L.append(f"- {v['swift']}")
     L.append(f"- {v['go']}; Debian golang-go {v['golang-go']}, golang-google-grpc-dev {v['golang-google-grpc-dev']}")
     L.append("- Swift packages (the local mirror, `tools/bench/peers/swift/Package.swift`): " +
