@@ -625,18 +625,10 @@ def decode_single(model, fd, expr, always_sent=False):
 
 def decode_element(model, fd):
     """A closure body turning one C element `$0` of a repeated field into Swift; None: as is."""
-    t = fd.type
-    if t == F.TYPE_STRING:
-        return "str($0)"
-    if t == F.TYPE_BYTES:
-        return "ProtobufCCodec.bytes($0)"
-    if t == F.TYPE_BOOL:
-        return "$0 != 0"
-    if t in SCALARS:
-        return None
-    if t == F.TYPE_ENUM:
-        return f"{model.swift_type(fd.type_name)}(rawValue: int32($0))"
-    return f"{model.swift_type(fd.type_name)}(c: $0.pointee)"
+    if fd.type == F.TYPE_MESSAGE:
+        return f"{model.swift_type(fd.type_name)}(c: $0.pointee)"
+    single = decode_single(model, fd, "$0")
+    return None if single == "$0" else single
 
 
 def encode_single(model, fd, value, always_sent=False):
