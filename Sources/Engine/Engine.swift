@@ -171,7 +171,8 @@ public final class Engine: Sendable {
     /// each batch once stored, and remembers the first failure: the next `emit` throws it, and
     /// `finish` checks that every event was stored (`expectedLastSequence`). Events emitted
     /// while an append is queued but not yet applied join it: a quick run's node events cost
-    /// one append, not one each.
+    /// one append, not one each; and the events still waiting when the run ends go with its
+    /// finish (`takeForFinish`), so a quick run's events cost no append at all.
     private final class EventWriter: Sendable {
         private struct State {
             /// Events emitted so far (all of them, whether stored yet or not).
@@ -181,6 +182,8 @@ public final class Engine: Sendable {
             var steps = 0
             /// An append is queued and has not taken the buffer yet.
             var appendQueued = false
+            /// The run's finish is queued: it takes the buffer, a queued append leaves it.
+            var finishing = false
             var failure: (any Error)?
         }
 
@@ -210,6 +213,7 @@ public final class Engine: Sendable {
             let (hub, runID) = (self.hub, run.id)
             store.enqueueEvents(runID: run.id, attempt: run.attempt, now: clock.now(), take: { [self] in
                 state.withLock { state in
+                    if state.finishing { return ([], 0) }
                     defer {
                         state.buffer = []
                         state.steps = 0
@@ -229,6 +233,24 @@ public final class Engine: Sendable {
         private func fail(_ error: any Error) {
             state.withLock { state in
                 if state.failure == nil { state.failure = error }
+            }
+        }
+
+        /// From now on the run's finish takes the events not yet taken by an append (an
+        /// append queued before and applied after this leaves them to it). Call it before
+        /// queueing the finish.
+        func beginFinish() {
+            state.withLock { $0.finishing = true }
+        }
+
+        /// The events (and steps) no append took; called by the finish when it is applied.
+        func takeForFinish() -> (events: [NewEvent], steps: Int) {
+            state.withLock { state in
+                defer {
+                    state.buffer = []
+                    state.steps = 0
+                }
+                return (state.buffer, state.steps)
             }
         }
 
@@ -613,9 +635,12 @@ public final class Engine: Sendable {
             }
         }
         if let (state, outputs, error) = final {
+            let writer = execution.events
+            writer.beginFinish()
             let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<FinishedRun?, any Error>, Never>) in
                 store.enqueueFinish(runID: run.id, attempt: run.attempt, state: state, outputsJSON: outputs, error: error,
-                                    expectedLastSequence: execution.events.expectedLastSequence, now: clock.now()) {
+                                    expectedLastSequence: writer.expectedLastSequence, now: clock.now(),
+                                    take: { writer.takeForFinish() }) {
                     continuation.resume(returning: $0)
                 }
                 // A claim from now on is queued behind this finish: the slot is free already,
@@ -625,7 +650,7 @@ public final class Engine: Sendable {
             switch result {
             case .success(let finished?):
                 metrics.finished(finished.run)
-                hub.publish([finished.event])
+                hub.publish(finished.appended + [finished.event])
             case .success(nil): break
             case .failure(let error):
                 logger.error("recording a run's result failed", metadata: ["run": "\(run.id)", "error": "\(error)"])

@@ -208,10 +208,14 @@ public struct HeldLease: Sendable, Hashable {
 public struct FinishedRun: Sendable, Equatable {
     public var run: RunRecord
     public var event: RunEvent
+    /// Node events stored in the same transaction, just before `event` (a finish that
+    /// carried the run's last events, see `RunStore.enqueueFinish(…take:…)`); usually empty.
+    public var appended: [RunEvent]
 
-    public init(run: RunRecord, event: RunEvent) {
+    public init(run: RunRecord, event: RunEvent, appended: [RunEvent] = []) {
         self.run = run
         self.event = event
+        self.appended = appended
     }
 }
 
@@ -279,6 +283,16 @@ public protocol RunStore: Sendable {
                        expectedLastSequence: Int64?, now: Date,
                        completion: @escaping @Sendable (Result<FinishedRun?, any Error>) -> Void)
 
+    /// `enqueueFinish` that also stores the run's last node events, in the same transaction and
+    /// before its `run_finished` event (they come back in `FinishedRun.appended`): `take` is
+    /// called once, when the finish is applied, and returns what the caller gathered until
+    /// then. `expectedLastSequence` counts those events. A quick run's last events then cost
+    /// no write of their own.
+    func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                       expectedLastSequence: Int64?, now: Date,
+                       take: @escaping @Sendable () -> (events: [NewEvent], steps: Int),
+                       completion: @escaping @Sendable (Result<FinishedRun?, any Error>) -> Void)
+
     /// A durable stop request (see `StopOutcome`). Runs of other tenants are `notFound`.
     func stop(runID: String, tenant: String, now: Date) async throws -> StopOutcome
 
@@ -340,6 +354,29 @@ extension RunStore {
                 completion(.failure(error))
             }
         }
+    }
+
+    /// Appends the taken events (when there are any), then finishes, as two writes.
+    public func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                              expectedLastSequence: Int64?, now: Date,
+                              take: @escaping @Sendable () -> (events: [NewEvent], steps: Int),
+                              completion: @escaping @Sendable (Result<FinishedRun?, any Error>) -> Void) {
+        let (events, steps) = take()
+        guard !events.isEmpty else {
+            enqueueFinish(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON, error: error,
+                          expectedLastSequence: expectedLastSequence, now: now, completion: completion)
+            return
+        }
+        enqueueEvents(runID: runID, attempt: attempt, now: now, take: { (events, steps) }, completion: { appended in
+            enqueueFinish(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON, error: error,
+                          expectedLastSequence: expectedLastSequence, now: now) { finished in
+                completion(finished.map { finished in
+                    guard var finished, case .success(let stored?) = appended else { return finished }
+                    finished.appended = stored
+                    return finished
+                })
+            }
+        })
     }
 
     public func claimReportingContention(_ request: ClaimRequest, now: Date) async throws -> (runs: [ClaimedRun], contended: Bool) {

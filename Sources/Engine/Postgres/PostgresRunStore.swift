@@ -360,8 +360,10 @@ public final class PostgresRunStore: RunStore, APIKeyStore {
                 let result: Result<[RunEvent]?, any Error>
                 do {
                     let (events, steps) = take()
-                    result = .success(try await appendEvents(runID: runID, attempt: attempt, events: events,
-                                                             stepsDelta: steps, now: now))
+                    // Nothing taken (a finish carries them instead): nothing to write.
+                    result = events.isEmpty && steps == 0 ? .success([])
+                        : .success(try await appendEvents(runID: runID, attempt: attempt, events: events,
+                                                          stepsDelta: steps, now: now))
                 } catch {
                     result = .failure(error)
                 }

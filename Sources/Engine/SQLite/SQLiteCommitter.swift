@@ -23,6 +23,10 @@ import Synchronization
 ///   interrupt the others' transaction.
 /// - No timer: a batch is whatever queued while the previous one committed, at most
 ///   `maxBatchSize` ops.
+/// - The committer thread is the store's one serial resource, so it does nothing it can hand
+///   off: once a batch committed, its callers are resumed on a serial completion queue (one
+///   hand-off per batch, batches in commit order), and the thread goes on to the next batch
+///   at once. Resuming a caller wakes a thread and frees the op's closures and results.
 final class SQLiteCommitter: @unchecked Sendable {
     /// One queued write: `apply` runs it (and keeps its result), `complete` resumes the caller.
     private struct Item: Sendable {
@@ -38,6 +42,8 @@ final class SQLiteCommitter: @unchecked Sendable {
 
     private let pool: DatabasePool
     private let pending = Mutex(Pending())
+    /// Resumes the callers of committed (or failed) batches, in order, off the committer thread.
+    private let completions: DispatchQueue
     private let wake = DispatchSemaphore(value: 0)
     let maxBatchSize: Int
     /// Batches committed so far (tests read it to see that writes were grouped).
@@ -56,6 +62,7 @@ final class SQLiteCommitter: @unchecked Sendable {
         self.metrics = metrics
         self.afterCommit = afterCommit
         self.maxBatchSize = max(1, maxBatchSize)
+        completions = DispatchQueue(label: name + ".completions")
         let thread = Thread { [self] in loop() }
         thread.name = name
         thread.start()
@@ -156,18 +163,25 @@ final class SQLiteCommitter: @unchecked Sendable {
                     }
                     batchCounter.add(1, ordering: .relaxed)
                     writeCounter.add(remaining.count, ordering: .relaxed)
-                    for item in remaining { item.complete(nil) }
                     metrics?.committed(writes: remaining.count, since: began)
+                    complete(remaining, with: nil)
                     afterCommit(db)
                 }
                 return
             } catch {
                 guard let index = failedIndex, !Self.failsTheWholeBatch(error) else {
-                    for item in remaining { item.complete(error) }
+                    complete(remaining, with: error)
                     return
                 }
-                remaining.remove(at: index).complete(error)
+                complete([remaining.remove(at: index)], with: error)
             }
+        }
+    }
+
+    /// Resumes `items`' callers on the completion queue (after those of earlier hand-offs).
+    private func complete(_ items: [Item], with error: (any Error)?) {
+        completions.async {
+            for item in items { item.complete(error) }
         }
     }
 

@@ -73,17 +73,11 @@ extension SQLiteRunStore {
         }
     }
 
-    private static let eventsPerInsert = 8
+    private static let eventsPerInsert = 16
     /// `insertEventRows[n - 1]` inserts n events.
     private static let insertEventRows = (1...eventsPerInsert).map { count in
         "INSERT INTO run_events (run_id, sequence, time, kind, payload_json) VALUES "
             + Array(repeating: "(?, ?, ?, ?, ?)", count: count).joined(separator: ", ")
-    }
-
-    static func insertEvent(_ db: Database, _ event: RunEvent) throws {
-        try SQLiteRaw.execute(db, "INSERT INTO run_events (run_id, sequence, time, kind, payload_json) VALUES (?, ?, ?, ?, ?)",
-                              [.text(event.runID), .integer(event.sequence), .integer(milliseconds(event.time)),
-                               .text(event.kind.rawValue), .text(event.payloadJSON)])
     }
 
     private static func unreadable(_ id: String, _ column: String, _ value: String?) -> StoreError {

@@ -333,15 +333,14 @@ public final class SQLiteRunStore: RunStore {
                 }
                 try SQLiteRaw.execute(db, "UPDATE tenants SET last_claim = ?, scheduled = scheduled - ? WHERE tenant = ?",
                                  [.integer(last), .integer(Int64(runs.count)), .text(tenant)])
-                for run in runs {
-                    let event = try Self.insertRunEvent(db, run: run, kind: .runStarted, time: nowMS)
-                    claimed.append(ClaimedRun(run: run, event: event))
-                }
+                let events = runs.map { Self.runEvent(of: $0, kind: .runStarted, time: nowMS) }
+                try Self.insertEvents(db, events)
+                for (run, event) in zip(runs, events) { claimed.append(ClaimedRun(run: run, event: event)) }
                 held[tenant, default: 0] += runs.count
                 if let cap = request.perTenantLimit, held[tenant, default: 0] >= cap { capped.insert(tenant) }
             }
             return claimed
-        }
+        }.map { ClaimedRun(run: $0.run, event: Self.published($0.event, of: $0.run)) }
     }
 
     public func renewLeases(_ leases: [HeldLease], worker: String, leaseDuration: Duration, now: Date) async throws -> [String: LeaseStatus] {
@@ -383,6 +382,8 @@ public final class SQLiteRunStore: RunStore {
                 if taken == nil { taken = take() }
                 return taken!
             }
+            // Nothing taken (the run's finish carries them instead): nothing to write.
+            if events.isEmpty && steps == 0 { return [] }
             return try Self.appending(runID: runID, attempt: attempt, events: events, stepsDelta: steps, now: now)(db)
         }, completion: { result in completion(result.mapError(StoreError.mapping)) })
     }
@@ -420,33 +421,59 @@ public final class SQLiteRunStore: RunStore {
     public func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
                        expectedLastSequence: Int64?, now: Date) async throws -> FinishedRun? {
         try await write(try Self.finishing(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON,
-                                           error: error, expectedLastSequence: expectedLastSequence, now: now))
+                                           error: error, expectedLastSequence: expectedLastSequence, now: now,
+                                           take: { ([], 0) })).map(Self.published)
     }
 
     public func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
                               expectedLastSequence: Int64?, now: Date,
                               completion: @escaping @Sendable (Result<FinishedRun?, any Error>) -> Void) {
+        enqueueFinish(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON, error: error,
+                      expectedLastSequence: expectedLastSequence, now: now, take: { ([], 0) }, completion: completion)
+    }
+
+    /// One write: the taken events and the end share the run's UPDATE (see `end`).
+    public func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
+                              expectedLastSequence: Int64?, now: Date,
+                              take: @escaping @Sendable () -> (events: [NewEvent], steps: Int),
+                              completion: @escaping @Sendable (Result<FinishedRun?, any Error>) -> Void) {
         let body: @Sendable (Database) throws -> FinishedRun?
         do {
             body = try Self.finishing(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON,
-                                      error: error, expectedLastSequence: expectedLastSequence, now: now)
+                                      error: error, expectedLastSequence: expectedLastSequence, now: now, take: take)
         } catch {
             completion(.failure(error))
             return
         }
-        committer.enqueue(body, completion: { result in completion(result.mapError(StoreError.mapping)) })
+        committer.enqueue(body, completion: { result in
+            completion(result.map { $0.map(Self.published) }.mapError(StoreError.mapping))
+        })
     }
 
-    /// The transaction body of a finish (see `finish`).
+    /// The transaction body of a finish (see `finish`). A body may be applied more than once
+    /// (after another write of its batch failed): the events are taken on the first
+    /// application and kept for the others.
     private static func finishing(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
-                                  expectedLastSequence: Int64?, now: Date) throws -> @Sendable (Database) throws -> FinishedRun? {
+                                  expectedLastSequence: Int64?, now: Date,
+                                  take: @escaping @Sendable () -> (events: [NewEvent], steps: Int))
+        throws -> @Sendable (Database) throws -> FinishedRun? {
         guard state.isTerminal else {
             throw StoreError(code: .invalidArgument, message: "finish needs a terminal state, not \(state.rawValue)")
         }
         let nowMS = milliseconds(now)
+        let taken = Mutex<(events: [NewEvent], steps: Int)?>(nil)
         return { db in
+            let (events, steps) = taken.withLock { taken in
+                if taken == nil { taken = take() }
+                return taken!
+            }
+            if let event = events.first(where: { $0.kind == .runStarted || $0.kind == .runFinished }) {
+                throw StoreError(code: .invalidArgument,
+                                 message: "\(event.kind.rawValue) events are written by the store, not appended")
+            }
             if let finished = try end(db, runID: runID, attempt: attempt, from: .running, to: state, outputsJSON: outputsJSON,
-                                      error: error, now: nowMS, lastSequence: expectedLastSequence) {
+                                      error: error, now: nowMS, lastSequence: expectedLastSequence,
+                                      appending: events, steps: steps) {
                 return finished
             }
             guard expectedLastSequence != nil else { return nil }
@@ -470,7 +497,7 @@ public final class SQLiteRunStore: RunStore {
                                                   to: .stopped, outputsJSON: nil, error: "stopped before it started",
                                                   now: nowMS)
                 else { return .notFound }
-                return .stopped(finished.run, finished.event)
+                return .stopped(finished.run, Self.published(finished.event, of: finished.run))
             case .running:
                 try db.cachedStatement(sql: "UPDATE runs SET stop_requested = 1 WHERE id = ?").execute(arguments: [runID])
                 var requested = run
@@ -598,7 +625,7 @@ public final class SQLiteRunStore: RunStore {
                 }
             }
             return reaped
-        }
+        }.map(Self.published)
     }
 
     /// Ends every `running` run (failed; stopped when its stop was requested). Only for start-up, before this process's workers claim
@@ -615,7 +642,7 @@ public final class SQLiteRunStore: RunStore {
                     return try Self.end(db, runID: id, attempt: attempt, from: .running, to: state,
                                         outputsJSON: nil, error: error, now: nowMS)
                 }
-        }
+        }.map(Self.published)
     }
 
     /// A stop request is durable: a run whose stop was requested ends `stopped` even when its
@@ -658,32 +685,58 @@ public final class SQLiteRunStore: RunStore {
 
     /// Moves a run from `from` to the terminal `to` by compare-and-set on (id, attempt, state),
     /// clears the lease, keeps the tenant's counters, and appends the run's `run_finished`
-    /// event; nil when the CAS fails.
+    /// event; nil when the CAS fails. `appending` node events are stored first, by the same
+    /// UPDATE (with their `steps`), as `appendEvents` would; `lastSequence` is then the
+    /// sequence of the last of them.
     private static func end(_ db: Database, runID: String, attempt: Int, from: RunState, to: RunState,
-                            outputsJSON: String?, error: String?, now: Int64,
-                            lastSequence: Int64? = nil) throws -> FinishedRun? {
-        // With `lastSequence`, only a run whose last stored event is that one ends here.
+                            outputsJSON: String?, error: String?, now: Int64, lastSequence: Int64? = nil,
+                            appending events: [NewEvent] = [], steps: Int = 0) throws -> FinishedRun? {
+        let count = Int64(events.count)
+        // With `lastSequence`, only a run whose last stored event is the one before `events` ends here.
         guard try SQLiteRaw.execute(db, """
             UPDATE runs SET state = ?1, finished_at = ?2, outputs_json = ?3, error = ?4, lease_owner = NULL,
-                   lease_expires_at = NULL, last_sequence = last_sequence + 1
+                   lease_expires_at = NULL, last_sequence = last_sequence + ?9 + 1, total_steps = total_steps + ?10,
+                   last_progress_at = CASE WHEN ?9 > 0 THEN ?2 ELSE last_progress_at END
             WHERE id = ?5 AND attempt = ?6 AND state = ?7 AND (?8 IS NULL OR last_sequence = ?8)
             """, [.text(to.rawValue), .integer(now), .text(outputsJSON), .text(error), .text(runID), .integer(Int64(attempt)),
-                  .text(from.rawValue), .integer(lastSequence)]) == 1,
+                  .text(from.rawValue), .integer(lastSequence.map { $0 - count }), .integer(count),
+                  .integer(Int64(steps))]) == 1,
               let run = try fetchRun(db, id: runID, tenant: nil) else { return nil }
         try SQLiteRaw.execute(db, "UPDATE tenants SET active = active - 1, scheduled = scheduled - ? WHERE tenant = ?",
                     [.integer(from == .scheduled ? 1 : 0), .text(run.tenant)])
-        let event = try insertRunEvent(db, run: run, kind: .runFinished, time: now)
-        return FinishedRun(run: run, event: event)
+        var stored: [RunEvent] = []
+        stored.reserveCapacity(events.count + 1)
+        var sequence = run.lastSequence - count - 1
+        for event in events {
+            sequence += 1
+            stored.append(RunEvent(runID: runID, sequence: sequence, time: date(now), kind: event.kind,
+                                   payloadJSON: event.payloadJSON))
+        }
+        let event = runEvent(of: run, kind: .runFinished, time: now)
+        stored.append(event)
+        try insertEvents(db, stored)
+        stored.removeLast()
+        return FinishedRun(run: run, event: event, appended: stored)
     }
 
-    /// Stores the `run_started` or `run_finished` event of `run`, whose `lastSequence` is
-    /// already that event's; the payload is the run as it is with the event stored.
-    private static func insertRunEvent(_ db: Database, run: RunRecord, kind: RunEventKind, time: Int64) throws -> RunEvent {
-        var event = RunEvent(runID: run.id, sequence: run.lastSequence, time: date(time), kind: kind,
-                             payloadJSON: run.storedJSONPayload())
-        try insertEvent(db, event)
+    /// The `run_started` or `run_finished` event of `run`, whose `lastSequence` is already
+    /// that event's, with the payload a store keeps (the run without its inputs and outputs);
+    /// `published` makes the full one, outside the transaction.
+    private static func runEvent(of run: RunRecord, kind: RunEventKind, time: Int64) -> RunEvent {
+        RunEvent(runID: run.id, sequence: run.lastSequence, time: date(time), kind: kind, payloadJSON: run.storedJSONPayload())
+    }
+
+    /// A run event as callers get it: its payload is the run as it was when the event was stored.
+    private static func published(_ event: RunEvent, of run: RunRecord) -> RunEvent {
+        var event = event
         event.payloadJSON = run.jsonPayload()
         return event
+    }
+
+    private static func published(_ finished: FinishedRun) -> FinishedRun {
+        var finished = finished
+        finished.event = published(finished.event, of: finished.run)
+        return finished
     }
 
     // MARK: Test hooks (internal)

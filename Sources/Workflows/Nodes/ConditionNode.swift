@@ -33,10 +33,10 @@ struct ConditionNode: NodeBehavior {
 
     func prepare(_ scope: NodeScope) throws(WorkflowNodeError) -> PreparedNode {
         let left = left.resolve(scope.context), right = right.resolve(scope.context)
-        return PreparedNode(eventInputs: ["left": left, "op": .string(op.rawValue), "right": right]) { [op] _ in
+        return PreparedNode(eventInputs: ["left": left, "op": .string(op.rawValue), "right": right], instant: { [op] in
             let result = try Comparison.evaluate(left, op, right)
             return ["result": .bool(result), "branch": .string(result ? "then" : "else")]
-        }
+        })
     }
 }
 

@@ -23,6 +23,6 @@ struct EndNode: NodeBehavior {
 
     func prepare(_ scope: NodeScope) throws(WorkflowNodeError) -> PreparedNode {
         let mapped = JSONValue.object(outputs.mapValues { $0.resolve(scope.context) })
-        return PreparedNode(eventInputs: mapped) { _ in mapped }
+        return PreparedNode(eventInputs: mapped, instant: { mapped })
     }
 }

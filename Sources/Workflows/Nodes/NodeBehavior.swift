@@ -164,12 +164,24 @@ struct PreparedNode: Sendable {
     var secrets: [String] = []
     /// Does the work; the node's outputs. Honours cancellation.
     let perform: @Sendable (NodeEnvironment) async throws -> JSONValue
+    /// The work of a node that never suspends (its result is at hand once prepared): the
+    /// runner calls it in place, without the timer and the child tasks of a timeout, which
+    /// could not interrupt it anyway.
+    let instant: (@Sendable () throws -> JSONValue)?
 
     init(eventInputs: JSONValue, secrets: [String] = [],
          perform: @escaping @Sendable (NodeEnvironment) async throws -> JSONValue) {
         self.eventInputs = eventInputs
         self.secrets = secrets
         self.perform = perform
+        self.instant = nil
+    }
+
+    /// A node whose work is `instant` (see there).
+    init(eventInputs: JSONValue, instant: @escaping @Sendable () throws -> JSONValue) {
+        self.eventInputs = eventInputs
+        self.perform = { _ in try instant() }
+        self.instant = instant
     }
 }
 

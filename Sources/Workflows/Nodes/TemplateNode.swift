@@ -16,6 +16,6 @@ struct TemplateNode: NodeBehavior {
 
     func prepare(_ scope: NodeScope) throws(WorkflowNodeError) -> PreparedNode {
         let text = template.renderText(scope.context)
-        return PreparedNode(eventInputs: ["template": .string(template.source)]) { _ in ["text": .string(text)] }
+        return PreparedNode(eventInputs: ["template": .string(template.source)], instant: { ["text": .string(text)] })
     }
 }

@@ -248,7 +248,11 @@ public struct WorkflowRunner: WorkflowExecutor {
                 let outcome: Result<JSONValue, any Error>
                 do {
                     let work = try prepared.get()
-                    outcome = .success(try await withTimeout(timeout) { try await work.perform(environment) })
+                    if let instant = work.instant {
+                        outcome = .success(try instant())
+                    } else {
+                        outcome = .success(try await withTimeout(timeout) { try await work.perform(environment) })
+                    }
                 } catch {
                     outcome = .failure(error)
                 }

@@ -176,6 +176,56 @@ struct StoreDispatchTests {
         }
     }
 
+    @Test("a finish carrying the run's last events stores them before run_finished, or ends failed when events before them are missing", arguments: StoreBackend.all)
+    func finishCarryingEvents(_ backend: StoreBackend) async throws {
+        try await withStores(backend) { stores in
+            let store = try await stores.open()
+            for id in ["r", "gap"] { try await F.create(store, F.submission(id)) }
+            let (run, started) = try await F.claim(store, lease: .seconds(30))
+            let stored = try #require(try await store.appendEvents(
+                runID: run.id, attempt: run.attempt, events: [NewEvent(kind: .nodeStarted, payloadJSON: #"{"n":1}"#)],
+                stepsDelta: 0, now: F.t0.plus(seconds: 1)))
+            let last = [NewEvent(kind: .nodeFinished, payloadJSON: #"{"n":1}"#), NewEvent(kind: .nodeStarted, payloadJSON: #"{"n":2}"#),
+                        NewEvent(kind: .nodeFinished, payloadJSON: #"{"n":2}"#)]
+            let now = F.t0.plus(seconds: 2)
+            let takes = Counter()
+            let finished = try #require(try await finish(store, run, expectedLastSequence: 5, now: now) {
+                takes.increment()
+                return (last, 2)
+            })
+            #expect(takes.value == 1)
+            #expect(finished.run.state == .succeeded && finished.run.lastSequence == 6 && finished.run.totalSteps == 2)
+            #expect(finished.run.lastProgressAt == now)
+            #expect(finished.appended.map(\.sequence) == [3, 4, 5] && finished.appended.map(\.payloadJSON) == last.map(\.payloadJSON))
+            #expect(finished.appended.allSatisfy { $0.time == now && $0.runID == run.id })
+            #expect(finished.event.kind == .runFinished && finished.event.sequence == 6)
+            #expect(try F.decodePayload(finished.event) == finished.run)
+            #expect(try await store.events(runID: run.id, after: 0, limit: 10) == [started] + stored + finished.appended + [finished.event])
+
+            // An event before the carried ones is missing (as after a lost append): the run
+            // cannot end as reported.
+            let (gap, _) = try await F.claim(store, lease: .seconds(30))
+            let failed = try #require(try await finish(store, gap, expectedLastSequence: 5, now: now) { (last, 2) })
+            #expect(failed.run.state == .failed && failed.run.error == "some of the run's events could not be stored")
+            let gapEvents = try await store.events(runID: gap.id, after: 0, limit: 10)
+            #expect(gapEvents.first?.kind == .runStarted && gapEvents.last == failed.event)
+            #expect(gapEvents.map(\.sequence) == Array(1...Int64(gapEvents.count)))
+            // Not running any more: nothing is stored.
+            #expect(try await finish(store, gap, expectedLastSequence: 2, now: now) { (last, 2) } == nil)
+            #expect(try await store.events(runID: gap.id, after: 0, limit: 10) == gapEvents)
+        }
+    }
+
+    private func finish(_ store: any RunStore, _ run: RunRecord, expectedLastSequence: Int64, now: Date,
+                        take: @escaping @Sendable () -> (events: [NewEvent], steps: Int)) async throws -> FinishedRun? {
+        try await withCheckedThrowingContinuation { continuation in
+            store.enqueueFinish(runID: run.id, attempt: run.attempt, state: .succeeded, outputsJSON: "{}", error: nil,
+                                expectedLastSequence: expectedLastSequence, now: now, take: take) {
+                continuation.resume(with: $0)
+            }
+        }
+    }
+
     @Test("stop: scheduled ends at once, running gets a durable request, finished is unchanged, others are not found", arguments: StoreBackend.all)
     func stop(_ backend: StoreBackend) async throws {
         try await withStores(backend) { stores in
