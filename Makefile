@@ -15,7 +15,7 @@ CONTRACT_CHECK := ../shared/tools/check-contract.py
 # Steps run one after another, in the order they are listed, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: attack attack-release fuzz help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine bench-peers clean
+.PHONY: attack attack-release fuzz help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine bench-peers bench-callgrind clean
 
 help:
 	@echo "make run      install what is missing, build, start flowd serve on $(HOST):$(PORT)"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench    h2load: 100,000 Health/Check calls against a release build"
 	@echo "make bench-engine  the release flowd over the wire: gRPC, REST, durable submissions, e2e runs/s"
 	@echo "make bench-peers   flowd vs grpc-go, grpc-swift-2 and a C nghttp2 server: writes BENCHMARKS.md (not in make test)"
+	@echo "make bench-callgrind  server instructions per Health/Check call (valgrind callgrind) and where they go"
 	@echo "make interop-selftest  run the grpcio interop suite against its grpcio reference server"
 
 deps:
@@ -134,6 +135,10 @@ bench-peers: deps
 	@tools/bench/peers/install.sh
 	@tools/bench/peers/build.sh
 	@$(PYTHON) tools/bench/peers/run.py $(ARGS)
+
+# Instructions, not seconds: repeatable on a busy machine. See tools/bench/callgrind-health.sh.
+bench-callgrind: deps
+	@tools/bench/callgrind-health.sh
 
 clean:
 	$(SWIFT) package clean

@@ -20,6 +20,7 @@ APT_PACKAGES=(
   protobuf-compiler     # protoc
   libprotobuf-dev       # the well-known .proto files for protoc
   nghttp2-client        # h2load, nghttp (tools/bench)
+  valgrind              # callgrind: instructions per call (make bench-callgrind)
   pkg-config            # SwiftPM finds libnghttp2 / libprotobuf-c through it
   libsqlite3-dev        # the embedded store
   postgresql            # the tests' throwaway PostgreSQL server (tools/pg-test-cluster.sh; no service is used)
