@@ -41,10 +41,23 @@ public enum GRPCTimeout {
 public enum GRPCContentType {
     /// `application/grpc` or `application/grpc+proto` (with optional parameters, case-insensitive):
     /// the media type is everything before the first `;` (an empty one is no media type).
+    /// Compared as ASCII bytes, in place (it runs on every call).
     public static func isGRPC(_ value: String) -> Bool {
-        let mediaType = value.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false)
-            .first.map { $0.lowercased() } ?? ""
-        return mediaType == "application/grpc" || mediaType == "application/grpc+proto"
+        if value == "application/grpc" { return true }  // what nearly every client sends
+        let bytes = value.utf8
+        let mediaType = bytes[..<(bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.endIndex)]
+        return equalsIgnoringASCIICase(mediaType, grpc) || equalsIgnoringASCIICase(mediaType, grpcProto)
+    }
+
+    private static let grpc = Array("application/grpc".utf8)
+    private static let grpcProto = Array("application/grpc+proto".utf8)
+
+    /// `lowercase` must be lowercase ASCII.
+    private static func equalsIgnoringASCIICase(_ bytes: Substring.UTF8View, _ lowercase: [UInt8]) -> Bool {
+        guard bytes.count == lowercase.count else { return false }
+        return zip(bytes, lowercase).allSatisfy { byte, expected in
+            (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == expected
+        }
     }
 }
 

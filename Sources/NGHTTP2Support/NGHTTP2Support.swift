@@ -65,6 +65,7 @@ package struct HeaderField: Sendable, Equatable {
 /// nghttp2 copies them again during submit.
 package func withNameValues<R>(_ fields: [HeaderField], _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
     var storage: [UInt8] = []
+    storage.reserveCapacity(fields.reduce(1) { $0 + $1.name.utf8.count + $1.value.utf8.count })
     var spans: [(name: Range<Int>, value: Range<Int>)] = []
     spans.reserveCapacity(fields.count)
     for field in fields {

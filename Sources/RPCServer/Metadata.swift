@@ -58,7 +58,8 @@ public struct Metadata: Sendable, Hashable, Sequence {
 extension Metadata {
     /// Header names that belong to the protocol and never appear as application metadata.
     static func isReserved(_ name: String) -> Bool {
-        if name.hasPrefix(":") || name.hasPrefix("grpc-") { return true }
+        // Bytes, not Characters: header names are ASCII, and this runs for every field of every call.
+        if name.utf8.first == UInt8(ascii: ":") || name.utf8.starts(with: "grpc-".utf8) { return true }
         switch name {
         case "content-type", "te", "content-length", "host": return true
         default: return false
@@ -69,7 +70,7 @@ extension Metadata {
     init?(requestFields fields: [HeaderField]) {
         self.init()
         for field in fields where !Self.isReserved(field.name) {
-            if field.name.hasSuffix("-bin") {
+            if field.name.utf8.suffix(4).elementsEqual("-bin".utf8) {
                 guard let values = BinaryMetadata.decode(field.value) else { return nil }
                 for bytes in values { elements.append(Element(key: field.name, value: .binary(bytes))) }
             } else {

@@ -82,7 +82,7 @@ public struct RPCRouter: Sendable {
         _ descriptor: MethodDescriptor, kind: RPCHandler.Kind,
         body: @escaping @Sendable (RequestInput, ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
     ) {
-        handlers[descriptor.path] = RPCHandler(kind: kind, body: body)
+        handlers[descriptor.path] = RPCHandler(descriptor: descriptor, kind: kind, body: body)
         services.insert(descriptor.service)
     }
 
@@ -178,6 +178,8 @@ final class RequestMessage: @unchecked Sendable {
 /// A registered method with its types erased: decode, run, encode.
 struct RPCHandler: Sendable {
     enum Kind: Sendable { case unary, serverStreaming, bidirectionalStreaming }
+    /// The method it serves (a call's context gets it without parsing the path again).
+    let descriptor: MethodDescriptor
     let kind: Kind
     /// Set by the server (`RPCRouter.instrument`).
     var metrics: MethodMetrics?

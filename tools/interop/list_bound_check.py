@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """ListRuns under a byte bound: submits N runs with large inputs to a running flowd (stock
-grpcio, stubs generated from proto/), then lists them with page_size 100, following
+grpcio, stubs generated from proto/), waits until each has ended, then lists them with page_size 100, following
 next_page_token, and checks that every page's serialized size stays under --bound, that every
 run is listed exactly once. Prints one line per page and a summary; exits 1 on
 a failed check.
@@ -51,6 +51,11 @@ def main() -> int:
         resp = api.RunWorkflow(pb.RunWorkflowRequest(workflow=args.workflow, inputs_json=json.dumps(inputs),
                                                      response_mode=pb.RESPONSE_MODE_ASYNC), metadata=metadata, timeout=60)
         submitted.append(resp.run.id)
+    # The pages' sizes depend on the runs' outputs: list them once every run has ended (each
+    # WatchRun stream ends after its run's last event).
+    for run_id in submitted:
+        for _ in api.WatchRun(pb.WatchRunRequest(run_id=run_id), metadata=metadata, timeout=60):
+            pass
 
     failures = 0
     listed = []

@@ -18,7 +18,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     /// One stream with a request: its state machine and what runs for it. Confined to the loop.
-    struct Stream {
+    ///
+    /// A class: the handler reads and changes a stream many times per call through the map,
+    /// and a struct of this size was copied out and destroyed on every read
+    /// (`streams[id] != nil`, `streams[id]?.machine.phase`).
+    final class Stream {
         var machine: ServerStream
         /// The gRPC method, for a call (nil for a plain HTTP request).
         let call: CallInfo?
@@ -32,8 +36,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         var inbound: AsyncThrowingStream<[UInt8], any Error>.Continuation?
         var ended = false
 
+        init(machine: ServerStream, call: CallInfo?) {
+            self.machine = machine
+            self.call = call
+        }
+
         /// Counts the call's end once, with the status the client sees.
-        mutating func end(_ code: StatusCode) {
+        func end(_ code: StatusCode) {
             guard !ended, let call else { return }
             ended = true
             call.metrics.record(code, since: call.started)
@@ -237,23 +246,23 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .data(let streamID, let bytes):
             abuse.dataWithPayload()
             timers.activity(streamID: streamID, now: .now())
-            guard streams[streamID] != nil else {
+            guard let stream = streams[streamID] else {
                 // No request to read it into (answered from its headers): dropped.
                 session?.consume(streamID: streamID, count: bytes.count)
                 return
             }
-            perform(streams[streamID]!.machine.receiveData(bytes, budget: &budget), streamID: streamID)
+            perform(stream.machine.receiveData(bytes, budget: &budget), streamID: streamID)
         case .endOfRequest(let streamID):
             timers.requestEnded(streamID: streamID, now: .now())
-            guard streams[streamID] != nil else { return }
-            perform(streams[streamID]!.machine.receiveEnd(budget: &budget), streamID: streamID)
+            guard let stream = streams[streamID] else { return }
+            perform(stream.machine.receiveEnd(budget: &budget), streamID: streamID)
         case .emptyDataFrame:
             enforce(abuse.emptyDataFrame(now: .now()))
         case .peerReset(let streamID, _):
             enforce(abuse.peerReset(lifetime: timers.age(streamID: streamID, now: .now())))
         case .streamClosed(let streamID, _):
             timers.closed(streamID: streamID, now: .now())
-            if var stream = streams.removeValue(forKey: streamID) {
+            if let stream = streams.removeValue(forKey: streamID) {
                 stream.end(.cancelled)
                 stream.machine.closed(budget: &budget)
                 stream.cancel()
@@ -317,8 +326,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                            EarlyResponse(code: .unimplemented, message: "malformed method name \"\(head.path)\""))
             return
         }
-        let parts = head.path.split(separator: "/")
-        let service = String(parts[0])
+        let service = handler.descriptor.service
         let authorization = head.metadata[stringValues: "authorization"].first
         if let refusal = router.credentialRequirements[service], !RPCRouter.hasBearerCredentials(authorization) {
             // Answered from the headers: the body of an unauthenticated call is never buffered.
@@ -337,13 +345,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         let timeout = head.timeout.map { min($0, configuration.maxGRPCTimeout) }
         let serverContext = ServerContext(
-            descriptor: MethodDescriptor(service: service, method: String(parts[1])),
+            descriptor: handler.descriptor,
             metadata: head.metadata,
             deadline: timeout.map { NIODeadline.now() + $0 },
             peer: peer)
         let machine = ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize,
                                              bidirectional: handler.kind == .bidirectionalStreaming)
-        var stream = Stream(machine: ServerStream(grpc: machine, admitted: verify == nil),
+        let stream = Stream(machine: ServerStream(grpc: machine, admitted: verify == nil),
                             call: CallInfo(handler: handler, context: serverContext,
                                            metrics: handler.metrics ?? metrics.unknownMethod, started: started))
         if let timeout, let context, let loopBound {
@@ -389,18 +397,18 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func credentialsChecked(streamID: Int32, refusal: Refusal?) {
-        guard streams[streamID] != nil else { return }
-        streams[streamID]!.verdict = nil
+        guard let stream = streams[streamID] else { return }
+        stream.verdict = nil
         guard let refusal else {
-            perform(streams[streamID]!.machine.admit(budget: &budget), streamID: streamID)
+            perform(stream.machine.admit(budget: &budget), streamID: streamID)
             scheduleFlush()
             return
         }
-        guard streams[streamID]!.machine.refuse() else { return }
+        guard stream.machine.refuse() else { return }
         switch refusal {
         case .grpc(let error):
-            streams[streamID]!.deadline?.cancel()
-            streams[streamID]!.end(error.code)
+            stream.deadline?.cancel()
+            stream.end(error.code)
             sendRefusal(streamID: streamID, error)
         case .http(let response):
             sendHTTPHead(streamID: streamID, response)
@@ -526,7 +534,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         // Each stream leaves the map before it is closed, so that its buffers are freed before
         // their bytes go back to the budget (an emptied budget gives memory back to the system).
         for streamID in Array(streams.keys) {
-            guard var stream = streams.removeValue(forKey: streamID) else { continue }
+            guard let stream = streams.removeValue(forKey: streamID) else { continue }
             stream.end(.cancelled)
             stream.machine.closed(budget: &budget)
             stream.cancel()
@@ -563,13 +571,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     // MARK: Responses (called on the loop by CallSink)
 
     func sendHeaders(streamID: Int32, metadata: Metadata) {
-        guard streams[streamID] != nil, streams[streamID]!.machine.sendHeaders() else { return }
+        guard let stream = streams[streamID], stream.machine.sendHeaders() else { return }
         submitResponseHeaders(streamID: streamID, metadata: metadata)
         scheduleFlush()
     }
 
     func sendMessage(streamID: Int32, bytes: [UInt8], writer: CheckedContinuation<Void, any Error>?) {
-        guard streams[streamID] != nil else {
+        guard let stream = streams[streamID] else {
             writer?.resume(throwing: CancellationError())
             return
         }
@@ -578,7 +586,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             writer?.resume(throwing: Self.responseTooLarge(bytes.count, limit: configuration.maxSendMessageSize))
             return
         }
-        switch streams[streamID]!.machine.sendMessage() {
+        switch stream.machine.sendMessage() {
         case .callClosed:
             writer?.resume(throwing: CancellationError())
             return
@@ -596,23 +604,23 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         runningHandlers -= 1
-        guard streams[streamID] != nil else { return }
+        guard let stream = streams[streamID] else { return }
         var response = response, status = status, metadata = metadata
         if let message = response?.message, message.count > configuration.maxSendMessageSize {
             (status, metadata) = RPCHandler.status(for: Self.responseTooLarge(message.count, limit: configuration.maxSendMessageSize))
             response = nil
         }
-        streams[streamID]!.end(status.code)
+        stream.end(status.code)
         if let response {
             sendHeaders(streamID: streamID, metadata: response.metadata)
             sendMessage(streamID: streamID, bytes: response.message, writer: nil)
         }
-        streams[streamID]!.deadline?.cancel()
-        streams[streamID]!.inbound?.finish()
-        streams[streamID]!.inbound = nil
+        stream.deadline?.cancel()
+        stream.inbound?.finish()
+        stream.inbound = nil
         let trailers = Self.trailerFields(status: status, metadata: metadata,
                                           maxMessageBytes: configuration.maxStatusMessageBytes)
-        switch streams[streamID]!.machine.finish() {
+        switch stream.machine.finish() {
         case .sendTrailersOnly:
             sendTrailersOnly(streamID: streamID, httpStatus: 200, trailers: trailers)
         case .sendTrailers:
@@ -751,10 +759,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard let session else { return }
         for (streamID, stream) in streams where !stream.waitingWriters.isEmpty {
             let outbound = session.bufferedOutboundBytes(streamID: streamID)
-            guard streams[streamID]!.machine.drained(outbound: outbound, lowWaterMark: configuration.streamWriteLowWaterMark) > 0
+            guard stream.machine.drained(outbound: outbound, lowWaterMark: configuration.streamWriteLowWaterMark) > 0
             else { continue }
-            streams[streamID]!.waitingWriters = []
-            for writer in stream.waitingWriters { writer.resume() }
+            let writers = stream.waitingWriters
+            stream.waitingWriters = []
+            for writer in writers { writer.resume() }
         }
     }
 }

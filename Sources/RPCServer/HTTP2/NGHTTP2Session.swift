@@ -59,7 +59,9 @@ struct HeaderListLimits {
 /// parked (`NGHTTP2_ERR_DEFERRED`) and resumed by the next `sendData` or `sendTrailers`.
 final class NGHTTP2Session {
     /// Per-stream bookkeeping owned by the session.
-    private struct StreamIO {
+    /// A class, changed in place through the map: a struct copied out and written back copied
+    /// its header list on every header field and its outbound buffer on every DATA frame.
+    private final class StreamIO {
         var headerFields: [HeaderField] = []
         var headerBytes = 0
         var headersTooLarge = false
@@ -75,9 +77,16 @@ final class NGHTTP2Session {
         var sentBytes = 0
     }
 
+    /// Room reserved for a request's header list at its first field: a gRPC call sends about
+    /// eight (pseudo-headers, content-type, te, user-agent, authorization, a deadline).
+    private static let expectedHeaderFields = 12
+
     private let session: OpaquePointer
     private let headerLimits: HeaderListLimits
     private var streams: [Int32: StreamIO] = [:]
+    /// The stream whose request header block is arriving (a HEADERS frame and its
+    /// CONTINUATIONs are contiguous on the wire): its fields skip the map.
+    private var receivingHeaders: (id: Int32, stream: StreamIO)?
     private var events: [HTTP2Event] = []
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
     /// must follow the frame with END_STREAM, and may only be submitted after it was sent.
@@ -324,13 +333,16 @@ final class NGHTTP2Session {
 
     private func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) {
         guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
-        streams[flowd_h2_frame_stream_id(frame)] = StreamIO()
+        let id = flowd_h2_frame_stream_id(frame), stream = StreamIO()
+        streams[id] = stream
+        receivingHeaders = (id, stream)
     }
 
     private func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer,
                           value: UnsafeRawBufferPointer) {
         let id = flowd_h2_frame_stream_id(frame)
-        guard flowd_h2_frame_is_request_headers(frame) != 0, var stream = streams[id] else { return }
+        guard flowd_h2_frame_is_request_headers(frame) != 0,
+              let stream = receivingHeaders?.id == id ? receivingHeaders?.stream : streams[id] else { return }
         stream.headerBytes += name.count + value.count + 32
         if stream.headersTooLarge
             || stream.headerBytes > headerLimits.maxListSize
@@ -338,21 +350,21 @@ final class NGHTTP2Session {
             stream.headersTooLarge = true
             stream.headerFields = []
         } else {
+            if stream.headerFields.isEmpty { stream.headerFields.reserveCapacity(Self.expectedHeaderFields) }
             stream.headerFields.append(HeaderField(
                 name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self)))
         }
-        streams[id] = stream
     }
 
     private func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) {
         let id = flowd_h2_frame_stream_id(frame)
         let endStream = flowd_h2_frame_has_end_stream(frame) != 0
         if flowd_h2_frame_is_request_headers(frame) != 0 {
-            guard var stream = streams[id] else { return }
+            receivingHeaders = nil
+            guard let stream = streams[id] else { return }
             let fields = stream.headerFields
             stream.headerFields = []
             stream.requestEnded = endStream
-            streams[id] = stream
             events.append(.requestHeaders(streamID: id, fields: fields, tooLarge: stream.headersTooLarge,
                                           endStream: endStream))
         } else if flowd_h2_frame_is_data(frame) != 0 {
@@ -396,6 +408,7 @@ final class NGHTTP2Session {
     }
 
     private func onStreamClose(streamID: Int32, errorCode: UInt32) {
+        if receivingHeaders?.id == streamID { receivingHeaders = nil }
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         // Credit nobody will consume any more: without it the connection window would leak.
         orphanedCredit += stream.unconsumed
@@ -409,7 +422,7 @@ final class NGHTTP2Session {
     /// nghttp2 pulls response body bytes here while it writes DATA frames within the peer's window.
     private func read(streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int,
                       flags: UnsafeMutablePointer<UInt32>) -> Int {
-        guard var stream = streams[streamID] else {
+        guard let stream = streams[streamID] else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }
         let count = min(length, stream.outbound.readableBytes)
@@ -423,22 +436,18 @@ final class NGHTTP2Session {
         }
         if stream.outbound.readableBytes == 0, stream.endsWithoutTrailers {
             flowd_h2_set_data_flags(flags, 1, 0)
-            streams[streamID] = stream
             return count
         }
         if stream.outbound.readableBytes == 0, let trailers = stream.trailers {
             flowd_h2_set_data_flags(flags, 1, 1)
             stream.trailers = nil
-            streams[streamID] = stream
             let rc = withNameValues(trailers) { nva, n in nghttp2_submit_trailer(session, streamID, nva, n) }
             return rc < 0 ? Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) : count
         }
         if count == 0 {
             stream.deferred = true
-            streams[streamID] = stream
             return Int(NGHTTP2_ERR_DEFERRED.rawValue)
         }
-        streams[streamID] = stream
         return count
     }
 
