@@ -15,7 +15,7 @@ CONTRACT_CHECK := ../shared/tools/check-contract.py
 # Steps run one after another, in the order they are listed, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: attack attack-release fuzz help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine bench-peers bench-callgrind clean
+.PHONY: attack attack-release fuzz help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine bench-watchers bench-peers bench-callgrind clean
 
 help:
 	@echo "make run      install what is missing, build, start flowd serve on $(HOST):$(PORT)"
@@ -28,6 +28,7 @@ help:
 	@echo "make health   ask a running server for its health (HOST=$(HOST) PORT=$(PORT))"
 	@echo "make bench    h2load: 100,000 Health/Check calls against a release build"
 	@echo "make bench-engine  the release flowd over the wire: gRPC, REST, durable submissions, e2e runs/s"
+	@echo "make bench-watchers  the release flowd's RSS idle and with 1,000 / 10,000 WatchRun streams on one run"
 	@echo "make bench-peers   flowd vs grpc-go, grpc-swift-2 and a C nghttp2 server: writes BENCHMARKS.md (not in make test)"
 	@echo "make bench-callgrind  server instructions per Health/Check call (valgrind callgrind) and where they go"
 	@echo "make interop-selftest  run the grpcio interop suite against its grpcio reference server"
@@ -124,6 +125,10 @@ bench: deps
 # Writes bench-engine.json (or $$OUT); see the header of tools/bench/engine.sh for the knobs.
 bench-engine: deps
 	@tools/bench/engine.sh
+
+# Writes bench-watchers.json (or $$OUT); see the header of tools/bench/watchers.sh for the knobs.
+bench-watchers: deps
+	@tools/bench/watchers.sh
 
 # flowd against grpc-go (Debian's golang-google-grpc-dev), grpc-swift-2 (the Swift package mirror)
 # and a minimal C server on libnghttp2: Health/Check over h2load at 1x1, 8x32 and 64x100, 3

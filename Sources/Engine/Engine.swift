@@ -783,63 +783,124 @@ public struct RunEventSequence: AsyncSequence, Sendable {
     let finished: Bool
 
     public func makeAsyncIterator() -> Iterator {
+        Iterator(cursor: cursor(tickInterval: nil))
+    }
+
+    /// The same events with a `.tick` about every `interval` in between (for heartbeats and
+    /// pings): the ticks come from a clock the hub shares between all watchers of that
+    /// interval, through the watcher's own subscription, so watching costs no task or timer
+    /// beyond the caller's own.
+    public func ticking(every interval: Duration) -> TickingRunEventSequence {
+        TickingRunEventSequence(base: self, interval: interval)
+    }
+
+    func cursor(tickInterval: Duration?) -> WatchCursor {
         // Subscribe before the first store read, so that nothing falls between the two.
-        Iterator(runID: runID, last: after, store: store, live: hub.subscribe(runID: runID).makeAsyncIterator(),
-                 pageSize: pageSize, done: finished)
+        WatchCursor(runID: runID, last: after, store: store,
+                    live: hub.subscribe(runID: runID, tickInterval: tickInterval).makeAsyncIterator(),
+                    pageSize: pageSize, done: finished)
     }
 
     public struct Iterator: AsyncIteratorProtocol {
-        let runID: String
-        var last: Int64
-        let store: any RunStore
-        var live: AsyncStream<RunEvent>.AsyncIterator
-        let pageSize: Int
-        var page: [RunEvent] = []
-        var readingStored = true
-        var done: Bool
-
-        init(runID: String, last: Int64, store: any RunStore, live: AsyncStream<RunEvent>.AsyncIterator,
-             pageSize: Int, done: Bool) {
-            self.runID = runID
-            self.last = last
-            self.store = store
-            self.live = live
-            self.pageSize = pageSize
-            self.done = done
-        }
+        var cursor: WatchCursor
 
         public mutating func next() async throws -> RunEvent? {
-            while !done {
-                if !page.isEmpty {
-                    let event = page.removeFirst()
-                    guard event.sequence > last else { continue }
-                    last = event.sequence
-                    if event.isTerminal { done = true }
-                    return event
-                }
-                if readingStored {
-                    page = try await store.events(runID: runID, after: last, limit: pageSize)
-                    if page.count < pageSize { readingStored = false }
-                    continue
-                }
-                guard let event = await live.next() else {
-                    try Task.checkCancellation()
-                    return nil
-                }
-                if event.sequence <= last {
-                    // The run ended before the watcher's position: nothing more will come.
-                    if event.isTerminal { done = true }
-                    continue
-                }
-                if event.sequence > last + 1 {
-                    readingStored = true  // a gap: the missing events are stored
-                    continue
-                }
-                last = event.sequence
-                if event.isTerminal { done = true }
-                return event
+            while let item = try await cursor.next() {
+                if case .event(let event) = item { return event }
             }
             return nil
         }
+    }
+}
+
+/// An item of `TickingRunEventSequence`.
+public enum RunWatchItem: Sendable {
+    case event(RunEvent)
+    /// The shared clock ticked (nothing need have happened to the run).
+    case tick
+}
+
+/// A run's events (`RunEventSequence`) with ticks in between; ends after the terminal event.
+public struct TickingRunEventSequence: AsyncSequence, Sendable {
+    public typealias Element = RunWatchItem
+
+    let base: RunEventSequence
+    let interval: Duration
+
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(cursor: base.cursor(tickInterval: interval))
+    }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        var cursor: WatchCursor
+
+        public mutating func next() async throws -> RunWatchItem? {
+            try await cursor.next()
+        }
+    }
+}
+
+/// Where a watcher is in its run's events: the stored ones, then the live ones from its
+/// subscription, without gap or duplicate.
+struct WatchCursor {
+    let runID: String
+    var last: Int64
+    let store: any RunStore
+    var live: AsyncStream<HubItem>.AsyncIterator
+    let pageSize: Int
+    var page: [RunEvent] = []
+    var pageIndex = 0
+    var readingStored = true
+    var done: Bool
+
+    init(runID: String, last: Int64, store: any RunStore, live: AsyncStream<HubItem>.AsyncIterator,
+         pageSize: Int, done: Bool) {
+        self.runID = runID
+        self.last = last
+        self.store = store
+        self.live = live
+        self.pageSize = pageSize
+        self.done = done
+    }
+
+    mutating func next() async throws -> RunWatchItem? {
+        while !done {
+            if pageIndex < page.count {
+                let event = page[pageIndex]
+                pageIndex += 1
+                if pageIndex == page.count {
+                    page = []
+                    pageIndex = 0
+                }
+                guard event.sequence > last else { continue }
+                last = event.sequence
+                if event.isTerminal { done = true }
+                return .event(event)
+            }
+            if readingStored {
+                page = try await store.events(runID: runID, after: last, limit: pageSize)
+                pageIndex = 0
+                if page.count < pageSize { readingStored = false }
+                continue
+            }
+            guard let item = await live.next() else {
+                try Task.checkCancellation()
+                return nil
+            }
+            guard case .event(let event) = item else { return .tick }
+            if event.sequence <= last {
+                // The run ended before the watcher's position: nothing more will come.
+                if event.isTerminal { done = true }
+                continue
+            }
+            if event.sequence > last + 1 {
+                readingStored = true  // a gap: the missing events are stored
+                continue
+            }
+            last = event.sequence
+            if event.isTerminal { done = true }
+            return .event(event)
+        }
+        return nil
     }
 }

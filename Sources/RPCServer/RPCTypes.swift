@@ -87,6 +87,13 @@ public struct RPCWriter<Message: ProtoMessage>: Sendable {
     public func write(_ message: Message) async throws {
         try await sink.sendMessage(message.serializedBytes())
     }
+
+    /// Writes a message already serialized (from `Message.serializedBytes()`): a caller that
+    /// builds the message in a synchronous function keeps it out of its async frame, which
+    /// lives as long as the call (a watcher's frame is most of what a watcher costs).
+    func write(serialized bytes: [UInt8]) async throws {
+        try await sink.sendMessage(bytes)
+    }
 }
 
 /// Where a running handler sends its response; implemented by the connection.

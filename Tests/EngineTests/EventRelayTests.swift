@@ -26,7 +26,8 @@ struct EventRelayTests {
             await clock.waitForSleepers(atLeast: 1)
             clock.advance(by: .seconds(1))
             var sequences: [Int64] = []
-            for await event in watcher {
+            for await item in watcher {
+                guard case .event(let event) = item else { continue }
                 sequences.append(event.sequence)
                 if sequences.count == 4 { break }
             }

@@ -3,7 +3,7 @@
  *
  * One thread, one epoll loop, non-blocking sockets, 127.0.0.1-style targets. Two modes:
  *
- *   grpc   unary gRPC calls over cleartext HTTP/2 with prior knowledge (nghttp2 client API).
+ *   grpc   unary (or server-streaming) gRPC calls over cleartext HTTP/2 with prior knowledge (nghttp2 client API).
  *          C connections, up to M concurrent streams on each. The body file is sent as is, so it
  *          must already be gRPC-framed (0x00 + 4-byte big-endian length + protobuf). A call
  *          succeeds when :status is 200 AND grpc-status is 0 (in the trailers, or in the headers
@@ -30,6 +30,8 @@
  * Output: one JSON line on stdout,
  *   {"mode":"grpc","requests":N,"ok":..,"failed":..,"failures":{"grpc-status 8":3},"seconds":..,
  *    "rps":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"max_ms":..,...}
+ * and, in grpc mode, messages_min / messages_max / messages_total: the gRPC response messages
+ * of the successful calls (one each for unary calls; a server-streaming call sends several).
  * where requests counts the completed requests, rps = requests / seconds, and each latency is
  * measured with CLOCK_MONOTONIC from the moment the request is submitted to its completion.
  * Failed requests are counted by kind ("grpc-status N", "http N", "rst N", "no grpc-status").
@@ -80,6 +82,8 @@ static long submitted, completed, ok;
 static struct { char kind[40]; long n; } fails[MAX_FAIL_KINDS];
 static int nfail_kinds;
 static long reconnects;
+/* grpc: response messages per successful call (a server-streaming call sends several) */
+static long msgs_min = -1, msgs_max, msgs_total;
 static char fatal_msg[256];       /* set once: stops the loop, reported as "error" */
 
 static double now_ms(void) {
@@ -180,7 +184,34 @@ static const char *unique_value(char *buf, size_t size, long idx) {
 
 /* ---- grpc over HTTP/2 (nghttp2) -------------------------------------------------------- */
 
-struct stream { double t0; size_t body_off; int status, grpc_status; };
+struct stream {
+    double t0; size_t body_off; int status, grpc_status;
+    long msgs;                    /* response messages seen whole */
+    uint8_t prefix[5]; int prefix_have; uint32_t msg_left;   /* where in the response framing */
+};
+
+/* Counts the gRPC-framed response messages in DATA as it arrives, across chunk boundaries. */
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *ud) {
+    (void)flags; (void)ud;
+    struct stream *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st) return 0;
+    while (len > 0) {
+        if (st->msg_left > 0) {
+            size_t n = len < st->msg_left ? len : st->msg_left;
+            st->msg_left -= (uint32_t)n; data += n; len -= n;
+            if (st->msg_left == 0) st->msgs++;
+            continue;
+        }
+        st->prefix[st->prefix_have++] = *data++; len--;
+        if (st->prefix_have == 5) {
+            st->prefix_have = 0;
+            st->msg_left = (uint32_t)st->prefix[1] << 24 | (uint32_t)st->prefix[2] << 16
+                         | (uint32_t)st->prefix[3] << 8 | st->prefix[4];
+            if (st->msg_left == 0) st->msgs++;
+        }
+    }
+    return 0;
+}
 
 static ssize_t body_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
                          uint32_t *flags, nghttp2_data_source *src, void *ud) {
@@ -219,6 +250,11 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     else if (st->grpc_status < 0) snprintf(kind, sizeof kind, "no grpc-status");
     else if (st->grpc_status != 0) snprintf(kind, sizeof kind, "grpc-status %d", st->grpc_status);
     else fail = NULL;
+    if (!fail) {
+        if (msgs_min < 0 || st->msgs < msgs_min) msgs_min = st->msgs;
+        if (st->msgs > msgs_max) msgs_max = st->msgs;
+        msgs_total += st->msgs;
+    }
     record(st->t0, fail);
     nghttp2_session_set_stream_user_data(s, id, NULL);
     free(st);
@@ -231,6 +267,7 @@ static void grpc_start(struct conn *c) {
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
     if (nghttp2_session_client_new(&c->h2, cb, c) != 0) { fatal("nghttp2_session_client_new"); return; }
     nghttp2_session_callbacks_del(cb);
     nghttp2_settings_entry iv[] = {
@@ -511,6 +548,9 @@ int main(int argc, char **argv) {
            "\"connections\":%ld,\"streams_per_connection\":%ld,\"submitted\":%ld,\"reconnects\":%ld",
            secs, secs > 0 ? completed / secs : 0.0, pct(0.50), pct(0.90), pct(0.99),
            completed ? lat_ms[completed - 1] : 0.0, o.conns, o.streams, submitted, reconnects);
+    if (o.grpc)
+        printf(",\"messages_min\":%ld,\"messages_max\":%ld,\"messages_total\":%ld",
+               msgs_min < 0 ? 0 : msgs_min, msgs_max, msgs_total);
     if (fatal_msg[0]) {
         printf(",\"error\":\"");
         for (const char *p = fatal_msg; *p; p++) printf(*p == '"' || *p == '\\' ? "\\%c" : "%c", *p);

@@ -432,7 +432,10 @@ final class NGHTTP2Session {
             }
             stream.outbound.moveReaderIndex(forwardBy: count)
             stream.sentBytes += count
-            if stream.outbound.readableBytes == 0 { stream.outbound.clear() }
+            // Sent: the storage goes (`clear()` here would copy it, `stream` being a copy of
+            // the dictionary's entry, and a long-lived stream such as a WatchRun would keep
+            // that copy between its messages). The next message allocates what it needs.
+            if stream.outbound.readableBytes == 0 { stream.outbound = ByteBuffer() }
         }
         if stream.outbound.readableBytes == 0, stream.endsWithoutTrailers {
             flowd_h2_set_data_flags(flags, 1, 0)

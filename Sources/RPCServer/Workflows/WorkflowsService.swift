@@ -217,20 +217,35 @@ public struct WorkflowsService: RegistrableRPCService {
         for try await item in eventsWithTicks(events, every: interval / 4) {
             switch item {
             case .event(let event):
-                try await writer.write(WireConversions.event(event, now: Date()))
+                let terminal = event.isTerminal
                 lastSequence = event.sequence
+                try await writer.write(serialized: Self.serialized(event))
                 lastWrite = .now
-                if event.isTerminal { return }
+                if terminal { return }
             case .tick:
                 try Task.checkCancellation()
                 guard ContinuousClock.now - lastWrite >= interval else { continue }
-                try await writer.write(WireConversions.heartbeat(runID: runID, lastSequence: lastSequence, now: Date()))
+                try await writer.write(serialized: Self.serializedHeartbeat(runID: runID, lastSequence: lastSequence))
                 lastWrite = .now
             case .end:
                 try Task.checkCancellation()
                 return
             }
         }
+    }
+
+    /// A run event as the wire message's bytes. Synchronous and not inlined, so that the wire
+    /// message (a `Run` with all its fields, for `run_started`/`run_finished`) lives on the
+    /// thread's stack for the moment it is built, not in the watcher's async frame for as long
+    /// as the watch lasts.
+    @inline(never)
+    static func serialized(_ event: RunEvent) -> [UInt8] {
+        WireConversions.event(event, now: Date()).serializedBytes()
+    }
+
+    @inline(never)
+    static func serializedHeartbeat(runID: String, lastSequence: Int64) -> [UInt8] {
+        WireConversions.heartbeat(runID: runID, lastSequence: lastSequence, now: Date()).serializedBytes()
     }
 
     // MARK: Authentication and errors
