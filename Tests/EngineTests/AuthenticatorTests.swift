@@ -27,6 +27,36 @@ struct AuthenticatorTests {
         }
     }
 
+    @Test("once the right secret was verified, a wrong one for the same key id is still refused, by both paths, and a new fetch verifies afresh")
+    func verifiedSecret() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let (authenticator, clock) = authenticatorWithTwoSecondCache(store)
+            let issued = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
+            let wrong = [String(issued.key.dropLast()) + (issued.key.hasSuffix("0") ? "1" : "0"),
+                         String(issued.key.dropLast()), issued.key + "0"]
+            for _ in 0..<2 {  // the first round verifies by hash, the second from the remembered secret
+                #expect(try await authenticator.authenticate(key: issued.key) == issued.record)
+                guard case .accepted(let record) = authenticator.cachedVerdict(authorization: "Bearer \(issued.key)") else {
+                    Issue.record("the right key was not accepted from the cache")
+                    return
+                }
+                #expect(record == issued.record)
+                for key in wrong {
+                    #expect(try await authenticator.authenticate(key: key) == nil, "\(key)")
+                    guard case .refused = authenticator.cachedVerdict(authorization: "Bearer \(key)") else {
+                        Issue.record("a wrong secret was not refused from the cache: \(key)")
+                        return
+                    }
+                }
+            }
+            // Revoked by another process: the next fetch (after the TTL) refuses the remembered secret too.
+            #expect(try await makeStore(directory).revokeKey(id: issued.record.id, now: Date()))
+            clock.advance(by: .seconds(2))
+            #expect(try await authenticator.authenticate(key: issued.key) == nil)
+        }
+    }
+
     @Test("a revocation here takes effect at once; one by another process within the cache TTL")
     func revocation() async throws {
         try await withDataDirectory { directory in

@@ -432,9 +432,9 @@ final class NGHTTP2Session {
             }
             stream.outbound.moveReaderIndex(forwardBy: count)
             stream.sentBytes += count
-            // Sent: the storage goes (`clear()` here would copy it, `stream` being a copy of
-            // the dictionary's entry, and a long-lived stream such as a WatchRun would keep
-            // that copy between its messages). The next message allocates what it needs.
+            // Sent: the storage goes (`clear()` would keep its capacity, and a long-lived
+            // stream such as a WatchRun would hold it between its messages). The next message
+            // allocates what it needs.
             if stream.outbound.readableBytes == 0 { stream.outbound = ByteBuffer() }
         }
         if stream.outbound.readableBytes == 0, stream.endsWithoutTrailers {
