@@ -76,19 +76,22 @@ public enum BearerCredentials {
     /// The key: what follows the first space after a case-insensitive `Bearer`, without the
     /// spaces and tabs around it. Works on the UTF-8 bytes (no Unicode case mapping).
     public static func parse(_ header: String?) -> Result<String, Failure> {
-        guard let header, let space = header.utf8.firstIndex(of: UInt8(ascii: " ")) else {
-            return .failure(.missingCredentials)
+        guard var header else { return .failure(.missingCredentials) }
+        // Indexes into the contiguous bytes: a call parses its header up to three times.
+        return header.withUTF8 { bytes -> Result<String, Failure> in
+            guard let space = bytes.firstIndex(of: UInt8(ascii: " ")) else { return .failure(.missingCredentials) }
+            guard space == bearer.count, (0..<space).allSatisfy({ bytes[$0] | 0x20 == bearer[$0] }) else {
+                return .failure(.wrongScheme)
+            }
+            var start = space + 1, end = bytes.count
+            while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+            while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+            guard start < end else { return .failure(.emptyKey) }
+            return .success(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self))
         }
-        let scheme = header.utf8[..<space]
-        guard scheme.count == 6, zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else {
-            return .failure(.wrongScheme)
-        }
-        var key = header.utf8[header.utf8.index(after: space)...]
-        while let first = key.first, first == 0x20 || first == 0x09 { key = key.dropFirst() }
-        while let last = key.last, last == 0x20 || last == 0x09 { key = key.dropLast() }
-        guard !key.isEmpty else { return .failure(.emptyKey) }
-        return .success(String(Substring(key)))
     }
+
+    private static let bearer = Array("bearer".utf8)
 }
 
 /// Idempotency keys (`idempotency-key` header or metadata, `idempotency_key` field).

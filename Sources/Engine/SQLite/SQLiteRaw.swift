@@ -97,6 +97,13 @@ enum SQLiteRaw {
     final class ReadConnection: StatementSource, @unchecked Sendable {
         private let handle: OpaquePointer
         private var statements: [String: OpaquePointer] = [:]
+        /// The same statements by the address of their SQL text's storage: the store's
+        /// statements are `static let` strings, found here without hashing their few hundred
+        /// bytes on every read. Each entry keeps its text alive, so no other text can be at
+        /// that address while the entry is here (the equality check is a cheap second
+        /// guard); bounded, as dynamic SQL (filters) comes and goes.
+        private var byAddress: [UInt: (sql: String, statement: OpaquePointer)] = [:]
+        private static let maxAddresses = 64
 
         init(path: String, busyTimeout: Duration) throws {
             var handle: OpaquePointer?
@@ -116,6 +123,18 @@ enum SQLiteRaw {
         }
 
         private func statement(_ sql: String) throws -> OpaquePointer {
+            // Small strings (up to 15 bytes) live inline, at no stable address.
+            let address = sql.utf8.count > 15 ? sql.utf8.withContiguousStorageIfAvailable { UInt(bitPattern: $0.baseAddress) } : nil
+            if let address, let known = byAddress[address], known.sql == sql { return known.statement }
+            let statement = try preparedOnce(sql)
+            if let address {
+                if byAddress.count >= Self.maxAddresses { byAddress.removeAll(keepingCapacity: true) }
+                byAddress[address] = (sql, statement)
+            }
+            return statement
+        }
+
+        private func preparedOnce(_ sql: String) throws -> OpaquePointer {
             if let statement = statements[sql] { return statement }
             var statement: OpaquePointer?
             let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
