@@ -1,5 +1,6 @@
 public import Codec
 import InputParsing
+public import Engine
 
 /// A service that registers its methods with a router (the shape of grpc-swift-2's
 /// `RegistrableRPCService`).
@@ -10,6 +11,9 @@ public protocol RegistrableRPCService: Sendable {
 /// A verdict on a call's credentials reached without waiting, or `undecided`.
 public enum CredentialVerdict: Sendable {
     case admit
+    /// Admit, with the key the credentials name: the call's handler finds it in
+    /// `ServerContext.authenticatedKey` and need not check the credentials again.
+    case authenticated(APIKeyRecord)
     case refuse(RPCError)
     case undecided
 }

@@ -1,5 +1,6 @@
 public import Codec
 public import NIOCore
+public import Engine
 
 /// Names one RPC method: `/service/method` on the wire.
 public struct MethodDescriptor: Sendable, Hashable, CustomStringConvertible {
@@ -27,6 +28,18 @@ public struct ServerContext: Sendable {
     public var deadline: NIODeadline?
     /// The remote address, for logs.
     public var peer: String
+    /// The API key the transport already verified from this call's `authorization` header
+    /// (`CredentialVerdict.authenticated`); nil when it did not.
+    public var authenticatedKey: APIKeyRecord?
+
+    public init(descriptor: MethodDescriptor, metadata: Metadata, deadline: NIODeadline?, peer: String,
+                authenticatedKey: APIKeyRecord? = nil) {
+        self.descriptor = descriptor
+        self.metadata = metadata
+        self.deadline = deadline
+        self.peer = peer
+        self.authenticatedKey = authenticatedKey
+    }
 }
 
 /// An error a handler throws to end its call with a status other than OK.

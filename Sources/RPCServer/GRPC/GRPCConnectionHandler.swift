@@ -2,6 +2,7 @@ import InputParsing
 import NGHTTP2Support
 import Codec
 import Logging
+import Engine
 import NIOCore
 import NIOHTTP1
 
@@ -336,9 +337,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         var verify = router.credentialVerifiers[service]
         var refusedAtOnce: RPCError?
+        var authenticatedKey: APIKeyRecord?
         if verify != nil, let atOnce = router.immediateCredentialVerifiers[service] {
             switch atOnce(authorization) {
             case .admit: verify = nil
+            case .authenticated(let key):
+                verify = nil
+                authenticatedKey = key
             case .refuse(let refusal): refusedAtOnce = refusal
             case .undecided: break
             }
@@ -348,7 +353,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             descriptor: handler.descriptor,
             metadata: head.metadata,
             deadline: timeout.map { NIODeadline.now() + $0 },
-            peer: peer)
+            peer: peer,
+            authenticatedKey: authenticatedKey)
         let machine = ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize,
                                              bidirectional: handler.kind == .bidirectionalStreaming)
         let stream = Stream(machine: ServerStream(grpc: machine, admitted: verify == nil),

@@ -50,7 +50,7 @@ public struct WorkflowsService: RegistrableRPCService {
         router.requireBearerCredentials(service: Self.serviceName, otherwise: WorkflowsErrors.unauthenticated,
                                         verifyAtOnce: { [authenticator] authorization in
             switch authenticator.cachedVerdict(authorization: authorization) {
-            case .accepted: .admit
+            case .accepted(let key): .authenticated(key)
             case .refused: .refuse(WorkflowsErrors.unauthenticated)
             case .unknown: .undecided
             }
@@ -262,6 +262,7 @@ public struct WorkflowsService: RegistrableRPCService {
 
     /// Every failure (no header, another scheme, a bad, unknown or revoked key) is the same answer.
     private func authenticate(_ context: ServerContext) async throws -> APIKeyRecord {
+        if let key = context.authenticatedKey { return key }  // verified from this call's headers
         do {
             return try await authenticator.authenticate(authorization: context.metadata[stringValues: "authorization"].first)
         } catch is AuthenticationError {
