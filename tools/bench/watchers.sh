@@ -42,6 +42,8 @@ PYTHON=${PYTHON:-python3}
 
 say() { echo "bench-watchers: $*"; }
 die() { echo "bench-watchers: FAIL: $*" >&2; exit 1; }
+# shellcheck source=tools/bench/lib.sh
+. tools/bench/lib.sh
 
 for tool in cc pkg-config protoc curl "$PYTHON"; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (make deps)"
@@ -53,31 +55,16 @@ sampler_pid=""
 cleanup() {
   # shellcheck disable=SC2086  # a list of pids
   if [ -n "$sampler_pid" ]; then kill $sampler_pid 2>/dev/null || true; wait $sampler_pid 2>/dev/null || true; fi
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  bench_stop_server "$server_pid"
   if [ "${KEEP_WORK:-0}" = 1 ]; then echo "bench-watchers: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- build ------------------------------------------------------------------------------
-if [ -z "${FLOWD_BIN:-}" ]; then
-  say "building release flowd (swift build -c release --product flowd --scratch-path .build-release)"
-  swift build -c release --product flowd --scratch-path .build-release
-  FLOWD_BIN="$(swift build -c release --scratch-path .build-release --show-bin-path)/flowd"
-fi
-[ -x "$FLOWD_BIN" ] || die "no flowd binary at $FLOWD_BIN"
-# shellcheck disable=SC2046  # pkg-config prints several words on purpose
-cc -O2 -o "$work/loadgen" tools/bench/loadgen.c $(pkg-config --cflags --libs libnghttp2) \
-  || die "could not build tools/bench/loadgen.c (libnghttp2-dev: make deps)"
+bench_build_flowd .build-release
+bench_build_loadgen
 
-frame() {  # frame FILE: stdin (a serialized message) -> FILE with the gRPC length prefix
-  "$PYTHON" -c 'import sys; d = sys.stdin.buffer.read(); open(sys.argv[1], "wb").write(b"\0" + len(d).to_bytes(4, "big") + d)' "$1"
-}
 
 # --- key and server ----------------------------------------------------------------------
 data="$work/data"
@@ -86,18 +73,8 @@ key=$("$FLOWD_BIN" keys create --tenant bench-watch --workflow slow --data-dir "
 [ -n "$key" ] || die "flowd keys create printed no key"
 
 # shellcheck disable=SC2086  # SERVER_FLAGS is a list of flags
-"$FLOWD_BIN" serve --host 127.0.0.1 --port 0 --data-dir "$data" --workflows examples/workflows \
-  --max-connections-per-address 1024 $SERVER_FLAGS >"$work/server.log" 2>&1 &
-server_pid=$!
-port=""
-deadline=$((SECONDS + START_TIMEOUT))
-while [ $SECONDS -lt $deadline ]; do
-  port=$(sed -n 's/^flowd: listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$work/server.log" | head -1)
-  [ -n "$port" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; die "flowd exited before listening"; }
-  sleep 0.1
-done
-[ -n "$port" ] || { tail -20 "$work/server.log" >&2; die "no 'flowd: listening on 127.0.0.1:PORT' line within ${START_TIMEOUT} s"; }
+bench_start_flowd "$work/server.log" --host 127.0.0.1 --port 0 --data-dir "$data" --workflows examples/workflows \
+  --max-connections-per-address 1024 $SERVER_FLAGS
 say "flowd (pid $server_pid) listening on 127.0.0.1:$port, data in a fresh temporary directory"
 
 server_alive() {

@@ -1,0 +1,56 @@
+# Shared by the benches that start one flowd and drive it with loadgen (engine.sh,
+# watchers.sh). Sourced after the caller defined `say` and `die` and set `work` (a temporary
+# directory), `PYTHON` and `START_TIMEOUT`.
+
+# bench_build_flowd SCRATCH: the release flowd in FLOWD_BIN, built in SCRATCH (incremental)
+# unless FLOWD_BIN is set already.
+bench_build_flowd() {
+  if [ -z "${FLOWD_BIN:-}" ]; then
+    say "building release flowd (swift build -c release --product flowd --scratch-path $1)"
+    swift build -c release --product flowd --scratch-path "$1"
+    FLOWD_BIN="$(swift build -c release --scratch-path "$1" --show-bin-path)/flowd"
+  fi
+  [ -x "$FLOWD_BIN" ] || die "no flowd binary at $FLOWD_BIN"
+}
+
+# bench_build_loadgen: tools/bench/loadgen.c as $work/loadgen.
+bench_build_loadgen() {
+  # shellcheck disable=SC2046  # pkg-config prints several words on purpose
+  cc -O2 -o "$work/loadgen" tools/bench/loadgen.c $(pkg-config --cflags --libs libnghttp2) \
+    || die "could not build tools/bench/loadgen.c (libnghttp2-dev: make deps)"
+}
+
+# frame FILE: stdin (a serialized message) -> FILE with the gRPC length prefix.
+frame() {
+  "$PYTHON" -c 'import sys; d = sys.stdin.buffer.read(); open(sys.argv[1], "wb").write(b"\0" + len(d).to_bytes(4, "big") + d)' "$1"
+}
+
+# bench_start_flowd LOG ARGS...: starts `$FLOWD_BIN serve ARGS` with its output in LOG, sets
+# server_pid, and waits up to START_TIMEOUT s for its `flowd: listening on 127.0.0.1:PORT`
+# line, setting port.
+bench_start_flowd() {
+  local log=$1 deadline
+  shift
+  "$FLOWD_BIN" serve "$@" >"$log" 2>&1 &
+  server_pid=$!
+  port=""
+  deadline=$((SECONDS + START_TIMEOUT))
+  while [ $SECONDS -lt $deadline ]; do
+    port=$(sed -n 's/^flowd: listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -1)
+    [ -n "$port" ] && return 0
+    kill -0 "$server_pid" 2>/dev/null || { cat "$log" >&2; die "flowd exited before listening"; }
+    sleep 0.1
+  done
+  tail -20 "$log" >&2
+  die "no 'flowd: listening on 127.0.0.1:PORT' line within ${START_TIMEOUT} s"
+}
+
+# bench_stop_server PID: SIGTERM, up to 10 s for a graceful exit, then SIGKILL.
+bench_stop_server() {
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+  fi
+}
