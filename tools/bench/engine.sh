@@ -342,14 +342,9 @@ if os.path.exists(f"{work}/pg_e2e.json"):
         ("PostgreSQL, 3 processes: async RunWorkflow, 64 in flight", f"{pg['async_64']['rps']:,.0f}/s, {lat(pg['async_64'])}", "", None),
         ("PostgreSQL, 3 processes: hello end to end", f"{pg['e2e']['runs_per_s']:,.0f} runs/s ({pg['e2e']['succeeded']} succeeded)", "", None),
     ]
-header = ("path", "figure", "target", "met?")
-cells = [(p, f, t or "-", "-" if m is None else ("yes" if m else "NO")) for p, f, t, m in rows]
-w = [max(len(c[i]) for c in cells + [header]) for i in range(4)]
-print()
-for i, c in enumerate([header] + cells):
-    print("| " + " | ".join(c[j].ljust(w[j]) for j in range(4)) + " |")
-    if i == 0: print("|" + "|".join("-" * (w[j] + 2) for j in range(4)) + "|")
-print()
+sys.path.insert(0, "tools/bench")
+from benchtable import print_table
+print_table(("path", "figure", "target", "met?"), rows)
 doc = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": env["COMMIT"],
     "machine": {"nproc": int(env["NPROC"]), "cpu": env["CPU"]},

@@ -217,14 +217,9 @@ if len(rounds) >= 2:
     if b["streams"] != a["streams"]:
         per_stream = (kb - ka) * 1024 / (b["streams"] - a["streams"])
         rows.append((f"bytes per open stream ({a['streams']:,} -> {b['streams']:,})", f"{per_stream:,.0f} B", "", None))
-header = ("figure", "value", "target", "met?")
-cells = [(p, f, t or "-", "-" if m is None else ("yes" if m else "NO")) for p, f, t, m in rows]
-w = [max(len(c[i]) for c in cells + [header]) for i in range(4)]
-print()
-for i, c in enumerate([header] + cells):
-    print("| " + " | ".join(c[j].ljust(w[j]) for j in range(4)) + " |")
-    if i == 0: print("|" + "|".join("-" * (w[j] + 2) for j in range(4)) + "|")
-print()
+sys.path.insert(0, "tools/bench")
+from benchtable import print_table
+print_table(("figure", "value", "target", "met?"), rows)
 doc = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": env["COMMIT"], "nproc": os.cpu_count(),
        "server_flags": env["SERVER_FLAGS"], "run_seconds": float(env["RUN_SECONDS"]),
        "idle_rss_kib": idle, "peak_rss_kib": int(env["HWM_KIB"]), "rounds": rounds,
