@@ -3,8 +3,10 @@ import PackageDescription
 
 /// The connection handlers are event-loop-confined classes that the per-call path reads and
 /// changes about 90 times per call; Swift's dynamic exclusivity checks on those accesses were
-/// 9 % of a Health/Check call's instructions (make bench-callgrind). Release builds skip them;
-/// debug builds, which every test, the attack suite and the fuzzers run, keep them, so an
+/// 9 % of a Health/Check call's instructions (make bench-callgrind), and the Engine's and the
+/// runner's classes pay them on every run too. Release builds of RPCServer, Engine and
+/// Workflows skip them; debug builds, which every test and the attack suite run, keep them
+/// (and the fuzzers' targets, Codec and InputParsing, keep them in every build), so an
 /// overlapping access still traps there.
 let releaseWithoutExclusivityChecks = SwiftSetting.unsafeFlags(["-enforce-exclusivity=unchecked"],
                                                                 .when(configuration: .release))
@@ -75,7 +77,8 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
-            ]),
+            ],
+            swiftSettings: [releaseWithoutExclusivityChecks]),
         // What a run does: definitions, validation, node kinds, the runner, egress policy;
         // implements the Engine's executor protocol (Workflows -> Engine, never the reverse).
         .target(
@@ -91,7 +94,8 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
-            ]),
+            ],
+            swiftSettings: [releaseWithoutExclusivityChecks]),
         // The network: SwiftNIO + nghttp2, gRPC routing, services.
         .target(
             name: "RPCServer",
