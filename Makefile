@@ -15,7 +15,7 @@ CONTRACT_CHECK := ../shared/tools/check-contract.py
 # Steps run one after another, in the order they are listed, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: attack attack-release fuzz help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine bench-watchers bench-peers bench-callgrind clean
+.PHONY: attack attack-release fuzz help deps build run test gen-check contract build-tests swift-test health interop-selftest bench bench-engine bench-watchers bench-peers bench-callgrind bench-drain clean
 
 help:
 	@echo "make run      install what is missing, build, start flowd serve on $(HOST):$(PORT)"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-watchers  the release flowd's RSS idle and with 1,000 / 10,000 WatchRun streams on one run"
 	@echo "make bench-peers   flowd vs grpc-go, grpc-swift-2 and a C nghttp2 server: writes BENCHMARKS.md (not in make test)"
 	@echo "make bench-callgrind  server instructions per Health/Check call (valgrind callgrind) and where they go"
+	@echo "make bench-drain  execution alone: a backlog of queued hello runs drained, runs/s and CPU per run"
 	@echo "make interop-selftest  run the grpcio interop suite against its grpcio reference server"
 
 deps:
@@ -140,6 +141,10 @@ bench-peers: deps
 	@tools/bench/peers/install.sh
 	@tools/bench/peers/build.sh
 	@$(PYTHON) tools/bench/peers/run.py $(ARGS)
+
+# Execution alone, without submissions competing. See tools/bench/drain.sh.
+bench-drain: deps
+	@tools/bench/drain.sh
 
 # Instructions, not seconds: repeatable on a busy machine. See tools/bench/callgrind-health.sh.
 bench-callgrind: deps
