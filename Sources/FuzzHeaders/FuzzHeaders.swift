@@ -83,11 +83,13 @@ private func checkIdempotencyKey(_ key: String) {
     }
 }
 
-/// `application/grpc` or `application/grpc+proto`, any case, optionally followed by `;...`.
+/// `application/grpc` or `application/grpc+proto`, ASCII letters in any case, optionally
+/// followed by an ASCII `;` and parameters. Bytes, as HTTP reads a field value: U+037E, which
+/// Swift's Characters take for `;`, separates nothing.
 private func checkContentType(_ value: String) {
-    let lower = value.lowercased()
-    let mediaType = lower.prefix { $0 != ";" }
-    let expected = mediaType == "application/grpc" || mediaType == "application/grpc+proto"
+    let mediaType = value.utf8.prefix { $0 != UInt8(ascii: ";") }
+        .map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 }
+    let expected = mediaType == Array("application/grpc".utf8) || mediaType == Array("application/grpc+proto".utf8)
     precondition(GRPCContentType.isGRPC(value) == expected, "content-type \(value.debugDescription)")
 }
 

@@ -28,6 +28,12 @@ struct InputParsingTests {
         #expect(!GRPCContentType.isGRPC(";application/grpc"))
         // Tests/Fuzz/Corpus/fuzz-headers/crash-content-type-leading-semicolons, after the selector byte.
         #expect(!GRPCContentType.isGRPC(String(decoding: Array(";;;;;;;;application/grpc;".utf8) + [0xC5, 0x27], as: UTF8.self)))
+        // Bytes, not Characters: U+037E (Greek question mark) is canonically equivalent to ';' for
+        // Swift's String comparison, but separates nothing in an HTTP field value
+        // (Tests/Fuzz/Corpus/fuzz-headers/crash-content-type-greek-question-mark).
+        #expect(!GRPCContentType.isGRPC("application/grpc+proto\u{37E}"))
+        #expect(!GRPCContentType.isGRPC("APPLICATION/GRPC\u{37E} charset=utf-8"))
+        #expect(GRPCContentType.isGRPC("APPLICATION/GRPC;\u{37E}"))
     }
 
     @Test("authorization: the key after a case-insensitive Bearer, blanks around it dropped; blanks alone are no key")
