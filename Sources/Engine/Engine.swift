@@ -287,7 +287,7 @@ public final class Engine: Sendable {
         self.configuration = configuration
         self.clock = clock
         self.logger = logger
-        self.hub = EventHub(bufferSize: configuration.watcherBufferSize)
+        self.hub = EventHub(bufferSize: configuration.watcherBufferSize, clock: clock)
     }
 
     // MARK: Lifecycle

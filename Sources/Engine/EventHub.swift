@@ -20,23 +20,34 @@ enum HubItem: Sendable {
 /// interval: one clock per interval (one sleeping task, whatever the number of watchers) yields
 /// `.tick` into every such subscriber's stream, so a watcher is a single task waiting on a
 /// single stream, not a merge of its events with a timer of its own (three more tasks and a
-/// timer per watcher). A clock stops when its last subscriber is gone.
+/// timer per watcher). A clock runs on the Engine's `EngineClock` and is cancelled when its last
+/// subscriber is gone.
 final class EventHub: Sendable {
     private typealias Continuation = AsyncStream<HubItem>.Continuation
+
+    /// The subscribers of one tick interval and the task that ticks them.
+    private struct TickClock {
+        /// The subscriber whose arrival created it: its `startClock` hands the task in.
+        let creator: Int
+        var members: [Int: Continuation] = [:]
+        var task: Task<Void, Never>?
+    }
 
     private struct State {
         /// Per run, its subscribers by id.
         var runs: [String: [Int: Continuation]] = [:]
-        /// Per tick interval, the subscribers that asked for it; present while its clock runs.
-        var clocks: [Duration: [Int: Continuation]] = [:]
+        /// Per tick interval with at least one subscriber, its clock.
+        var clocks: [Duration: TickClock] = [:]
     }
 
     private let state = Mutex(State())
     private let nextID = Atomic<Int>(0)
+    private let clock: any EngineClock
     let bufferSize: Int
 
-    init(bufferSize: Int) {
+    init(bufferSize: Int, clock: any EngineClock = SystemClock()) {
         self.bufferSize = bufferSize
+        self.clock = clock
     }
 
     /// Live events of `runID` from now on, and a `.tick` about every `tickInterval` when one is
@@ -49,17 +60,21 @@ final class EventHub: Sendable {
             state.runs[runID, default: [:]][id] = continuation
             guard let tickInterval else { return false }
             let running = state.clocks[tickInterval] != nil
-            state.clocks[tickInterval, default: [:]][id] = continuation
+            state.clocks[tickInterval, default: TickClock(creator: id)].members[id] = continuation
             return !running
         }
         continuation.onTermination = { [weak self] _ in
-            self?.state.withLock { state in
+            let stopped = self?.state.withLock { state -> Task<Void, Never>? in
                 state.runs[runID]?[id] = nil
                 if state.runs[runID]?.isEmpty == true { state.runs[runID] = nil }
-                if let tickInterval { state.clocks[tickInterval]?[id] = nil }
+                guard let tickInterval else { return nil }
+                state.clocks[tickInterval]?.members[id] = nil
+                guard state.clocks[tickInterval]?.members.isEmpty == true else { return nil }
+                return state.clocks.removeValue(forKey: tickInterval)?.task
             }
+            stopped?.cancel()
         }
-        if needsClock, let tickInterval { startClock(tickInterval) }
+        if needsClock, let tickInterval { startClock(tickInterval, creator: id) }
         return stream
     }
 
@@ -84,27 +99,28 @@ final class EventHub: Sendable {
 
     // MARK: Clocks
 
-    /// One task per interval: sleeps, ticks every subscriber of the interval, until there are none.
-    private func startClock(_ interval: Duration) {
-        Task { [weak self] in
-            while true {
-                try? await Task.sleep(for: interval)
-                guard let self, self.tick(interval) else { return }
+    /// One task per interval: sleeps on the clock and ticks every subscriber of the interval,
+    /// until the last of them leaves and cancels it.
+    private func startClock(_ interval: Duration, creator: Int) {
+        let task = Task { [weak self, clock] in
+            while !Task.isCancelled {
+                do { try await clock.sleep(for: interval) } catch { return }
+                guard !Task.isCancelled, let self else { return }
+                self.tick(interval)
             }
         }
+        let orphaned = state.withLock { state -> Bool in
+            // Its subscribers may have left already (and others made a clock of their own).
+            guard state.clocks[interval]?.creator == creator else { return true }
+            state.clocks[interval]?.task = task
+            return false
+        }
+        if orphaned { task.cancel() }
     }
 
-    /// Yields `.tick` to the interval's subscribers; false, and the clock is gone, when it has none.
-    private func tick(_ interval: Duration) -> Bool {
-        let members = state.withLock { state -> [Continuation]? in
-            guard let members = state.clocks[interval], !members.isEmpty else {
-                state.clocks[interval] = nil
-                return nil
-            }
-            return Array(members.values)
-        }
-        guard let members else { return false }
+    /// Yields `.tick` to the interval's subscribers.
+    private func tick(_ interval: Duration) {
+        let members = state.withLock { state in state.clocks[interval].map { Array($0.members.values) } ?? [] }
         for continuation in members { continuation.yield(.tick) }
-        return true
     }
 }

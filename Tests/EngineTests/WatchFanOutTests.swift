@@ -100,7 +100,8 @@ struct WatchFanOutTests {
     @Test("subscribers of one tick interval share one clock, which stops when the last of them is gone",
           .timeLimit(.minutes(1)))
     func sharedClock() async throws {
-        let hub = EventHub(bufferSize: 16)
+        let clock = ManualClock()
+        let hub = EventHub(bufferSize: 16, clock: clock)
         let interval = Duration.milliseconds(10)
         let ticked = Counter()
         let watchers = (0..<50).map { index in
@@ -117,6 +118,9 @@ struct WatchFanOutTests {
         }
         let quiet = hub.subscribe(runID: "run-0")  // no ticks asked: none come
         #expect(hub.runningClocks == 1)
+        await clock.waitForSleepers(atLeast: 1)
+        #expect(clock.sleeperCount == 1)  // one sleeping clock for 50 subscribers
+        clock.advance(by: interval)
         await ticked.wait(untilAtLeast: 50)
         hub.publish([RunEvent(runID: "run-0", sequence: 1, time: Date(), kind: .runStarted, payloadJSON: "{}")])
         var quietIterator = quiet.makeAsyncIterator()
@@ -128,8 +132,7 @@ struct WatchFanOutTests {
         #expect(event.sequence == 1)
         for watcher in watchers { watcher.cancel() }
         for watcher in watchers { await watcher.value }
-        let deadline = ContinuousClock.now + .seconds(5)
-        while hub.runningClocks > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        // The last one to leave cancelled the clock: nothing to wait for.
         #expect(hub.runningClocks == 0)
         #expect(hub.subscriberCount == 1)  // the quiet one
     }
