@@ -77,7 +77,15 @@ enum SQLiteRaw {
             let index = Int32(offset + 1)
             let code: Int32
             switch argument {
-            case .text(let text?): code = sqlite3_bind_text(raw, index, text, -1, transient)
+            case .text(var text?):
+                // From the string's own UTF-8 (copied by SQLite), not a NUL-terminated copy.
+                // (A nil pointer would bind NULL: the empty string gets a literal.)
+                code = text.withUTF8 { bytes in
+                    guard let base = bytes.baseAddress, !bytes.isEmpty else { return sqlite3_bind_text(raw, index, "", 0, transient) }
+                    return base.withMemoryRebound(to: CChar.self, capacity: bytes.count) {
+                        sqlite3_bind_text(raw, index, $0, Int32(bytes.count), transient)
+                    }
+                }
             case .integer(let number?): code = sqlite3_bind_int64(raw, index, number)
             case .text(nil), .integer(nil): code = sqlite3_bind_null(raw, index)
             }

@@ -228,7 +228,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     private static func json(_ body: DifyJSON, status: HTTPResponseStatus = .ok, headers: HTTPHeaders = [:]) -> HTTPResponse {
         var headers = headers
         if !headers.contains(name: "content-type") { headers.add(name: "content-type", value: "application/json") }
-        return HTTPResponse(status: status, headers: headers, body: .full(ByteBuffer(string: body.text)))
+        return HTTPResponse(status: status, headers: headers, body: .full(ByteBuffer(bytes: body.bytes)))
     }
 
     /// Writes the run's events as `data: {json}` until `workflow_finished`, with `event: ping`

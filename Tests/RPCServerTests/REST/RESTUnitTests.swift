@@ -22,6 +22,7 @@ struct RESTUnitTests {
             ("b", 1), ("a", .array([.string("为 \"q\"\n"), .double(0.875), .null, true])), ("e", .string("😀")),
         ])
         #expect(value.text == #"{"b": 1, "a": ["\u4e3a \"q\"\n", 0.875, null, true], "e": "\ud83d\ude00"}"#)
+        #expect(DifyJSON.string("\u{01}\u{7F}\t\\ plain").text == #""\u0001\u007f\t\\ plain""#)
     }
 
     @Test("query strings are split and percent-decoded")
