@@ -262,6 +262,8 @@ public final class Engine: Sendable {
     public let configuration: EngineConfiguration
     private let store: any RunStore
     private let executor: any WorkflowExecutor
+    /// Where runs execute (nil: the global concurrent executor); see `init`.
+    private let executionExecutor: (any TaskExecutor)?
     private let workflows: (any WorkflowResolving)?
     private let clock: any EngineClock
     private let logger: Logger
@@ -276,10 +278,14 @@ public final class Engine: Sendable {
     /// `workflows` resolves the submissions of `submit(_: SubmitRequest)` (the front door of
     /// the transports); without it only already resolved `RunRequest`s can be submitted.
     /// `metrics` makes the Engine's metrics (one factory per server keeps tests apart).
+    /// `executionExecutor` runs the claiming and the executing of runs (their tasks prefer it;
+    /// nil: the global concurrent executor): a server passes threads of lower CPU priority
+    /// than those answering callers, so that execution takes the CPU the wire leaves.
     public init(store: any RunStore, executor: any WorkflowExecutor, workflows: (any WorkflowResolving)? = nil,
                 configuration: EngineConfiguration = EngineConfiguration(),
                 clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "flowd.engine"),
-                metrics: any MetricsFactory = MetricsSystem.factory) {
+                metrics: any MetricsFactory = MetricsSystem.factory, executionExecutor: (any TaskExecutor)? = nil) {
+        self.executionExecutor = executionExecutor
         self.metrics = EngineMetrics(factory: metrics, store: store, logger: logger)
         self.store = store
         self.executor = executor
@@ -306,7 +312,10 @@ public final class Engine: Sendable {
         if !recovered.isEmpty {
             logger.warning("failed runs interrupted by a restart", metadata: ["count": "\(recovered.count)"])
         }
-        let dispatcher = configuration.workerCount > 0 ? Task { [self] in await dispatchLoop() } : nil
+        // Claiming is part of executing: it runs where the runs do (the lease renewals do not,
+        // so that a busy machine cannot starve a lease into expiry).
+        let dispatcher = configuration.workerCount > 0
+            ? Task(executorPreference: executionExecutor) { [self] in await dispatchLoop() } : nil
         var tasks: [Task<Void, Never>] = [Task { [self] in await leaseRenewalLoop() }]
         if configuration.reaperEnabled {
             tasks.append(Task { [self] in await reaperLoop() })
@@ -603,13 +612,13 @@ public final class Engine: Sendable {
         let context = ExecutionContext(runID: run.id, attempt: run.attempt) { events, steps in
             try writer.emit(events, steps: steps)
         }
-        let executor = self.executor
+        let executor = self.executor, preferred = executionExecutor
         state.withLock { state in
             // Created under the lock, so that the task's end (which removes it) comes after.
-            let execution = Execution(run: run, task: Task { try await executor.execute(run, context: context) },
+            let execution = Execution(run: run, task: Task(executorPreference: preferred) { try await executor.execute(run, context: context) },
                                       events: writer)
             state.executing[run.id] = execution
-            state.completions[run.id] = Task { [self] in await complete(execution) }
+            state.completions[run.id] = Task(executorPreference: preferred) { [self] in await complete(execution) }
         }
     }
 

@@ -4,6 +4,7 @@ import Workflows
 import Foundation
 import Logging
 import Metrics
+import NIOCore
 import RPCServer
 import ServiceLifecycle
 import UnixSignals
@@ -32,6 +33,12 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Runs one tenant may execute at once (env FLOWD_WORKERS_PER_TENANT; default: all workers but a quarter, at least 1).")
     var workersPerTenant: Int?
+
+    @Option(help: "How far below the threads that answer calls the threads that execute runs are scheduled: their nice value, 0-19 (env FLOWD_EXECUTION_NICE, default 10; 0: the same priority).")
+    var executionNice: Int = Environment.int("FLOWD_EXECUTION_NICE") ?? ExecutionThreads.defaultNice
+
+    @Option(help: "Threads that execute runs (env FLOWD_EXECUTION_THREADS; 0 means one per core).")
+    var executionThreads: Int = Environment.int("FLOWD_EXECUTION_THREADS") ?? 0
 
     @Option(help: "Active runs per tenant (env ASYNC_WORKFLOW_MAX_CONCURRENT, default 50).")
     var maxConcurrent: Int?
@@ -117,6 +124,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         if let workers, workers < 0 { throw ValidationError("--workers must be 0 or more") }
+        guard ExecutionThreads.niceRange.contains(executionNice) else {
+            throw ValidationError("--execution-nice must be 0 to 19 (the kernel's range above normal priority)")
+        }
+        guard executionThreads >= 0 else { throw ValidationError("--execution-threads must be 0 (one per core) or more") }
         for (value, name) in [(workersPerTenant, "--workers-per-tenant"),
                               (maxConcurrent, "--max-concurrent"),
                               (scheduledTimeoutMinutes, "--scheduled-timeout-minutes"),
@@ -172,9 +183,13 @@ struct Serve: AsyncParsableCommand {
             serverMetrics = created
         }
         let store = try await data.openStore(logger: logger)
+        // A process without workers executes nothing: no threads for it.
+        let runThreads = engineConfiguration.workerCount == 0 ? nil
+            : try ExecutionThreads(count: executionThreads > 0 ? executionThreads : System.coreCount, nice: executionNice)
         let engine = Engine(store: store, executor: WorkflowRunner(catalog: catalog, configuration: runnerConfiguration),
                             workflows: catalog, configuration: engineConfiguration, logger: logger,
-                            metrics: serverMetrics?.factory ?? NOOPMetricsHandler.instance)
+                            metrics: serverMetrics?.factory ?? NOOPMetricsHandler.instance,
+                            executionExecutor: runThreads)
         serverMetrics?.beforeScrape = { await engine.metrics.refreshRunGauges() }
         let authenticator = Authenticator(keys: store)
         try await engine.start()

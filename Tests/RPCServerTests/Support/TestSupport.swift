@@ -108,6 +108,9 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Whether it still runs, and every line printed so far.
+    /// The child's process id (`env` execs the command, so it is the command's).
+    var pid: Int32 { process.processIdentifier }
+
     func snapshot() -> (running: Bool, output: String) {
         lock.withLock { (process.isRunning, lines.joined(separator: "\n")) }
     }
