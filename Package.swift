@@ -124,8 +124,6 @@ let package = Package(
             name: "flowd",
             dependencies: [
                 "RPCServer", "RPCClient", "Codec", "Engine", "Workflows", "CAllocator",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

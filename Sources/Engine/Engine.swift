@@ -499,7 +499,10 @@ public final class Engine: Sendable {
                 state.stopsBeforeStart.insert(id)
                 return (nil, true)
             }
-            guard execution != nil || beforeStart else { return run }
+            // Not executing here any more: its finish may have committed after this stop and
+            // been handled before this caller resumed (the store resumes the two from different
+            // queues), so the record above can be stale.
+            guard execution != nil || beforeStart else { return try await self.run(id: id, tenant: tenant) }
             let events = try await watch(id: id, tenant: tenant, after: 0, replayStored: false)
             execution?.requestStop()
             return try await withThrowingTaskGroup(of: RunRecord?.self) { group in

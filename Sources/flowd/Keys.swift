@@ -74,7 +74,9 @@ struct DataDirectoryOption: ParsableArguments {
     /// Opens the store. A store that cannot be opened (a bad URL, a refused login, an unreachable
     /// server, a schema from a newer flowd) ends the command with one line on stderr naming the
     /// problem and exit status 1.
-    func openStore(logger: Logger? = nil) async throws -> any RunStore & APIKeyStore {
+    /// `executionQoS`: the quality of service of the executor runs execute on (the SQLite
+    /// store resumes their writes' callers there).
+    func openStore(logger: Logger? = nil, executionQoS: DispatchQoS = .unspecified) async throws -> any RunStore & APIKeyStore {
         do {
             if let store {
                 return try await PostgresRunStore(url: store, logger: logger)
@@ -84,7 +86,7 @@ struct DataDirectoryOption: ParsableArguments {
             // memory 0600), and files an older flowd left readable are narrowed.
             umask(0o077)
             let directory = URL(fileURLWithPath: dataDirectory)
-            let opened = try SQLiteRunStore(directory: directory)
+            let opened = try SQLiteRunStore(directory: directory, executionQoS: executionQoS)
             Self.restrictPermissions(directory)
             return opened
         } catch let error as StoreError {

@@ -4,7 +4,6 @@ import Workflows
 import Foundation
 import Logging
 import Metrics
-import NIOCore
 import RPCServer
 import ServiceLifecycle
 import UnixSignals
@@ -34,11 +33,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Runs one tenant may execute at once (env FLOWD_WORKERS_PER_TENANT; default: all workers but a quarter, at least 1).")
     var workersPerTenant: Int?
 
-    @Option(help: "How far below the threads that answer calls the threads that execute runs are scheduled: their nice value, 0-19 (env FLOWD_EXECUTION_NICE, default 10; 0: the same priority).")
-    var executionNice: Int = Environment.int("FLOWD_EXECUTION_NICE") ?? ExecutionThreads.defaultNice
-
-    @Option(help: "Threads that execute runs (env FLOWD_EXECUTION_THREADS; 0 means one per core).")
-    var executionThreads: Int = Environment.int("FLOWD_EXECUTION_THREADS") ?? 0
+    @Option(help: "CPU priority of the threads that execute runs, below the threads that answer calls: background (nice 10), utility (nice 2) or normal (env FLOWD_EXECUTION_PRIORITY, default background).")
+    var executionPriority: String = Environment.string("FLOWD_EXECUTION_PRIORITY") ?? ExecutionExecutor.Priority.default.rawValue
 
     @Option(help: "Active runs per tenant (env ASYNC_WORKFLOW_MAX_CONCURRENT, default 50).")
     var maxConcurrent: Int?
@@ -124,10 +120,9 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         if let workers, workers < 0 { throw ValidationError("--workers must be 0 or more") }
-        guard ExecutionThreads.niceRange.contains(executionNice) else {
-            throw ValidationError("--execution-nice must be 0 to 19 (the kernel's range above normal priority)")
+        guard let priority = ExecutionExecutor.Priority(rawValue: executionPriority) else {
+            throw ValidationError("--execution-priority must be one of \(ExecutionExecutor.Priority.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard executionThreads >= 0 else { throw ValidationError("--execution-threads must be 0 (one per core) or more") }
         for (value, name) in [(workersPerTenant, "--workers-per-tenant"),
                               (maxConcurrent, "--max-concurrent"),
                               (scheduledTimeoutMinutes, "--scheduled-timeout-minutes"),
@@ -182,14 +177,11 @@ struct Serve: AsyncParsableCommand {
             MetricsSystem.bootstrap(created.factory)
             serverMetrics = created
         }
-        let store = try await data.openStore(logger: logger)
-        // A process without workers executes nothing: no threads for it.
-        let runThreads = engineConfiguration.workerCount == 0 ? nil
-            : try ExecutionThreads(count: executionThreads > 0 ? executionThreads : System.coreCount, nice: executionNice)
+        let store = try await data.openStore(logger: logger, executionQoS: priority.qos)
         let engine = Engine(store: store, executor: WorkflowRunner(catalog: catalog, configuration: runnerConfiguration),
                             workflows: catalog, configuration: engineConfiguration, logger: logger,
                             metrics: serverMetrics?.factory ?? NOOPMetricsHandler.instance,
-                            executionExecutor: runThreads)
+                            executionExecutor: ExecutionExecutor.make(priority))
         serverMetrics?.beforeScrape = { await engine.metrics.refreshRunGauges() }
         let authenticator = Authenticator(keys: store)
         try await engine.start()

@@ -28,8 +28,17 @@ import Synchronization
 ///   hand-off per batch, batches in commit order), and the thread goes on to the next batch
 ///   at once. Resuming a caller wakes a thread and frees the op's closures and results.
 final class SQLiteCommitter: @unchecked Sendable {
+    /// Who waits for a write: a caller of the store's API (a submission, a stop, a key), or
+    /// the execution of runs (claims, appends, finishes), whose callers are resumed on a queue
+    /// of their own at the execution's quality of service.
+    enum Lane: Sendable {
+        case caller
+        case execution
+    }
+
     /// One queued write: `apply` runs it (and keeps its result), `complete` resumes the caller.
     private struct Item: Sendable {
+        let lane: Lane
         let apply: @Sendable (Database) throws -> Void
         let complete: @Sendable ((any Error)?) -> Void
     }
@@ -42,8 +51,10 @@ final class SQLiteCommitter: @unchecked Sendable {
 
     private let pool: DatabasePool
     private let pending = Mutex(Pending())
-    /// Resumes the callers of committed (or failed) batches, in order, off the committer thread.
+    /// Resume the callers of committed (or failed) batches, in order per lane, off the
+    /// committer thread.
     private let completions: DispatchQueue
+    private let executionCompletions: DispatchQueue
     private let wake = DispatchSemaphore(value: 0)
     let maxBatchSize: Int
     /// Batches committed so far (tests read it to see that writes were grouped).
@@ -56,13 +67,17 @@ final class SQLiteCommitter: @unchecked Sendable {
 
     private let metrics: StoreMetrics?
 
+    /// `executionQoS`: where the execution lane's callers are resumed (see `Lane`); the same
+    /// quality of service as the executor the runs execute on lets a thread of that pool resume
+    /// them and run them on, instead of waking another pool's thread for each.
     init(pool: DatabasePool, maxBatchSize: Int = 512, name: String = "flowd.sqlite.committer", metrics: StoreMetrics? = nil,
-         afterCommit: @escaping @Sendable (Database) -> Void = { _ in }) {
+         executionQoS: DispatchQoS = .unspecified, afterCommit: @escaping @Sendable (Database) -> Void = { _ in }) {
         self.pool = pool
         self.metrics = metrics
         self.afterCommit = afterCommit
         self.maxBatchSize = max(1, maxBatchSize)
         completions = DispatchQueue(label: name + ".completions")
+        executionCompletions = DispatchQueue(label: name + ".execution-completions", qos: executionQoS)
         let thread = Thread { [self] in loop() }
         thread.name = name
         thread.start()
@@ -83,19 +98,20 @@ final class SQLiteCommitter: @unchecked Sendable {
 
     /// Runs `body` inside the next batch's transaction and returns its result after that
     /// transaction committed. Errors are GRDB's or the body's own.
-    func perform<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func perform<T: Sendable>(lane: Lane = .caller, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         try await withUnsafeThrowingContinuation { continuation in
-            enqueue(body) { continuation.resume(with: $0) }
+            enqueue(lane: lane, body) { continuation.resume(with: $0) }
         }
     }
 
     /// Queues `body` at once (behind everything queued before this call returns) and calls
     /// `completion` on the committer thread after the transaction holding it committed.
-    func enqueue<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T,
+    func enqueue<T: Sendable>(lane: Lane = .caller, _ body: @escaping @Sendable (Database) throws -> T,
                               completion: @escaping @Sendable (Result<T, any Error>) -> Void) {
         let box = ResultBox<T>()
         // Only the committer thread touches `box`, before it calls `completion`; hence unchecked.
         let item = Item(
+            lane: lane,
             apply: { db in box.value = try body(db) },
             complete: { error in completion(error.map { .failure($0) } ?? .success(box.value!)) })
         let (accepted, wasSleeping) = pending.withLock { pending -> (Bool, Bool) in
@@ -178,10 +194,22 @@ final class SQLiteCommitter: @unchecked Sendable {
         }
     }
 
-    /// Resumes `items`' callers on the completion queue (after those of earlier hand-offs).
+    /// Resumes `items`' callers on their lane's completion queue (after those of earlier
+    /// hand-offs).
     private func complete(_ items: [Item], with error: (any Error)?) {
-        completions.async {
-            for item in items { item.complete(error) }
+        var callers: [Item] = [], executions: [Item] = []
+        for item in items {
+            if item.lane == .caller { callers.append(item) } else { executions.append(item) }
+        }
+        if !callers.isEmpty {
+            completions.async { [callers] in
+                for item in callers { item.complete(error) }
+            }
+        }
+        if !executions.isEmpty {
+            executionCompletions.async { [executions] in
+                for item in executions { item.complete(error) }
+            }
         }
     }
 

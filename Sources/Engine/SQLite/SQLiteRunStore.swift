@@ -52,7 +52,7 @@ public final class SQLiteRunStore: RunStore {
     /// `metrics` receives the committed transactions' latency and group-commit batch sizes.
     public init(directory: URL, logger: Logger? = nil, busyTimeout: Duration = .seconds(5),
                 checkpointInterval: Duration = .milliseconds(250), walRestartFrames: Int = 4096,
-                metrics: any MetricsFactory = MetricsSystem.factory) throws {
+                metrics: any MetricsFactory = MetricsSystem.factory, executionQoS: DispatchQoS = .unspecified) throws {
         Self.processSettings
         self.logger = logger
         let path = directory.appendingPathComponent(Self.fileName).path
@@ -101,7 +101,8 @@ public final class SQLiteRunStore: RunStore {
         } catch {
             throw StoreError.mapping(error)
         }
-        committer = SQLiteCommitter(pool: pool, metrics: StoreMetrics(factory: metrics, store: "sqlite"), afterCommit: { [checkpointer] db in
+        committer = SQLiteCommitter(pool: pool, metrics: StoreMetrics(factory: metrics, store: "sqlite"),
+                                    executionQoS: executionQoS, afterCommit: { [checkpointer] db in
             checkpointer.committed()
             if checkpointer.takeCatchUpRequest() {
                 // Copies what was committed since the checkpointer's last pass, so that the
@@ -161,10 +162,10 @@ public final class SQLiteRunStore: RunStore {
     /// A caller cancelled before its write is queued gets `CancellationError` and writes nothing;
     /// once queued, the write is not interrupted by its caller's cancellation (it shares a
     /// transaction with others) and its result is returned.
-    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(lane: SQLiteCommitter.Lane = .caller, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         try Task.checkCancellation()
         do {
-            return try await committer.perform(body)
+            return try await committer.perform(lane: lane, body)
         } catch {
             throw StoreError.mapping(error)
         }
@@ -276,7 +277,7 @@ public final class SQLiteRunStore: RunStore {
         let nowMS = Self.milliseconds(now)
         let leaseExpiresAt = nowMS + Self.milliseconds(request.leaseDuration)
         guard request.maxRuns > 0 else { return [] }
-        return try await write { db in
+        return try await write(lane: .execution) { db in
             var held = request.held
             var capped = Set<String>()
             if let cap = request.perTenantLimit {
@@ -377,7 +378,7 @@ public final class SQLiteRunStore: RunStore {
         // A batch may be applied more than once (after another write of it failed): the events
         // are taken on the first application and kept for the others.
         let taken = Mutex<(events: [NewEvent], steps: Int)?>(nil)
-        committer.enqueue({ db in
+        committer.enqueue(lane: .execution, { db in
             let (events, steps) = taken.withLock { taken in
                 if taken == nil { taken = take() }
                 return taken!
@@ -445,7 +446,7 @@ public final class SQLiteRunStore: RunStore {
             completion(.failure(error))
             return
         }
-        committer.enqueue(body, completion: { result in
+        committer.enqueue(lane: .execution, body, completion: { result in
             completion(result.map { $0.map(Self.published) }.mapError(StoreError.mapping))
         })
     }

@@ -159,11 +159,17 @@ struct GroupCommitTests {
             try await StoreFixture.create(store, StoreFixture.submission("first"), policy: policy)
             _ = try await StoreFixture.claim(store)
             let finished = Mutex<Result<FinishedRun?, any Error>?>(nil)
+            let resumed = Gate()
             store.enqueueFinish(runID: "first", attempt: 1, state: .succeeded, outputsJSON: "{}", error: nil,
-                                expectedLastSequence: 1, now: t0) { result in finished.withLock { $0 = result } }
+                                expectedLastSequence: 1, now: t0) { result in
+                finished.withLock { $0 = result }
+                resumed.open()
+            }
             // Queued after the finish: the tenant's only slot is free again when it is applied.
+            // (The finish's caller is resumed on the execution lane, in no order with this one.)
             let next = try await store.submit(StoreFixture.submission("next"), policy: policy, now: t0)
             #expect(next.created?.id == "next", "\(next)")
+            await resumed.wait()
             let result = try #require(finished.withLock { $0 })
             let run = try #require(try result.get()).run
             #expect(run.state == .succeeded && run.lastSequence == 2)
@@ -188,6 +194,43 @@ struct GroupCommitTests {
             try await StoreFixture.create(store, StoreFixture.submission("b0", tenant: "b"), now: t)
             let rotated = try await store.claim(ClaimRequest(worker: "w", maxRuns: 3, leaseDuration: .seconds(30)), now: t)
             #expect(rotated.map(\.run.id) == ["b0", "a4"])
+        }
+    }
+
+    @Test("SQLite: the callers of execution's writes (claims, appends, finishes) are resumed at the execution's quality of service, other callers not")
+    func executionLane() async throws {
+        try await withDataDirectory { directory in
+            // libdispatch on Linux applies the background quality of service as nice 10.
+            let store = try SQLiteRunStore(directory: directory, executionQoS: .background)
+            let nice = { @Sendable in getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) }
+            let seen = Mutex<[String: Int32]>([:])
+            try await StoreFixture.create(store, StoreFixture.submission("r1"))
+            let claimed = try await store.claim(ClaimRequest(worker: "w", maxRuns: 1, leaseDuration: .seconds(30)), now: StoreFixture.t0)
+            #expect(claimed.map(\.run.id) == ["r1"])
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                store.enqueueEvents(runID: "r1", attempt: 1, now: StoreFixture.t0,
+                                    take: { ([NewEvent(kind: .nodeStarted, payloadJSON: "{}")], 1) }) { _ in
+                    seen.withLock { $0["append"] = nice() }
+                    store.enqueueFinish(runID: "r1", attempt: 1, state: .succeeded, outputsJSON: "{}", error: nil,
+                                        expectedLastSequence: nil, now: StoreFixture.t0) { result in
+                        seen.withLock { $0["finish"] = (try? result.get()) != nil ? nice() : -100 }
+                        done.resume()
+                    }
+                }
+            }
+            // A submission's caller is resumed from the other queue.
+            let caller = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, any Error>) in
+                Task {
+                    do {
+                        try await StoreFixture.create(store, StoreFixture.submission("r2"))
+                        continuation.resume(returning: nice())
+                    } catch {
+                        continuation.resume(throwing: error)
+                    }
+                }
+            }
+            #expect(seen.withLock { $0 } == ["append": 10, "finish": 10])
+            #expect(caller == 0)
         }
     }
 }

@@ -21,7 +21,7 @@ private func threadNiceValues(_ pid: Int32) throws -> [Int] {
     }
 }
 
-@Suite("Runs execute below the threads that answer calls (--execution-nice)", .serialized)
+@Suite("Runs execute below the threads that answer calls (--execution-priority)", .serialized)
 struct ExecutionPriorityTests {
     /// A workflow whose exec node runs `nice`, which prints the nice value it inherited.
     private static func workflows() throws -> URL {
@@ -60,32 +60,33 @@ struct ExecutionPriorityTests {
         return (result.output, threads)
     }
 
-    @Test("--execution-nice 7 --execution-threads 3: the exec node's program inherits 7, three threads run at 7, the rest at 0")
-    func configuredNice() async throws {
-        let (output, threads) = try await Self.serveAndRun(["--execution-nice", "7", "--execution-threads", "3"])
-        #expect(output.contains(#""outputs":{"out":{"result":7}}"#), "\(output)")
-        #expect(threads.filter { $0 == 7 }.count == 3, "\(threads)")
-        #expect(threads.contains(0), "\(threads)")
-        #expect(threads.allSatisfy { $0 == 7 || $0 <= 0 }, "\(threads)")
+    @Test("--execution-priority utility: the exec node's program inherits nice 2 and threads run at 2; the threads answering calls stay at 0")
+    func utility() async throws {
+        let (output, threads) = try await Self.serveAndRun(["--execution-priority", "utility"])
+        #expect(output.contains(#""outputs":{"out":{"result":2}}"#), "\(output)")
+        #expect(threads.contains(2), "\(threads)")
+        #expect(threads.filter { $0 == 0 }.count >= 2, "\(threads)")  // at least the event loops
+        #expect(!threads.contains { $0 > 2 }, "\(threads)")
     }
 
-    @Test("the default is 10; FLOWD_EXECUTION_NICE=0 runs everything at the same priority")
+    @Test("the default is background (nice 10); FLOWD_EXECUTION_PRIORITY=normal runs everything at the same priority")
     func defaultAndEnvironment() async throws {
-        let (defaulted, _) = try await Self.serveAndRun([])
+        let (defaulted, threads) = try await Self.serveAndRun([])
         #expect(defaulted.contains(#""outputs":{"out":{"result":10}}"#), "\(defaulted)")
-        let (same, threads) = try await Self.serveAndRun([], environment: ["FLOWD_EXECUTION_NICE=0"])
+        #expect(threads.contains(10), "\(threads)")
+        let (same, normalThreads) = try await Self.serveAndRun([], environment: ["FLOWD_EXECUTION_PRIORITY=normal"])
         #expect(same.contains(#""outputs":{"out":{"result":0}}"#), "\(same)")
-        #expect(!threads.contains { $0 > 0 }, "\(threads)")
+        #expect(!normalThreads.contains { $0 > 0 }, "\(normalThreads)")
     }
 
-    @Test("out-of-range values are refused before the server starts")
+    @Test("an unknown priority is refused before the server starts")
     func refused() async throws {
-        for (flag, value) in [("--execution-nice", "20"), ("--execution-nice", "-1"), ("--execution-threads", "-2")] {
+        for value in ["idle", "10", "Background"] {
             let result = try await run([flowdBinary.path, "serve", "--host", "127.0.0.1", "--port", "0",
-                                        "--data-dir", FileManager.default.temporaryDirectory.appendingPathComponent("flowd-nice-refused-\(UUID().uuidString)").path,
-                                        "--workflows", "examples/workflows", flag, value])
-            #expect(result.status != 0, "\(flag) \(value): \(result.output)")
-            #expect(result.output.contains(flag), "\(flag) \(value): \(result.output)")
+                                        "--data-dir", FileManager.default.temporaryDirectory.appendingPathComponent("flowd-priority-refused-\(UUID().uuidString)").path,
+                                        "--workflows", "examples/workflows", "--execution-priority", value])
+            #expect(result.status != 0, "\(value): \(result.output)")
+            #expect(result.output.contains("--execution-priority must be one of background, utility, normal"), "\(value): \(result.output)")
             #expect(!result.output.contains("listening"), "\(result.output)")
         }
     }
