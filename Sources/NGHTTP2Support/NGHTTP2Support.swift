@@ -60,6 +60,58 @@ package struct HeaderField: Sendable, Equatable {
     }
 }
 
+/// A header block that stays the same for the life of the process (a gRPC response's
+/// `:status 200` and `content-type`, the `grpc-status: 0` trailer), encoded once into memory
+/// that is never freed, so that nghttp2 takes it without copying
+/// (`NGHTTP2_NV_FLAG_NO_COPY_NAME | NO_COPY_VALUE`) and a call builds no arrays for it.
+package final class StaticHeaderBlock: @unchecked Sendable {
+    package let fields: [HeaderField]
+    // Immutable after init and never freed: safe to share across threads.
+    private let nva: UnsafeMutablePointer<nghttp2_nv>
+
+    package init(_ fields: [HeaderField]) {
+        self.fields = fields
+        nva = .allocate(capacity: max(1, fields.count))
+        let flags = UInt8(NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue)
+        for (index, field) in fields.enumerated() {
+            (nva + index).initialize(to: nghttp2_nv(name: Self.permanent(field.name), value: Self.permanent(field.value),
+                                                    namelen: field.name.utf8.count, valuelen: field.value.utf8.count,
+                                                    flags: flags))
+        }
+    }
+
+    private static func permanent(_ text: String) -> UnsafeMutablePointer<UInt8> {
+        let bytes = Array(text.utf8)
+        let pointer = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, bytes.count))
+        pointer.initialize(from: bytes, count: bytes.count)
+        return pointer
+    }
+
+    package func withNameValues<R>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+        body(nva, fields.count)
+    }
+}
+
+/// Header fields to send: built for this response, or a block fixed for the process.
+package enum HeaderBlock: Sendable {
+    case fields([HeaderField])
+    case fixed(StaticHeaderBlock)
+
+    package var fields: [HeaderField] {
+        switch self {
+        case .fields(let fields): fields
+        case .fixed(let block): block.fields
+        }
+    }
+
+    package func withNameValues<R>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+        switch self {
+        case .fields(let fields): NGHTTP2Support.withNameValues(fields, body)
+        case .fixed(let block): block.withNameValues(body)
+        }
+    }
+}
+
 /// Calls `body` with an `nghttp2_nv` array for `fields`. All names and values are copied into
 /// one buffer first (nested pointer scopes on array elements trip Swift's exclusivity checks);
 /// nghttp2 copies them again during submit.

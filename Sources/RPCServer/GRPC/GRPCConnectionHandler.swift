@@ -82,7 +82,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     /// Handlers' tasks run on this connection's loop (nil: the global executor).
     var taskExecutor: EventLoopTaskExecutor?
     /// Every stream with a request, gRPC or plain HTTP.
-    var streams: [Int32: Stream] = [:]
+    var streams = StreamMap<Stream>()
     var runningHandlers = 0
     var output = ByteBuffer()
     var flushScheduled = false
@@ -624,25 +624,31 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         stream.deadline?.cancel()
         stream.inbound?.finish()
         stream.inbound = nil
-        let trailers = Self.trailerFields(status: status, metadata: metadata,
-                                          maxMessageBytes: configuration.maxStatusMessageBytes)
         switch stream.machine.finish() {
         case .sendTrailersOnly:
-            sendTrailersOnly(streamID: streamID, httpStatus: 200, trailers: trailers)
+            sendTrailersOnly(streamID: streamID, httpStatus: 200,
+                             trailers: Self.trailerFields(status: status, metadata: metadata,
+                                                          maxMessageBytes: configuration.maxStatusMessageBytes))
         case .sendTrailers:
-            session?.sendTrailers(streamID: streamID, fields: trailers)
+            let plainOK = status.code == .ok && status.message.isEmpty && status.details.isEmpty && metadata.isEmpty
+            session?.sendTrailers(streamID: streamID, block: plainOK ? .fixed(Self.okTrailers) : .fields(
+                Self.trailerFields(status: status, metadata: metadata, maxMessageBytes: configuration.maxStatusMessageBytes)))
             scheduleFlush()
         case .none:
             break
         }
     }
 
+    /// What every gRPC response starts with, and the trailer of a plain OK: encoded once.
+    static let responseHeaders = StaticHeaderBlock([HeaderField(name: ":status", value: "200"),
+                                                    HeaderField(name: "content-type", value: "application/grpc")])
+    static let okTrailers = StaticHeaderBlock([HeaderField(name: "grpc-status", value: "0")])
+
     func submitResponseHeaders(streamID: Int32, metadata: Metadata) {
-        var fields = [HeaderField(name: ":status", value: "200"),
-                      HeaderField(name: "content-type", value: "application/grpc")]
-        fields.append(contentsOf: metadata.headerFields)
+        let block: HeaderBlock = metadata.isEmpty ? .fixed(Self.responseHeaders)
+            : .fields(Self.responseHeaders.fields + metadata.headerFields)
         do {
-            try session?.sendResponseHeaders(streamID: streamID, fields: fields, endStream: false)
+            try session?.sendResponseHeaders(streamID: streamID, block: block, endStream: false)
         } catch {
             logger.debug("could not send response headers", metadata: ["stream": "\(streamID)", "error": "\(error)"])
         }

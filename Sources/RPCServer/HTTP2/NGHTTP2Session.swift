@@ -67,7 +67,7 @@ final class NGHTTP2Session {
         var headersTooLarge = false
         var requestEnded = false
         var outbound = ByteBuffer()
-        var trailers: [HeaderField]?
+        var trailers: HeaderBlock?
         /// The body ends with END_STREAM on its last DATA frame, without trailers (plain HTTP).
         var endsWithoutTrailers = false
         var deferred = false
@@ -83,7 +83,7 @@ final class NGHTTP2Session {
 
     private let session: OpaquePointer
     private let headerLimits: HeaderListLimits
-    private var streams: [Int32: StreamIO] = [:]
+    private var streams = StreamMap<StreamIO>()
     /// The stream whose request header block is arriving (a HEADERS frame and its
     /// CONTINUATIONs are contiguous on the wire): its fields skip the map.
     private var receivingHeaders: (id: Int32, stream: StreamIO)?
@@ -252,8 +252,12 @@ final class NGHTTP2Session {
     /// Sends response headers. With `endStream` this is a complete response (Trailers-Only or
     /// an HTTP error); otherwise the body follows through `sendData` and `sendTrailers`.
     func sendResponseHeaders(streamID: Int32, fields: [HeaderField], endStream: Bool) throws(HTTP2SessionError) {
+        try sendResponseHeaders(streamID: streamID, block: .fields(fields), endStream: endStream)
+    }
+
+    func sendResponseHeaders(streamID: Int32, block: HeaderBlock, endStream: Bool) throws(HTTP2SessionError) {
         guard streams[streamID] != nil else { throw HTTP2SessionError(libraryCode: Int(NGHTTP2_ERR_STREAM_CLOSED.rawValue)) }
-        let rc: Int32 = withNameValues(fields) { nva, count in
+        let rc: Int32 = block.withNameValues { nva, count in
             if endStream {
                 return nghttp2_submit_response(session, streamID, nva, count, nil)
             }
@@ -273,9 +277,9 @@ final class NGHTTP2Session {
     }
 
     /// Ends the response with trailers once every queued byte has been sent.
-    func sendTrailers(streamID: Int32, fields: [HeaderField]) {
+    func sendTrailers(streamID: Int32, block: HeaderBlock) {
         guard streams[streamID] != nil else { return }
-        streams[streamID]!.trailers = fields
+        streams[streamID]!.trailers = block
         resumeIfDeferred(streamID: streamID)
     }
 
@@ -444,7 +448,7 @@ final class NGHTTP2Session {
         if stream.outbound.readableBytes == 0, let trailers = stream.trailers {
             flowd_h2_set_data_flags(flags, 1, 1)
             stream.trailers = nil
-            let rc = withNameValues(trailers) { nva, n in nghttp2_submit_trailer(session, streamID, nva, n) }
+            let rc = trailers.withNameValues { nva, n in nghttp2_submit_trailer(session, streamID, nva, n) }
             return rc < 0 ? Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) : count
         }
         if count == 0 {

@@ -37,7 +37,7 @@ struct StreamTimers {
 
     let idleTimeout: TimeAmount
     let writeStallTimeout: TimeAmount
-    private(set) var entries: [Int32: Entry] = [:]
+    private(set) var entries = StreamMap<Entry>()
 
     init(idleTimeout: TimeAmount, writeStallTimeout: TimeAmount) {
         self.idleTimeout = idleTimeout
