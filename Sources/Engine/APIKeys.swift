@@ -109,7 +109,7 @@ public enum APIKeyFormat {
     }
 
     static func hash(secret: String) -> String {
-        Hex.encode(SHA256.hash(data: Array(secret.utf8)))
+        Hex.encode(digest: SHA256.hash(data: Array(secret.utf8)))
     }
 
     private static func isHex(_ byte: UInt8) -> Bool {
@@ -126,12 +126,23 @@ enum Hex {
     static func digit(_ value: UInt8) -> UInt8 { value < 10 ? 0x30 + value : 0x57 + value }
 
     static func encode<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
-        var text: [UInt8] = []
-        text.reserveCapacity(bytes.underestimatedCount * 2)
-        for byte in bytes {
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 0x0F)])
+        if let text = bytes.withContiguousStorageIfAvailable({ encode(UnsafeRawBufferPointer($0)) }) { return text }
+        return Array(bytes).withUnsafeBytes { encode($0) }
+    }
+
+    /// A digest's bytes, read in place (a digest is a Sequence that underestimates its count,
+    /// which made the generic path grow its buffer four times).
+    static func encode(digest: some ContiguousBytes) -> String {
+        digest.withUnsafeBytes { encode($0) }
+    }
+
+    static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { text in
+            for (index, byte) in bytes.enumerated() {
+                text[2 * index] = digits[Int(byte >> 4)]
+                text[2 * index + 1] = digits[Int(byte & 0x0F)]
+            }
+            return bytes.count * 2
         }
-        return String(decoding: text, as: UTF8.self)
     }
 }

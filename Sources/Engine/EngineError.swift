@@ -81,13 +81,14 @@ public enum RequestFingerprint {
     /// output), without parsing them again.
     public static func compute(workflow: String, user: String, canonicalInputs: String) -> String {
         var hasher = SHA256()
-        for part in [workflow, user, canonicalInputs] {
-            let bytes = Array(part.utf8)
-            var length = UInt64(bytes.count).bigEndian
-            withUnsafeBytes(of: &length) { hasher.update(bufferPointer: $0) }
-            hasher.update(data: bytes)
+        for var part in [workflow, user, canonicalInputs] {
+            part.withUTF8 { bytes in
+                var length = UInt64(bytes.count).bigEndian
+                withUnsafeBytes(of: &length) { hasher.update(bufferPointer: $0) }
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(bytes))
+            }
         }
-        return Hex.encode(hasher.finalize())
+        return Hex.encode(digest: hasher.finalize())
     }
 
     /// `json` re-encoded with sorted keys; `invalidRequest` when it is not a JSON object.
