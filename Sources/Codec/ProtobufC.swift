@@ -155,7 +155,13 @@ package enum ProtobufCCodec {
 /// Owns the C memory of a message being built for `ProtobufCCodec.encode`: strings, byte
 /// buffers, arrays and sub-messages, all freed together when the arena goes away.
 package final class ProtobufCArena {
+    /// Slabs the pieces are carved from (one `malloc` for a typical message instead of one or
+    /// two per string and sub-message), plus pieces too large for a slab.
     private var blocks: [UnsafeMutableRawPointer] = []
+    private var cursor: UnsafeMutableRawPointer?
+    private var remaining = 0
+    private static let slabSize = 4096
+    private static let slabAlignment = 16
 
     fileprivate init() {}
 
@@ -164,21 +170,46 @@ package final class ProtobufCArena {
     }
 
     private func allocate(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer {
-        let block = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: alignment)
-        blocks.append(block)
-        return block
+        precondition(alignment <= Self.slabAlignment, "alignment \(alignment) above the arena's")
+        let count = max(byteCount, 1)
+        if let cursor {
+            let aligned = cursor.alignedUp(toMultipleOf: alignment)
+            let needed = (aligned - cursor) + count
+            if needed <= remaining {
+                self.cursor = aligned + count
+                remaining -= needed
+                return aligned
+            }
+        }
+        if count > Self.slabSize / 4 {
+            let block = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: Self.slabAlignment)
+            blocks.append(block)
+            return block
+        }
+        let slab = UnsafeMutableRawPointer.allocate(byteCount: Self.slabSize, alignment: Self.slabAlignment)
+        blocks.append(slab)
+        cursor = slab + count
+        remaining = Self.slabSize - count
+        return slab
     }
 
     /// A NUL-terminated copy of `text`. protobuf-c strings end at the first NUL, so a NUL
     /// inside `text` is sent as U+FFFD rather than silently cutting the string short.
     package func string(_ text: String) -> UnsafeMutablePointer<CChar> {
-        var utf8 = Array(text.utf8)
-        if utf8.contains(0) {
-            utf8 = utf8.flatMap { $0 == 0 ? [0xEF, 0xBF, 0xBD] : [$0] }
+        var text = text
+        return text.withUTF8 { utf8 -> UnsafeMutablePointer<CChar> in
+            guard !utf8.contains(0) else {
+                return copy(utf8.flatMap { $0 == 0 ? [0xEF, 0xBF, 0xBD] : [$0] })
+            }
+            return copy(utf8)
         }
+    }
+
+    private func copy(_ utf8: some Collection<UInt8>) -> UnsafeMutablePointer<CChar> {
         let block = allocate(byteCount: utf8.count + 1, alignment: 1)
-        block.copyMemory(from: utf8, byteCount: utf8.count)
-        block.storeBytes(of: 0, toByteOffset: utf8.count, as: UInt8.self)
+        let bytes = UnsafeMutableRawBufferPointer(start: block, count: utf8.count + 1)
+        _ = bytes.initializeMemory(as: UInt8.self, from: utf8)
+        bytes[utf8.count] = 0
         return block.bindMemory(to: CChar.self, capacity: utf8.count + 1)
     }
 

@@ -18,6 +18,24 @@ struct RoundTripTests {
         #expect(try FlowdV1.TextChunk(serializedBytes: bytes).text == "a\u{FFFD}b")
     }
 
+    @Test("encoding carves strings and sub-messages from 4 KiB slabs: pieces across slab ends, one larger than a slab, NULs, empty strings")
+    func arenaSlabs() throws {
+        // 40 runs of strings from 0 to 1,600 bytes (several slabs, and pieces over a quarter
+        // of one that get blocks of their own), plus one of 10,000 bytes.
+        let runs = (0..<40).map { index in
+            FlowdV1.Run(id: "run-\(index)", workflow: String(repeating: "w", count: index * 40),
+                        inputsJson: index % 7 == 0 ? "" : String(repeating: "é", count: index * 20),
+                        outputsJson: String(repeating: "x", count: 10_000 * (index == 39 ? 1 : 0)),
+                        error: index == 3 ? "a\u{0}b" : "e\(index)", user: String(repeating: "u", count: 1 + index),
+                        createdAt: Timestamp(seconds: Int64(index), nanos: 5))
+        }
+        let response = FlowdV1.ListRunsResponse(runs: runs, nextPageToken: "next")
+        let decoded = try FlowdV1.ListRunsResponse(serializedBytes: response.serializedBytes())
+        var expected = response
+        expected.runs[3].error = "a\u{FFFD}b"
+        #expect(decoded == expected)
+    }
+
     @Test("unknown enum values survive a round trip")
     func openEnums() throws {
         let run = FlowdV1.Run(status: .init(rawValue: 42), triggeredFrom: .init(rawValue: -3), transport: .init(rawValue: 9))
