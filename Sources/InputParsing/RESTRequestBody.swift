@@ -33,9 +33,7 @@ public enum RESTRequestBody {
     /// The JSON object body with a non-empty `user` (Dify reads it before anything else).
     public static func object(contentType: String?, body: some Collection<UInt8>)
         -> Result<(object: [String: JSONValue], user: String), Failure> {
-        let mediaType = (contentType ?? "").lowercased().split(separator: ";", omittingEmptySubsequences: false).first
-            .map { $0.trimmingCharacters(in: [" ", "\t"]) } ?? ""
-        guard mediaType == "application/json" else { return .failure(.unsupportedMediaType) }
+        guard isJSON(contentType) else { return .failure(.unsupportedMediaType) }
         let value: JSONValue
         do {
             value = try JSONText.parse(body)
@@ -51,6 +49,20 @@ public enum RESTRequestBody {
         }
         guard !user.isEmpty else { return .failure(.missingUser) }
         return .success((object, user))
+    }
+
+    /// Whether the media type (before any `;` parameters, spaces and tabs around it) is
+    /// `application/json`, in any ASCII case; compared as bytes.
+    static func isJSON(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let bytes = contentType.utf8
+        var type = bytes[...]
+        if let semicolon = bytes.firstIndex(of: UInt8(ascii: ";")) { type = bytes[..<semicolon] }
+        let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        let trimmed = type.drop(while: blank).reversed().drop(while: blank)
+        let wanted = "nosj/noitacilppa".utf8  // reversed, as `trimmed` is
+        return trimmed.count == wanted.count
+            && zip(trimmed, wanted).allSatisfy { byte, expected in (byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte) == expected }
     }
 
     /// A `POST /v1/workflows/run` body: `inputs` an object, `response_mode` one of the three

@@ -36,6 +36,23 @@ struct InputParsingTests {
         #expect(GRPCContentType.isGRPC("APPLICATION/GRPC;\u{37E}"))
     }
 
+    @Test("REST bodies: the media type before ';', blanks around it dropped, is application/json in any ASCII case")
+    func restMediaType() {
+        let body = Array(#"{"user":"u"}"#.utf8)
+        for accepted in ["application/json", "Application/JSON; charset=utf-8", " application/json ", "\tapplication/json;x=1",
+                         "APPLICATION/json ;"] {
+            #expect((try? RESTRequestBody.object(contentType: accepted, body: body).get())?.user == "u", "\(accepted)")
+        }
+        for refused in [nil, "", "application/jsonx", "text/json", "application/json\u{301}", "application /json",
+                        ";application/json", "application/j\u{17F}on", "applicatıon/json"] as [String?] {
+            guard case .failure(let failure) = RESTRequestBody.object(contentType: refused, body: body) else {
+                Issue.record("accepted \(String(describing: refused))")
+                continue
+            }
+            #expect(failure == .unsupportedMediaType, "\(String(describing: refused))")
+        }
+    }
+
     @Test("authorization: the key after a case-insensitive Bearer, blanks around it dropped; blanks alone are no key")
     func bearer() {
         #expect(BearerCredentials.parse("Bearer abc") == .success("abc"))

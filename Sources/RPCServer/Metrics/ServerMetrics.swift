@@ -247,21 +247,15 @@ enum RESTRoute: String, Sendable {
     case other
 
     init(path: String) {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false)  // "" first for an absolute path
-        switch parts {
-        case ["", "metrics"]: self = .metrics
-        case ["", "v1", "parameters"]: self = .parameters
-        case ["", "v1", "info"]: self = .info
-        case ["", "v1", "workflows", "run"]: self = .run
-        case ["", "v1", "workflows", "logs"]: self = .logs
-        default:
-            if parts.count == 5, parts[..<4] == ["", "v1", "workflows", "run"], !parts[4].isEmpty {
-                self = .getRun
-            } else if parts.count == 6, parts[..<4] == ["", "v1", "workflows", "tasks"], !parts[4].isEmpty, parts[5] == "stop" {
-                self = .stop
-            } else {
-                self = .other
-            }
+        switch RESTPath(path) {
+        case .metrics: self = .metrics
+        case .run: self = .run
+        case .logs: self = .logs
+        case .parameters: self = .parameters
+        case .info: self = .info
+        case .getRun: self = .getRun
+        case .stop: self = .stop
+        case nil: self = .other
         }
     }
 

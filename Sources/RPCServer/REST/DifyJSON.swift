@@ -89,9 +89,13 @@ indirect enum DifyJSON: Sendable, Equatable, ExpressibleByStringLiteral, Express
     /// usual short escapes, everything else as `\uXXXX` UTF-16 units in lower-case hex.
     private static func writeString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        if s.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x5C }) {
-            out.append(contentsOf: s.utf8)
-        } else {
+        var text = s
+        let plain = text.withUTF8 { bytes -> Bool in
+            for byte in bytes where byte < 0x20 || byte >= 0x7F || byte == 0x22 || byte == 0x5C { return false }
+            out.append(contentsOf: bytes)
+            return true
+        }
+        if !plain {
             for unit in s.utf16 {
                 switch unit {
                 case 0x22: out.append(contentsOf: "\\\"".utf8)

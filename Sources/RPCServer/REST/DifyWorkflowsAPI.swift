@@ -54,17 +54,14 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     }
 
     private static func route(_ path: String) -> Route? {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
-        switch parts.count {
-        case 2 where parts[0] == "v1" && parts[1] == "parameters": return .parameters
-        case 2 where parts[0] == "v1" && parts[1] == "info": return .info
-        case 3 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "run": return .run
-        case 3 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "logs": return .logs
-        case 4 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "run" && !parts[3].isEmpty:
-            return .getRun(parts[3])
-        case 5 where parts[0] == "v1" && parts[1] == "workflows" && parts[2] == "tasks" && !parts[3].isEmpty && parts[4] == "stop":
-            return .stop(parts[3])
-        default: return nil
+        switch RESTPath(path) {
+        case .run: .run
+        case .logs: .logs
+        case .parameters: .parameters
+        case .info: .info
+        case .getRun(let id): .getRun(String(id))
+        case .stop(let taskID): .stop(String(taskID))
+        case .metrics, nil: nil
         }
     }
 

@@ -25,6 +25,21 @@ struct RESTUnitTests {
         #expect(DifyJSON.string("\u{01}\u{7F}\t\\ plain").text == #""\u0001\u007f\t\\ plain""#)
     }
 
+    @Test("REST paths are recognised by their bytes: exact routes, one non-empty id segment, nothing else")
+    func paths() {
+        #expect(RESTPath("/v1/workflows/run") == .run)
+        #expect(RESTPath("/metrics") == .metrics && RESTPath("/v1/info") == .info && RESTPath("/v1/parameters") == .parameters)
+        #expect(RESTPath("/v1/workflows/logs") == .logs)
+        #expect(RESTPath("/v1/workflows/run/abc") == .getRun(id: "abc"))
+        #expect(RESTPath("/v1/workflows/run/é-1") == .getRun(id: "é-1"))
+        #expect(RESTPath("/v1/workflows/tasks/t1/stop") == .stop(taskID: "t1"))
+        for unknown in ["", "/", "/v1/workflows/run/", "/v1/workflows/run/a/b", "/v1/workflows/tasks//stop",
+                        "/v1/workflows/tasks/t1/stopx", "/v1/workflows/tasks/a/b/stop", "/v1/info/", "v1/info",
+                        "/v1/workflows/runx", "/V1/info", "/v1/workflows/tasks/stop"] {
+            #expect(RESTPath(unknown) == nil, "\(unknown)")
+        }
+    }
+
     @Test("query strings are split and percent-decoded")
     func query() {
         let request = HTTPRequest(method: .GET, uri: "/v1/workflows/logs?page=2&keyword=a%20b+c&status=",
