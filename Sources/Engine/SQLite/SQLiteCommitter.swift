@@ -25,8 +25,11 @@ import Synchronization
 ///   `maxBatchSize` ops.
 /// - The committer thread is the store's one serial resource, so it does nothing it can hand
 ///   off: once a batch committed, its callers are resumed on a serial completion queue (one
-///   hand-off per batch, batches in commit order), and the thread goes on to the next batch
-///   at once. Resuming a caller wakes a thread and frees the op's closures and results.
+///   hand-off per batch and lane, batches in commit order within a lane), and the thread goes
+///   on to the next batch at once. Resuming a caller wakes a thread and frees the op's
+///   closures and results. The callers of execution's writes have a lane of their own (see
+///   `Lane`), so a caller of one lane may be resumed before a caller of the other whose write
+///   committed earlier.
 final class SQLiteCommitter: @unchecked Sendable {
     /// Who waits for a write: a caller of the store's API (a submission, a stop, a key), or
     /// the execution of runs (claims, appends, finishes), whose callers are resumed on a queue
