@@ -30,7 +30,7 @@ help:
 	@echo "make bench-engine  the release flowd over the wire: gRPC, REST, durable submissions, e2e runs/s"
 	@echo "make bench-watchers  the release flowd's RSS idle and with 1,000 / 10,000 WatchRun streams on one run"
 	@echo "make bench-peers   flowd vs grpc-go, grpc-swift-2 and a C nghttp2 server: writes BENCHMARKS.md (not in make test)"
-	@echo "make bench-callgrind  server instructions per Health/Check call (valgrind callgrind) and where they go"
+	@echo "make bench-callgrind  server instructions per call (valgrind callgrind) and where they go; CALL=health (default), getrun, submit or rest"
 	@echo "make bench-drain  execution alone: a backlog of queued hello runs drained, runs/s and CPU per run"
 	@echo "make interop-selftest  run the grpcio interop suite against its grpcio reference server"
 
