@@ -490,7 +490,7 @@ public final class Engine: Sendable {
             metrics.finished(run)
             hub.publish([event])
             return run
-        case .stopRequested(let run):
+        case .stopRequested:
             // Not executing here and no claim in flight: another process holds it and sees the
             // durable request at its next lease renewal.
             let (execution, beforeStart) = state.withLock { state -> (Execution?, Bool) in
