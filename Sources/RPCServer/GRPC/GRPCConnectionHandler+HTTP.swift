@@ -37,8 +37,8 @@ extension GRPCConnectionHandler {
             // The body waits, uncredited, for the verdict on the key.
             if let http { checkCredentials(streamID: streamID) { await http.refusal(forHead: head).map(Refusal.http) } }
         }
-        if endStream, streams[streamID] != nil {
-            perform(streams[streamID]!.machine.receiveEnd(budget: &budget), streamID: streamID)
+        if endStream, let stream = streams[streamID] {
+            perform(stream.machine.receiveEnd(budget: &budget), streamID: streamID)
         }
     }
 
@@ -58,8 +58,8 @@ extension GRPCConnectionHandler {
 
     /// Submits the response head; a complete body goes with it.
     func sendHTTPHead(streamID: Int32, _ response: HTTPResponse) {
-        guard streams[streamID] != nil, let session else { return }
-        streams[streamID]!.machine.httpResponseStarted()
+        guard let stream = streams[streamID], let session else { return }
+        stream.machine.httpResponseStarted()
         var fields = [HeaderField(name: ":status", value: String(response.status.code))]
         for (name, value) in response.headers {
             let lowered = name.lowercased()

@@ -105,13 +105,13 @@ extension GRPCConnectionHandler {
         for expiry in expired {
             let streamID = expiry.streamID
             logger.debug("resetting a stream", metadata: ["stream": "\(streamID)", "why": "\(expiry)"])
-            if streams[streamID] != nil {
-                streams[streamID]!.end(.cancelled)
-                streams[streamID]!.machine.markClosed()
-                streams[streamID]!.task?.cancel()
-                streams[streamID]!.verdict?.cancel()
-                streams[streamID]!.inbound?.finish(throwing: CancellationError())
-                streams[streamID]!.inbound = nil
+            if let stream = streams[streamID] {
+                stream.end(.cancelled)
+                stream.machine.markClosed()
+                stream.task?.cancel()
+                stream.verdict?.cancel()
+                stream.inbound?.finish(throwing: CancellationError())
+                stream.inbound = nil
                 failWaitingWriters(streamID: streamID)
             }
             session.resetStream(streamID: streamID, errorCode: .cancel)

@@ -371,13 +371,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         } else if let verify {
             // The body waits, uncredited, for the verdict on the key.
             checkCredentials(streamID: streamID) { await verify(authorization).map(Refusal.grpc) }
-        } else if streams[streamID]!.machine.isBidirectional {
+        } else if stream.machine.isBidirectional {
             // The handler runs from the headers on and reads the messages as they come; a
             // client that sends more than it reads is stopped at the bound.
             startHandler(streamID: streamID, .grpcStream)
         }
-        if endStream, streams[streamID] != nil {
-            perform(streams[streamID]!.machine.receiveEnd(budget: &budget), streamID: streamID)
+        // Still open: a refusal above may have ended it.
+        if endStream, let open = streams[streamID] {
+            perform(open.machine.receiveEnd(budget: &budget), streamID: streamID)
         }
     }
 
@@ -442,34 +443,38 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .startHandler(let dispatch):
             startHandler(streamID: streamID, dispatch)
         case .reject(let early):
-            streams[streamID]!.deadline?.cancel()
-            streams[streamID]!.end(early.code)
+            let stream = streams[streamID]!
+            stream.deadline?.cancel()
+            stream.end(early.code)
             sendEarlyResponse(streamID: streamID, early)
         case .rejectHTTP(let response):
             sendHTTPHead(streamID: streamID, response)
         case .deliver(let messages):
+            let stream = streams[streamID]!
             for message in messages {
                 let enqueued: Bool
-                if let inbound = streams[streamID]!.inbound, case .enqueued = inbound.yield(message) {
+                if let inbound = stream.inbound, case .enqueued = inbound.yield(message) {
                     enqueued = true
                 } else {
                     enqueued = false
                 }
                 // Dropped: the handler will not see it, so the connection no longer holds it.
-                streams[streamID]!.machine.delivered(size: message.count, enqueued: enqueued, budget: &budget)
-                if !enqueued, let inbound = streams[streamID]!.inbound {
-                    streams[streamID]!.inbound = nil
+                stream.machine.delivered(size: message.count, enqueued: enqueued, budget: &budget)
+                if !enqueued, let inbound = stream.inbound {
+                    stream.inbound = nil
                     inbound.finish(throwing: RPCError(
                         code: .resourceExhausted,
                         message: "more than \(configuration.maxBufferedRequestMessages) request messages are waiting to be read"))
                 }
             }
         case .endOfRequests:
-            streams[streamID]!.inbound?.finish()
-            streams[streamID]!.inbound = nil
+            let stream = streams[streamID]!
+            stream.inbound?.finish()
+            stream.inbound = nil
         case .failRequests(let early):
-            streams[streamID]!.inbound?.finish(throwing: RPCError(code: early.code, message: early.message))
-            streams[streamID]!.inbound = nil
+            let stream = streams[streamID]!
+            stream.inbound?.finish(throwing: RPCError(code: early.code, message: early.message))
+            stream.inbound = nil
         }
     }
 
@@ -478,10 +483,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func startHandler(streamID: Int32, _ dispatch: ServerStream.Dispatch) {
         guard let stream = streams[streamID], let context, let loopBound else { return }
         guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
-            streams[streamID]!.inbound?.finish(throwing: CancellationError())
-            streams[streamID]!.inbound = nil
-            streams[streamID]!.machine.handlerRefused(budget: &budget)
-            streams[streamID]!.end(.unavailable)  // what clients make of REFUSED_STREAM
+            stream.inbound?.finish(throwing: CancellationError())
+            stream.inbound = nil
+            stream.machine.handlerRefused(budget: &budget)
+            stream.end(.unavailable)  // what clients make of REFUSED_STREAM
             session?.resetStream(streamID: streamID, errorCode: .refusedStream)
             scheduleFlush()
             return
@@ -495,7 +500,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .grpcStream:
             let (messages, inbound) = AsyncThrowingStream<[UInt8], any Error>.makeStream(
                 bufferingPolicy: .bufferingOldest(configuration.maxBufferedRequestMessages))
-            streams[streamID]!.inbound = inbound
+            stream.inbound = inbound
             let eventLoop = context.eventLoop
             let taken: @Sendable (Int) -> Void = { count in
                 eventLoop.execute { loopBound.value.requestMessageTaken(streamID: streamID, count: count) }
@@ -516,13 +521,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func deadlineExpired(streamID: Int32) {
-        guard streams[streamID] != nil else { return }
-        let action = streams[streamID]!.machine.deadlineExpired()
-        streams[streamID]!.end(.deadlineExceeded)
-        streams[streamID]!.task?.cancel()
-        streams[streamID]!.verdict?.cancel()
-        streams[streamID]!.inbound?.finish(throwing: CancellationError())
-        streams[streamID]!.inbound = nil
+        guard let stream = streams[streamID] else { return }
+        let action = stream.machine.deadlineExpired()
+        stream.end(.deadlineExceeded)
+        stream.task?.cancel()
+        stream.verdict?.cancel()
+        stream.inbound?.finish(throwing: CancellationError())
+        stream.inbound = nil
         failWaitingWriters(streamID: streamID)
         switch action {
         case .sendDeadlineExceeded:
@@ -559,17 +564,19 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func failWaitingWriters(streamID: Int32) {
-        guard let writers = streams[streamID]?.waitingWriters, !writers.isEmpty else { return }
-        streams[streamID]!.waitingWriters = []
-        streams[streamID]!.machine.writersFailed()
+        guard let stream = streams[streamID], !stream.waitingWriters.isEmpty else { return }
+        let writers = stream.waitingWriters
+        stream.waitingWriters = []
+        stream.machine.writersFailed()
         for writer in writers { writer.resume(throwing: CancellationError()) }
     }
 
     /// Parks `writer` while the stream's output is over the high-water mark, else resumes it.
     func parkOrResume(streamID: Int32, _ writer: CheckedContinuation<Void, any Error>) {
         let outbound = session?.bufferedOutboundBytes(streamID: streamID) ?? 0
-        switch streams[streamID]!.machine.wrote(outbound: outbound, highWaterMark: configuration.streamWriteHighWaterMark) {
-        case .park: streams[streamID]!.waitingWriters.append(writer)
+        let stream = streams[streamID]!
+        switch stream.machine.wrote(outbound: outbound, highWaterMark: configuration.streamWriteHighWaterMark) {
+        case .park: stream.waitingWriters.append(writer)
         case .resume: writer.resume()
         }
     }
@@ -630,9 +637,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                              trailers: Self.trailerFields(status: status, metadata: metadata,
                                                           maxMessageBytes: configuration.maxStatusMessageBytes))
         case .sendTrailers:
-            let plainOK = status.code == .ok && status.message.isEmpty && status.details.isEmpty && metadata.isEmpty
-            session?.sendTrailers(streamID: streamID, block: plainOK ? .fixed(Self.okTrailers) : .fields(
-                Self.trailerFields(status: status, metadata: metadata, maxMessageBytes: configuration.maxStatusMessageBytes)))
+            session?.sendTrailers(streamID: streamID, block: Self.trailers(status: status, metadata: metadata,
+                                                                           maxMessageBytes: configuration.maxStatusMessageBytes))
             scheduleFlush()
         case .none:
             break
@@ -644,9 +650,20 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                                                     HeaderField(name: "content-type", value: "application/grpc")])
     static let okTrailers = StaticHeaderBlock([HeaderField(name: "grpc-status", value: "0")])
 
+    /// A response's headers: the fixed block, with the call's metadata when it has some.
+    static func responseHeaders(metadata: Metadata) -> HeaderBlock {
+        metadata.isEmpty ? .fixed(responseHeaders) : .fields(responseHeaders.fields + metadata.headerFields)
+    }
+
+    /// A call's trailers (after a response's headers): the fixed block for a plain OK,
+    /// `trailerFields` otherwise.
+    static func trailers(status: RPCStatus, metadata: Metadata, maxMessageBytes: Int) -> HeaderBlock {
+        if status.code == .ok && status.message.isEmpty && status.details.isEmpty && metadata.isEmpty { return .fixed(okTrailers) }
+        return .fields(trailerFields(status: status, metadata: metadata, maxMessageBytes: maxMessageBytes))
+    }
+
     func submitResponseHeaders(streamID: Int32, metadata: Metadata) {
-        let block: HeaderBlock = metadata.isEmpty ? .fixed(Self.responseHeaders)
-            : .fields(Self.responseHeaders.fields + metadata.headerFields)
+        let block = Self.responseHeaders(metadata: metadata)
         do {
             try session?.sendResponseHeaders(streamID: streamID, block: block, endStream: false)
         } catch {

@@ -84,9 +84,6 @@ final class NGHTTP2Session {
     private let session: OpaquePointer
     private let headerLimits: HeaderListLimits
     private var streams = StreamMap<StreamIO>()
-    /// The stream whose request header block is arriving (a HEADERS frame and its
-    /// CONTINUATIONs are contiguous on the wire): its fields skip the map.
-    private var receivingHeaders: (id: Int32, stream: StreamIO)?
     private var events: [HTTP2Event] = []
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
     /// must follow the frame with END_STREAM, and may only be submitted after it was sent.
@@ -168,9 +165,9 @@ final class NGHTTP2Session {
     /// Bytes of a stream that has closed since are credited to the connection alone.
     func consume(streamID: Int32, count: Int) {
         guard count > 0 else { return }
-        if streams[streamID] != nil {
-            let credited = min(count, streams[streamID]!.unconsumed)
-            streams[streamID]!.unconsumed -= credited
+        if let stream = streams[streamID] {
+            let credited = min(count, stream.unconsumed)
+            stream.unconsumed -= credited
             if credited > 0 { nghttp2_session_consume(session, streamID, credited) }
         }
     }
@@ -271,23 +268,23 @@ final class NGHTTP2Session {
     /// Queues body bytes (already gRPC-framed) on a stream whose headers were sent without
     /// `endStream`.
     func sendData(streamID: Int32, bytes: [UInt8]) {
-        guard streams[streamID] != nil else { return }
-        streams[streamID]!.outbound.writeBytes(bytes)
+        guard let stream = streams[streamID] else { return }
+        stream.outbound.writeBytes(bytes)
         resumeIfDeferred(streamID: streamID)
     }
 
     /// Ends the response with trailers once every queued byte has been sent.
     func sendTrailers(streamID: Int32, block: HeaderBlock) {
-        guard streams[streamID] != nil else { return }
-        streams[streamID]!.trailers = block
+        guard let stream = streams[streamID] else { return }
+        stream.trailers = block
         resumeIfDeferred(streamID: streamID)
     }
 
     /// Ends a plain HTTP response once every queued byte has been sent (END_STREAM on the
     /// last DATA frame, no trailers).
     func finishBody(streamID: Int32) {
-        guard streams[streamID] != nil else { return }
-        streams[streamID]!.endsWithoutTrailers = true
+        guard let stream = streams[streamID] else { return }
+        stream.endsWithoutTrailers = true
         resumeIfDeferred(streamID: streamID)
     }
 
@@ -320,8 +317,8 @@ final class NGHTTP2Session {
     // MARK: Internals
 
     private func resumeIfDeferred(streamID: Int32) {
-        guard streams[streamID]?.deferred == true else { return }
-        streams[streamID]!.deferred = false
+        guard let stream = streams[streamID], stream.deferred else { return }
+        stream.deferred = false
         nghttp2_session_resume_data(session, streamID)
     }
 
@@ -337,16 +334,13 @@ final class NGHTTP2Session {
 
     private func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) {
         guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
-        let id = flowd_h2_frame_stream_id(frame), stream = StreamIO()
-        streams[id] = stream
-        receivingHeaders = (id, stream)
+        streams[flowd_h2_frame_stream_id(frame)] = StreamIO()
     }
 
     private func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer,
                           value: UnsafeRawBufferPointer) {
         let id = flowd_h2_frame_stream_id(frame)
-        guard flowd_h2_frame_is_request_headers(frame) != 0,
-              let stream = receivingHeaders?.id == id ? receivingHeaders?.stream : streams[id] else { return }
+        guard flowd_h2_frame_is_request_headers(frame) != 0, let stream = streams[id] else { return }
         stream.headerBytes += name.count + value.count + 32
         if stream.headersTooLarge
             || stream.headerBytes > headerLimits.maxListSize
@@ -364,7 +358,6 @@ final class NGHTTP2Session {
         let id = flowd_h2_frame_stream_id(frame)
         let endStream = flowd_h2_frame_has_end_stream(frame) != 0
         if flowd_h2_frame_is_request_headers(frame) != 0 {
-            receivingHeaders = nil
             guard let stream = streams[id] else { return }
             let fields = stream.headerFields
             stream.headerFields = []
@@ -372,15 +365,15 @@ final class NGHTTP2Session {
             events.append(.requestHeaders(streamID: id, fields: fields, tooLarge: stream.headersTooLarge,
                                           endStream: endStream))
         } else if flowd_h2_frame_is_data(frame) != 0 {
-            guard streams[id] != nil else { return }
+            guard let stream = streams[id] else { return }
             if endStream {
-                streams[id]!.requestEnded = true
+                stream.requestEnded = true
                 events.append(.endOfRequest(streamID: id))
             }
         } else if flowd_h2_frame_is_headers(frame) != 0 {
             // Request trailers: gRPC clients do not send them; END_STREAM still ends the request.
-            if endStream, streams[id] != nil {
-                streams[id]!.requestEnded = true
+            if endStream, let stream = streams[id] {
+                stream.requestEnded = true
                 events.append(.endOfRequest(streamID: id))
             }
         } else if flowd_h2_frame_is_ping(frame) != 0 {
@@ -393,11 +386,11 @@ final class NGHTTP2Session {
     }
 
     private func onDataChunk(streamID: Int32, bytes: UnsafeRawBufferPointer) {
-        guard streams[streamID] != nil else {
+        guard let stream = streams[streamID] else {
             orphanedCredit += bytes.count
             return
         }
-        streams[streamID]!.unconsumed += bytes.count
+        stream.unconsumed += bytes.count
         events.append(.data(streamID: streamID, bytes: Array(bytes)))
     }
 
@@ -412,7 +405,6 @@ final class NGHTTP2Session {
     }
 
     private func onStreamClose(streamID: Int32, errorCode: UInt32) {
-        if receivingHeaders?.id == streamID { receivingHeaders = nil }
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         // Credit nobody will consume any more: without it the connection window would leak.
         orphanedCredit += stream.unconsumed

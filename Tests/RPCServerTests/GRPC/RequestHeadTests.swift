@@ -82,4 +82,22 @@ struct RequestHeadTests {
         #expect(decoded == status)
         #expect(fields[3] == HeaderField(name: "x-t-bin", value: "q6ur"))
     }
+
+    @Test("the blocks encoded once say what the fields built per call would; anything else is built")
+    func fixedBlocks() {
+        let ok = GRPCConnectionHandler.trailers(status: RPCStatus(code: .ok), metadata: Metadata(), maxMessageBytes: 1024)
+        guard case .fixed = ok else { Issue.record("a plain OK is not the fixed block"); return }
+        #expect(ok.fields == GRPCConnectionHandler.trailerFields(status: RPCStatus(code: .ok), metadata: Metadata()))
+        var metadata = Metadata()
+        metadata.addString("v", forKey: "x-t")
+        for (status, metadata) in [(RPCStatus(code: .ok, message: "fine"), Metadata()), (RPCStatus(code: .ok), metadata),
+                                   (RPCStatus(code: .notFound), Metadata())] {
+            let block = GRPCConnectionHandler.trailers(status: status, metadata: metadata, maxMessageBytes: 1024)
+            guard case .fields(let fields) = block else { Issue.record("\(status) took the fixed block"); continue }
+            #expect(fields == GRPCConnectionHandler.trailerFields(status: status, metadata: metadata))
+        }
+        #expect(GRPCConnectionHandler.responseHeaders(metadata: Metadata()).fields
+                == [HeaderField(name: ":status", value: "200"), HeaderField(name: "content-type", value: "application/grpc")])
+        #expect(GRPCConnectionHandler.responseHeaders(metadata: metadata).fields.last == HeaderField(name: "x-t", value: "v"))
+    }
 }
