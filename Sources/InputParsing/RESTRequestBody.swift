@@ -55,15 +55,13 @@ public enum RESTRequestBody {
     /// `application/json`, in any ASCII case; compared as bytes.
     static func isJSON(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
-        let bytes = contentType.utf8
-        var type = bytes[...]
-        if let semicolon = bytes.firstIndex(of: UInt8(ascii: ";")) { type = bytes[..<semicolon] }
-        let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-        let trimmed = type.drop(while: blank).reversed().drop(while: blank)
-        let wanted = "nosj/noitacilppa".utf8  // reversed, as `trimmed` is
-        return trimmed.count == wanted.count
-            && zip(trimmed, wanted).allSatisfy { byte, expected in (byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte) == expected }
+        var type = ASCIIBytes.mediaType(contentType)
+        while let first = type.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { type = type.dropFirst() }
+        while let last = type.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { type = type.dropLast() }
+        return ASCIIBytes.equalsIgnoringCase(type, json)
     }
+
+    private static let json = Array("application/json".utf8)
 
     /// A `POST /v1/workflows/run` body: `inputs` an object, `response_mode` one of the three
     /// (absent or null: blocking), `files` a list when present.

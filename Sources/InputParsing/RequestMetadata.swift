@@ -44,21 +44,12 @@ public enum GRPCContentType {
     /// Compared as ASCII bytes, in place (it runs on every call).
     public static func isGRPC(_ value: String) -> Bool {
         if value == "application/grpc" { return true }  // what nearly every client sends
-        let bytes = value.utf8
-        let mediaType = bytes[..<(bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.endIndex)]
-        return equalsIgnoringASCIICase(mediaType, grpc) || equalsIgnoringASCIICase(mediaType, grpcProto)
+        let mediaType = ASCIIBytes.mediaType(value)
+        return ASCIIBytes.equalsIgnoringCase(mediaType, grpc) || ASCIIBytes.equalsIgnoringCase(mediaType, grpcProto)
     }
 
     private static let grpc = Array("application/grpc".utf8)
     private static let grpcProto = Array("application/grpc+proto".utf8)
-
-    /// `lowercase` must be lowercase ASCII.
-    private static func equalsIgnoringASCIICase(_ bytes: Substring.UTF8View, _ lowercase: [UInt8]) -> Bool {
-        guard bytes.count == lowercase.count else { return false }
-        return zip(bytes, lowercase).allSatisfy { byte, expected in
-            (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == expected
-        }
-    }
 }
 
 /// `authorization: Bearer <key>`: the one parser behind the transports' early check from the
@@ -80,7 +71,7 @@ public enum BearerCredentials {
         // Indexes into the contiguous bytes: a call parses its header up to three times.
         return header.withUTF8 { bytes -> Result<String, Failure> in
             guard let space = bytes.firstIndex(of: UInt8(ascii: " ")) else { return .failure(.missingCredentials) }
-            guard space == bearer.count, (0..<space).allSatisfy({ bytes[$0] | 0x20 == bearer[$0] }) else {
+            guard ASCIIBytes.equalsIgnoringCase(UnsafeBufferPointer(rebasing: bytes[..<space]), bearer) else {
                 return .failure(.wrongScheme)
             }
             var start = space + 1, end = bytes.count

@@ -246,8 +246,8 @@ enum RESTRoute: String, Sendable {
     case info = "/v1/info"
     case other
 
-    init(path: String) {
-        switch RESTPath(path) {
+    init(_ route: RESTPath?) {
+        switch route {
         case .metrics: self = .metrics
         case .run: self = .run
         case .logs: self = .logs
@@ -277,7 +277,7 @@ struct MetricsHTTPHandler: HTTPRequestHandling {
 
     func respond(to request: HTTPRequest) async -> HTTPResponse {
         let started = NIODeadline.now()
-        let route = RESTRoute(path: request.path)
+        let route = RESTRoute(request.route)
         var response: HTTPResponse
         if route == .metrics, let endpoint {
             response = await Self.scrape(request, endpoint)
@@ -297,15 +297,15 @@ struct MetricsHTTPHandler: HTTPRequestHandling {
     }
 
     func checksHead(_ head: HTTPRequest) -> Bool {
-        RESTRoute(path: head.path) != .metrics && inner.checksHead(head)
+        head.route != .metrics && inner.checksHead(head)
     }
 
     func verdictAtOnce(forHead head: HTTPRequest) -> HeadVerdict {
-        guard RESTRoute(path: head.path) != .metrics else { return .admit }
+        guard head.route != .metrics else { return .admit }
         let started = NIODeadline.now()
         let verdict = inner.verdictAtOnce(forHead: head)
         if case .refuse(let response) = verdict {
-            metrics.httpSeries(route: RESTRoute(path: head.path), method: head.method, code: response.status.code)
+            metrics.httpSeries(route: RESTRoute(head.route), method: head.method, code: response.status.code)
                 .record(since: started)
         }
         return verdict
@@ -314,7 +314,7 @@ struct MetricsHTTPHandler: HTTPRequestHandling {
     func refusal(forHead head: HTTPRequest) async -> HTTPResponse? {
         let started = NIODeadline.now()
         guard let response = await inner.refusal(forHead: head) else { return nil }
-        metrics.httpSeries(route: RESTRoute(path: head.path), method: head.method, code: response.status.code)
+        metrics.httpSeries(route: RESTRoute(head.route), method: head.method, code: response.status.code)
             .record(since: started)
         return response
     }

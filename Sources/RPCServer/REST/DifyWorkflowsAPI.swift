@@ -42,27 +42,9 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
         self.configuration = configuration
     }
 
-    private enum Route {
-        case run, getRun(String), stop(String), logs, parameters, info
-
-        var method: HTTPMethod {
-            switch self {
-            case .run, .stop: .POST
-            case .getRun, .logs, .parameters, .info: .GET
-            }
-        }
-    }
-
-    private static func route(_ path: String) -> Route? {
-        switch RESTPath(path) {
-        case .run: .run
-        case .logs: .logs
-        case .parameters: .parameters
-        case .info: .info
-        case .getRun(let id): .getRun(String(id))
-        case .stop(let taskID): .stop(String(taskID))
-        case .metrics, nil: nil
-        }
+    /// The request's route, when this API serves it (`/metrics` is the metrics handler's).
+    private static func route(_ request: HTTPRequest) -> RESTPath? {
+        request.route == .metrics ? nil : request.route
     }
 
     public func respond(to request: HTTPRequest) async -> HTTPResponse {
@@ -73,7 +55,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
 
     /// Every route but a preflight checks the key first.
     public func checksHead(_ head: HTTPRequest) -> Bool {
-        guard let route = Self.route(head.path) else { return false }
+        guard let route = Self.route(head) else { return false }
         return head.method != .OPTIONS && head.method == route.method
     }
 
@@ -108,7 +90,7 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
     }
 
     private func answer(_ request: HTTPRequest) async -> HTTPResponse {
-        guard let route = Self.route(request.path) else { return RESTError.notFound.response }
+        guard let route = Self.route(request) else { return RESTError.notFound.response }
         if request.method == .OPTIONS {
             // Flask's automatic OPTIONS answer (no authentication); DifyCORS adds the rest.
             let allowed = (route.method == .GET ? ["GET", "HEAD"] : [route.method.rawValue]) + ["OPTIONS"]
@@ -120,12 +102,14 @@ public struct DifyWorkflowsAPI: HTTPRequestHandling {
             let key = try await authenticate(request)
             switch route {
             case .run: return try await run(request, key: key)
-            case .getRun(let id): return try await getRun(id, key: key)
-            case .stop(let id): return try await stop(id, request: request, key: key)
+            case .getRun(let id): return try await getRun(String(id), key: key)
+            case .stop(let id): return try await stop(String(id), request: request, key: key)
             case .logs: return try await logs(request, key: key)
             case .parameters: return Self.json(DifyApp.parameters(catalog?.describe(workflow: key.workflow)))
             case .info:
                 return Self.json(DifyApp.info(workflow: key.workflow, definition: catalog?.describe(workflow: key.workflow)))
+            case .metrics:
+                return RESTError.notFound.response  // not routed here (see `route`)
             }
         } catch {
             return RESTError.map(error).response

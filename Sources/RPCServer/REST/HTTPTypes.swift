@@ -17,7 +17,10 @@ public struct HTTP1Configuration: Sendable {
 public struct HTTPRequest: Sendable {
     public var method: HTTPMethod
     /// The path without the query string.
-    public var path: String
+    public let path: String
+    /// The REST shim's route of `path`, recognised once per request (the metrics, the head's
+    /// check and the answer all ask for it).
+    let route: RESTPath?
     /// Query parameters in order, percent-decoded.
     public var query: [(name: String, value: String)]
     public var headers: HTTPHeaders
@@ -29,6 +32,7 @@ public struct HTTPRequest: Sendable {
         self.body = body
         let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         path = parts.first.map { String($0).removingPercentEncodingLeniently() } ?? "/"
+        route = RESTPath(path)
         query = parts.count > 1 ? Self.parseQuery(String(parts[1])) : []
     }
 
@@ -49,11 +53,19 @@ public struct HTTPRequest: Sendable {
 
 /// The REST shim's paths, recognised by comparing bytes: routing builds no strings but the ids
 /// it keeps (splitting the path into Strings and comparing them by Character cost about 11,000
-/// instructions, and a request is routed several times: metrics, the head's check, the answer).
+/// instructions).
 enum RESTPath: Equatable {
     case metrics, run, logs, parameters, info
     case getRun(id: Substring)
     case stop(taskID: Substring)
+
+    /// The one method the route answers (besides OPTIONS).
+    var method: HTTPMethod {
+        switch self {
+        case .run, .stop: .POST
+        case .metrics, .getRun, .logs, .parameters, .info: .GET
+        }
+    }
 
     init?(_ path: String) {
         switch path {

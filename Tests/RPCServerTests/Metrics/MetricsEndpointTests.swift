@@ -67,16 +67,16 @@ struct MetricsEndpointTests {
 
     @Test("REST route labels are the route templates; any other path is `other`")
     func routeLabels() {
-        #expect(RESTRoute(path: "/metrics") == .metrics)
-        #expect(RESTRoute(path: "/v1/workflows/run") == .run)
-        #expect(RESTRoute(path: "/v1/workflows/run/0192-abc") == .getRun)
-        #expect(RESTRoute(path: "/v1/workflows/tasks/0192-abc/stop") == .stop)
-        #expect(RESTRoute(path: "/v1/workflows/logs") == .logs)
-        #expect(RESTRoute(path: "/v1/parameters") == .parameters)
-        #expect(RESTRoute(path: "/v1/info") == .info)
+        #expect(RESTRoute(RESTPath("/metrics")) == .metrics)
+        #expect(RESTRoute(RESTPath("/v1/workflows/run")) == .run)
+        #expect(RESTRoute(RESTPath("/v1/workflows/run/0192-abc")) == .getRun)
+        #expect(RESTRoute(RESTPath("/v1/workflows/tasks/0192-abc/stop")) == .stop)
+        #expect(RESTRoute(RESTPath("/v1/workflows/logs")) == .logs)
+        #expect(RESTRoute(RESTPath("/v1/parameters")) == .parameters)
+        #expect(RESTRoute(RESTPath("/v1/info")) == .info)
         for path in ["/", "/metrics/x", "/v1/workflows/run/", "/v1/workflows/tasks//stop", "/v1/workflows/run/a/b",
                      "/wp-login.php", "/v1/info/"] {
-            #expect(RESTRoute(path: path) == .other, "\(path)")
+            #expect(RESTRoute(RESTPath(path)) == .other, "\(path)")
         }
         #expect(RESTRoute.methodLabel(.GET) == "GET")
         #expect(RESTRoute.methodLabel(.RAW(value: "BREW")) == "other")
