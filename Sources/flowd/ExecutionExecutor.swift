@@ -41,10 +41,7 @@ final class ExecutionExecutor: TaskExecutor, @unchecked Sendable {
 
     /// nil for `.normal`: the global executor is then the place.
     static func make(_ priority: Priority) -> ExecutionExecutor? {
-        switch priority {
-        case .background, .utility: ExecutionExecutor(qos: priority.qos.qosClass)
-        case .normal: nil
-        }
+        priority == .normal ? nil : ExecutionExecutor(qos: priority.qos.qosClass)
     }
 
     private init(qos: DispatchQoS.QoSClass) {

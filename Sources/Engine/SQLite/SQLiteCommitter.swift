@@ -108,7 +108,7 @@ final class SQLiteCommitter: @unchecked Sendable {
     }
 
     /// Queues `body` at once (behind everything queued before this call returns) and calls
-    /// `completion` on the committer thread after the transaction holding it committed.
+    /// `completion` on `lane`'s completion queue after the transaction holding it committed.
     func enqueue<T: Sendable>(lane: Lane = .caller, _ body: @escaping @Sendable (Database) throws -> T,
                               completion: @escaping @Sendable (Result<T, any Error>) -> Void) {
         let box = ResultBox<T>()
@@ -200,19 +200,9 @@ final class SQLiteCommitter: @unchecked Sendable {
     /// Resumes `items`' callers on their lane's completion queue (after those of earlier
     /// hand-offs).
     private func complete(_ items: [Item], with error: (any Error)?) {
-        var callers: [Item] = [], executions: [Item] = []
-        for item in items {
-            if item.lane == .caller { callers.append(item) } else { executions.append(item) }
-        }
-        if !callers.isEmpty {
-            completions.async { [callers] in
-                for item in callers { item.complete(error) }
-            }
-        }
-        if !executions.isEmpty {
-            executionCompletions.async { [executions] in
-                for item in executions { item.complete(error) }
-            }
+        for (lane, queue) in [(Lane.caller, completions), (.execution, executionCompletions)] {
+            let resumed = items.filter { $0.lane == lane }
+            if !resumed.isEmpty { queue.async { for item in resumed { item.complete(error) } } }
         }
     }
 

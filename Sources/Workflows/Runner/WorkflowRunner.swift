@@ -71,19 +71,17 @@ public struct WorkflowRunner: WorkflowExecutor {
             return .failed(error.message)
         }
         return try await withSpan("workflow \(run.workflow)", context: RunTracing.parentContext(of: run)) { span in
-            // Attributes only on a span that records: setting one on the no-op span still builds
-            // and hashes a dictionary (about 40,000 instructions per hello run, all attributes).
-            if span.isRecording {
-                span.attributes["flowd.run.id"] = run.id
-                span.attributes["flowd.workflow"] = run.workflow
-                span.attributes["flowd.workflow.version"] = definition.version
-                span.attributes["flowd.tenant"] = run.tenant
-                span.attributes["flowd.run.attempt"] = run.attempt
+            span.recordAttributes {
+                $0["flowd.run.id"] = run.id
+                $0["flowd.workflow"] = run.workflow
+                $0["flowd.workflow.version"] = definition.version
+                $0["flowd.tenant"] = run.tenant
+                $0["flowd.run.attempt"] = run.attempt
             }
             let result = try await self.run(definition, inputs: inputs) { events, steps in
                 try await context.emit(events, steps: steps)
             }
-            if span.isRecording { span.attributes["flowd.run.status"] = result.state.rawValue }
+            span.recordAttributes { $0["flowd.run.status"] = result.state.rawValue }
             if result.state == .failed { span.setStatus(SpanStatus(code: .error, message: result.error)) }
             return result
         }
@@ -246,10 +244,10 @@ public struct WorkflowRunner: WorkflowExecutor {
             try await emit([NewEvent(kind: .nodeStarted, payloadJSON: payload(number, .running, inputs: eventInputs))], 0)
             let start = ContinuousClock.now
             let outcome = await withSpan("node \(node.id)") { span -> Result<JSONValue, any Error> in
-                if span.isRecording {
-                    span.attributes["flowd.node.id"] = node.id
-                    span.attributes["flowd.node.kind"] = node.kind.rawValue
-                    span.attributes["flowd.node.attempt"] = number
+                span.recordAttributes {
+                    $0["flowd.node.id"] = node.id
+                    $0["flowd.node.kind"] = node.kind.rawValue
+                    $0["flowd.node.attempt"] = number
                 }
                 let outcome: Result<JSONValue, any Error>
                 do {
@@ -264,11 +262,11 @@ public struct WorkflowRunner: WorkflowExecutor {
                 }
                 switch outcome {
                 case .success:
-                    if span.isRecording { span.attributes["flowd.node.status"] = NodeStatus.succeeded.rawValue }
+                    span.recordAttributes { $0["flowd.node.status"] = NodeStatus.succeeded.rawValue }
                 case .failure:
                     // No message: the error's text is scrubbed of secrets only where events are written.
                     let status: NodeStatus = Task.isCancelled ? .stopped : .failed
-                    if span.isRecording { span.attributes["flowd.node.status"] = status.rawValue }
+                    span.recordAttributes { $0["flowd.node.status"] = status.rawValue }
                     span.setStatus(SpanStatus(code: .error))
                 }
                 return outcome
