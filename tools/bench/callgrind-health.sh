@@ -45,12 +45,7 @@ case "$CALL" in health|getrun|submit|rest) ;; *) die "CALL must be health, getru
 for tool in valgrind callgrind_control h2load objcopy cc; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (Debian valgrind, nghttp2-client, binutils, gcc)"
 done
-if [ -z "${FLOWD_BIN:-}" ]; then
-  say "building release (swift build -c release --product flowd --scratch-path .build-release)"
-  swift build -c release --product flowd --scratch-path .build-release
-  FLOWD_BIN="$(swift build -c release --scratch-path .build-release --show-bin-path)/flowd"
-fi
-[ -x "$FLOWD_BIN" ] || die "no flowd binary at $FLOWD_BIN"
+bench_build_flowd .build-release
 
 work=$(mktemp -d)
 server_pid=""
@@ -101,15 +96,7 @@ case "$CALL" in
   getrun)
     path=/flowd.v1.Workflows/GetRun
     auth=(-H "authorization: Bearer $key")
-    run_id=$("$PYTHON" - "$port" "$key" "$rest_body" <<'PY'
-import json, sys, urllib.request
-port, key, body = sys.argv[1:4]
-request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/workflows/run", data=body.encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=120) as response:
-    print(json.load(response)["workflow_run_id"])
-PY
-) || die "could not create the run GetRun reads"
+    run_id=$(bench_submit_run "$port" "$key" "$rest_body" 120) || die "could not create the run GetRun reads"
     printf 'run_id: "%s"\n' "$run_id" | protoc --encode=flowd.v1.GetRunRequest -I proto proto/flowd/v1/workflows.proto \
       | frame "$work/request.bin" ;;
   submit)

@@ -123,16 +123,7 @@ server_alive() {
 }
 
 # The run GetRun reads: one async submission through the REST shim.
-run_id=$("$PYTHON" - "$port" "$key" "$rest_body" <<'EOF'
-import json, sys, urllib.request
-port, key, body = sys.argv[1:4]
-request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/workflows/run", data=body.encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=20) as response:  # no proxy
-    assert response.status == 202, response.status
-    print(json.load(response)["workflow_run_id"])
-EOF
-) || die "could not create a run through POST /v1/workflows/run"
+run_id=$(bench_submit_run "$port" "$key" "$rest_body") || die "could not create a run through POST /v1/workflows/run"
 printf 'run_id: "%s"\n' "$run_id" | encode flowd.v1.GetRunRequest "$work/getrun.bin"
 
 # --- load phases -------------------------------------------------------------------------

@@ -54,3 +54,17 @@ bench_stop_server() {
     wait "$1" 2>/dev/null || true
   fi
 }
+
+# bench_submit_run PORT KEY BODY [TIMEOUT]: POSTs BODY (an async run request) to the server's
+# /v1/workflows/run with KEY, requires 202, prints the run's id (TIMEOUT s, default 20).
+bench_submit_run() {
+  "$PYTHON" - "$1" "$2" "$3" "${4:-20}" <<'PY'
+import json, sys, urllib.request
+port, key, body, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/workflows/run", data=body.encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=timeout) as response:  # no proxy
+    assert response.status == 202, response.status
+    print(json.load(response)["workflow_run_id"])
+PY
+}

@@ -89,16 +89,7 @@ say "idle RSS $((idle_kib / 1024)) MiB ($idle_kib KiB)"
 
 # --- rounds ------------------------------------------------------------------------------
 submit_run() {
-  "$PYTHON" - "$port" "$key" "$RUN_SECONDS" <<'EOF'
-import json, sys, urllib.request
-port, key, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-body = json.dumps({"inputs": {"seconds": seconds}, "user": "bench", "response_mode": "async"}).encode()
-request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/workflows/run", data=body, method="POST",
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=20) as response:  # no proxy
-    assert response.status == 202, response.status
-    print(json.load(response)["workflow_run_id"])
-EOF
+  bench_submit_run "$port" "$key" "{\"inputs\": {\"seconds\": $RUN_SECONDS}, \"user\": \"bench\", \"response_mode\": \"async\"}"
 }
 
 # sample_rss FILE: every 0.2 s, "SECONDS VmRSS-KiB", until killed.
