@@ -42,7 +42,7 @@ final class SQLiteCommitter: @unchecked Sendable {
     /// One queued write: `apply` runs it (and keeps its result), `complete` resumes the caller.
     private struct Item: Sendable {
         let lane: Lane
-        let apply: @Sendable (Database) throws -> Void
+        let apply: @Sendable (SQLiteWriter) throws -> Void
         let complete: @Sendable ((any Error)?) -> Void
     }
 
@@ -69,6 +69,8 @@ final class SQLiteCommitter: @unchecked Sendable {
     private let afterCommit: @Sendable (Database) -> Void
 
     private let metrics: StoreMetrics?
+    /// The statements of the batch being committed (see `SQLiteWriter.Statements`).
+    private let statements = SQLiteWriter.Statements()
 
     /// `executionQoS`: where the execution lane's callers are resumed (see `Lane`); the same
     /// quality of service as the executor the runs execute on lets a thread of that pool resume
@@ -101,7 +103,7 @@ final class SQLiteCommitter: @unchecked Sendable {
 
     /// Runs `body` inside the next batch's transaction and returns its result after that
     /// transaction committed. Errors are GRDB's or the body's own.
-    func perform<T: Sendable>(lane: Lane = .caller, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func perform<T: Sendable>(lane: Lane = .caller, _ body: @escaping @Sendable (SQLiteWriter) throws -> T) async throws -> T {
         try await withUnsafeThrowingContinuation { continuation in
             enqueue(lane: lane, body) { continuation.resume(with: $0) }
         }
@@ -109,7 +111,7 @@ final class SQLiteCommitter: @unchecked Sendable {
 
     /// Queues `body` at once (behind everything queued before this call returns) and calls
     /// `completion` on `lane`'s completion queue after the transaction holding it committed.
-    func enqueue<T: Sendable>(lane: Lane = .caller, _ body: @escaping @Sendable (Database) throws -> T,
+    func enqueue<T: Sendable>(lane: Lane = .caller, _ body: @escaping @Sendable (SQLiteWriter) throws -> T,
                               completion: @escaping @Sendable (Result<T, any Error>) -> Void) {
         let box = ResultBox<T>()
         // Only the committer thread touches `box`, before it calls `completion`; hence unchecked.
@@ -169,10 +171,12 @@ final class SQLiteCommitter: @unchecked Sendable {
             do {
                 try pool.writeWithoutTransaction { db in
                     let began = StoreMetrics.now()
+                    let writer = SQLiteWriter(database: db, statements: statements)
+                    defer { statements.removeAll() }
                     try db.inTransaction(.immediate) {
                         for (index, item) in remaining.enumerated() {
                             do {
-                                try item.apply(db)
+                                try item.apply(writer)
                             } catch {
                                 failedIndex = index
                                 throw error

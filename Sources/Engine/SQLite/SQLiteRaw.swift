@@ -71,7 +71,9 @@ enum SQLiteRaw {
     private static func rows<T>(_ raw: OpaquePointer, handle: OpaquePointer, _ sql: String, _ arguments: [Value],
                                 _ read: (Columns) throws -> T) throws -> [T] {
         sqlite3_reset(raw)
-        sqlite3_clear_bindings(raw)
+        // Every parameter is bound below when the counts match; clearing them first cost 800
+        // instructions per statement for nothing.
+        if sqlite3_bind_parameter_count(raw) != Int32(arguments.count) { sqlite3_clear_bindings(raw) }
         defer { sqlite3_reset(raw) }
         for (offset, argument) in arguments.enumerated() {
             let index = Int32(offset + 1)
@@ -100,18 +102,44 @@ enum SQLiteRaw {
         }
     }
 
+    /// Prepared statements found by the address of their SQL text's storage, without hashing
+    /// it: the store's statements are string literals or `static let` strings, a few hundred
+    /// bytes each, and looking them up by text (GRDB's statement cache, `ReadConnection`'s
+    /// dictionary) cost about 1,300 instructions per statement. Each entry keeps its text alive,
+    /// so no other text can be at that address while the entry is here (the equality check is
+    /// a cheap second guard); bounded, as dynamic SQL comes and goes. Texts of up to 15 bytes
+    /// live inline, at no stable address, and are never kept here.
+    ///
+    /// Confined to one thread at a time, like the connection whose statements it holds.
+    struct StatementsByAddress<Statement> {
+        private var entries: [UInt: (sql: String, statement: Statement)] = [:]
+        static var capacity: Int { 64 }
+
+        static func address(of sql: String) -> UInt? {
+            sql.utf8.count > 15 ? sql.utf8.withContiguousStorageIfAvailable { UInt(bitPattern: $0.baseAddress) } : nil
+        }
+
+        func statement(for sql: String, at address: UInt) -> Statement? {
+            guard let known = entries[address], known.sql == sql else { return nil }
+            return known.statement
+        }
+
+        mutating func remember(_ statement: Statement, for sql: String, at address: UInt) {
+            if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
+            entries[address] = (sql, statement)
+        }
+
+        mutating func removeAll(keepingCapacity: Bool = false) { entries.removeAll(keepingCapacity: keepingCapacity) }
+    }
+
     /// A read-only connection opened with SQLite's C API (no mutex: one thread at a time uses
     /// it, see `SQLiteReaders`), with its statements prepared once.
     final class ReadConnection: StatementSource, @unchecked Sendable {
         private let handle: OpaquePointer
         private var statements: [String: OpaquePointer] = [:]
-        /// The same statements by the address of their SQL text's storage: the store's
-        /// statements are `static let` strings, found here without hashing their few hundred
-        /// bytes on every read. Each entry keeps its text alive, so no other text can be at
-        /// that address while the entry is here (the equality check is a cheap second
-        /// guard); bounded, as dynamic SQL (filters) comes and goes.
-        private var byAddress: [UInt: (sql: String, statement: OpaquePointer)] = [:]
-        private static let maxAddresses = 64
+        /// The same statements by the address of their text (dynamic SQL, such as list
+        /// filters, is found in `statements` only).
+        private var byAddress = StatementsByAddress<OpaquePointer>()
 
         init(path: String, busyTimeout: Duration) throws {
             var handle: OpaquePointer?
@@ -131,14 +159,10 @@ enum SQLiteRaw {
         }
 
         private func statement(_ sql: String) throws -> OpaquePointer {
-            // Small strings (up to 15 bytes) live inline, at no stable address.
-            let address = sql.utf8.count > 15 ? sql.utf8.withContiguousStorageIfAvailable { UInt(bitPattern: $0.baseAddress) } : nil
-            if let address, let known = byAddress[address], known.sql == sql { return known.statement }
+            let address = StatementsByAddress<OpaquePointer>.address(of: sql)
+            if let address, let known = byAddress.statement(for: sql, at: address) { return known }
             let statement = try preparedOnce(sql)
-            if let address {
-                if byAddress.count >= Self.maxAddresses { byAddress.removeAll(keepingCapacity: true) }
-                byAddress[address] = (sql, statement)
-            }
+            if let address { byAddress.remember(statement, for: sql, at: address) }
             return statement
         }
 
@@ -162,16 +186,38 @@ enum SQLiteRaw {
     }
 }
 
-/// Where `SQLiteRaw` gets a prepared statement: GRDB's writer connection inside a transaction
-/// (its statement cache) or one of our read-only connections.
+/// Where `SQLiteRaw` gets a prepared statement: the writer connection inside a committer's
+/// transaction (`SQLiteWriter`) or one of our read-only connections.
 protocol StatementSource {
     /// The statement for `sql`, prepared once and reused, and its connection.
     func prepared(_ sql: String) throws -> (statement: OpaquePointer, handle: OpaquePointer)
 }
 
-extension Database: StatementSource {
+/// The store's writer connection as the committer's ops see it: GRDB's `Database` (for its
+/// own API) and SQLiteRaw's statements, found by the address of their text before GRDB's
+/// statement cache (see `SQLiteRaw.StatementsByAddress`).
+struct SQLiteWriter: StatementSource {
+    let database: Database
+    let statements: Statements
+
+    /// The statements one committer transaction used, on the committer thread only: GRDB's
+    /// cached statements, held for one batch (its ops run the same few statements many times)
+    /// and let go at its end, so that GRDB alone decides how long a statement lives and none
+    /// outlives a closing connection.
+    final class Statements: @unchecked Sendable {
+        fileprivate var byAddress = SQLiteRaw.StatementsByAddress<Statement>()
+
+        func removeAll() { byAddress.removeAll(keepingCapacity: true) }
+    }
+
     func prepared(_ sql: String) throws -> (statement: OpaquePointer, handle: OpaquePointer) {
-        guard let handle = sqliteConnection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "closed") }
-        return (try cachedStatement(sql: sql).sqliteStatement, handle)
+        guard let handle = database.sqliteConnection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "closed") }
+        let address = SQLiteRaw.StatementsByAddress<Statement>.address(of: sql)
+        if let address, let known = statements.byAddress.statement(for: sql, at: address) {
+            return (known.sqliteStatement, handle)
+        }
+        let statement = try database.cachedStatement(sql: sql)
+        if let address { statements.byAddress.remember(statement, for: sql, at: address) }
+        return (statement.sqliteStatement, handle)
     }
 }

@@ -58,7 +58,7 @@ extension SQLiteRunStore {
     }
 
     /// Stores `events` with one INSERT of up to `eventsPerInsert` rows at a time.
-    static func insertEvents(_ db: Database, _ events: [RunEvent]) throws {
+    static func insertEvents(_ db: some StatementSource, _ events: [RunEvent]) throws {
         var start = events.startIndex
         while start < events.endIndex {
             let chunk = events[start..<min(start + eventsPerInsert, events.endIndex)]

@@ -7,17 +7,17 @@ extension SQLiteRunStore: RunRetentionStore {
     public func purgeFinishedRuns(finishedBefore cutoff: Date, limit: Int) async throws -> Int {
         let cutoffMS = Self.milliseconds(cutoff)
         return try await write { db in
-            let ids = try String.fetchAll(db, sql: """
+            let ids = try String.fetchAll(db.database, sql: """
                 SELECT id FROM runs
                 WHERE state IN ('succeeded', 'failed', 'stopped', 'partial-succeeded') AND finished_at < ?
                 LIMIT ?
                 """, arguments: [cutoffMS, limit])
             guard !ids.isEmpty else { return 0 }
             let list = String(decoding: try JSONEncoder().encode(ids), as: UTF8.self)
-            try db.execute(sql: "DELETE FROM run_events WHERE run_id IN (SELECT value FROM json_each(?))", arguments: [list])
-            try db.execute(sql: "DELETE FROM idempotency WHERE run_id IN (SELECT value FROM json_each(?))", arguments: [list])
-            try db.execute(sql: "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))", arguments: [list])
-            return db.changesCount
+            try db.database.execute(sql: "DELETE FROM run_events WHERE run_id IN (SELECT value FROM json_each(?))", arguments: [list])
+            try db.database.execute(sql: "DELETE FROM idempotency WHERE run_id IN (SELECT value FROM json_each(?))", arguments: [list])
+            try db.database.execute(sql: "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))", arguments: [list])
+            return db.database.changesCount
         }
     }
 }

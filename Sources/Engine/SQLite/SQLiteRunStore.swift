@@ -163,7 +163,7 @@ public final class SQLiteRunStore: RunStore {
     /// A caller cancelled before its write is queued gets `CancellationError` and writes nothing;
     /// once queued, the write is not interrupted by its caller's cancellation (it shares a
     /// transaction with others) and its result is returned.
-    func write<T: Sendable>(lane: SQLiteCommitter.Lane = .caller, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(lane: SQLiteCommitter.Lane = .caller, _ body: @escaping @Sendable (SQLiteWriter) throws -> T) async throws -> T {
         try Task.checkCancellation()
         do {
             return try await committer.perform(lane: lane, body)
@@ -392,7 +392,7 @@ public final class SQLiteRunStore: RunStore {
 
     /// The transaction body of an append (see `appendEvents`).
     private static func appending(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int,
-                                  now: Date) throws -> @Sendable (Database) throws -> [RunEvent]? {
+                                  now: Date) throws -> @Sendable (SQLiteWriter) throws -> [RunEvent]? {
         if let event = events.first(where: { $0.kind == .runStarted || $0.kind == .runFinished }) {
             throw StoreError(code: .invalidArgument,
                              message: "\(event.kind.rawValue) events are written by the store, not appended")
@@ -439,7 +439,7 @@ public final class SQLiteRunStore: RunStore {
                               expectedLastSequence: Int64?, now: Date,
                               take: @escaping @Sendable () -> (events: [NewEvent], steps: Int),
                               completion: @escaping @Sendable (Result<FinishedRun?, any Error>) -> Void) {
-        let body: @Sendable (Database) throws -> FinishedRun?
+        let body: @Sendable (SQLiteWriter) throws -> FinishedRun?
         do {
             body = try Self.finishing(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON,
                                       error: error, expectedLastSequence: expectedLastSequence, now: now, take: take)
@@ -458,7 +458,7 @@ public final class SQLiteRunStore: RunStore {
     private static func finishing(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
                                   expectedLastSequence: Int64?, now: Date,
                                   take: @escaping @Sendable () -> (events: [NewEvent], steps: Int))
-        throws -> @Sendable (Database) throws -> FinishedRun? {
+        throws -> @Sendable (SQLiteWriter) throws -> FinishedRun? {
         guard state.isTerminal else {
             throw StoreError(code: .invalidArgument, message: "finish needs a terminal state, not \(state.rawValue)")
         }
@@ -501,7 +501,7 @@ public final class SQLiteRunStore: RunStore {
                 else { return .notFound }
                 return .stopped(finished.run, Self.published(finished.event, of: finished.run))
             case .running:
-                try db.cachedStatement(sql: "UPDATE runs SET stop_requested = 1 WHERE id = ?").execute(arguments: [runID])
+                try db.database.cachedStatement(sql: "UPDATE runs SET stop_requested = 1 WHERE id = ?").execute(arguments: [runID])
                 var requested = run
                 requested.stopRequested = true
                 return .stopRequested(requested)
@@ -657,20 +657,20 @@ public final class SQLiteRunStore: RunStore {
     public func purgeExpiredIdempotencyRecords(now: Date) async throws -> Int {
         let nowMS = Self.milliseconds(now)
         return try await write { db in
-            try db.execute(sql: "DELETE FROM idempotency WHERE expires_at <= ?", arguments: [nowMS])
-            return db.changesCount
+            try db.database.execute(sql: "DELETE FROM idempotency WHERE expires_at <= ?", arguments: [nowMS])
+            return db.database.changesCount
         }
     }
 
     public func setConcurrencyLimit(tenant: String, limit: Int?) async throws {
         try await write { db in
             if let limit {
-                try db.execute(sql: """
+                try db.database.execute(sql: """
                     INSERT INTO tenant_limits (tenant, max_active) VALUES (?, ?)
                     ON CONFLICT(tenant) DO UPDATE SET max_active = excluded.max_active
                     """, arguments: [tenant, limit])
             } else {
-                try db.execute(sql: "DELETE FROM tenant_limits WHERE tenant = ?", arguments: [tenant])
+                try db.database.execute(sql: "DELETE FROM tenant_limits WHERE tenant = ?", arguments: [tenant])
             }
         }
     }
@@ -690,7 +690,7 @@ public final class SQLiteRunStore: RunStore {
     /// event; nil when the CAS fails. `appending` node events are stored first, by the same
     /// UPDATE (with their `steps`), as `appendEvents` would; `lastSequence` is then the
     /// sequence of the last of them.
-    private static func end(_ db: Database, runID: String, attempt: Int, from: RunState, to: RunState,
+    private static func end(_ db: SQLiteWriter, runID: String, attempt: Int, from: RunState, to: RunState,
                             outputsJSON: String?, error: String?, now: Int64, lastSequence: Int64? = nil,
                             appending events: [NewEvent] = [], steps: Int = 0) throws -> FinishedRun? {
         let count = Int64(events.count)
@@ -793,7 +793,7 @@ extension SQLiteRunStore: APIKeyStore {
         let (id, secret) = APIKeyFormat.generate()
         let createdAt = Self.milliseconds(now)
         try await write { db in
-            try db.execute(sql: """
+            try db.database.execute(sql: """
                 INSERT INTO api_keys (id, secret_sha256, tenant, workflow, created_at) VALUES (?, ?, ?, ?, ?)
                 """, arguments: [id, APIKeyFormat.hash(secret: secret), tenant, workflow, createdAt])
         }
@@ -815,9 +815,9 @@ extension SQLiteRunStore: APIKeyStore {
     public func revokeKey(id: String, now: Date) async throws -> Bool {
         let revokedAt = Self.milliseconds(now)
         return try await write { db in
-            try db.execute(sql: "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+            try db.database.execute(sql: "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
                            arguments: [revokedAt, id])
-            return db.changesCount == 1
+            return db.database.changesCount == 1
         }
     }
 
