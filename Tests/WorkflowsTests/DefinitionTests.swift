@@ -147,6 +147,20 @@ struct DefinitionTests {
         #expect(error.description == "bad.yaml:4: node 'a': duplicate node id 'a'")
     }
 
+    @Test("an input declared twice (the list form allows it) is refused")
+    func duplicateInput() throws {
+        let error = try problem("""
+            name: w
+            inputs:
+              - { name: a, type: string }
+              - { name: a, type: integer }
+            nodes:
+              - { id: done, kind: end, config: { outputs: {} } }
+            """)
+        #expect(error.code == .invalid)
+        #expect(error.description.hasSuffix("input 'a' is declared twice"), "\(error)")
+    }
+
     @Test("invalid YAML names the line; a JSON file is read as JSON")
     func syntax() throws {
         let yaml = try problem("name: w\nnodes: [\n")
@@ -244,6 +258,9 @@ struct DefinitionTests {
             (#"{"name": "a", "ratio": "1"}"#, "inputs.ratio", "inputs.ratio must be number, not string"),
             (#"{"name": "a", "flags": [1]}"#, "inputs.flags", "inputs.flags must be object, not array"),
             (#"{"name": "a", "nmae": "b"}"#, "inputs.nmae", "inputs.nmae is not an input of workflow 'w'"),
+            (#"{"nmae": "b"}"#, "inputs.nmae", "inputs.nmae is not an input of workflow 'w'"),
+            (#"{"name": "a", "count": 1, "ratio": 1, "flags": {}, "zz": 1, "aa": 2}"#, "inputs.aa",
+             "inputs.aa is not an input of workflow 'w'"),
             (#"[1]"#, "inputs", "inputs must be a JSON object"),
             (#"{"#, "inputs", "inputs are not valid JSON"),
         ]

@@ -183,9 +183,15 @@ struct DefinitionParser {
             return []
         }
         var declarations: [InputDeclaration] = []
+        var names = Set<String>()
         for (name, spec) in entries {
             guard Self.isIdentifier(name) else {
                 report(.invalid, "input '\(name)': a name is a letter or '_' followed by letters, digits, '_' or '-'")
+                continue
+            }
+            // (The list form could name one input twice; `validateInputs` relies on unique names.)
+            guard names.insert(name).inserted else {
+                report(.invalid, "input '\(name)' is declared twice")
                 continue
             }
             var fields: [String: JSONValue]

@@ -101,23 +101,29 @@ extension WorkflowDefinition {
 
     /// `validateInputs(json:)` for a parsed object.
     public func validateInputs(_ submitted: [String: JSONValue]) throws(EngineError) -> [String: JSONValue] {
-        let declared = Set(inputs.map(\.name))
-        if let unknown = submitted.keys.sorted().first(where: { !declared.contains($0) }) {
-            throw EngineError(code: .invalidRequest, message: "inputs.\(unknown) is not an input of workflow '\(name)'",
-                              field: "inputs.\(unknown)")
+        // Every submitted name is declared when as many declared names were submitted (names
+        // are unique on both sides); only then is the first unknown one (by name) looked for.
+        if inputs.reduce(0, { $0 + (submitted[$1.name] == nil ? 0 : 1) }) != submitted.count {
+            let declared = Set(inputs.map(\.name))
+            if let unknown = submitted.keys.sorted().first(where: { !declared.contains($0) }) {
+                throw EngineError(code: .invalidRequest, message: "inputs.\(unknown) is not an input of workflow '\(name)'",
+                                  field: "inputs.\(unknown)")
+            }
         }
         var result: [String: JSONValue] = [:]
+        result.reserveCapacity(inputs.count)
         for input in inputs {
-            let field = "inputs.\(input.name)"
             guard let value = submitted[input.name], value != .null else {
                 if let defaultValue = input.defaultValue {
                     result[input.name] = defaultValue
                 } else if input.required {
+                    let field = "inputs.\(input.name)"
                     throw EngineError(code: .invalidRequest, message: "\(field) is required", field: field)
                 }
                 continue
             }
             guard input.type.accepts(value) else {
+                let field = "inputs.\(input.name)"
                 throw EngineError(code: .invalidRequest, message: "\(field) must be \(input.type.rawValue), not \(value.typeName)",
                                   field: field)
             }
