@@ -12,6 +12,12 @@
 # /proc), and the group-commit figures from /metrics (transactions, time inside them, writes per
 # transaction). Every run must have succeeded. Compare two binaries by running it for each,
 # alternating: the figures move by 10-20 % on a shared machine.
+#
+# CALLGRIND=DIR runs the draining server under valgrind's callgrind instead (a count, not a
+# time: the same for every run of one binary): the counters are zeroed once it listens, dumped
+# into DIR once the backlog is drained, and the instructions per run drained meanwhile printed with the
+# TOP (30) functions by self cost (tools/bench/callgrind/summary.py). Use a smaller N (3000):
+# callgrind runs 50 times slower. The wall time and CPU figures are then callgrind's, not flowd's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-30000}
@@ -60,8 +66,28 @@ server_pid=""
 queued=$(unfinished)
 say "$queued of $N runs queued (the one worker ran the others); draining with --workers $WORKERS"
 
-bench_start_flowd "$work/drain.log" --host 127.0.0.1 --port 0 --data-dir "$data" --workflows examples/workflows \
-  --max-concurrent 100000000 --workers "$WORKERS"
+if [ -n "${CALLGRIND:-}" ]; then
+  for tool in valgrind callgrind_control objcopy cc; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (Debian valgrind, binutils, gcc)"
+  done
+  case "$CALLGRIND" in /*) ;; *) CALLGRIND="$PWD/$CALLGRIND" ;; esac
+  mkdir -p "$CALLGRIND"
+  rm -f "$CALLGRIND"/callgrind.out.*
+  # As in callgrind-health.sh: valgrind 3.19 cannot read Swift's DWARF 5, and the preload keeps
+  # the parked main thread from hanging callgrind_control.
+  objcopy --strip-debug "$FLOWD_BIN" "$work/flowd-nodebug"
+  cc -shared -fPIC -O2 -o "$work/nosigsuspend.so" tools/bench/callgrind/nosigsuspend.c
+  START_TIMEOUT=120 FLOWD_BIN="$work/flowd-nodebug" LD_PRELOAD="$work/nosigsuspend.so" \
+    bench_start_flowd_under valgrind --tool=callgrind --callgrind-out-file="$CALLGRIND/callgrind.out" -- \
+    "$work/drain.log" --host 127.0.0.1 --port 0 --data-dir "$data" --workflows examples/workflows \
+    --max-concurrent 100000000 --workers "$WORKERS"
+  callgrind_control -z "$server_pid" >/dev/null
+  # Runs drain while valgrind starts: the count is of those still unfinished once zeroed.
+  counted=$(unfinished)
+else
+  bench_start_flowd "$work/drain.log" --host 127.0.0.1 --port 0 --data-dir "$data" --workflows examples/workflows \
+    --max-concurrent 100000000 --workers "$WORKERS"
+fi
 cpu0=$(ticks)
 start=$(date +%s.%N)
 deadline=$((SECONDS + DRAIN_TIMEOUT))
@@ -71,6 +97,24 @@ while [ "$(unfinished)" != 0 ]; do
 done
 end=$(date +%s.%N)
 cpu1=$(ticks)
+if [ -n "${CALLGRIND:-}" ]; then
+  callgrind_control -d "$server_pid" >/dev/null
+  profile=""
+  for _ in $(seq 1 100); do   # the server writes the dump asynchronously to callgrind_control
+    profile=$(find "$CALLGRIND" -name 'callgrind.out*' -size +1k | head -1)
+    [ -n "$profile" ] && break
+    sleep 0.2
+  done
+  [ -n "$profile" ] || die "no profile dumped in $CALLGRIND"
+  sleep 1
+  say "$counted runs drained under callgrind after its counters were zeroed, profile $profile"
+  "$PYTHON" tools/bench/callgrind/summary.py "$profile" "$counted" "${TOP:-30}" | sed 's/per call/per run/; s/\/call/\/run/'
+  # The parked main thread (see nosigsuspend.c) keeps a stopping process alive.
+  kill -KILL "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+  exit 0
+fi
 curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics.txt" || die "could not read /metrics"
 "$PYTHON" - "$data/flowd.sqlite" "$work/metrics.txt" "$N" "$queued" "$start" "$end" "$cpu0" "$cpu1" "$(getconf CLK_TCK)" <<'PY'
 import sqlite3, sys

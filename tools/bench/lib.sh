@@ -29,9 +29,18 @@ frame() {
 # server_pid, and waits up to START_TIMEOUT s for its `flowd: listening on 127.0.0.1:PORT`
 # line, setting port.
 bench_start_flowd() {
-  local log=$1 deadline
+  bench_start_flowd_under -- "$@"
+}
+
+# bench_start_flowd_under COMMAND... -- LOG ARGS...: bench_start_flowd with `$FLOWD_BIN serve
+# ARGS` run by COMMAND (valgrind, say); server_pid is COMMAND's.
+bench_start_flowd_under() {
+  local wrapper=() log deadline
+  while [ "$1" != "--" ]; do wrapper+=("$1"); shift; done
   shift
-  "$FLOWD_BIN" serve "$@" >"$log" 2>&1 &
+  log=$1
+  shift
+  "${wrapper[@]}" "$FLOWD_BIN" serve "$@" >"$log" 2>&1 &
   server_pid=$!
   port=""
   deadline=$((SECONDS + START_TIMEOUT))

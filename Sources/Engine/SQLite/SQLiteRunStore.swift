@@ -182,6 +182,10 @@ public final class SQLiteRunStore: RunStore {
         }
     }
 
+    /// Rounds of `claim`'s loop so far, one per tenant served (tests read it).
+    var claimRounds: Int { claimRoundCounter.load(ordering: .relaxed) }
+    private let claimRoundCounter = Atomic<Int>(0)
+
     /// Checkpoint passes run so far (tests wait on it).
     var checkpointPasses: Int { checkpointer.passes }
 
@@ -273,7 +277,7 @@ public final class SQLiteRunStore: RunStore {
     /// Bound: while k tenants have scheduled runs and none is capped, each of them gets one of
     /// every k consecutive claims. A tenant that is the only one with claimable runs gets as
     /// many as are asked for (up to its cap) in one statement. Finding the tenant reads the `tenants` rows with scheduled
-    /// runs (at most as many as the tenants skipped for their cap, plus one).
+    /// runs (at most as many as the tenants skipped for their cap, plus two).
     public func claim(_ request: ClaimRequest, now: Date) async throws -> [ClaimedRun] {
         let nowMS = Self.milliseconds(now)
         let leaseExpiresAt = nowMS + Self.milliseconds(request.leaseDuration)
@@ -292,13 +296,17 @@ public final class SQLiteRunStore: RunStore {
                              (SELECT MIN(r.created_at) FROM runs r WHERE r.state = 'scheduled' AND r.tenant = t.tenant),
                              t.tenant
                     LIMIT ?
-                    """, [.integer(Int64(capped.count + 1))]) { $0.text(0) }
+                    """, [.integer(Int64(capped.count + 2))]) { $0.text(0) }
                 let eligible = candidates.filter { !capped.contains($0) }
                 guard let tenant = eligible.first else { break }
-                // When it is the only tenant with claimable work (every tenant with scheduled
-                // runs was read), rotation has nobody else to serve: take its runs at once.
+                self.claimRoundCounter.add(1, ordering: .relaxed)
+                // When it is the only tenant with claimable work (fewer rows than the limit: every
+                // tenant with scheduled runs was read), rotation has nobody else to serve: take
+                // its runs at once. (One row more than the capped tenants would not tell: the
+                // limit is one more than that, and with a limit of `capped.count + 1` this never
+                // held while a tenant was alone, so a claim of n runs took n rounds of six statements.)
                 var count = 1
-                if eligible.count == 1 && candidates.count < capped.count + 1 {
+                if eligible.count == 1 && candidates.count < capped.count + 2 {
                     count = request.maxRuns - claimed.count
                     if let cap = request.perTenantLimit { count = min(count, cap - held[tenant, default: 0]) }
                 }

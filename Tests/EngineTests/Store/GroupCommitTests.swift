@@ -185,8 +185,13 @@ struct GroupCommitTests {
                 try await StoreFixture.create(store, StoreFixture.submission("a\(i)", tenant: "a"), now: t)
                 t = t.plus(ms: 1)
             }
+            let rounds = (store as? SQLiteRunStore)?.claimRounds
             let first = try await store.claim(ClaimRequest(worker: "w", maxRuns: 3, leaseDuration: .seconds(30)), now: t)
             #expect(first.map(\.run.id) == ["a0", "a1", "a2"])
+            if let sqlite = store as? SQLiteRunStore, let rounds {
+                // One round of statements for the three, not one per run.
+                #expect(sqlite.claimRounds - rounds == 1)
+            }
             #expect(first.allSatisfy { $0.run.state == .running && $0.run.attempt == 1 && $0.event.sequence == 1 })
             let capped = try await store.claim(
                 ClaimRequest(worker: "w", maxRuns: 3, leaseDuration: .seconds(30), perTenantLimit: 4, held: ["a": 3]), now: t)
