@@ -232,4 +232,43 @@ struct GroupCommitTests {
             #expect(caller == 0)
         }
     }
+
+    @Test("SQLite: while callers' writes wait, a batch takes all of them and only the oldest few of execution's, in arrival order; the rest follow in the next batch")
+    func callersFirst() async throws {
+        try await withDataDirectory { directory in
+            let store = try SQLiteRunStore(directory: directory)
+            let committer = store.committer
+            let share = committer.executionWritesPerBatch
+            let release = DispatchSemaphore(value: 0)
+            // Holds the committer thread inside a batch while the writes below queue up.
+            await withCheckedContinuation { (started: CheckedContinuation<Void, Never>) in
+                committer.enqueue(lane: .caller, { _ in
+                    started.resume()
+                    release.wait()
+                }, completion: { _ in })
+            }
+            let applied = Mutex<[(name: String, batch: Int)]>([])
+            let executions = share + 6
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                let left = Mutex(executions + 3)
+                let finished: @Sendable (Result<Void, any Error>) -> Void = { _ in
+                    if left.withLock({ $0 -= 1; return $0 }) == 0 { done.resume() }
+                }
+                func write(_ name: String, _ lane: SQLiteCommitter.Lane) {
+                    committer.enqueue(lane: lane, { _ in
+                        applied.withLock { $0.append((name, committer.batchesCommitted)) }
+                    }, completion: finished)
+                }
+                for i in 0..<executions { write("e\(i)", .execution) }
+                for i in 0..<3 { write("c\(i)", .caller) }
+                release.signal()
+            }
+            let order = applied.withLock { $0 }
+            let first = (0..<share).map { "e\($0)" } + ["c0", "c1", "c2"]
+            #expect(order.map(\.name) == first + (share..<executions).map { "e\($0)" })
+            let firstBatch = order[0].batch
+            #expect(order.prefix(first.count).allSatisfy { $0.batch == firstBatch }, "\(order)")
+            #expect(order.dropFirst(first.count).allSatisfy { $0.batch == firstBatch + 1 }, "\(order)")
+        }
+    }
 }
