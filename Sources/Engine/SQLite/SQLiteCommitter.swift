@@ -28,7 +28,9 @@ import Synchronization
 ///   Execution's writes (a run's claim, events and finish: several times a submission's work
 ///   here) would otherwise take most of this thread while a backlog executes, and admission
 ///   would wait behind them. Execution never stops: every batch takes some of its writes, and
-///   all of them when no caller waits. The ops a batch takes run in arrival order.
+///   all of them when no caller waits. The ops a batch takes run in arrival order, so within a
+///   lane writes keep their order; a caller's write may overtake an execution write queued
+///   before it (a run's own writes, its claim, appends and finish, all use the execution lane).
 /// - The committer thread is the store's one serial resource, so it does nothing it can hand
 ///   off: once a batch committed, its callers are resumed on a serial completion queue (one
 ///   hand-off per batch and lane, batches in commit order within a lane), and the thread goes

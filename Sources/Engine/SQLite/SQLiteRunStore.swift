@@ -378,7 +378,10 @@ public final class SQLiteRunStore: RunStore {
     /// `run_started` and `run_finished` belong to `claim` and the calls that end a run;
     /// other kinds throw `StoreError.Code.invalidArgument` and store nothing.
     public func appendEvents(runID: String, attempt: Int, events: [NewEvent], stepsDelta: Int, now: Date) async throws -> [RunEvent]? {
-        try await write(try Self.appending(runID: runID, attempt: attempt, events: events, stepsDelta: stepsDelta, now: now))
+        // The execution lane, like `enqueueEvents` and `enqueueFinish`: the committer keeps arrival
+        // order within a lane only (see `SQLiteCommitter`), and a run's writes keep theirs.
+        try await write(lane: .execution, try Self.appending(runID: runID, attempt: attempt, events: events,
+                                                             stepsDelta: stepsDelta, now: now))
     }
 
     public func enqueueEvents(runID: String, attempt: Int, now: Date,
@@ -430,9 +433,9 @@ public final class SQLiteRunStore: RunStore {
     /// `state` must be terminal, else `StoreError.Code.invalidArgument`.
     public func finish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
                        expectedLastSequence: Int64?, now: Date) async throws -> FinishedRun? {
-        try await write(try Self.finishing(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON,
-                                           error: error, expectedLastSequence: expectedLastSequence, now: now,
-                                           take: { ([], 0) })).map(Self.published)
+        try await write(lane: .execution, try Self.finishing(runID: runID, attempt: attempt, state: state, outputsJSON: outputsJSON,
+                                                             error: error, expectedLastSequence: expectedLastSequence, now: now,
+                                                             take: { ([], 0) })).map(Self.published)
     }
 
     public func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
