@@ -217,7 +217,7 @@ final class SQLiteCommitter: @unchecked Sendable {
                     let began = StoreMetrics.now()
                     let writer = SQLiteWriter(database: db, statements: statements)
                     defer { statements.removeAll() }
-                    try db.inTransaction(.immediate) {
+                    try Self.transaction(db) {
                         for (index, item) in remaining.enumerated() {
                             do {
                                 try item.apply(writer)
@@ -226,7 +226,6 @@ final class SQLiteCommitter: @unchecked Sendable {
                                 throw error
                             }
                         }
-                        return .commit
                     }
                     batchCounter.add(1, ordering: .relaxed)
                     writeCounter.add(remaining.count, ordering: .relaxed)
@@ -242,6 +241,20 @@ final class SQLiteCommitter: @unchecked Sendable {
                 }
                 complete([remaining.remove(at: index)], with: error)
             }
+        }
+    }
+
+    /// `BEGIN IMMEDIATE`, `body`, `COMMIT`, with both statements prepared once (GRDB's
+    /// `inTransaction` prepares them from their text on every call); rolled back when `body`
+    /// or the COMMIT throws (a COMMIT that failed leaves the transaction open).
+    private static func transaction(_ db: Database, _ body: () throws -> Void) throws {
+        try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
+        do {
+            try body()
+            try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
+        } catch {
+            try? db.rollback()
+            throw error
         }
     }
 

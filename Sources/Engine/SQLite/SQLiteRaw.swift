@@ -39,8 +39,8 @@ enum SQLiteRaw {
         }
     }
 
-    /// SQLite's SQLITE_TRANSIENT: bound text is copied by SQLite before the call returns.
-    private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+    /// SQLite's SQLITE_STATIC: SQLite keeps the pointer to bound text instead of copying it.
+    private static let staticText = unsafeBitCast(0, to: sqlite3_destructor_type.self)
 
     /// Runs a prepared statement of `source` with `arguments` and returns `read` of each row
     /// (RETURNING rows of a write included), stepping it to the end.
@@ -75,31 +75,50 @@ enum SQLiteRaw {
         // instructions per statement for nothing.
         if sqlite3_bind_parameter_count(raw) != Int32(arguments.count) { sqlite3_clear_bindings(raw) }
         defer { sqlite3_reset(raw) }
-        for (offset, argument) in arguments.enumerated() {
-            let index = Int32(offset + 1)
-            let code: Int32
-            switch argument {
-            case .text(var text?):
-                // From the string's own UTF-8 (copied by SQLite), not a NUL-terminated copy.
-                // (A nil pointer would bind NULL: the empty string gets a literal.)
-                code = text.withUTF8 { bytes in
-                    guard let base = bytes.baseAddress, !bytes.isEmpty else { return sqlite3_bind_text(raw, index, "", 0, transient) }
-                    return base.withMemoryRebound(to: CChar.self, capacity: bytes.count) {
-                        sqlite3_bind_text(raw, index, $0, Int32(bytes.count), transient)
-                    }
-                }
-            case .integer(let number?): code = sqlite3_bind_int64(raw, index, number)
-            case .text(nil), .integer(nil): code = sqlite3_bind_null(raw, index)
+        return try bound(raw, handle: handle, sql, arguments, from: 0) {
+            var results: [T] = []
+            while true {
+                let code = sqlite3_step(raw)
+                if code == SQLITE_DONE { return results }
+                guard code == SQLITE_ROW else { throw error(handle, code, sql) }
+                results.append(try read(Columns(statement: raw)))
             }
+        }
+    }
+
+    /// Binds `arguments[index...]` and runs `body` while every bound text is alive.
+    ///
+    /// Text is bound `SQLITE_STATIC`, from the string's own UTF-8, inside nested `withUTF8`
+    /// calls, so the pointers stay valid until `body` (the steps) returned; with
+    /// `SQLITE_TRANSIENT` SQLite copied each text (a malloc, a copy and a later free). The
+    /// bindings dangle once this returns, which is safe as
+    /// SQLite reads them only in `sqlite3_step` (and `sqlite3_expanded_sql`, which nothing here
+    /// calls), and every statement these texts name is stepped only here, after all of its
+    /// parameters were bound again (or cleared, above).
+    private static func bound<R>(_ raw: OpaquePointer, handle: OpaquePointer, _ sql: String, _ arguments: [Value],
+                                 from index: Int, _ body: () throws -> R) throws -> R {
+        guard index < arguments.count else { return try body() }
+        let position = Int32(index + 1)
+        switch arguments[index] {
+        case .text(var text?):
+            return try text.withUTF8 { bytes in
+                // (A nil pointer would bind NULL: the empty string gets a literal.)
+                let code = bytes.isEmpty || bytes.baseAddress == nil
+                    ? sqlite3_bind_text(raw, position, "", 0, staticText)
+                    : bytes.baseAddress!.withMemoryRebound(to: CChar.self, capacity: bytes.count) {
+                        sqlite3_bind_text(raw, position, $0, Int32(bytes.count), staticText)
+                    }
+                guard code == SQLITE_OK else { throw error(handle, code, sql) }
+                return try bound(raw, handle: handle, sql, arguments, from: index + 1, body)
+            }
+        case .integer(let number?):
+            let code = sqlite3_bind_int64(raw, position, number)
+            guard code == SQLITE_OK else { throw error(handle, code, sql) }
+        case .text(nil), .integer(nil):
+            let code = sqlite3_bind_null(raw, position)
             guard code == SQLITE_OK else { throw error(handle, code, sql) }
         }
-        var results: [T] = []
-        while true {
-            let code = sqlite3_step(raw)
-            if code == SQLITE_DONE { return results }
-            guard code == SQLITE_ROW else { throw error(handle, code, sql) }
-            results.append(try read(Columns(statement: raw)))
-        }
+        return try bound(raw, handle: handle, sql, arguments, from: index + 1, body)
     }
 
     /// Prepared statements found by the address of their SQL text's storage, without hashing
