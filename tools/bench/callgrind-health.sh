@@ -131,14 +131,6 @@ say "flowd under callgrind on 127.0.0.1:$port; $WARM calls to warm up"
 load "$WARM"
 callgrind_control -z "$server_pid" >/dev/null
 load "$N"
-callgrind_control -d "$server_pid" >/dev/null
-profile=""
-for _ in $(seq 1 100); do   # the server writes the dump asynchronously to callgrind_control
-  profile=$(find "$OUT_DIR" -name 'callgrind.out*' -size +1k | head -1)
-  [ -n "$profile" ] && break
-  sleep 0.2
-done
-[ -n "$profile" ] || die "no profile dumped in $OUT_DIR"
-sleep 1
+profile=$(bench_callgrind_dump "$server_pid" "$OUT_DIR")
 say "$N $CALL calls, profile $profile"
 "$PYTHON" tools/bench/callgrind/summary.py "$profile" "$N" "$TOP"

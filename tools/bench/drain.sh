@@ -98,15 +98,7 @@ done
 end=$(date +%s.%N)
 cpu1=$(ticks)
 if [ -n "${CALLGRIND:-}" ]; then
-  callgrind_control -d "$server_pid" >/dev/null
-  profile=""
-  for _ in $(seq 1 100); do   # the server writes the dump asynchronously to callgrind_control
-    profile=$(find "$CALLGRIND" -name 'callgrind.out*' -size +1k | head -1)
-    [ -n "$profile" ] && break
-    sleep 0.2
-  done
-  [ -n "$profile" ] || die "no profile dumped in $CALLGRIND"
-  sleep 1
+  profile=$(bench_callgrind_dump "$server_pid" "$CALLGRIND")
   say "$counted runs drained under callgrind after its counters were zeroed, profile $profile"
   "$PYTHON" tools/bench/callgrind/summary.py "$profile" "$counted" "${TOP:-30}" | sed 's/per call/per run/; s/\/call/\/run/'
   # The parked main thread (see nosigsuspend.c) keeps a stopping process alive.

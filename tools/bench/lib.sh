@@ -77,3 +77,18 @@ with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, 
     print(json.load(response)["workflow_run_id"])
 PY
 }
+
+# bench_callgrind_dump PID DIR: has the callgrind-run server PID dump its counters and prints
+# the profile's path once written in DIR (the server writes it asynchronously).
+bench_callgrind_dump() {
+  local profile=""
+  callgrind_control -d "$1" >/dev/null
+  for _ in $(seq 1 100); do
+    profile=$(find "$2" -name 'callgrind.out*' -size +1k | head -1)
+    [ -n "$profile" ] && break
+    sleep 0.2
+  done
+  [ -n "$profile" ] || die "no profile dumped in $2"
+  sleep 1
+  echo "$profile"
+}
