@@ -80,7 +80,7 @@ extension GRPCConnectionHandler {
             return
         }
         if let body, body.readableBytes > 0 {
-            session.sendData(streamID: streamID, bytes: Array(body.readableBytesView))
+            session.sendData(streamID: streamID, buffer: body)
             session.finishBody(streamID: streamID)
         }
         scheduleFlush()
@@ -91,7 +91,7 @@ extension GRPCConnectionHandler {
             writer.resume(throwing: CancellationError())
             return
         }
-        session.sendData(streamID: streamID, bytes: Array(bytes.readableBytesView))
+        session.sendData(streamID: streamID, buffer: bytes)
         scheduleFlush()
         parkOrResume(streamID: streamID, writer)
     }

@@ -608,9 +608,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .sendMessage:
             break
         }
-        var framed: [UInt8] = []
-        GRPCFraming.appendFrame(bytes, to: &framed)
-        session?.sendData(streamID: streamID, bytes: framed)
+        session?.sendData(streamID: streamID) { output in
+            precondition(bytes.count <= Int(UInt32.max), "gRPC message longer than 4 GiB")
+            output.reserveCapacity(minimumWritableBytes: GRPCFraming.prefixLength + bytes.count)
+            output.writeInteger(UInt8(0))  // not compressed
+            output.writeInteger(UInt32(bytes.count))
+            output.writeBytes(bytes)
+        }
         scheduleFlush()
         if let writer { parkOrResume(streamID: streamID, writer) }
     }

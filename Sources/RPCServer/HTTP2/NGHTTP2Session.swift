@@ -273,6 +273,20 @@ final class NGHTTP2Session {
         resumeIfDeferred(streamID: streamID)
     }
 
+    func sendData(streamID: Int32, buffer: ByteBuffer) {
+        guard let stream = streams[streamID] else { return }
+        stream.outbound.writeImmutableBuffer(buffer)
+        resumeIfDeferred(streamID: streamID)
+    }
+
+    /// Queues what `write` appends to the stream's output (a gRPC message's prefix and
+    /// bytes, written in place instead of framed into an array first).
+    func sendData(streamID: Int32, _ write: (inout ByteBuffer) -> Void) {
+        guard let stream = streams[streamID] else { return }
+        write(&stream.outbound)
+        resumeIfDeferred(streamID: streamID)
+    }
+
     /// Ends the response with trailers once every queued byte has been sent.
     func sendTrailers(streamID: Int32, block: HeaderBlock) {
         guard let stream = streams[streamID] else { return }
