@@ -107,6 +107,7 @@ struct Serve: AsyncParsableCommand {
     var logLevel: String = Environment.string("FLOWD_LOG_LEVEL") ?? "info"
 
     func run() async throws {
+        AllocatorTuning.reexecWithCacheSize(environment: ProcessInfo.processInfo.environment)
         AllocatorTuning.apply(environment: ProcessInfo.processInfo.environment)
         var logger = Logger(label: "flowd")
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
@@ -219,6 +220,7 @@ struct Serve: AsyncParsableCommand {
         logger.info("serving", metadata: [
             "workflows": "\(catalog.workflows.keys.sorted().joined(separator: ","))", "store": "\(data.storeDescription)",
             "workers": "\(engineConfiguration.workerCount)",
+            "glibc_tunables": "\(ProcessInfo.processInfo.environment["GLIBC_TUNABLES"] ?? "")",
         ])
         guard retentionDays >= 0 else { throw ValidationError("--retention-days must be 0 (keep everything) or more") }
         var retention = RetentionConfiguration()

@@ -75,7 +75,7 @@ fi
 # loadgen checks every answer's grpc-status (h2load sees HTTP statuses only).
 if [ "$CALL" != health ]; then bench_build_loadgen; fi
 
-LD_PRELOAD="$work/nosigsuspend.so" valgrind --tool=callgrind --callgrind-out-file="$OUT_DIR/callgrind.out" \
+GLIBC_TUNABLES="$bench_flowd_tunables" LD_PRELOAD="$work/nosigsuspend.so" valgrind --tool=callgrind --callgrind-out-file="$OUT_DIR/callgrind.out" \
   "$work/flowd" serve --host 127.0.0.1 --port 0 --data-dir "$work/data" --workflows examples/workflows \
   "${workers[@]}" >"$work/server.log" 2>&1 &
 server_pid=$!

@@ -77,7 +77,7 @@ if [ -n "${CALLGRIND:-}" ]; then
   # the parked main thread from hanging callgrind_control.
   objcopy --strip-debug "$FLOWD_BIN" "$work/flowd-nodebug"
   cc -shared -fPIC -O2 -o "$work/nosigsuspend.so" tools/bench/callgrind/nosigsuspend.c
-  START_TIMEOUT=120 FLOWD_BIN="$work/flowd-nodebug" LD_PRELOAD="$work/nosigsuspend.so" \
+  START_TIMEOUT=120 FLOWD_BIN="$work/flowd-nodebug" GLIBC_TUNABLES="$bench_flowd_tunables" LD_PRELOAD="$work/nosigsuspend.so" \
     bench_start_flowd_under valgrind --tool=callgrind --callgrind-out-file="$CALLGRIND/callgrind.out" -- \
     "$work/drain.log" --host 127.0.0.1 --port 0 --data-dir "$data" --workflows examples/workflows \
     --max-concurrent 100000000 --workers "$WORKERS"

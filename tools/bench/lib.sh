@@ -25,6 +25,11 @@ frame() {
   "$PYTHON" -c 'import sys; d = sys.stdin.buffer.read(); open(sys.argv[1], "wb").write(b"\0" + len(d).to_bytes(4, "big") + d)' "$1"
 }
 
+# What `flowd serve` re-executes itself with when GLIBC_TUNABLES does not name it
+# (Sources/flowd/AllocatorTuning.swift): set for a server run under valgrind, which does not
+# follow the re-exec, so that it runs with the allocator it has in production.
+bench_flowd_tunables=glibc.malloc.tcache_count=256
+
 # bench_start_flowd LOG ARGS...: starts `$FLOWD_BIN serve ARGS` with its output in LOG, sets
 # server_pid, and waits up to START_TIMEOUT s for its `flowd: listening on 127.0.0.1:PORT`
 # line, setting port.
