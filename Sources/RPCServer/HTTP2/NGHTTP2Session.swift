@@ -363,8 +363,7 @@ final class NGHTTP2Session {
             stream.headerFields = []
         } else {
             if stream.headerFields.isEmpty { stream.headerFields.reserveCapacity(Self.expectedHeaderFields) }
-            stream.headerFields.append(HeaderField(
-                name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self)))
+            stream.headerFields.append(HeaderField(name: HeaderText.name(name), value: HeaderText.value(value)))
         }
     }
 
