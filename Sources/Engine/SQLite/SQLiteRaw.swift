@@ -91,10 +91,10 @@ enum SQLiteRaw {
     /// Text is bound `SQLITE_STATIC`, from the string's own UTF-8, inside nested `withUTF8`
     /// calls, so the pointers stay valid until `body` (the steps) returned; with
     /// `SQLITE_TRANSIENT` SQLite copied each text (a malloc, a copy and a later free). The
-    /// bindings dangle once this returns, which is safe as
-    /// SQLite reads them only in `sqlite3_step` (and `sqlite3_expanded_sql`, which nothing here
-    /// calls), and every statement these texts name is stepped only here, after all of its
-    /// parameters were bound again (or cleared, above).
+    /// bindings dangle once this returns. That is safe: SQLite reads them only in
+    /// `sqlite3_step` (and `sqlite3_expanded_sql`, which nothing here calls), and the statements
+    /// of this file's SQL texts are stepped only here, after all of their parameters were bound
+    /// again (or cleared, above).
     private static func bound<R>(_ raw: OpaquePointer, handle: OpaquePointer, _ sql: String, _ arguments: [Value],
                                  from index: Int, _ body: () throws -> R) throws -> R {
         guard index < arguments.count else { return try body() }
