@@ -6,15 +6,19 @@ public enum GRPCFraming {
 
     /// Appends `message` with its prefix (uncompressed) to `buffer`.
     public static func appendFrame(_ message: [UInt8], to buffer: inout [UInt8]) {
-        precondition(message.count <= Int(UInt32.max), "gRPC message longer than 4 GiB")
-        let length = UInt32(message.count)
         buffer.reserveCapacity(buffer.count + prefixLength + message.count)
-        buffer.append(0)
-        buffer.append(UInt8(truncatingIfNeeded: length >> 24))
-        buffer.append(UInt8(truncatingIfNeeded: length >> 16))
-        buffer.append(UInt8(truncatingIfNeeded: length >> 8))
-        buffer.append(UInt8(truncatingIfNeeded: length))
+        withPrefix(forLength: message.count) { buffer.append(contentsOf: $0) }
         buffer.append(contentsOf: message)
+    }
+
+    /// Runs `body` with the prefix (uncompressed) of a message of `count` bytes, for callers
+    /// that write the message into a buffer of their own.
+    public static func withPrefix<R>(forLength count: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        precondition(count <= Int(UInt32.max), "gRPC message longer than 4 GiB")
+        let length = UInt32(count)
+        var prefix = (UInt8(0), UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
+                      UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length))
+        return try withUnsafeBytes(of: &prefix) { try body($0) }
     }
 
     /// `message` with its prefix.

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import InputParsing
 import NGHTTP2Support
 
@@ -73,15 +68,14 @@ extension Metadata {
 
     private enum End { case start, end }
 
-    /// Whether `text` starts or ends with the bytes of `affix`, compared with `memcmp` (the
-    /// generic `starts(with:)` and `suffix(_:).elementsEqual` of UTF-8 views cost about 140
-    /// instructions each, for every field of every call).
+    /// Whether `text` starts or ends with the bytes of `affix` (`UnsafeRawBufferPointer.equals`).
     private static func bytes(of text: String, at end: End, equal affix: StaticString) -> Bool {
         let count = affix.utf8CodeUnitCount
-        let affixBytes = UnsafeBufferPointer(start: affix.utf8Start, count: count)
+        let affixBytes = UnsafeRawBufferPointer(start: affix.utf8Start, count: count)
         return text.utf8.withContiguousStorageIfAvailable { bytes in
-            guard bytes.count >= count, let base = bytes.baseAddress else { return count == 0 }
-            return memcmp(end == .start ? base : base + (bytes.count - count), affix.utf8Start, count) == 0
+            guard bytes.count >= count else { return false }
+            let raw = UnsafeRawBufferPointer(bytes)
+            return UnsafeRawBufferPointer(rebasing: end == .start ? raw[..<count] : raw[(raw.count - count)...]).equals(affix)
         } ?? (end == .start ? text.utf8.starts(with: affixBytes) : text.utf8.suffix(count).elementsEqual(affixBytes))
     }
 

@@ -181,7 +181,8 @@ final class SQLiteCommitter: @unchecked Sendable {
     private static func takeBatch(from items: inout [Item], maxBatchSize: Int, executionWritesPerBatch: Int) -> [Item] {
         var callers = 0
         for item in items where item.lane == .caller { callers += 1 }
-        if callers == 0 || callers == items.count || items.count <= min(maxBatchSize, callers + executionWritesPerBatch) {
+        // Nothing to hold back: the batch is the oldest items, as many as fit.
+        if callers == 0 || items.count - callers <= executionWritesPerBatch {
             let count = min(items.count, maxBatchSize)
             let batch = Array(items.prefix(count))
             items.removeFirst(count)

@@ -609,10 +609,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             break
         }
         session?.sendData(streamID: streamID) { output in
-            precondition(bytes.count <= Int(UInt32.max), "gRPC message longer than 4 GiB")
             output.reserveCapacity(minimumWritableBytes: GRPCFraming.prefixLength + bytes.count)
-            output.writeInteger(UInt8(0))  // not compressed
-            output.writeInteger(UInt32(bytes.count))
+            GRPCFraming.withPrefix(forLength: bytes.count) { output.writeBytes($0) }
             output.writeBytes(bytes)
         }
         scheduleFlush()

@@ -267,12 +267,6 @@ final class NGHTTP2Session {
 
     /// Queues body bytes (already gRPC-framed) on a stream whose headers were sent without
     /// `endStream`.
-    func sendData(streamID: Int32, bytes: [UInt8]) {
-        guard let stream = streams[streamID] else { return }
-        stream.outbound.writeBytes(bytes)
-        resumeIfDeferred(streamID: streamID)
-    }
-
     func sendData(streamID: Int32, buffer: ByteBuffer) {
         guard let stream = streams[streamID] else { return }
         stream.outbound.writeImmutableBuffer(buffer)
