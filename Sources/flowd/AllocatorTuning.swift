@@ -1,4 +1,5 @@
 import CAllocator
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -62,11 +63,21 @@ enum AllocatorTuning {
     /// Replaces this process (same pid, arguments and other environment) with itself started
     /// with `tunables(adding:)` in `GLIBC_TUNABLES`. Returns when that is not needed or the
     /// exec failed (the server then runs with glibc's cache size).
+    ///
+    /// The exec goes through `/proc/self/exe` (the very image running, even if its file was
+    /// replaced since), which would rename the process "exe" in `ps`, `top` and `pkill`: the
+    /// marker carries the name it was started under and the new image takes it back.
     static func reexecWithCacheSize(environment: [String: String]) {
         // Once only, whatever glibc made of the variable (`reexecMarker` survives the exec).
-        guard environment[reexecMarker] == nil, let tunables = tunables(adding: environment["GLIBC_TUNABLES"]) else { return }
+        if let name = environment[reexecMarker] {
+            restoreProcessName(name)
+            return
+        }
+        guard let tunables = tunables(adding: environment["GLIBC_TUNABLES"]) else { return }
+        let name = (try? String(contentsOfFile: "/proc/self/comm", encoding: .utf8))?
+            .trimmingCharacters(in: .newlines) ?? ""
         setenv("GLIBC_TUNABLES", tunables, 1)
-        setenv(reexecMarker, "1", 1)
+        setenv(reexecMarker, name.isEmpty ? "flowd" : name, 1)
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // Still here: the exec failed. Carry on as started.
         if let existing = environment["GLIBC_TUNABLES"] {
@@ -77,8 +88,15 @@ enum AllocatorTuning {
         unsetenv(reexecMarker)
     }
 
-    /// Set in the environment of the re-executed process.
+    /// Set in the environment of the re-executed process, to the process's name before the exec.
     static let reexecMarker = "FLOWD_ALLOCATOR_REEXEC"
+
+    /// Names the process (its main thread: `/proc/self/comm` is the thread group leader's).
+    private static func restoreProcessName(_ name: String) {
+        guard !name.isEmpty, let file = fopen("/proc/self/comm", "w") else { return }
+        fputs(name, file)
+        fclose(file)
+    }
 
     /// Gives free heap memory back to the system after a burst of buffered requests: the free
     /// blocks inside every arena, and the main arena's top.
