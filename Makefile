@@ -102,8 +102,8 @@ attack: deps
 # The same suite against a release flowd (built in its own scratch path, .build-release, so it
 # does not disturb the debug build). Not part of make test: the release build costs CI ~10 min.
 attack-release: deps
-	@echo "== swift build -c release --product flowd --scratch-path .build-release"
-	@nice -n 10 $(SWIFT) build -c release --product flowd --scratch-path .build-release
+	@echo "== swift build -c release --static-swift-stdlib --product flowd --scratch-path .build-release"
+	@nice -n 10 $(SWIFT) build -c release --static-swift-stdlib --product flowd --scratch-path .build-release
 	@bin="$$($(SWIFT) build -c release --scratch-path .build-release --show-bin-path)"; \
 	 echo "== attack suite against $$bin/flowd"; \
 	 $(PYTHON) tools/attack/attack_suite.py --flowd "$$bin/flowd"

@@ -6,7 +6,7 @@
 #   ASYNC64_N=10000 E2E_N=5000 tools/bench/engine.sh         smaller counts
 #   WORKERS=128 SERVER_FLAGS='--log-level error' tools/bench/engine.sh
 #
-# It builds `swift build -c release --product flowd --scratch-path .build-bench` (incremental;
+# It builds `swift build -c release --static-swift-stdlib --product flowd --scratch-path .build-bench` (incremental;
 # FLOWD_BIN skips it), builds loadgen with cc + pkg-config libnghttp2, creates two API keys
 # (tenant bench and tenant bench-e2e, both bound to workflow hello) in a fresh temporary data
 # directory, starts ONE `flowd serve --host 127.0.0.1 --port 0 --max-concurrent 100000000

@@ -6,7 +6,7 @@
 #   N=200000 C=16 M=100 tools/bench/h2load-health.sh
 #   FLOWD_BIN=.build/debug/flowd tools/bench/h2load-health.sh      skip the release build
 #
-# It builds `swift build -c release --product flowd` (incremental), starts
+# It builds `swift build -c release --static-swift-stdlib --product flowd` (incremental), starts
 # `flowd serve --host 127.0.0.1 --port 0`, reads the bound port from its line
 # `flowd: listening on 127.0.0.1:PORT` (or its structured log line `address=...:PORT ... listening`), checks one call with nghttp (grpc-status 0, body
 # SERVING), runs h2load, prints h2load's summary and fails unless every request succeeded.
@@ -30,8 +30,8 @@ for tool in h2load nghttp; do
 done
 
 if [ -z "${FLOWD_BIN:-}" ]; then
-  say "building release (swift build -c release --product flowd)"
-  swift build -c release --product flowd
+  say "building release (swift build -c release --static-swift-stdlib --product flowd)"
+  swift build -c release --static-swift-stdlib --product flowd
   FLOWD_BIN="$(swift build -c release --show-bin-path)/flowd"
 fi
 [ -x "$FLOWD_BIN" ] || die "no flowd binary at $FLOWD_BIN"

@@ -6,8 +6,8 @@
 # unless FLOWD_BIN is set already.
 bench_build_flowd() {
   if [ -z "${FLOWD_BIN:-}" ]; then
-    say "building release flowd (swift build -c release --product flowd --scratch-path $1)"
-    swift build -c release --product flowd --scratch-path "$1"
+    say "building release flowd (swift build -c release --static-swift-stdlib --product flowd --scratch-path $1)"
+    swift build -c release --static-swift-stdlib --product flowd --scratch-path "$1"
     FLOWD_BIN="$(swift build -c release --scratch-path "$1" --show-bin-path)/flowd"
   fi
   [ -x "$FLOWD_BIN" ] || die "no flowd binary at $FLOWD_BIN"

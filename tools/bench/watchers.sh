@@ -5,7 +5,7 @@
 #   FLOWD_BIN=path/to/flowd tools/bench/watchers.sh          skip the release build
 #   ROUNDS="1000:10x100 10000:100x100" tools/bench/watchers.sh   (the default)
 #
-# It builds `swift build -c release --product flowd --scratch-path .build-release` (incremental;
+# It builds `swift build -c release --static-swift-stdlib --product flowd --scratch-path .build-release` (incremental;
 # FLOWD_BIN skips it) and tools/bench/loadgen.c, creates an API key bound to the `slow` example
 # workflow in a fresh temporary data directory, starts ONE `flowd serve --host 127.0.0.1 --port 0
 # --max-connections-per-address 1024 $SERVER_FLAGS`, waits SETTLE s and records the idle RSS

@@ -2,7 +2,7 @@
 # Builds what make bench-peers runs, only what is missing or older than its sources; every
 # compiler runs under `nice -n ${NICE:-15}`. Outputs (git-ignored):
 #
-#   .build-release/release/flowd                 swift build -c release --product flowd --scratch-path .build-release
+#   .build-release/release/flowd                 swift build -c release --static-swift-stdlib --product flowd --scratch-path .build-release
 #   .build-peers/bin/grpc-go-health              go build, GOPATH=/usr/share/gocode GO111MODULE=off (Debian's grpc-go)
 #   .build-peers/bin/h2health                    cc -O2 on libnghttp2 (tools/bench/peers/c)
 #   .build-peers/swift/release/GRPCSwiftHealth   swift build -c release (tools/bench/peers/swift; grpc-swift-2)
@@ -20,8 +20,8 @@ say() { echo "bench-peers build: $*"; }
 # newer OUTPUT INPUT...: true when OUTPUT exists and no INPUT is newer
 newer() { local o=$1; shift; [ -e "$o" ] || return 1; for i in "$@"; do [ "$i" -nt "$o" ] && return 1; done; return 0; }
 
-say "flowd: swift build -c release --product flowd --scratch-path .build-release"
-nice -n "$NICE" swift build -c release --product flowd --scratch-path .build-release
+say "flowd: swift build -c release --static-swift-stdlib --product flowd --scratch-path .build-release"
+nice -n "$NICE" swift build -c release --static-swift-stdlib --product flowd --scratch-path .build-release
 
 if newer "$out/bin/grpc-go-health" "$peers/go/main.go"; then
   say "grpc-go: $out/bin/grpc-go-health is up to date"

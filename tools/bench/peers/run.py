@@ -543,7 +543,7 @@ def main(argv=None) -> int:
 
     commands = {
         "build": [
-            "swift build -c release --product flowd --scratch-path .build-release",
+            "swift build -c release --static-swift-stdlib --product flowd --scratch-path .build-release",
             "(cd tools/bench/peers/go && GOPATH=/usr/share/gocode GO111MODULE=off go build -trimpath "
             "-o ../../../../.build-peers/bin/grpc-go-health main.go)",
             "cc -O2 -Wall -Wextra -o .build-peers/bin/h2health tools/bench/peers/c/h2health.c "
