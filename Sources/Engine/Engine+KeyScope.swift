@@ -11,6 +11,14 @@ extension Engine {
         return run
     }
 
+    /// `run(id:key:)` when the store can read it without suspending (`RunStore.runAtOnce`),
+    /// nil when it cannot: the caller then awaits `run(id:key:)`.
+    public func runAtOnce(id: String, key: APIKeyRecord) throws -> RunRecord? {
+        guard let run = try runAtOnce(id: id, tenant: key.tenant) else { return nil }
+        guard run.workflow == key.workflow else { throw Self.notFound(id) }
+        return run
+    }
+
     /// `watch(id:tenant:after:)` for a run of the key's workflow.
     public func watch(id: String, key: APIKeyRecord, after: Int64) async throws -> RunEventSequence {
         _ = try await run(id: id, key: key)

@@ -432,6 +432,14 @@ public final class Engine: Sendable {
         return run
     }
 
+    /// `run(id:tenant:)` read on the caller's thread when the store can (`RunStore.runAtOnce`);
+    /// nil when it cannot.
+    public func runAtOnce(id: String, tenant: String) throws -> RunRecord? {
+        guard case .value(let found) = try store.runAtOnce(id: id, tenant: tenant) else { return nil }
+        guard let run = found else { throw Self.notFound(id) }
+        return run
+    }
+
     /// Waits until the run is terminal and returns it; cancellable. Woken by the run's own
     /// `run_finished` event, not by polling.
     public func waitForCompletion(id: String, tenant: String) async throws -> RunRecord {

@@ -299,6 +299,11 @@ public protocol RunStore: Sendable {
     /// The run, if it exists and belongs to `tenant` (any tenant when nil).
     func run(id: String, tenant: String?) async throws -> RunRecord?
 
+    /// `run(id:tenant:)` read on the caller's thread without waiting for anything but a local
+    /// read (an embedded store's page cache or file); `.unavailable` when this store cannot
+    /// (a network round trip): the caller then uses `run(id:tenant:)`.
+    func runAtOnce(id: String, tenant: String?) throws -> ImmediateRead<RunRecord?>
+
     /// Stored events with `sequence > after`, in order, at most `limit`.
     func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent]
 
@@ -339,9 +344,17 @@ public protocol RunStore: Sendable {
     var eventNotifications: AsyncStream<String>? { get }
 }
 
+/// The result of a read a store may or may not answer without suspending.
+public enum ImmediateRead<Value: Sendable>: Sendable {
+    case value(Value)
+    case unavailable
+}
+
 extension RunStore {
     /// An embedded store has no other writers to hear from.
     public var eventNotifications: AsyncStream<String>? { nil }
+
+    public func runAtOnce(id: String, tenant: String?) throws -> ImmediateRead<RunRecord?> { .unavailable }
 
     public func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
                               expectedLastSequence: Int64?, now: Date,

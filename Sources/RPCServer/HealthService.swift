@@ -45,7 +45,7 @@ public final class HealthService: RegistrableRPCService {
     }
 
     public func registerMethods(with router: inout RPCRouter) {
-        router.registerUnary(Self.check, request: HealthV1.CheckRequest.self, response: HealthV1.CheckResponse.self) {
+        router.registerImmediateUnary(Self.check, request: HealthV1.CheckRequest.self, response: HealthV1.CheckResponse.self) {
             request, _ in
             guard let status = self.status(ofService: request.service) else {
                 throw RPCError(code: .notFound, message: "unknown service \(request.service)")

@@ -50,6 +50,44 @@ public struct RPCRouter: Sendable {
         }
     }
 
+    /// Registers a unary method whose handler answers without suspending. The connection runs
+    /// it on its event loop as soon as the request is complete, without a task or a hop
+    /// (`Health/Check`: a sixth of the call's instructions). The handler must not block.
+    public mutating func registerImmediateUnary<Request: ProtoMessage, Response: ProtoMessage>(
+        _ descriptor: MethodDescriptor,
+        request: Request.Type = Request.self,
+        response: Response.Type = Response.self,
+        handler: @escaping @Sendable (Request, ServerContext) throws -> ServerResponse<Response>
+    ) {
+        registerUnary(descriptor, atOnce: handler, handler: handler)
+    }
+
+    /// Registers a unary method that can often answer without suspending: `atOnce` runs first,
+    /// on the connection's event loop (it must not block); when it returns nil, `handler` runs
+    /// in a task with the same request.
+    public mutating func registerUnary<Request: ProtoMessage, Response: ProtoMessage>(
+        _ descriptor: MethodDescriptor,
+        request: Request.Type = Request.self,
+        response: Response.Type = Response.self,
+        atOnce: @escaping @Sendable (Request, ServerContext) throws -> ServerResponse<Response>?,
+        handler: @escaping @Sendable (Request, ServerContext) async throws -> ServerResponse<Response>
+    ) {
+        @Sendable func result(_ response: ServerResponse<Response>) -> HandlerResult {
+            HandlerResult(
+                unaryResponse: UnaryResponse(metadata: response.metadata, message: response.message.serializedBytes()),
+                trailingMetadata: response.trailingMetadata)
+        }
+        let immediate: RPCHandler.Immediate = { input, context, limits in
+            let request = try Request(serializedBytes: input.takeSingle(), limits: limits)
+            if let response = try atOnce(request, context) { return .answered(result(response)) }
+            return .later { _ in result(try await handler(request, context)) }
+        }
+        register(descriptor, kind: .unary, immediate: immediate) { input, context, limits, _ in
+            let request = try Request(serializedBytes: input.takeSingle(), limits: limits)
+            return result(try await handler(request, context))
+        }
+    }
+
     /// Registers a server-streaming method.
     public mutating func registerServerStreaming<Request: ProtoMessage, Response: ProtoMessage>(
         _ descriptor: MethodDescriptor,
@@ -83,10 +121,10 @@ public struct RPCRouter: Sendable {
     }
 
     private mutating func register(
-        _ descriptor: MethodDescriptor, kind: RPCHandler.Kind,
+        _ descriptor: MethodDescriptor, kind: RPCHandler.Kind, immediate: RPCHandler.Immediate? = nil,
         body: @escaping @Sendable (RequestInput, ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
     ) {
-        handlers[descriptor.path] = RPCHandler(descriptor: descriptor, kind: kind, body: body)
+        handlers[descriptor.path] = RPCHandler(descriptor: descriptor, kind: kind, immediate: immediate, body: body)
         services.insert(descriptor.service)
     }
 
@@ -187,19 +225,61 @@ struct RPCHandler: Sendable {
     let kind: Kind
     /// Set by the server (`RPCRouter.instrument`).
     var metrics: MethodMetrics?
+    typealias Immediate = @Sendable (RequestInput, ServerContext, DecodingLimits) throws -> ImmediateOutcome
+    /// What an immediate handler did: answered, or left the rest for a task.
+    enum ImmediateOutcome {
+        case answered(HandlerResult)
+        case later(@Sendable (any ResponseSink) async throws -> HandlerResult)
+    }
+    /// How a call started on the caller's thread goes on (`runImmediately`).
+    enum Started {
+        case ended(Ending)
+        case later(@Sendable (any ResponseSink) async throws -> HandlerResult)
+    }
+    /// The unary method's first step on the connection's event loop (`registerUnary(atOnce:)`);
+    /// `body` runs the whole method in a task.
+    let immediate: Immediate?
     /// Runs the method.
     let body: @Sendable (RequestInput, ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult
 
+    /// How a call ends: the unary response, if any, its status and trailing metadata.
+    typealias Ending = (response: UnaryResponse?, status: RPCStatus, metadata: Metadata)
+
     /// Runs the handler to completion and always finishes the call through `sink`.
     func run(request: RequestInput, context: ServerContext, limits: DecodingLimits, sink: any ResponseSink) async {
+        await Self.complete({ sink in try await body(request, context, limits, sink) }, sink: sink)
+    }
+
+    /// Runs what `runImmediately` left to a task to completion; finishes the call through `sink`.
+    static func complete(_ rest: @Sendable (any ResponseSink) async throws -> HandlerResult, sink: any ResponseSink) async {
+        let ending: Ending
         do {
-            let result = try await body(request, context, limits, sink)
-            sink.finish(response: result.unaryResponse, status: RPCStatus(code: .ok, message: ""),
-                        metadata: result.trailingMetadata)
+            ending = Self.ending(try await rest(sink))
         } catch {
-            let (status, metadata) = Self.status(for: error)
-            sink.finish(response: nil, status: status, metadata: metadata)
+            ending = Self.ending(error)
         }
+        sink.finish(response: ending.response, status: ending.status, metadata: ending.metadata)
+    }
+
+    /// Runs `immediate` (which must be set) on the caller's thread.
+    func runImmediately(request: RequestInput, context: ServerContext, limits: DecodingLimits) -> Started {
+        do {
+            switch try immediate!(request, context, limits) {
+            case .answered(let result): return .ended(Self.ending(result))
+            case .later(let rest): return .later(rest)
+            }
+        } catch {
+            return .ended(Self.ending(error))
+        }
+    }
+
+    private static func ending(_ result: HandlerResult) -> Ending {
+        (result.unaryResponse, RPCStatus(code: .ok, message: ""), result.trailingMetadata)
+    }
+
+    private static func ending(_ error: any Error) -> Ending {
+        let (status, metadata) = status(for: error)
+        return (nil, status, metadata)
     }
 
     /// The status a call ends with when its handler throws `error` (the single mapping point).

@@ -526,6 +526,10 @@ public final class SQLiteRunStore: RunStore {
         try read { db in try Self.fetchRun(db, id: id, tenant: tenant) }
     }
 
+    public func runAtOnce(id: String, tenant: String?) throws -> ImmediateRead<RunRecord?> {
+        .value(try read { db in try Self.fetchRun(db, id: id, tenant: tenant) })
+    }
+
     public func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent] {
         let limit = max(0, limit)  // SQLite reads a negative LIMIT as "no limit"
         return try read { db in

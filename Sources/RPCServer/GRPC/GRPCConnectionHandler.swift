@@ -512,6 +512,17 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func runGRPCHandler(streamID: Int32, _ call: CallInfo, request: RequestInput) {
         guard let context, let loopBound else { return }
         let sink = CallSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
+        if call.handler.immediate != nil {
+            switch call.handler.runImmediately(request: request, context: call.context, limits: limits) {
+            case .ended(let ending):
+                finish(streamID: streamID, response: ending.response, status: ending.status, metadata: ending.metadata)
+            case .later(let rest):
+                streams[streamID]!.task = Task(executorPreference: taskExecutor) {
+                    await RPCHandler.complete(rest, sink: sink)
+                }
+            }
+            return
+        }
         let handler = call.handler
         let serverContext = call.context
         let limits = self.limits

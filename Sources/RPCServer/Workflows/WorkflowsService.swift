@@ -85,12 +85,22 @@ public struct WorkflowsService: RegistrableRPCService {
                 }
             }
         }
-        router.registerUnary(Self.method("GetRun"), request: FlowdV1.GetRunRequest.self, response: FlowdV1.Run.self) {
-            request, context in
+        // At once (on the event loop) when the connection verified the key from its cache and
+        // the store reads locally; otherwise in a task.
+        router.registerUnary(Self.method("GetRun"), request: FlowdV1.GetRunRequest.self, response: FlowdV1.Run.self,
+                             atOnce: { request, context in
+            guard let key = context.authenticatedKey else { return nil }
+            do {
+                guard let run = try engine.runAtOnce(id: request.runId, key: key) else { return nil }
+                return ServerResponse(message: WireConversions.run(run, now: Date()))
+            } catch {
+                throw WorkflowsErrors.map(error, tenant: key.tenant)
+            }
+        }, handler: { request, context in
             try await mapped(context) { key in
                 ServerResponse(message: WireConversions.run(try await engine.run(id: request.runId, key: key), now: Date()))
             }
-        }
+        })
         router.registerServerStreaming(Self.method("WatchRun"), request: FlowdV1.WatchRunRequest.self,
                                        response: FlowdV1.RunEvent.self) { request, context in
             try await mapped(context) { key in
