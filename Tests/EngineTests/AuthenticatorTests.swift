@@ -111,6 +111,46 @@ struct AuthenticatorTests {
         }
     }
 
+    @Test("a key in use is read again in the second half of its entry's life: it keeps answering from memory past the TTL, and a revocation elsewhere is seen by that read")
+    func refreshAhead() async throws {
+        try await withDataDirectory { directory in
+            let store = try makeStore(directory)
+            let (authenticator, clock) = authenticatorWithTwoSecondCache(store)
+            let issued = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
+            func verdict() -> String {
+                switch authenticator.cachedVerdict(authorization: "Bearer \(issued.key)") {
+                case .accepted(let record): "accepted \(record.id)"
+                case .refused(let error): "refused \(error.code)"
+                case .unknown: "unknown"
+                }
+            }
+            let accepted = "accepted \(issued.record.id)"
+            #expect(try await authenticator.authenticate(key: issued.key) == issued.record)  // read at 0 s
+            clock.advance(by: .milliseconds(1500))
+            #expect(verdict() == accepted)  // from the entry; starts a read
+            await authenticator.waitForRefreshes()
+            clock.advance(by: .milliseconds(1500))  // 3 s: past the first read's TTL, not the second's
+            #expect(verdict() == accepted)
+            await authenticator.waitForRefreshes()  // read again at 3 s
+
+            #expect(try await makeStore(directory).revokeKey(id: issued.record.id, now: Date()))  // another process
+            clock.advance(by: .seconds(1))
+            #expect(verdict() == accepted)  // within the TTL of the read at 3 s; starts a read
+            await authenticator.waitForRefreshes()
+            #expect(verdict() == "refused invalidKey")
+            #expect(try await authenticator.authenticate(key: issued.key) == nil)
+
+            // A key not used in the second half of its entry's life goes stale as before.
+            let idle = try await store.createKey(tenant: "acme", workflow: "hello", now: Date())
+            #expect(try await authenticator.authenticate(key: idle.key) == idle.record)
+            clock.advance(by: .seconds(2))
+            guard case .unknown = authenticator.cachedVerdict(authorization: "Bearer \(idle.key)") else {
+                Issue.record("an entry past its TTL answered from memory")
+                return
+            }
+        }
+    }
+
     @Test("the cache never holds more than maxCachedKeys keys, and keys dropped from it still authenticate")
     func cacheBound() async throws {
         try await withDataDirectory { directory in
