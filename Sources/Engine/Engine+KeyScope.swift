@@ -13,8 +13,8 @@ extension Engine {
 
     /// `run(id:key:)` when the store can read it without suspending (`RunStore.runAtOnce`),
     /// nil when it cannot: the caller then awaits `run(id:key:)`.
-    public func runAtOnce(id: String, key: APIKeyRecord) throws -> RunRecord? {
-        guard let run = try runAtOnce(id: id, tenant: key.tenant) else { return nil }
+    public func runAtOnce(id: String, key: APIKeyRecord, batch: ReadBatch? = nil) throws -> RunRecord? {
+        guard let run = try runAtOnce(id: id, tenant: key.tenant, batch: batch) else { return nil }
         guard run.workflow == key.workflow else { throw Self.notFound(id) }
         return run
     }

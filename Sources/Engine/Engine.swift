@@ -432,10 +432,10 @@ public final class Engine: Sendable {
         return run
     }
 
-    /// `run(id:tenant:)` read on the caller's thread when the store can (`RunStore.runAtOnce`);
-    /// nil when it cannot.
-    public func runAtOnce(id: String, tenant: String) throws -> RunRecord? {
-        guard case .value(let found) = try store.runAtOnce(id: id, tenant: tenant) else { return nil }
+    /// `run(id:tenant:)` read on the caller's thread when the store can (`RunStore.runAtOnce`),
+    /// within `batch`'s read transaction when given; nil when it cannot.
+    public func runAtOnce(id: String, tenant: String, batch: ReadBatch? = nil) throws -> RunRecord? {
+        guard case .value(let found) = try store.runAtOnce(id: id, tenant: tenant, batch: batch) else { return nil }
         guard let run = found else { throw Self.notFound(id) }
         return run
     }

@@ -301,8 +301,9 @@ public protocol RunStore: Sendable {
 
     /// `run(id:tenant:)` read on the caller's thread without waiting for anything but a local
     /// read (an embedded store's page cache or file); `.unavailable` when this store cannot
-    /// (a network round trip): the caller then uses `run(id:tenant:)`.
-    func runAtOnce(id: String, tenant: String?) throws -> ImmediateRead<RunRecord?>
+    /// (a network round trip): the caller then uses `run(id:tenant:)`. Reads given the same
+    /// `batch` may share one read transaction (see `ReadBatch`).
+    func runAtOnce(id: String, tenant: String?, batch: ReadBatch?) throws -> ImmediateRead<RunRecord?>
 
     /// Stored events with `sequence > after`, in order, at most `limit`.
     func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent]
@@ -344,6 +345,30 @@ public protocol RunStore: Sendable {
     var eventNotifications: AsyncStream<String>? { get }
 }
 
+/// Reads on one thread, within a short span, that may share one read transaction of the store
+/// (one snapshot, one pair of lock calls): a connection's pass over the requests it read at once.
+/// A snapshot is taken at the batch's first read, so it holds everything committed before any
+/// request of the pass arrived. The owner calls `end()` when the span is over; the batch may be
+/// used again afterwards (a new transaction then). Not for use on several threads.
+public final class ReadBatch {
+    /// The store's open transaction, if a read began one.
+    var session: (any ReadBatchSession)?
+
+    public init() {}
+
+    /// Ends the shared transaction, if one began.
+    public func end() {
+        guard let session else { return }
+        self.session = nil
+        session.end()
+    }
+}
+
+/// A store's side of a `ReadBatch`.
+protocol ReadBatchSession: AnyObject {
+    func end()
+}
+
 /// The result of a read a store may or may not answer without suspending.
 public enum ImmediateRead<Value: Sendable>: Sendable {
     case value(Value)
@@ -354,7 +379,7 @@ extension RunStore {
     /// An embedded store has no other writers to hear from.
     public var eventNotifications: AsyncStream<String>? { nil }
 
-    public func runAtOnce(id: String, tenant: String?) throws -> ImmediateRead<RunRecord?> { .unavailable }
+    public func runAtOnce(id: String, tenant: String?, batch: ReadBatch?) throws -> ImmediateRead<RunRecord?> { .unavailable }
 
     public func enqueueFinish(runID: String, attempt: Int, state: RunState, outputsJSON: String?, error: String?,
                               expectedLastSequence: Int64?, now: Date,

@@ -59,17 +59,18 @@ public struct RPCRouter: Sendable {
         response: Response.Type = Response.self,
         handler: @escaping @Sendable (Request, ServerContext) throws -> ServerResponse<Response>
     ) {
-        registerUnary(descriptor, atOnce: handler, handler: handler)
+        registerUnary(descriptor, atOnce: { request, context, _ in try handler(request, context) }, handler: handler)
     }
 
     /// Registers a unary method that can often answer without suspending: `atOnce` runs first,
     /// on the connection's event loop (it must not block); when it returns nil, `handler` runs
-    /// in a task with the same request.
+    /// in a task with the same request. Reads `atOnce` makes through the `ReadBatch` share one
+    /// read transaction with the other calls answered from the same read of the socket.
     public mutating func registerUnary<Request: ProtoMessage, Response: ProtoMessage>(
         _ descriptor: MethodDescriptor,
         request: Request.Type = Request.self,
         response: Response.Type = Response.self,
-        atOnce: @escaping @Sendable (Request, ServerContext) throws -> ServerResponse<Response>?,
+        atOnce: @escaping @Sendable (Request, ServerContext, ReadBatch) throws -> ServerResponse<Response>?,
         handler: @escaping @Sendable (Request, ServerContext) async throws -> ServerResponse<Response>
     ) {
         @Sendable func result(_ response: ServerResponse<Response>) -> HandlerResult {
@@ -77,9 +78,9 @@ public struct RPCRouter: Sendable {
                 unaryResponse: UnaryResponse(metadata: response.metadata, message: response.message.serializedBytes()),
                 trailingMetadata: response.trailingMetadata)
         }
-        let immediate: RPCHandler.Immediate = { input, context, limits in
+        let immediate: RPCHandler.Immediate = { input, context, limits, batch in
             let request = try Request(serializedBytes: input.takeSingle(), limits: limits)
-            if let response = try atOnce(request, context) { return .answered(result(response)) }
+            if let response = try atOnce(request, context, batch) { return .answered(result(response)) }
             return .later { _ in result(try await handler(request, context)) }
         }
         register(descriptor, kind: .unary, immediate: immediate) { input, context, limits, _ in
@@ -225,7 +226,7 @@ struct RPCHandler: Sendable {
     let kind: Kind
     /// Set by the server (`RPCRouter.instrument`).
     var metrics: MethodMetrics?
-    typealias Immediate = @Sendable (RequestInput, ServerContext, DecodingLimits) throws -> ImmediateOutcome
+    typealias Immediate = @Sendable (RequestInput, ServerContext, DecodingLimits, ReadBatch) throws -> ImmediateOutcome
     /// What an immediate handler did: answered, or left the rest for a task.
     enum ImmediateOutcome {
         case answered(HandlerResult)
@@ -262,9 +263,9 @@ struct RPCHandler: Sendable {
     }
 
     /// Runs `immediate` (which must be set) on the caller's thread.
-    func runImmediately(request: RequestInput, context: ServerContext, limits: DecodingLimits) -> Started {
+    func runImmediately(request: RequestInput, context: ServerContext, limits: DecodingLimits, batch: ReadBatch) -> Started {
         do {
-            switch try immediate!(request, context, limits) {
+            switch try immediate!(request, context, limits, batch) {
             case .answered(let result): return .ended(Self.ending(result))
             case .later(let rest): return .later(rest)
             }

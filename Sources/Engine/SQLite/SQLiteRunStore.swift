@@ -526,8 +526,12 @@ public final class SQLiteRunStore: RunStore {
         try read { db in try Self.fetchRun(db, id: id, tenant: tenant) }
     }
 
-    public func runAtOnce(id: String, tenant: String?) throws -> ImmediateRead<RunRecord?> {
-        .value(try read { db in try Self.fetchRun(db, id: id, tenant: tenant) })
+    public func runAtOnce(id: String, tenant: String?, batch: ReadBatch?) throws -> ImmediateRead<RunRecord?> {
+        do {
+            return .value(try readers.read(in: batch) { db in try Self.fetchRun(db, id: id, tenant: tenant) })
+        } catch {
+            throw StoreError.mapping(error)
+        }
     }
 
     public func events(runID: String, after: Int64, limit: Int) async throws -> [RunEvent] {

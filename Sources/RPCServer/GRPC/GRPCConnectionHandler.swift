@@ -97,6 +97,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     var idleTimer: Scheduled<Void>?
     var graceTimer: Scheduled<Void>?
     var sweepTask: RepeatedTask?
+    /// The read transaction shared by the handlers answered at once in one pass of
+    /// `handleEvents` (see `ReadBatch`); ended at the end of the pass.
+    let readBatch = ReadBatch()
     var ageTimer: Scheduled<Void>?
     /// Since when the socket has not been writable (the peer does not read).
     var unwritableSince: NIODeadline?
@@ -204,6 +207,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             guard manager.acceptsInput else { break }
             handle(event)
         }
+        readBatch.end()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -513,7 +517,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard let context, let loopBound else { return }
         let sink = CallSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
         if call.handler.immediate != nil {
-            switch call.handler.runImmediately(request: request, context: call.context, limits: limits) {
+            switch call.handler.runImmediately(request: request, context: call.context, limits: limits, batch: readBatch) {
             case .ended(let ending):
                 finish(streamID: streamID, response: ending.response, status: ending.status, metadata: ending.metadata)
             case .later(let rest):

@@ -88,10 +88,10 @@ public struct WorkflowsService: RegistrableRPCService {
         // At once (on the event loop) when the connection verified the key from its cache and
         // the store reads locally; otherwise in a task.
         router.registerUnary(Self.method("GetRun"), request: FlowdV1.GetRunRequest.self, response: FlowdV1.Run.self,
-                             atOnce: { request, context in
+                             atOnce: { request, context, batch in
             guard let key = context.authenticatedKey else { return nil }
             do {
-                guard let run = try engine.runAtOnce(id: request.runId, key: key) else { return nil }
+                guard let run = try engine.runAtOnce(id: request.runId, key: key, batch: batch) else { return nil }
                 return ServerResponse(message: WireConversions.run(run, now: Date()))
             } catch {
                 throw WorkflowsErrors.map(error, tenant: key.tenant)
