@@ -32,13 +32,7 @@ done
 work=$(mktemp -d)
 server_pid=""
 cleanup() {
-  # The parked main thread (tools/bench/callgrind/nosigsuspend.c) keeps a stopping process alive.
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    sleep 2
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  bench_stop_valgrind_server "$server_pid"
   rm -rf "$work"
 }
 trap cleanup EXIT

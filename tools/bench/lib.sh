@@ -83,6 +83,16 @@ with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, 
 PY
 }
 
+# bench_stop_valgrind_server PID: TERM, then KILL after 2 s: under valgrind the parked main
+# thread (tools/bench/callgrind/nosigsuspend.c) keeps a stopping process alive.
+bench_stop_valgrind_server() {
+  [ -n "$1" ] || return 0
+  kill -TERM "$1" 2>/dev/null || true
+  sleep 2
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 # bench_callgrind_dump PID DIR: has the callgrind-run server PID dump its counters and prints
 # the profile's path once written in DIR (the server writes it asynchronously).
 bench_callgrind_dump() {
