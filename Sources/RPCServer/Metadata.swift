@@ -60,8 +60,11 @@ extension Metadata {
     static func isReserved(_ name: String) -> Bool {
         // Bytes, not Characters: header names are ASCII, and this runs for every field of every call.
         if name.utf8.first == UInt8(ascii: ":") || Self.bytes(of: name, at: .start, equal: "grpc-") { return true }
-        switch name {
-        case "content-type", "te", "content-length", "host": return true
+        switch name.utf8.count {  // by length first, as in RequestHead.parse
+        case 2: return name == "te"
+        case 4: return name == "host"
+        case 12: return name == "content-type"
+        case 14: return name == "content-length"
         default: return false
         }
     }

@@ -28,12 +28,15 @@ struct RequestHead: Sendable {
         var encoding: String?
         var timeoutText: String?
         for field in fields {
-            switch field.name {
-            case ":method": method = field.value
-            case ":path": path = field.value
-            case "content-type": contentType = field.value
-            case "grpc-encoding": encoding = field.value
-            case "grpc-timeout": timeoutText = field.value
+            // By length first: two Strings of different texts are compared byte by byte, a
+            // few dozen instructions each, and most fields match none of these names.
+            let name = field.name
+            switch name.utf8.count {
+            case 5 where name == ":path": path = field.value
+            case 7 where name == ":method": method = field.value
+            case 12 where name == "content-type": contentType = field.value
+            case 12 where name == "grpc-timeout": timeoutText = field.value
+            case 13 where name == "grpc-encoding": encoding = field.value
             default: break
             }
         }

@@ -84,6 +84,10 @@ final class NGHTTP2Session {
     private let session: OpaquePointer
     private let headerLimits: HeaderListLimits
     private var streams = StreamMap<StreamIO>()
+    /// The stream whose header block nghttp2 is delivering field by field (a block is never
+    /// interleaved with another stream's), so that each field skips the map look-up.
+    private var receivingHeaders: StreamIO?
+    private var receivingHeadersID: Int32 = 0
     private var events: [HTTP2Event] = []
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
     /// must follow the frame with END_STREAM, and may only be submitted after it was sent.
@@ -342,13 +346,17 @@ final class NGHTTP2Session {
 
     private func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) {
         guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
-        streams[flowd_h2_frame_stream_id(frame)] = StreamIO()
+        let stream = StreamIO()
+        streams[flowd_h2_frame_stream_id(frame)] = stream
+        receivingHeaders = stream
+        receivingHeadersID = flowd_h2_frame_stream_id(frame)
     }
 
     private func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer,
                           value: UnsafeRawBufferPointer) {
         let id = flowd_h2_frame_stream_id(frame)
-        guard flowd_h2_frame_is_request_headers(frame) != 0, let stream = streams[id] else { return }
+        guard flowd_h2_frame_is_request_headers(frame) != 0,
+              let stream = id == receivingHeadersID ? receivingHeaders : streams[id] else { return }
         stream.headerBytes += name.count + value.count + 32
         if stream.headersTooLarge
             || stream.headerBytes > headerLimits.maxListSize
@@ -365,6 +373,7 @@ final class NGHTTP2Session {
         let id = flowd_h2_frame_stream_id(frame)
         let endStream = flowd_h2_frame_has_end_stream(frame) != 0
         if flowd_h2_frame_is_request_headers(frame) != 0 {
+            if id == receivingHeadersID { receivingHeaders = nil }
             guard let stream = streams[id] else { return }
             let fields = stream.headerFields
             stream.headerFields = []
@@ -412,6 +421,7 @@ final class NGHTTP2Session {
     }
 
     private func onStreamClose(streamID: Int32, errorCode: UInt32) {
+        if streamID == receivingHeadersID { receivingHeaders = nil }
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         // Credit nobody will consume any more: without it the connection window would leak.
         orphanedCredit += stream.unconsumed
