@@ -128,13 +128,13 @@ public final class Authenticator: Sendable {
             cache[id]!.refreshing = true
             return (entry, true)
         }
-        if refresh {
+        if let entry, refresh {
             refreshes.withLock { refreshes in
                 let token = refreshes.next
                 refreshes.next += 1
                 // Created under the lock, so the task's own removal (same lock) comes after.
                 refreshes.running[token] = Task {
-                    await self.refresh(id: id)
+                    await self.refresh(id: id, replacing: entry.fetchedAt)
                     self.refreshes.withLock { _ = $0.running.removeValue(forKey: token) }
                 }
             }
@@ -142,19 +142,23 @@ public final class Authenticator: Sendable {
         return entry
     }
 
-    /// Reads the key again and replaces its entry (dropped when the key is gone). The entry
-    /// keeps its verified secret when the stored hash and the revocation did not change.
-    private func refresh(id: String) async {
+    /// Reads the key again and replaces its entry fetched at `fetchedAt` (dropped when the key
+    /// is gone). An entry replaced meanwhile (forgotten on a revocation here, then read again)
+    /// is left alone: this read may predate it. The entry keeps its verified secret when the
+    /// stored hash and the revocation did not change.
+    private func refresh(id: String, replacing fetchedAt: Date) async {
         let now = clock.now()  // before the read: the new entry's age is never understated
         let stored: StoredAPIKey?
         do {
             stored = try await keys.storedKey(id: id)
         } catch {
-            cache.withLock { cache in cache[id]?.refreshing = false }  // the next call tries again
+            cache.withLock { cache in  // the next call tries again
+                if cache[id]?.fetchedAt == fetchedAt { cache[id]?.refreshing = false }
+            }
             return
         }
         cache.withLock { cache in
-            guard let old = cache[id] else { return }  // forgotten (revoked) meanwhile
+            guard let old = cache[id], old.fetchedAt == fetchedAt else { return }
             guard let stored else {
                 cache[id] = nil
                 return

@@ -98,8 +98,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     var graceTimer: Scheduled<Void>?
     var sweepTask: RepeatedTask?
     /// The read transaction shared by the handlers answered at once in one pass of
-    /// `handleEvents` (see `ReadBatch`); ended at the end of the pass.
+    /// `handleEvents` (see `ReadBatch`); ended at the end of the pass, or right after a handler
+    /// that runs outside one (a call admitted once its key was verified asynchronously), so a
+    /// snapshot never outlives the requests it was taken for.
     let readBatch = ReadBatch()
+    var inEventPass = false
     var ageTimer: Scheduled<Void>?
     /// Since when the socket has not been writable (the peer does not read).
     var unwritableSince: NIODeadline?
@@ -203,11 +206,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     /// Acts on what nghttp2 recorded, after `mem_recv`/`mem_send` returned.
     func handleEvents() {
         guard let session else { return }
+        let outerPass = inEventPass
+        inEventPass = true
         for event in session.takeEvents() {
             guard manager.acceptsInput else { break }
             handle(event)
         }
-        readBatch.end()
+        inEventPass = outerPass
+        if !outerPass { readBatch.end() }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -517,7 +523,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard let context, let loopBound else { return }
         let sink = CallSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
         if call.handler.immediate != nil {
-            switch call.handler.runImmediately(request: request, context: call.context, limits: limits, batch: readBatch) {
+            let started = call.handler.runImmediately(request: request, context: call.context, limits: limits, batch: readBatch)
+            if !inEventPass { readBatch.end() }
+            switch started {
             case .ended(let ending):
                 finish(streamID: streamID, response: ending.response, status: ending.status, metadata: ending.metadata)
             case .later(let rest):
