@@ -105,3 +105,7 @@ with open(out, "w") as f:
     f.write("".join(n + "\n" for n in wanted))
 print(f"gen-link-order: {len(wanted)} functions written to {out}")
 PY
+# SwiftPM does not track the list as an input of the link: drop the release binary so that the
+# next release build links it again with the new order.
+rm -f "$(swift build -c release --scratch-path .build-release --show-bin-path)/flowd"
+say "the next release build relinks flowd with it"
