@@ -22,6 +22,8 @@ public struct ServerConfiguration: Sendable {
     public var maxRunningHandlersPerConnection: Int = 100
     /// Run each call's handler task on its connection's event loop rather than the global
     /// executor: fewer thread hops per call. Handlers only await the engine, never block.
+    /// Unary handlers that answer at once (`RPCRouter.registerImmediateUnary`, `atOnce`) run
+    /// on the loop without a task only when this is on; otherwise they take the task too.
     public var handlersOnEventLoop: Bool = true
     /// SETTINGS_MAX_HEADER_LIST_SIZE, also enforced on input (nghttp2 only advertises it).
     public var maxHeaderListSize: Int = 16 * 1024

@@ -522,7 +522,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func runGRPCHandler(streamID: Int32, _ call: CallInfo, request: RequestInput) {
         guard let context, let loopBound else { return }
         let sink = CallSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
-        if call.handler.immediate != nil {
+        if configuration.handlersOnEventLoop, call.handler.immediate != nil {
             let started = call.handler.runImmediately(request: request, context: call.context, limits: limits, batch: readBatch)
             if !inEventPass { readBatch.end() }
             switch started {

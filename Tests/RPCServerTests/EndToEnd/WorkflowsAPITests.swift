@@ -41,14 +41,18 @@ struct EchoResolver: WorkflowResolving {
 
 @Suite("flowd.v1.Workflows end to end", .serialized)
 struct WorkflowsAPITests {
-    @Test("the grpcio Workflows suite passes against a real server, Engine and SQLite store")
-    func grpcioWorkflowsSuite() async throws {
+    /// Both ways a unary call can be answered: at once on the connection's event loop (the
+    /// default) and in a task on the global executor (`handlersOnEventLoop` off).
+    @Test("the grpcio Workflows suite passes against a real server, Engine and SQLite store, handlers on the event loop or not",
+          arguments: [true, false])
+    func grpcioWorkflowsSuite(handlersOnEventLoop: Bool) async throws {
         try await APIFixture.with { fixture in
             var service = WorkflowsServiceConfiguration()
             service.heartbeatInterval = .milliseconds(500)
             let workflows = WorkflowsService(engine: fixture.engine, authenticator: fixture.authenticator,
                                              configuration: service)
-            try await withTestServer(services: [HealthService(), workflows]) { _, port in
+            try await withTestServer(services: [HealthService(), workflows],
+                                     configure: { $0.handlersOnEventLoop = handlersOnEventLoop }) { _, port in
                 let child = try ChildProcess(["python3", "tools/interop/workflows_api.py", "--target", "127.0.0.1:\(port)"]
                                              + fixture.keyArguments)
                 let (status, output) = await child.finish(timeout: .seconds(300))
