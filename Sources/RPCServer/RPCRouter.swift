@@ -43,10 +43,7 @@ public struct RPCRouter: Sendable {
     ) {
         register(descriptor, kind: .unary) { input, context, limits, _ in
             let request = try Request(serializedBytes: input.takeSingle(), limits: limits)
-            let response = try await handler(request, context)
-            return HandlerResult(
-                unaryResponse: UnaryResponse(metadata: response.metadata, message: response.message.serializedBytes()),
-                trailingMetadata: response.trailingMetadata)
+            return HandlerResult(try await handler(request, context))
         }
     }
 
@@ -73,19 +70,14 @@ public struct RPCRouter: Sendable {
         atOnce: @escaping @Sendable (Request, ServerContext, ReadBatch) throws -> ServerResponse<Response>?,
         handler: @escaping @Sendable (Request, ServerContext) async throws -> ServerResponse<Response>
     ) {
-        @Sendable func result(_ response: ServerResponse<Response>) -> HandlerResult {
-            HandlerResult(
-                unaryResponse: UnaryResponse(metadata: response.metadata, message: response.message.serializedBytes()),
-                trailingMetadata: response.trailingMetadata)
-        }
         let immediate: RPCHandler.Immediate = { input, context, limits, batch in
             let request = try Request(serializedBytes: input.takeSingle(), limits: limits)
-            if let response = try atOnce(request, context, batch) { return .answered(result(response)) }
-            return .later { _ in result(try await handler(request, context)) }
+            if let response = try atOnce(request, context, batch) { return .ended(RPCHandler.ending(HandlerResult(response))) }
+            return .later { _ in HandlerResult(try await handler(request, context)) }
         }
         register(descriptor, kind: .unary, immediate: immediate) { input, context, limits, _ in
             let request = try Request(serializedBytes: input.takeSingle(), limits: limits)
-            return result(try await handler(request, context))
+            return HandlerResult(try await handler(request, context))
         }
     }
 
@@ -180,6 +172,17 @@ public struct RPCRouter: Sendable {
 struct HandlerResult: Sendable {
     var unaryResponse: UnaryResponse?
     var trailingMetadata: Metadata
+
+    init(unaryResponse: UnaryResponse?, trailingMetadata: Metadata) {
+        self.unaryResponse = unaryResponse
+        self.trailingMetadata = trailingMetadata
+    }
+
+    /// A unary handler's response, serialized.
+    init<Message: ProtoMessage>(_ response: ServerResponse<Message>) {
+        self.init(unaryResponse: UnaryResponse(metadata: response.metadata, message: response.message.serializedBytes()),
+                  trailingMetadata: response.trailingMetadata)
+    }
 }
 
 /// The request side of a call as its handler gets it.
@@ -226,13 +229,9 @@ struct RPCHandler: Sendable {
     let kind: Kind
     /// Set by the server (`RPCRouter.instrument`).
     var metrics: MethodMetrics?
-    typealias Immediate = @Sendable (RequestInput, ServerContext, DecodingLimits, ReadBatch) throws -> ImmediateOutcome
-    /// What an immediate handler did: answered, or left the rest for a task.
-    enum ImmediateOutcome {
-        case answered(HandlerResult)
-        case later(@Sendable (any ResponseSink) async throws -> HandlerResult)
-    }
-    /// How a call started on the caller's thread goes on (`runImmediately`).
+    typealias Immediate = @Sendable (RequestInput, ServerContext, DecodingLimits, ReadBatch) throws -> Started
+    /// How a call started on the caller's thread goes on: ended (answered or failed), or left
+    /// to a task for the rest.
     enum Started {
         case ended(Ending)
         case later(@Sendable (any ResponseSink) async throws -> HandlerResult)
@@ -265,16 +264,13 @@ struct RPCHandler: Sendable {
     /// Runs `immediate` (which must be set) on the caller's thread.
     func runImmediately(request: RequestInput, context: ServerContext, limits: DecodingLimits, batch: ReadBatch) -> Started {
         do {
-            switch try immediate!(request, context, limits, batch) {
-            case .answered(let result): return .ended(Self.ending(result))
-            case .later(let rest): return .later(rest)
-            }
+            return try immediate!(request, context, limits, batch)
         } catch {
             return .ended(Self.ending(error))
         }
     }
 
-    private static func ending(_ result: HandlerResult) -> Ending {
+    static func ending(_ result: HandlerResult) -> Ending {
         (result.unaryResponse, RPCStatus(code: .ok, message: ""), result.trailingMetadata)
     }
 

@@ -26,15 +26,23 @@ final class SQLiteReaders: Sendable {
 
     /// Runs `body` on an idle read-only connection (opened when none is idle).
     func read<T>(_ body: (SQLiteRaw.ReadConnection) throws -> T) throws -> T {
+        let connection = try take()
+        defer { giveBack(connection) }
+        return try body(connection)
+    }
+
+    /// An idle connection, or a new one when none is idle.
+    private func take() throws -> SQLiteRaw.ReadConnection {
         let (taken, closed) = idle.withLock { idle in (idle.closed ? nil : idle.connections.popLast(), idle.closed) }
         if closed { throw StoreError(code: .closed, message: "the run store is closed") }
-        let connection = try taken ?? SQLiteRaw.ReadConnection(path: path, busyTimeout: busyTimeout)
-        defer {
-            idle.withLock { idle in
-                if !idle.closed, idle.connections.count < maxIdle { idle.connections.append(connection) }
-            }
+        return try taken ?? SQLiteRaw.ReadConnection(path: path, busyTimeout: busyTimeout)
+    }
+
+    /// Keeps `connection` for the next read, unless the store closed or enough are idle.
+    private func giveBack(_ connection: SQLiteRaw.ReadConnection) {
+        idle.withLock { idle in
+            if !idle.closed, idle.connections.count < maxIdle { idle.connections.append(connection) }
         }
-        return try body(connection)
     }
 
     /// Runs `body` on the batch's connection, inside the batch's read transaction (begun by
@@ -44,17 +52,14 @@ final class SQLiteReaders: Sendable {
     func read<T>(in batch: ReadBatch?, _ body: (SQLiteRaw.ReadConnection) throws -> T) throws -> T {
         guard let batch else { return try read(body) }
         if let session = batch.session as? Session { return try body(session.connection) }
-        let (taken, closed) = idle.withLock { idle in (idle.closed ? nil : idle.connections.popLast(), idle.closed) }
-        if closed { throw StoreError(code: .closed, message: "the run store is closed") }
-        let connection = try taken ?? SQLiteRaw.ReadConnection(path: path, busyTimeout: busyTimeout)
-        let session = Session(connection: connection, readers: self)
+        let connection = try take()
         do {
             _ = try SQLiteRaw.execute(connection, "BEGIN", [])
         } catch {
-            session.giveBack()
+            giveBack(connection)
             throw error
         }
-        batch.session = session
+        batch.session = Session(connection: connection, readers: self)
         return try body(connection)
     }
 
@@ -70,13 +75,7 @@ final class SQLiteReaders: Sendable {
 
         func end() {
             // A read transaction has nothing to lose; one that cannot end leaves with its connection.
-            if (try? SQLiteRaw.execute(connection, "COMMIT", [])) != nil { giveBack() }
-        }
-
-        func giveBack() {
-            readers.idle.withLock { idle in
-                if !idle.closed, idle.connections.count < readers.maxIdle { idle.connections.append(connection) }
-            }
+            if (try? SQLiteRaw.execute(connection, "COMMIT", [])) != nil { readers.giveBack(connection) }
         }
     }
 

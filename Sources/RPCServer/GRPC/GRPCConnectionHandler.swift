@@ -633,7 +633,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         session?.sendData(streamID: streamID) { output in
             output.reserveCapacity(minimumWritableBytes: GRPCFraming.prefixLength + bytes.count)
-            GRPCFraming.withPrefix(forLength: bytes.count) { output.writeBytes($0) }
+            _ = GRPCFraming.withPrefix(forLength: bytes.count) { output.writeBytes($0) }
             output.writeBytes(bytes)
         }
         scheduleFlush()
