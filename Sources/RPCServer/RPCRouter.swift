@@ -142,7 +142,14 @@ public struct RPCRouter: Sendable {
 
     /// Gives every registered method its metrics.
     mutating func instrument(_ metrics: TransportMetrics) {
-        for path in handlers.keys { handlers[path]!.metrics = metrics.method(path) }
+        for (path, handler) in handlers {
+            let service = handler.descriptor.service
+            let credentials = credentialRequirements[service].map {
+                CredentialRules(missing: $0, verify: credentialVerifiers[service],
+                                verifyAtOnce: immediateCredentialVerifiers[service])
+            }
+            handlers[path] = handler.instrumented(metrics: metrics.method(path), credentials: credentials)
+        }
     }
 
     /// Registers every method of `service`.
@@ -169,6 +176,16 @@ public struct RPCRouter: Sendable {
 }
 
 /// What a successful handler produced besides streamed messages.
+/// A service's credential rules (`RPCRouter.requireBearerCredentials`), as a call applies them.
+struct CredentialRules: Sendable {
+    /// Answered when the call carries no bearer credentials at all.
+    let missing: RPCError
+    /// Checks the key off the event loop; nil admits.
+    let verify: (@Sendable (String?) async -> RPCError?)?
+    /// Checks the key from memory on the event loop, when it can.
+    let verifyAtOnce: (@Sendable (String?) -> CredentialVerdict)?
+}
+
 struct HandlerResult: Sendable {
     var unaryResponse: UnaryResponse?
     var trailingMetadata: Metadata
@@ -222,13 +239,18 @@ final class RequestMessage: @unchecked Sendable {
 }
 
 /// A registered method with its types erased: decode, run, encode.
-struct RPCHandler: Sendable {
+///
+/// A class: a call holds its method from the headers to the status, and a struct of closures,
+/// strings and references was retained field by field on every copy.
+final class RPCHandler: Sendable {
     enum Kind: Sendable { case unary, serverStreaming, bidirectionalStreaming }
     /// The method it serves (a call's context gets it without parsing the path again).
     let descriptor: MethodDescriptor
     let kind: Kind
     /// Set by the server (`RPCRouter.instrument`).
-    var metrics: MethodMetrics?
+    let metrics: MethodMetrics?
+    /// The service's credential rules, set with `metrics` (a call needs no look-up by service).
+    let credentials: CredentialRules?
     typealias Immediate = @Sendable (RequestInput, ServerContext, DecodingLimits, ReadBatch) throws -> Started
     /// How a call started on the caller's thread goes on: ended (answered or failed), or left
     /// to a task for the rest.
@@ -244,6 +266,23 @@ struct RPCHandler: Sendable {
 
     /// How a call ends: the unary response, if any, its status and trailing metadata.
     typealias Ending = (response: UnaryResponse?, status: RPCStatus, metadata: Metadata)
+
+    init(descriptor: MethodDescriptor, kind: Kind, metrics: MethodMetrics? = nil, credentials: CredentialRules? = nil,
+         immediate: Immediate?,
+         body: @escaping @Sendable (RequestInput, ServerContext, DecodingLimits, any ResponseSink) async throws -> HandlerResult) {
+        self.descriptor = descriptor
+        self.kind = kind
+        self.metrics = metrics
+        self.credentials = credentials
+        self.immediate = immediate
+        self.body = body
+    }
+
+    /// This method with its metrics and its service's credential rules.
+    func instrumented(metrics: MethodMetrics, credentials: CredentialRules?) -> RPCHandler {
+        RPCHandler(descriptor: descriptor, kind: kind, metrics: metrics, credentials: credentials,
+                   immediate: immediate, body: body)
+    }
 
     /// Runs the handler to completion and always finishes the call through `sink`.
     func run(request: RequestInput, context: ServerContext, limits: DecodingLimits, sink: any ResponseSink) async {

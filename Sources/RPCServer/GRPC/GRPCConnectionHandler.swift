@@ -59,12 +59,19 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// The routed method of a gRPC call.
-    struct CallInfo {
+    /// The routed method of a gRPC call (a class: it is handed from step to step of the call).
+    final class CallInfo {
         let handler: RPCHandler
         let context: ServerContext
         let metrics: MethodMetrics
         let started: NIODeadline
+
+        init(handler: RPCHandler, context: ServerContext, metrics: MethodMetrics, started: NIODeadline) {
+            self.handler = handler
+            self.context = context
+            self.metrics = metrics
+            self.started = started
+        }
     }
 
     static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
@@ -337,18 +344,17 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                            EarlyResponse(code: .unimplemented, message: "malformed method name \"\(head.path)\""))
             return
         }
-        let service = handler.descriptor.service
-        let authorization = head.metadata[stringValues: "authorization"].first
-        if let refusal = router.credentialRequirements[service], !RPCRouter.hasBearerCredentials(authorization) {
+        let authorization = handler.credentials == nil ? nil : head.metadata[stringValues: "authorization"].first
+        if let refusal = handler.credentials?.missing, !RPCRouter.hasBearerCredentials(authorization) {
             // Answered from the headers: the body of an unauthenticated call is never buffered.
             (handler.metrics ?? metrics.unknownMethod).record(refusal.code, since: started)
             sendRefusal(streamID: streamID, refusal)
             return
         }
-        var verify = router.credentialVerifiers[service]
+        var verify = handler.credentials?.verify
         var refusedAtOnce: RPCError?
         var authenticatedKey: APIKeyRecord?
-        if verify != nil, let atOnce = router.immediateCredentialVerifiers[service] {
+        if verify != nil, let atOnce = handler.credentials?.verifyAtOnce {
             switch atOnce(authorization) {
             case .admit: verify = nil
             case .authenticated(let key):
@@ -607,7 +613,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     // MARK: Responses (called on the loop by CallSink)
 
     func sendHeaders(streamID: Int32, metadata: Metadata) {
-        guard let stream = streams[streamID], stream.machine.sendHeaders() else { return }
+        guard let stream = streams[streamID] else { return }
+        sendHeaders(stream, streamID: streamID, metadata: metadata)
+    }
+
+    private func sendHeaders(_ stream: Stream, streamID: Int32, metadata: Metadata) {
+        guard stream.machine.sendHeaders() else { return }
         submitResponseHeaders(streamID: streamID, metadata: metadata)
         scheduleFlush()
     }
@@ -622,10 +633,18 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             writer?.resume(throwing: Self.responseTooLarge(bytes.count, limit: configuration.maxSendMessageSize))
             return
         }
-        switch stream.machine.sendMessage() {
-        case .callClosed:
+        guard sendMessage(stream, streamID: streamID, bytes: bytes) else {
             writer?.resume(throwing: CancellationError())
             return
+        }
+        if let writer { parkOrResume(streamID: streamID, writer) }
+    }
+
+    /// Queues one response message (headers first if none went out); false when the call is over.
+    private func sendMessage(_ stream: Stream, streamID: Int32, bytes: [UInt8]) -> Bool {
+        switch stream.machine.sendMessage() {
+        case .callClosed:
+            return false
         case .sendHeadersThenMessage:
             submitResponseHeaders(streamID: streamID, metadata: Metadata())
         case .sendMessage:
@@ -637,21 +656,26 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             output.writeBytes(bytes)
         }
         scheduleFlush()
-        if let writer { parkOrResume(streamID: streamID, writer) }
+        return true
     }
 
     func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         runningHandlers -= 1
         guard let stream = streams[streamID] else { return }
-        var response = response, status = status, metadata = metadata
-        if let message = response?.message, message.count > configuration.maxSendMessageSize {
-            (status, metadata) = RPCHandler.status(for: Self.responseTooLarge(message.count, limit: configuration.maxSendMessageSize))
-            response = nil
+        let responseSize = response?.message.count ?? 0
+        if responseSize > configuration.maxSendMessageSize {
+            let (status, metadata) = RPCHandler.status(for: Self.responseTooLarge(responseSize, limit: configuration.maxSendMessageSize))
+            finish(stream, streamID: streamID, response: nil, status: status, metadata: metadata)
+        } else {
+            finish(stream, streamID: streamID, response: response, status: status, metadata: metadata)
         }
+    }
+
+    private func finish(_ stream: Stream, streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         stream.end(status.code)
         if let response {
-            sendHeaders(streamID: streamID, metadata: response.metadata)
-            sendMessage(streamID: streamID, bytes: response.message, writer: nil)
+            sendHeaders(stream, streamID: streamID, metadata: response.metadata)
+            _ = sendMessage(stream, streamID: streamID, bytes: response.message)
         }
         stream.deadline?.cancel()
         stream.inbound?.finish()

@@ -20,19 +20,28 @@ import Codec
 ///
 /// Methods return what the caller must do; the machine itself has no side effects.
 struct ServerCallStateMachine {
-    enum State {
-        case receiving(deframer: GRPCMessageDeframer, message: [UInt8]?)
+    enum State: Equatable {
+        case receiving
         case handling
         case responding
-        case streaming(deframer: GRPCMessageDeframer?, responded: Bool)
+        /// Bidirectional; `responded` once response headers went out.
+        case streaming(responded: Bool)
         case closed
     }
 
+    /// Where the call is. The request's bytes live beside it (`deframer`, `message`), not in
+    /// its cases: a payload was copied out of the enum and written back on every step, a
+    /// retain and a release per buffer.
     private(set) var state: State
+    /// Reads request messages while they may still come (receiving; streaming until the client
+    /// half-closes); nil after.
+    private var deframer: GRPCMessageDeframer?
+    /// Receiving: the one request message, once complete.
+    private var message: [UInt8]?
 
     init(maxMessageSize: Int, bidirectional: Bool = false) {
-        let deframer = GRPCMessageDeframer(maxMessageSize: maxMessageSize)
-        state = bidirectional ? .streaming(deframer: deframer, responded: false) : .receiving(deframer: deframer, message: nil)
+        deframer = GRPCMessageDeframer(maxMessageSize: maxMessageSize)
+        state = bidirectional ? .streaming(responded: false) : .receiving
     }
 
     enum ReceiveAction: Equatable {
@@ -50,60 +59,60 @@ struct ServerCallStateMachine {
     }
 
     mutating func receiveData(_ bytes: [UInt8]) -> ReceiveAction {
-        if case .streaming(let deframer?, let responded) = state {
-            var deframer = deframer
-            state = .streaming(deframer: nil, responded: responded)
-            do {
-                try bytes.withUnsafeBytes { try deframer.append($0) }
-            } catch let error as CodecError {
-                return .failRequests(Self.rejection(for: error))
-            } catch {
-                return .failRequests(EarlyResponse(code: .internalError, message: "\(error)"))
+        switch state {
+        case .streaming:
+            guard deframer != nil else { return .none }
+            if let failure = Self.append(bytes, to: &deframer!) {
+                deframer = nil
+                return .failRequests(failure)
             }
             var messages: [[UInt8]] = []
-            while let next = deframer.next() { messages.append(next) }
-            state = .streaming(deframer: deframer, responded: responded)
+            while let next = deframer!.next() { messages.append(next) }
             return messages.isEmpty ? .none : .deliver(messages)
-        }
-        guard case .receiving(var deframer, var message) = state else { return .none }
-        state = .closed  // while mutating the deframer in place
-        do {
-            try bytes.withUnsafeBytes { try deframer.append($0) }
-        } catch let error as CodecError {
-            return .reject(Self.rejection(for: error))
-        } catch {
-            return .reject(EarlyResponse(code: .internalError, message: "\(error)"))
-        }
-        while let next = deframer.next() {
-            guard message == nil else {
-                return .reject(EarlyResponse(code: .unimplemented,
-                                             message: "request cardinality violation: expected one request message"))
+        case .receiving:
+            if let failure = Self.append(bytes, to: &deframer!) {
+                close()
+                return .reject(failure)
             }
-            message = next
+            while let next = deframer!.next() {
+                guard message == nil else {
+                    close()
+                    return .reject(EarlyResponse(code: .unimplemented,
+                                                 message: "request cardinality violation: expected one request message"))
+                }
+                message = next
+            }
+            return .none
+        case .handling, .responding, .closed:
+            return .none
         }
-        state = .receiving(deframer: deframer, message: message)
-        return .none
     }
 
     mutating func receiveEnd() -> ReceiveAction {
-        if case .streaming(let deframer?, let responded) = state {
-            state = .streaming(deframer: nil, responded: responded)
-            if deframer.hasPartialMessage {
+        switch state {
+        case .streaming:
+            guard let ended = deframer else { return .none }
+            deframer = nil
+            if ended.hasPartialMessage {
                 return .failRequests(EarlyResponse(code: .internalError, message: "the request ended inside a message"))
             }
             return .endOfRequests
+        case .receiving:
+            let partial = deframer?.hasPartialMessage ?? false
+            let request = message
+            close()
+            if partial {
+                return .reject(EarlyResponse(code: .internalError, message: "the request ended inside a message"))
+            }
+            guard let request else {
+                return .reject(EarlyResponse(code: .unimplemented,
+                                             message: "request cardinality violation: expected one request message, got none"))
+            }
+            state = .handling
+            return .startHandler(request: request)
+        case .handling, .responding, .closed:
+            return .none
         }
-        guard case .receiving(let deframer, let message) = state else { return .none }
-        state = .closed
-        if deframer.hasPartialMessage {
-            return .reject(EarlyResponse(code: .internalError, message: "the request ended inside a message"))
-        }
-        guard let message else {
-            return .reject(EarlyResponse(code: .unimplemented,
-                                         message: "request cardinality violation: expected one request message, got none"))
-        }
-        state = .handling
-        return .startHandler(request: message)
     }
 
     /// The connection cannot hold more of this call's request (its buffer budget is spent):
@@ -112,12 +121,12 @@ struct ServerCallStateMachine {
     mutating func requestRefused(_ early: EarlyResponse) -> ReceiveAction {
         switch state {
         case .receiving:
-            state = .closed
+            close()
             return .reject(early)
-        case .streaming(.some, let responded):
-            state = .streaming(deframer: nil, responded: responded)
+        case .streaming where deframer != nil:
+            deframer = nil
             return .failRequests(early)
-        case .streaming(.none, _), .handling, .responding, .closed:
+        case .streaming, .handling, .responding, .closed:
             return .none
         }
     }
@@ -132,13 +141,16 @@ struct ServerCallStateMachine {
 
     /// The handler wants to send response headers (without a message yet).
     mutating func sendHeaders() -> Bool {
-        if case .streaming(let deframer, false) = state {
-            state = .streaming(deframer: deframer, responded: true)
+        switch state {
+        case .streaming(responded: false):
+            state = .streaming(responded: true)
             return true
+        case .handling:
+            state = .responding
+            return true
+        default:
+            return false
         }
-        guard case .handling = state else { return false }
-        state = .responding
-        return true
     }
 
     mutating func sendMessage() -> SendAction {
@@ -146,10 +158,10 @@ struct ServerCallStateMachine {
         case .handling:
             state = .responding
             return .sendHeadersThenMessage
-        case .responding, .streaming(_, true):
+        case .responding, .streaming(responded: true):
             return .sendMessage
-        case .streaming(let deframer, false):
-            state = .streaming(deframer: deframer, responded: true)
+        case .streaming(responded: false):
+            state = .streaming(responded: true)
             return .sendHeadersThenMessage
         case .receiving, .closed:
             return .callClosed
@@ -163,10 +175,10 @@ struct ServerCallStateMachine {
     }
 
     mutating func finish() -> FinishAction {
-        defer { state = .closed }
+        defer { close() }
         switch state {
-        case .receiving, .handling, .streaming(_, false): return .sendTrailersOnly
-        case .responding, .streaming(_, true): return .sendTrailers
+        case .receiving, .handling, .streaming(responded: false): return .sendTrailersOnly
+        case .responding, .streaming(responded: true): return .sendTrailers
         case .closed: return .none
         }
     }
@@ -180,21 +192,41 @@ struct ServerCallStateMachine {
     }
 
     mutating func deadlineExpired() -> DeadlineAction {
-        defer { state = .closed }
+        defer { close() }
         switch state {
-        case .receiving, .handling, .streaming(_, false): return .sendDeadlineExceeded
-        case .responding, .streaming(_, true): return .resetStream
+        case .receiving, .handling, .streaming(responded: false): return .sendDeadlineExceeded
+        case .responding, .streaming(responded: true): return .resetStream
         case .closed: return .none
         }
     }
 
     mutating func streamClosed() {
-        state = .closed
+        close()
     }
 
-    var isClosed: Bool {
-        if case .closed = state { return true }
+    var isClosed: Bool { state == .closed }
+
+    var isBidirectional: Bool {
+        if case .streaming = state { return true }
         return false
+    }
+
+    private mutating func close() {
+        state = .closed
+        deframer = nil
+        message = nil
+    }
+
+    /// Feeds `bytes` to `deframer`; the rejection when they are not valid framing.
+    private static func append(_ bytes: [UInt8], to deframer: inout GRPCMessageDeframer) -> EarlyResponse? {
+        do {
+            try bytes.withUnsafeBytes { try deframer.append($0) }
+            return nil
+        } catch let error as CodecError {
+            return rejection(for: error)
+        } catch {
+            return EarlyResponse(code: .internalError, message: "\(error)")
+        }
     }
 
     private static func rejection(for error: CodecError) -> EarlyResponse {

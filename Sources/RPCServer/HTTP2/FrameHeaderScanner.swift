@@ -13,12 +13,11 @@ struct FrameHeaderScanner {
     }
 
     private var prefaceLeft = 24
+    /// The bytes of a frame header split across two reads (rare: most reads hold whole frames).
     private var header: [UInt8] = []
     private var payloadLeft = 0
 
-    init() {
-        header.reserveCapacity(9)
-    }
+    init() {}
 
     mutating func scan(_ bytes: UnsafeRawBufferPointer, onHeader: (Header) -> Void) {
         var index = 0
@@ -32,19 +31,31 @@ struct FrameHeaderScanner {
                 let skip = min(payloadLeft, count - index)
                 payloadLeft -= skip
                 index += skip
+            } else if header.isEmpty, count - index >= 9 {
+                // A whole header in this read: parsed in place.
+                let parsed = Self.parse(UnsafeRawBufferPointer(rebasing: bytes[index..<index + 9]))
+                index += 9
+                onHeader(parsed)
+                payloadLeft = parsed.length
             } else {
                 header.append(bytes[index])
                 index += 1
                 if header.count == 9 {
-                    let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
-                    let streamID = Int32(bitPattern: (UInt32(header[5]) << 24 | UInt32(header[6]) << 16
-                                                      | UInt32(header[7]) << 8 | UInt32(header[8])) & 0x7FFF_FFFF)
-                    onHeader(Header(length: length, type: header[3], flags: header[4], streamID: streamID))
-                    payloadLeft = length
-                    header.removeAll(keepingCapacity: true)
+                    let parsed = header.withUnsafeBytes { Self.parse($0) }
+                    header = []
+                    onHeader(parsed)
+                    payloadLeft = parsed.length
                 }
             }
         }
+    }
+
+    /// The 9 bytes of a frame header (RFC 9113 section 4.1).
+    private static func parse(_ header: UnsafeRawBufferPointer) -> Header {
+        let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
+        let streamID = Int32(bitPattern: (UInt32(header[5]) << 24 | UInt32(header[6]) << 16
+                                          | UInt32(header[7]) << 8 | UInt32(header[8])) & 0x7FFF_FFFF)
+        return Header(length: length, type: header[3], flags: header[4], streamID: streamID)
     }
 }
 

@@ -83,11 +83,9 @@ final class NGHTTP2Session {
 
     private let session: OpaquePointer
     private let headerLimits: HeaderListLimits
+    /// Owns each stream's bookkeeping from its request headers until nghttp2 closes it; look-ups
+    /// go through `withStream` (nghttp2's stream user data) instead, without a retain.
     private var streams = StreamMap<StreamIO>()
-    /// The stream whose header block nghttp2 is delivering field by field (a block is never
-    /// interleaved with another stream's), so that each field skips the map look-up.
-    private var receivingHeaders: StreamIO?
-    private var receivingHeadersID: Int32 = 0
     private var events: [HTTP2Event] = []
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
     /// must follow the frame with END_STREAM, and may only be submitted after it was sent.
@@ -169,26 +167,25 @@ final class NGHTTP2Session {
     /// Bytes of a stream that has closed since are credited to the connection alone.
     func consume(streamID: Int32, count: Int) {
         guard count > 0 else { return }
-        if let stream = streams[streamID] {
+        let credited = withStream(streamID) { stream in
             let credited = min(count, stream.unconsumed)
             stream.unconsumed -= credited
-            if credited > 0 { nghttp2_session_consume(session, streamID, credited) }
-        }
+            return credited
+        } ?? 0
+        if credited > 0 { nghttp2_session_consume(session, streamID, credited) }
     }
 
     /// Request bytes of `streamID` received and not yet credited back.
-    func unconsumedBytes(streamID: Int32) -> Int { streams[streamID]?.unconsumed ?? 0 }
+    func unconsumedBytes(streamID: Int32) -> Int { withStream(streamID) { $0.unconsumed } ?? 0 }
 
     /// Received bytes not yet credited back to the connection (a gauge for tests).
     var unconsumedConnectionBytes: Int { Int(nghttp2_session_get_effective_recv_data_length(session)) }
 
     /// Response body bytes nghttp2 has taken from `streamID`'s buffer so far.
-    func sentBodyBytes(streamID: Int32) -> Int { streams[streamID]?.sentBytes ?? 0 }
+    func sentBodyBytes(streamID: Int32) -> Int { withStream(streamID) { $0.sentBytes } ?? 0 }
 
     /// True while `streamID` has response bytes waiting for the peer's window.
-    func hasPendingOutput(streamID: Int32) -> Bool {
-        (streams[streamID]?.outbound.readableBytes ?? 0) > 0
-    }
+    func hasPendingOutput(streamID: Int32) -> Bool { bufferedOutboundBytes(streamID: streamID) > 0 }
 
     private func creditOrphanedBytes() {
         guard orphanedCredit > 0 else { return }
@@ -245,7 +242,7 @@ final class NGHTTP2Session {
 
     /// Response bytes buffered for `streamID` and not yet handed to nghttp2.
     func bufferedOutboundBytes(streamID: Int32) -> Int {
-        streams[streamID]?.outbound.readableBytes ?? 0
+        withStream(streamID) { $0.outbound.readableBytes } ?? 0
     }
 
     // MARK: Responses
@@ -257,13 +254,16 @@ final class NGHTTP2Session {
     }
 
     func sendResponseHeaders(streamID: Int32, block: HeaderBlock, endStream: Bool) throws(HTTP2SessionError) {
-        guard streams[streamID] != nil else { throw HTTP2SessionError(libraryCode: Int(NGHTTP2_ERR_STREAM_CLOSED.rawValue)) }
+        guard let data = nghttp2_session_get_stream_user_data(session, streamID) else {
+            throw HTTP2SessionError(libraryCode: Int(NGHTTP2_ERR_STREAM_CLOSED.rawValue))
+        }
         let rc: Int32 = block.withNameValues { nva, count in
             if endStream {
                 return nghttp2_submit_response(session, streamID, nva, count, nil)
             }
+            // The body's reads get the stream's bookkeeping straight from the provider.
             var provider = nghttp2_data_provider(
-                source: nghttp2_data_source(ptr: nil), read_callback: Self.readCallback)
+                source: nghttp2_data_source(ptr: data), read_callback: Self.readCallback)
             return nghttp2_submit_response(session, streamID, nva, count, &provider)
         }
         try Self.check(rc)
@@ -272,32 +272,36 @@ final class NGHTTP2Session {
     /// Queues body bytes (already gRPC-framed) on a stream whose headers were sent without
     /// `endStream`.
     func sendData(streamID: Int32, buffer: ByteBuffer) {
-        guard let stream = streams[streamID] else { return }
-        stream.outbound.writeImmutableBuffer(buffer)
-        resumeIfDeferred(streamID: streamID)
+        withStream(streamID) { stream in
+            stream.outbound.writeImmutableBuffer(buffer)
+            resumeIfDeferred(stream, streamID: streamID)
+        }
     }
 
     /// Queues what `write` appends to the stream's output (a gRPC message's prefix and
     /// bytes, written in place instead of framed into an array first).
     func sendData(streamID: Int32, _ write: (inout ByteBuffer) -> Void) {
-        guard let stream = streams[streamID] else { return }
-        write(&stream.outbound)
-        resumeIfDeferred(streamID: streamID)
+        withStream(streamID) { stream in
+            write(&stream.outbound)
+            resumeIfDeferred(stream, streamID: streamID)
+        }
     }
 
     /// Ends the response with trailers once every queued byte has been sent.
     func sendTrailers(streamID: Int32, block: HeaderBlock) {
-        guard let stream = streams[streamID] else { return }
-        stream.trailers = block
-        resumeIfDeferred(streamID: streamID)
+        withStream(streamID) { stream in
+            stream.trailers = block
+            resumeIfDeferred(stream, streamID: streamID)
+        }
     }
 
     /// Ends a plain HTTP response once every queued byte has been sent (END_STREAM on the
     /// last DATA frame, no trailers).
     func finishBody(streamID: Int32) {
-        guard let stream = streams[streamID] else { return }
-        stream.endsWithoutTrailers = true
-        resumeIfDeferred(streamID: streamID)
+        withStream(streamID) { stream in
+            stream.endsWithoutTrailers = true
+            resumeIfDeferred(stream, streamID: streamID)
+        }
     }
 
     /// Resets a stream; any output still queued for it is discarded.
@@ -328,18 +332,30 @@ final class NGHTTP2Session {
 
     // MARK: Internals
 
-    private func resumeIfDeferred(streamID: Int32) {
-        guard let stream = streams[streamID], stream.deferred else { return }
+    private func resumeIfDeferred(_ stream: StreamIO, streamID: Int32) {
+        guard stream.deferred else { return }
         stream.deferred = false
         nghttp2_session_resume_data(session, streamID)
+    }
+
+    /// Runs `body` with the bookkeeping of an open stream, borrowed: nghttp2 holds an unretained
+    /// pointer to it as the stream's user data, and `streams` keeps it alive until the stream
+    /// closes (every look-up of a call's dozen went through a retain and a release before).
+    @discardableResult
+    private func withStream<R>(_ streamID: Int32, _ body: (StreamIO) -> R) -> R? {
+        guard let data = nghttp2_session_get_stream_user_data(session, streamID) else { return nil }
+        return Unmanaged<StreamIO>.fromOpaque(data)._withUnsafeGuaranteedRef(body)
     }
 
     private static func check(_ rc: Int32) throws(HTTP2SessionError) {
         try NGHTTP2Error.check(rc)
     }
 
-    private static func owner(_ userData: UnsafeMutableRawPointer?) -> NGHTTP2Session {
-        Unmanaged<NGHTTP2Session>.fromOpaque(userData!).takeUnretainedValue()
+    /// Runs `body` with the session behind a callback's user data, borrowed: the session
+    /// outlives every callback it makes, and a strong reference (`takeUnretainedValue`) cost a
+    /// retain and a release per callback, a few dozen per call.
+    private static func withOwner<R>(_ userData: UnsafeMutableRawPointer?, _ body: (NGHTTP2Session) -> R) -> R {
+        Unmanaged<NGHTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef(body)
     }
 
     // MARK: Callbacks (record only)
@@ -347,16 +363,20 @@ final class NGHTTP2Session {
     private func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) {
         guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
         let stream = StreamIO()
-        streams[flowd_h2_frame_stream_id(frame)] = stream
-        receivingHeaders = stream
-        receivingHeadersID = flowd_h2_frame_stream_id(frame)
+        let id = flowd_h2_frame_stream_id(frame)
+        streams[id] = stream
+        nghttp2_session_set_stream_user_data(session, id, Unmanaged.passUnretained(stream).toOpaque())
     }
 
     private func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer,
                           value: UnsafeRawBufferPointer) {
-        let id = flowd_h2_frame_stream_id(frame)
-        guard flowd_h2_frame_is_request_headers(frame) != 0,
-              let stream = id == receivingHeadersID ? receivingHeaders : streams[id] else { return }
+        guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
+        withStream(flowd_h2_frame_stream_id(frame)) { stream in
+            addHeader(to: stream, name: name, value: value)
+        }
+    }
+
+    private func addHeader(to stream: StreamIO, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         stream.headerBytes += name.count + value.count + 32
         if stream.headersTooLarge
             || stream.headerBytes > headerLimits.maxListSize
@@ -373,22 +393,17 @@ final class NGHTTP2Session {
         let id = flowd_h2_frame_stream_id(frame)
         let endStream = flowd_h2_frame_has_end_stream(frame) != 0
         if flowd_h2_frame_is_request_headers(frame) != 0 {
-            if id == receivingHeadersID { receivingHeaders = nil }
-            guard let stream = streams[id] else { return }
-            let fields = stream.headerFields
-            stream.headerFields = []
-            stream.requestEnded = endStream
-            events.append(.requestHeaders(streamID: id, fields: fields, tooLarge: stream.headersTooLarge,
-                                          endStream: endStream))
-        } else if flowd_h2_frame_is_data(frame) != 0 {
-            guard let stream = streams[id] else { return }
-            if endStream {
-                stream.requestEnded = true
-                events.append(.endOfRequest(streamID: id))
+            withStream(id) { stream in
+                let fields = stream.headerFields
+                stream.headerFields = []
+                stream.requestEnded = endStream
+                events.append(.requestHeaders(streamID: id, fields: fields, tooLarge: stream.headersTooLarge,
+                                              endStream: endStream))
             }
-        } else if flowd_h2_frame_is_headers(frame) != 0 {
-            // Request trailers: gRPC clients do not send them; END_STREAM still ends the request.
-            if endStream, let stream = streams[id] {
+        } else if flowd_h2_frame_is_headers(frame) != 0 || flowd_h2_frame_is_data(frame) != 0 {
+            // END_STREAM on DATA, or on request trailers (gRPC clients do not send them).
+            guard endStream else { return }
+            withStream(id) { stream in
                 stream.requestEnded = true
                 events.append(.endOfRequest(streamID: id))
             }
@@ -402,12 +417,11 @@ final class NGHTTP2Session {
     }
 
     private func onDataChunk(streamID: Int32, bytes: UnsafeRawBufferPointer) {
-        guard let stream = streams[streamID] else {
-            orphanedCredit += bytes.count
-            return
+        let known = withStream(streamID) { stream in
+            stream.unconsumed += bytes.count
+            events.append(.data(streamID: streamID, bytes: Array(bytes)))
         }
-        stream.unconsumed += bytes.count
-        events.append(.data(streamID: streamID, bytes: Array(bytes)))
+        if known == nil { orphanedCredit += bytes.count }
     }
 
     private func onFrameSend(_ frame: UnsafePointer<nghttp2_frame>) {
@@ -415,13 +429,12 @@ final class NGHTTP2Session {
         guard flowd_h2_frame_is_headers(frame) != 0 || flowd_h2_frame_is_data(frame) != 0,
               flowd_h2_frame_has_end_stream(frame) != 0 else { return }
         let id = flowd_h2_frame_stream_id(frame)
-        if let stream = streams[id], !stream.requestEnded {
+        if withStream(id, { !$0.requestEnded }) == true {
             earlyClosedStreams.append(id)
         }
     }
 
     private func onStreamClose(streamID: Int32, errorCode: UInt32) {
-        if streamID == receivingHeadersID { receivingHeaders = nil }
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         // Credit nobody will consume any more: without it the connection window would leak.
         orphanedCredit += stream.unconsumed
@@ -433,11 +446,8 @@ final class NGHTTP2Session {
     }
 
     /// nghttp2 pulls response body bytes here while it writes DATA frames within the peer's window.
-    private func read(streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int,
+    private func read(_ stream: StreamIO, streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int,
                       flags: UnsafeMutablePointer<UInt32>) -> Int {
-        guard let stream = streams[streamID] else {
-            return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
-        }
         let count = min(length, stream.outbound.readableBytes)
         if count > 0 {
             stream.outbound.withUnsafeReadableBytes { bytes in
@@ -467,9 +477,15 @@ final class NGHTTP2Session {
         return count
     }
 
+    /// The source's pointer is the stream's `StreamIO` (see `sendResponseHeaders`), alive while
+    /// nghttp2 reads the stream's body.
     private static let readCallback: nghttp2_data_source_read_callback = {
-        _, streamID, buffer, length, flags, _, userData in
-        owner(userData).read(streamID: streamID, into: buffer!, length: length, flags: flags!)
+        _, streamID, buffer, length, flags, source, userData in
+        withOwner(userData) { session in
+            Unmanaged<StreamIO>.fromOpaque(source!.pointee.ptr)._withUnsafeGuaranteedRef { stream in
+                session.read(stream, streamID: streamID, into: buffer!, length: length, flags: flags!)
+            }
+        }
     }
 
     /// The callback table, built once and never mutated; nghttp2 copies it into every session.
@@ -477,34 +493,36 @@ final class NGHTTP2Session {
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, userData in
-            owner(userData).onBeginHeaders(frame!)
+            withOwner(userData) { $0.onBeginHeaders(frame!) }
             return 0
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) {
             _, frame, name, nameLength, value, valueLength, _, userData in
-            owner(userData).onHeader(frame!, name: UnsafeRawBufferPointer(start: name, count: nameLength),
-                                     value: UnsafeRawBufferPointer(start: value, count: valueLength))
+            withOwner(userData) {
+                $0.onHeader(frame!, name: UnsafeRawBufferPointer(start: name, count: nameLength),
+                            value: UnsafeRawBufferPointer(start: value, count: valueLength))
+            }
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
-            owner(userData).onFrameRecv(frame!)
+            withOwner(userData) { $0.onFrameRecv(frame!) }
             return 0
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) {
             _, _, streamID, data, length, userData in
-            owner(userData).onDataChunk(streamID: streamID, bytes: UnsafeRawBufferPointer(start: data, count: length))
+            withOwner(userData) { $0.onDataChunk(streamID: streamID, bytes: UnsafeRawBufferPointer(start: data, count: length)) }
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, userData in
-            owner(userData).onFrameSend(frame!)
+            withOwner(userData) { $0.onFrameSend(frame!) }
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, userData in
-            owner(userData).onStreamClose(streamID: streamID, errorCode: errorCode)
+            withOwner(userData) { $0.onStreamClose(streamID: streamID, errorCode: errorCode) }
             return 0
         }
         nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks) { _, frame, _, userData in
-            owner(userData).onInvalidFrame(frame!)
+            withOwner(userData) { $0.onInvalidFrame(frame!) }
             return 0
         }
         return callbacks!

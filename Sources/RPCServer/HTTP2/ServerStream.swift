@@ -39,11 +39,6 @@ struct ServerStream {
         let maxBodySize: Int
     }
 
-    enum Request {
-        case grpc(ServerCallStateMachine)
-        case http(HTTPRequestState)
-    }
-
     /// What a handler is started with.
     enum Dispatch {
         /// The one request message of a unary or server-streaming call.
@@ -74,7 +69,10 @@ struct ServerStream {
     }
 
     private(set) var phase: Phase
-    private(set) var request: Request
+    /// A gRPC call's machine, or a plain HTTP request (exactly one is set). Two fields, not an
+    /// enum with payloads: a payload was copied out and written back on every step.
+    private(set) var grpc: ServerCallStateMachine?
+    private(set) var http: HTTPRequestState?
     /// Request bytes held against the connection's budget: a partial message or body, plus
     /// (bidirectional) whole messages queued and not yet taken by the handler.
     private(set) var buffered = 0
@@ -90,20 +88,17 @@ struct ServerStream {
 
     /// A gRPC call; `admitted` false leaves it idle until `admit` or `refuse`.
     init(grpc machine: ServerCallStateMachine, admitted: Bool) {
-        request = .grpc(machine)
+        grpc = machine
         phase = admitted ? .open : .idle
     }
 
     /// A plain HTTP request whose body may be `maxBodySize` bytes.
     init(http method: String, uri: String, headers: HTTPHeaders, maxBodySize: Int, admitted: Bool) {
-        request = .http(HTTPRequestState(method: method, uri: uri, headers: headers, maxBodySize: maxBodySize))
+        http = HTTPRequestState(method: method, uri: uri, headers: headers, maxBodySize: maxBodySize)
         phase = admitted ? .open : .idle
     }
 
-    var isBidirectional: Bool {
-        if case .grpc(let machine) = request, case .streaming = machine.state { return true }
-        return false
-    }
+    var isBidirectional: Bool { grpc?.isBidirectional ?? false }
 
     /// Bytes received while idle and not yet accounted for (nor credited).
     var heldBytes: Int { held.reduce(0) { $0 + $1.count } }
@@ -142,10 +137,7 @@ struct ServerStream {
         refusedUnread = true
         held = []
         heldEnd = false
-        if case .grpc(var machine) = request {
-            machine.streamClosed()
-            request = .grpc(machine)
-        }
+        grpc?.streamClosed()
         return true
     }
 
@@ -158,36 +150,33 @@ struct ServerStream {
         }
         if refusedUnread { return Outcome() }
         var outcome = Outcome(credit: bytes.count)
-        switch request {
-        case .grpc(var machine):
-            guard !machine.isClosed else { return outcome }
+        if grpc != nil {
+            guard !grpc!.isClosed else { return outcome }
             let action: ServerCallStateMachine.ReceiveAction
             if budget.reserve(bytes.count) {
                 buffered += bytes.count
-                action = machine.receiveData(bytes)
+                action = grpc!.receiveData(bytes)
             } else {
-                action = machine.requestRefused(EarlyResponse(
+                action = grpc!.requestRefused(EarlyResponse(
                     code: .resourceExhausted,
                     message: "the server holds too many request bytes for this connection (limit \(budget.limit)) or in total (limit \(budget.global.limit)); retry later"))
             }
-            request = .grpc(machine)
             outcome.actions += apply(action, budget: &budget)
-        case .http(var http):
+        } else if http != nil {
             guard phase == .open else { return outcome }
-            let overLimit = http.body.readableBytes + bytes.count > http.maxBodySize
+            let maxBodySize = http!.maxBodySize
+            let overLimit = http!.body.readableBytes + bytes.count > maxBodySize
             guard !overLimit, budget.reserve(bytes.count) else {
-                http.body = ByteBuffer()
-                request = .http(http)
+                http!.body = ByteBuffer()
                 releaseAll(budget: &budget)
                 phase = .refused
                 outcome.actions.append(.rejectHTTP(overLimit
-                    ? RESTError.payloadTooLarge(limit: http.maxBodySize).response
+                    ? RESTError.payloadTooLarge(limit: maxBodySize).response
                     : RESTError.serverBusy.response))
                 return outcome
             }
             buffered += bytes.count
-            http.body.writeBytes(bytes)
-            request = .http(http)
+            http!.body.writeBytes(bytes)
         }
         return outcome
     }
@@ -198,22 +187,18 @@ struct ServerStream {
             heldEnd = true
             return Outcome()
         }
-        switch request {
-        case .grpc(var machine):
-            let action = machine.receiveEnd()
-            request = .grpc(machine)
+        if grpc != nil {
+            let action = grpc!.receiveEnd()
             return Outcome(actions: apply(action, budget: &budget))
-        case .http(var http):
-            guard phase == .open else { return Outcome() }
-            let body = http.body
-            http.body = ByteBuffer()
-            request = .http(http)
-            // The body is handed on: the connection no longer holds it.
-            releaseAll(budget: &budget)
-            phase = .dispatched
-            return Outcome(actions: [.startHandler(.http(HTTPRequest(
-                method: HTTPMethod(rawValue: http.method), uri: http.uri, headers: http.headers, body: body)))])
         }
+        guard http != nil, phase == .open else { return Outcome() }
+        let body = http!.body
+        http!.body = ByteBuffer()
+        // The body is handed on: the connection no longer holds it.
+        releaseAll(budget: &budget)
+        phase = .dispatched
+        return Outcome(actions: [.startHandler(.http(HTTPRequest(
+            method: HTTPMethod(rawValue: http!.method), uri: http!.uri, headers: http!.headers, body: body)))])
     }
 
     /// A message handed to a bidirectional handler was queued (`enqueued`) or dropped because
@@ -247,25 +232,22 @@ struct ServerStream {
 
     /// gRPC: the handler sends response headers without a message; false when too late.
     mutating func sendHeaders() -> Bool {
-        guard case .grpc(var machine) = request else { return false }
-        let send = machine.sendHeaders()
-        request = .grpc(machine)
+        guard grpc != nil else { return false }
+        let send = grpc!.sendHeaders()
         if send { phase = .responding }
         return send
     }
 
     mutating func sendMessage() -> ServerCallStateMachine.SendAction {
-        guard case .grpc(var machine) = request else { return .callClosed }
-        let action = machine.sendMessage()
-        request = .grpc(machine)
+        guard grpc != nil else { return .callClosed }
+        let action = grpc!.sendMessage()
         if action == .sendHeadersThenMessage { phase = .responding }
         return action
     }
 
     mutating func finish() -> ServerCallStateMachine.FinishAction {
-        guard case .grpc(var machine) = request else { return .none }
-        let action = machine.finish()
-        request = .grpc(machine)
+        guard grpc != nil else { return .none }
+        let action = grpc!.finish()
         phase = .closed
         return action
     }
@@ -277,9 +259,8 @@ struct ServerStream {
 
     mutating func deadlineExpired() -> ServerCallStateMachine.DeadlineAction {
         held = []
-        guard case .grpc(var machine) = request else { return .none }
-        let action = machine.deadlineExpired()
-        request = .grpc(machine)
+        guard grpc != nil else { return .none }
+        let action = grpc!.deadlineExpired()
         phase = .closed
         return action
     }
@@ -315,14 +296,8 @@ struct ServerStream {
     mutating func markClosed() {
         held = []
         heldEnd = false
-        switch request {
-        case .grpc(var machine):
-            machine.streamClosed()
-            request = .grpc(machine)
-        case .http(var http):
-            http.body = ByteBuffer()
-            request = .http(http)
-        }
+        grpc?.streamClosed()
+        http?.body = ByteBuffer()
         phase = .closed
     }
 

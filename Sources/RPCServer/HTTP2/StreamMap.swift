@@ -2,9 +2,13 @@
 /// twenty times, and a `Dictionary<Int32, _>` spent a SipHash on each (2,800 instructions per
 /// `Health/Check` in callgrind).
 ///
-/// Open addressing with linear probing on a power-of-two table; a client's stream ids are odd
-/// and increasing, so `id >> 1` spreads consecutive streams over consecutive slots. Removal
-/// shifts the following entries back (no tombstones). Id 0 (the connection) is never a key.
+/// Open addressing with linear probing and Robin Hood placement on a power-of-two table; a
+/// client's stream ids are odd and increasing, so `id >> 1` spreads consecutive streams over
+/// consecutive slots, nearly all in their home slot. Robin Hood keeps each probe run sorted by
+/// distance from home, so a look-up stops at the first entry closer to its home than the key
+/// would be, and a removal shifts back only the entries after it that are not home (plain
+/// linear probing shifted or scanned the whole run of concurrent streams, 700 instructions per
+/// removal at 32 streams). Id 0 (the connection) is never a key.
 struct StreamMap<Value>: Sequence {
     private var ids: [Int32]
     private var values: [Value?]
@@ -24,13 +28,18 @@ struct StreamMap<Value>: Sequence {
 
     private func home(_ id: Int32) -> Int { Int(UInt32(bitPattern: id) >> 1) & mask }
 
+    /// How far the entry in slot `index` is from its home.
+    private func distance(_ id: Int32, at index: Int) -> Int { (index - home(id)) & mask }
+
     private func slot(of id: Int32) -> Int? {
         var index = home(id)
+        var travelled = 0
         while true {
             let found = ids[index]
             if found == id { return index }
-            if found == 0 { return nil }
+            if found == 0 || distance(found, at: index) < travelled { return nil }
             index = (index + 1) & mask
+            travelled += 1
         }
     }
 
@@ -47,11 +56,34 @@ struct StreamMap<Value>: Sequence {
             }
             precondition(id != 0, "stream id 0 is the connection")
             if (count + 1) * 4 > ids.count * 3 { grow() }
-            var index = home(id)
-            while ids[index] != 0 { index = (index + 1) & mask }
-            ids[index] = id
-            values[index] = newValue
-            count += 1
+            insertNew(id, newValue)
+        }
+    }
+
+    /// Places an id that is not present: it takes the slot of the first entry nearer its home
+    /// than it is, and that entry moves on the same way.
+    private mutating func insertNew(_ id: Int32, _ value: Value) {
+        var id = id
+        var value: Value? = value
+        var index = home(id)
+        var travelled = 0
+        while true {
+            let present = ids[index]
+            if present == 0 {
+                ids[index] = id
+                values[index] = value
+                count += 1
+                return
+            }
+            let presentDistance = distance(present, at: index)
+            if presentDistance < travelled {
+                ids[index] = id
+                swap(&values[index], &value)
+                id = present
+                travelled = presentDistance
+            }
+            index = (index + 1) & mask
+            travelled += 1
         }
     }
 
@@ -59,25 +91,18 @@ struct StreamMap<Value>: Sequence {
     mutating func removeValue(forKey id: Int32) -> Value? {
         guard var hole = slot(of: id) else { return nil }
         let removed = values[hole]
+        count -= 1
+        // Backward shift: each following entry away from its home moves one slot nearer.
+        while true {
+            let next = (hole + 1) & mask
+            let moving = ids[next]
+            if moving == 0 || distance(moving, at: next) == 0 { break }
+            ids[hole] = moving
+            values[hole] = values[next]
+            hole = next
+        }
         ids[hole] = 0
         values[hole] = nil
-        count -= 1
-        // Backward shift: an entry after the hole moves into it unless its home lies
-        // cyclically in (hole, index].
-        var index = hole
-        while true {
-            index = (index + 1) & mask
-            let moving = ids[index]
-            if moving == 0 { break }
-            let wanted = home(moving)
-            let staysPut = hole <= index ? (wanted > hole && wanted <= index) : (wanted > hole || wanted <= index)
-            if staysPut { continue }
-            ids[hole] = moving
-            values[hole] = values[index]
-            ids[index] = 0
-            values[index] = nil
-            hole = index
-        }
         return removed
     }
 
@@ -87,7 +112,7 @@ struct StreamMap<Value>: Sequence {
         values = Array(repeating: nil, count: oldIDs.count * 2)
         mask = ids.count - 1
         count = 0
-        for (id, value) in zip(oldIDs, oldValues) where id != 0 { self[id] = value }
+        for (id, value) in zip(oldIDs, oldValues) where id != 0 { insertNew(id, value!) }
     }
 
     func makeIterator() -> AnyIterator<(key: Int32, value: Value)> {
