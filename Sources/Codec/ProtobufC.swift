@@ -91,7 +91,15 @@ package enum ProtobufCCodec {
         limits: DecodingLimits,
         _ body: (UnsafePointer<M>) throws(CodecError) -> T
     ) throws(CodecError) -> T {
-        try decode(bytes, descriptor: descriptor(of: M.self, initializer: initializer), limits: limits) {
+        if bytes.isEmpty {
+            // The encoding of a message whose fields all hold their defaults (a health check of
+            // the server as a whole): what unpacking would build, without unpacking.
+            return try withUnsafeTemporaryAllocation(of: M.self, capacity: 1) { (message) throws(CodecError) -> T in
+                initializer(message.baseAddress!)
+                return try body(message.baseAddress!)
+            }
+        }
+        return try decode(bytes, descriptor: descriptor(of: M.self, initializer: initializer), limits: limits) {
             (message) throws(CodecError) -> T in
             try body(UnsafeRawPointer(message).assumingMemoryBound(to: M.self))
         }
@@ -128,10 +136,10 @@ package enum ProtobufCCodec {
     package static func descriptor<M>(
         of type: M.Type, initializer: (UnsafeMutablePointer<M>?) -> Void
     ) -> UnsafePointer<ProtobufCMessageDescriptor> {
-        let message = UnsafeMutablePointer<M>.allocate(capacity: 1)
-        defer { message.deallocate() }
-        initializer(message)
-        return UnsafeRawPointer(message).load(as: ProtobufCMessage.self).descriptor
+        withUnsafeTemporaryAllocation(of: M.self, capacity: 1) { message in
+            initializer(message.baseAddress!)
+            return UnsafeRawPointer(message.baseAddress!).load(as: ProtobufCMessage.self).descriptor
+        }
     }
 
     /// A `string` field of an unpacked message ("" for NULL).
@@ -168,8 +176,10 @@ package final class ProtobufCArena {
     private var remaining = 0
     private static let slabSize = 4096
     fileprivate static let slabAlignment = 16
-    /// The first slab, which `ProtobufCCodec.encode` takes from its stack.
-    fileprivate static let stackSlabSize = 1536
+    /// The first slab, which `ProtobufCCodec.encode` takes from its stack: at most 1 KiB, the
+    /// most `withUnsafeTemporaryAllocation` always places on the stack (above, it asks the
+    /// runtime, which on the event loop's threads said no: a malloc and a free per response).
+    fileprivate static let stackSlabSize = 1024
 
     /// An arena whose pieces come from `firstSlab` (not owned: it must outlive the arena's
     /// use) until it is full, then from slabs of its own.

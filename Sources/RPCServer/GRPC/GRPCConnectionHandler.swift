@@ -589,7 +589,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// Plain HTTP over h2c: the REST shim's paths and the metrics.
     static func isHTTPPath(_ path: String) -> Bool {
-        path.hasPrefix("/v1/") || path == "/metrics" || path.hasPrefix("/metrics?")
+        // Every gRPC path is rejected by its second byte (`/flowd.`, `/grpc.`), before a prefix compare.
+        guard let second = path.utf8.dropFirst().first, second == UInt8(ascii: "v") || second == UInt8(ascii: "m") else {
+            return false
+        }
+        return path.hasPrefix("/v1/") || path == "/metrics" || path.hasPrefix("/metrics?")
     }
 
     func failWaitingWriters(streamID: Int32) {
