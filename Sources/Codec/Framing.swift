@@ -41,7 +41,10 @@ public struct GRPCMessageDeframer: Sendable {
 
     private var pending: [UInt8] = []      // bytes of the message being assembled (prefix included)
     private var expectedBodyLength: Int?   // known once the prefix is complete
-    private var complete: [[UInt8]] = []
+    /// The oldest complete message, inline: a unary request is one message, and a queue of one
+    /// was an allocation per call.
+    private var first: [UInt8]?
+    private var complete: [[UInt8]] = []   // complete messages after `first`
     private var completeHead = 0
     private var failed = false
 
@@ -54,13 +57,27 @@ public struct GRPCMessageDeframer: Sendable {
     public var hasPartialMessage: Bool { !pending.isEmpty }
 
     /// Number of complete messages waiting in `next()`.
-    public var completeMessageCount: Int { complete.count - completeHead }
+    public var completeMessageCount: Int { (first == nil ? 0 : 1) + complete.count - completeHead }
 
     /// Feeds bytes; completed messages become available through `next()`.
     public mutating func append(_ bytes: UnsafeRawBufferPointer) throws(CodecError) {
         guard !failed else { return }
         var rest = bytes[...]
         while !rest.isEmpty {
+            if pending.isEmpty, expectedBodyLength == nil, rest.count >= GRPCFraming.prefixLength {
+                // A whole prefix at hand: read in place and, when the whole body is at hand too,
+                // copied once into its message (no assembly buffer).
+                let start = rest.startIndex
+                let length = Int(rest[start + 1]) << 24 | Int(rest[start + 2]) << 16
+                    | Int(rest[start + 3]) << 8 | Int(rest[start + 4])
+                if rest.count - GRPCFraming.prefixLength >= length {
+                    try checkPrefix(flag: rest[start], length: length)
+                    let body = start + GRPCFraming.prefixLength
+                    enqueue(Array(rest[body..<body + length]))
+                    rest = rest[(body + length)...]
+                    continue
+                }
+            }
             if let bodyLength = expectedBodyLength {
                 let need = GRPCFraming.prefixLength + bodyLength - pending.count
                 let take = min(need, rest.count)
@@ -72,7 +89,7 @@ public struct GRPCMessageDeframer: Sendable {
                     var message = pending
                     pending = []
                     message.removeFirst(GRPCFraming.prefixLength)
-                    complete.append(message)
+                    enqueue(message)
                     expectedBodyLength = nil
                 }
             } else {
@@ -86,9 +103,29 @@ public struct GRPCMessageDeframer: Sendable {
         }
     }
 
+    private mutating func enqueue(_ message: [UInt8]) {
+        if first == nil && completeHead == complete.count {
+            first = message
+        } else {
+            complete.append(message)
+        }
+    }
+
     private mutating func readPrefix() throws(CodecError) {
-        let flag = pending[0]
         let length = Int(pending[1]) << 24 | Int(pending[2]) << 16 | Int(pending[3]) << 8 | Int(pending[4])
+        try checkPrefix(flag: pending[0], length: length)
+        if length == 0 {
+            enqueue([])
+            pending.removeAll(keepingCapacity: true)
+        } else {
+            expectedBodyLength = length
+            // Capacity grows with the bytes that arrive, not with what the prefix claims.
+            pending.reserveCapacity(GRPCFraming.prefixLength + min(length, 1 << 16))
+        }
+    }
+
+    /// Rejects a compressed or oversized message (the deframer then fails for good).
+    private mutating func checkPrefix(flag: UInt8, length: Int) throws(CodecError) {
         if flag == 1 {
             failed = true
             throw CodecError(code: .compressedMessage,
@@ -103,18 +140,14 @@ public struct GRPCMessageDeframer: Sendable {
             throw CodecError(code: .messageTooLarge,
                              message: "message of \(length) bytes exceeds the limit of \(maxMessageSize) bytes")
         }
-        if length == 0 {
-            complete.append([])
-            pending.removeAll(keepingCapacity: true)
-        } else {
-            expectedBodyLength = length
-            // Capacity grows with the bytes that arrive, not with what the prefix claims.
-            pending.reserveCapacity(GRPCFraming.prefixLength + min(length, 1 << 16))
-        }
     }
 
     /// The next complete message, or nil when none is complete yet.
     public mutating func next() -> [UInt8]? {
+        if let message = first {
+            first = nil
+            return message
+        }
         guard completeHead < complete.count else { return nil }
         let message = complete[completeHead]
         completeHead += 1

@@ -94,6 +94,7 @@ public final class GRPCServer: Sendable {
         let installer = PipelineInstaller(
             configuration: configuration, router: router, logger: logger, http: http,
             httpConfiguration: httpConfiguration, metrics: metrics, budget: requestBudget, tls: tlsStore)
+        let tlsEnabled = tlsStore != nil
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -115,7 +116,7 @@ public final class GRPCServer: Sendable {
                 metrics.connectionOpened()
                 channel.closeFuture.whenComplete { _ in metrics.connectionClosed(closeNote.value ?? .peer) }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(installer.sniffer(closeNote: closeNote, tls: tlsStore != nil))
+                    try channel.pipeline.syncOperations.addHandler(installer.sniffer(closeNote: closeNote, tls: tlsEnabled))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)

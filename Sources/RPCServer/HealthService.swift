@@ -12,6 +12,10 @@ public final class HealthService: RegistrableRPCService {
     }
 
     private let state = Mutex(State())
+    /// The status of the server as a whole (service ""), also kept outside the lock: the check
+    /// load balancers send all the time reads it without taking a lock every event loop shares.
+    /// Written under the lock, with `state.statuses[""]`.
+    private let overall = Atomic<Int32>(HealthV1.ServingStatus.serving.rawValue)
 
     public static let check = MethodDescriptor(service: "grpc.health.v1.Health", method: "Check")
     public static let watch = MethodDescriptor(service: "grpc.health.v1.Health", method: "Watch")
@@ -22,6 +26,7 @@ public final class HealthService: RegistrableRPCService {
     public func setStatus(_ status: HealthV1.ServingStatus, forService service: String) {
         state.withLock { state in
             state.statuses[service] = status
+            if service.isEmpty { overall.store(status.rawValue, ordering: .relaxed) }
             for watcher in state.watchers.values where watcher.service == service {
                 watcher.continuation.yield(status)
             }
@@ -32,6 +37,7 @@ public final class HealthService: RegistrableRPCService {
     public func markAllNotServing() {
         state.withLock { state in
             for service in state.statuses.keys { state.statuses[service] = .notServing }
+            overall.store(HealthV1.ServingStatus.notServing.rawValue, ordering: .relaxed)
             for watcher in state.watchers.values {
                 watcher.continuation.yield(.notServing)
                 watcher.continuation.finish()
@@ -41,7 +47,8 @@ public final class HealthService: RegistrableRPCService {
     }
 
     public func status(ofService service: String) -> HealthV1.ServingStatus? {
-        state.withLock { $0.statuses[service] }
+        if service.isEmpty { return HealthV1.ServingStatus(rawValue: overall.load(ordering: .relaxed)) }
+        return state.withLock { $0.statuses[service] }
     }
 
     public func registerMethods(with router: inout RPCRouter) {

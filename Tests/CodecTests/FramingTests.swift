@@ -50,6 +50,19 @@ struct FramingTests {
         #expect(try deframer.feed([]) == Self.messages)
     }
 
+    @Test("messages taken while others arrive come out in arrival order")
+    func takenWhileArriving() throws {
+        var deframer = GRPCMessageDeframer(maxMessageSize: 1024)
+        let frames = Self.messages.map { GRPCFraming.frame($0) }
+        try (frames[0] + frames[1]).withUnsafeBytes { try deframer.append($0) }
+        #expect(deframer.next() == Self.messages[0])
+        try (frames[2] + frames[3].prefix(2)).withUnsafeBytes { try deframer.append($0) }
+        #expect(deframer.completeMessageCount == 2)
+        #expect(deframer.next() == Self.messages[1])
+        #expect(try deframer.feed(frames[3].dropFirst(2)) == [Self.messages[2], Self.messages[3]])
+        #expect(deframer.next() == nil && deframer.completeMessageCount == 0)
+    }
+
     @Test("a zero-length message is delivered as soon as its prefix is complete")
     func zeroLength() throws {
         var deframer = GRPCMessageDeframer(maxMessageSize: 0)

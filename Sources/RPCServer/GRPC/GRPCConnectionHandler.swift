@@ -276,15 +276,15 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         switch event {
         case .requestHeaders(let streamID, let fields, let tooLarge, let endStream):
             receiveHeaders(streamID: streamID, fields: fields, tooLarge: tooLarge, endStream: endStream)
-        case .data(let streamID, let bytes):
+        case .data(let streamID, let range):
             abuse.dataWithPayload()
             timers.activity(streamID: streamID, now: passClock())
-            guard let stream = streams[streamID] else {
+            guard let stream = streams[streamID], let session else {
                 // No request to read it into (answered from its headers): dropped.
-                session?.consume(streamID: streamID, count: bytes.count)
+                session?.consume(streamID: streamID, count: range.count)
                 return
             }
-            perform(stream.machine.receiveData(bytes, budget: &budget), streamID: streamID)
+            perform(session.withReceivedData(range) { stream.machine.receiveData($0, budget: &budget) }, streamID: streamID)
         case .endOfRequest(let streamID):
             timers.requestEnded(streamID: streamID, now: passClock())
             guard let stream = streams[streamID] else { return }
@@ -463,8 +463,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// Does the outcome's actions in order, then gives its credit back to the peer.
     func perform(_ outcome: ServerStream.Outcome, streamID: Int32) {
-        for action in outcome.actions where streams[streamID]?.machine.phase != .closed {
+        outcome.forEach { action in
+            guard streams[streamID]?.machine.phase != .closed else { return false }
             perform(action, streamID: streamID)
+            return true
         }
         session?.consume(streamID: streamID, count: outcome.credit)
     }
@@ -512,7 +514,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     /// Starts the stream's handler, unless the connection runs too many: then the stream is
     /// refused (RST_STREAM REFUSED_STREAM).
     func startHandler(streamID: Int32, _ dispatch: ServerStream.Dispatch) {
-        guard let stream = streams[streamID], let context, let loopBound else { return }
+        guard let stream = streams[streamID], context != nil else { return }
         guard runningHandlers < configuration.maxRunningHandlersPerConnection else {
             stream.inbound?.finish(throwing: CancellationError())
             stream.inbound = nil
@@ -527,8 +529,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .http(let request):
             startHTTPHandler(streamID: streamID, request: request)
         case .grpcMessage(let message):
-            runGRPCHandler(streamID: streamID, stream.call!, request: .single(RequestMessage(message)))
+            runGRPCHandler(stream, streamID: streamID, request: .single(RequestMessage(message)))
         case .grpcStream:
+            guard let context, let loopBound else { return }
             let (messages, inbound) = AsyncThrowingStream<[UInt8], any Error>.makeStream(
                 bufferingPolicy: .bufferingOldest(configuration.maxBufferedRequestMessages))
             stream.inbound = inbound
@@ -536,32 +539,41 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             let taken: @Sendable (Int) -> Void = { count in
                 eventLoop.execute { loopBound.value.requestMessageTaken(streamID: streamID, count: count) }
             }
-            runGRPCHandler(streamID: streamID, stream.call!, request: .stream(messages, taken: taken))
+            runGRPCHandler(stream, streamID: streamID, request: .stream(messages, taken: taken))
         }
     }
 
-    func runGRPCHandler(streamID: Int32, _ call: CallInfo, request: RequestInput) {
-        guard let context, let loopBound else { return }
-        let sink = CallSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
+    /// Runs the call's handler: at once on the loop when it can answer without suspending,
+    /// else in a task that reaches the connection through a `CallSink`.
+    func runGRPCHandler(_ stream: Stream, streamID: Int32, request: RequestInput) {
+        guard let call = stream.call else { return }
         if configuration.handlersOnEventLoop, call.handler.immediate != nil {
             let started = call.handler.runImmediately(request: request, context: call.context, limits: limits, batch: readBatch)
             if !inEventPass { readBatch.end() }
             switch started {
             case .ended(let ending):
-                finish(streamID: streamID, response: ending.response, status: ending.status, metadata: ending.metadata)
+                runningHandlers -= 1
+                finish(stream, streamID: streamID, response: ending.response, status: ending.status, metadata: ending.metadata)
             case .later(let rest):
-                streams[streamID]!.task = Task(executorPreference: taskExecutor) {
+                guard let sink = makeSink(streamID: streamID) else { return }
+                stream.task = Task(executorPreference: taskExecutor) {
                     await RPCHandler.complete(rest, sink: sink)
                 }
             }
             return
         }
+        guard let sink = makeSink(streamID: streamID) else { return }
         let handler = call.handler
         let serverContext = call.context
         let limits = self.limits
-        streams[streamID]!.task = Task(executorPreference: taskExecutor) {
+        stream.task = Task(executorPreference: taskExecutor) {
             await handler.run(request: request, context: serverContext, limits: limits, sink: sink)
         }
+    }
+
+    private func makeSink(streamID: Int32) -> CallSink? {
+        guard let context, let loopBound else { return nil }
+        return CallSink(streamID: streamID, eventLoop: context.eventLoop, connection: loopBound)
     }
 
     func deadlineExpired(streamID: Int32) {
@@ -681,16 +693,22 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func finish(streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         runningHandlers -= 1
         guard let stream = streams[streamID] else { return }
+        finish(stream, streamID: streamID, response: response, status: status, metadata: metadata)
+    }
+
+    /// Ends the call of `stream` (in the map) with the handler's response and status.
+    private func finish(_ stream: Stream, streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         let responseSize = response?.message.count ?? 0
         if responseSize > configuration.maxSendMessageSize {
             let (status, metadata) = RPCHandler.status(for: Self.responseTooLarge(responseSize, limit: configuration.maxSendMessageSize))
-            finish(stream, streamID: streamID, response: nil, status: status, metadata: metadata)
+            sendEnding(stream, streamID: streamID, response: nil, status: status, metadata: metadata)
         } else {
-            finish(stream, streamID: streamID, response: response, status: status, metadata: metadata)
+            sendEnding(stream, streamID: streamID, response: response, status: status, metadata: metadata)
         }
     }
 
-    private func finish(_ stream: Stream, streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
+    /// The response, if any, then the status: trailers after a response, Trailers-Only without.
+    private func sendEnding(_ stream: Stream, streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
         stream.end(status.code)
         if let response {
             sendHeaders(stream, streamID: streamID, metadata: response.metadata)

@@ -59,6 +59,10 @@ struct ServerCallStateMachine {
     }
 
     mutating func receiveData(_ bytes: [UInt8]) -> ReceiveAction {
+        bytes.withUnsafeBytes { receiveData($0) }
+    }
+
+    mutating func receiveData(_ bytes: UnsafeRawBufferPointer) -> ReceiveAction {
         switch state {
         case .streaming:
             guard deframer != nil else { return .none }
@@ -218,14 +222,12 @@ struct ServerCallStateMachine {
     }
 
     /// Feeds `bytes` to `deframer`; the rejection when they are not valid framing.
-    private static func append(_ bytes: [UInt8], to deframer: inout GRPCMessageDeframer) -> EarlyResponse? {
+    private static func append(_ bytes: UnsafeRawBufferPointer, to deframer: inout GRPCMessageDeframer) -> EarlyResponse? {
         do {
-            try bytes.withUnsafeBytes { try deframer.append($0) }
+            try deframer.append(bytes)
             return nil
-        } catch let error as CodecError {
-            return rejection(for: error)
         } catch {
-            return EarlyResponse(code: .internalError, message: "\(error)")
+            return rejection(for: error)
         }
     }
 

@@ -22,8 +22,9 @@ enum HTTP2Event {
     /// A complete request header block. `tooLarge` is set when the block went over the header
     /// list limits; its fields were then not kept.
     case requestHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool)
-    /// A chunk of request body.
-    case data(streamID: Int32, bytes: [UInt8])
+    /// A chunk of request body: its place in the session's bytes of this read
+    /// (`NGHTTP2Session.withReceivedData`).
+    case data(streamID: Int32, range: Range<Int>)
     /// END_STREAM on a DATA frame (END_STREAM on the request HEADERS is in `requestHeaders`).
     case endOfRequest(streamID: Int32)
     /// An empty DATA frame without END_STREAM (counted against empty-frame floods), on any
@@ -87,6 +88,11 @@ final class NGHTTP2Session {
     /// go through `withStream` (nghttp2's stream user data) instead, without a retain.
     private var streams = StreamMap<StreamIO>()
     private var events: [HTTP2Event] = []
+    /// The request body bytes of the current `receive`, one after the other: a DATA event names
+    /// its range (one buffer per read instead of an array per DATA frame). Emptied by the next
+    /// `receive`; its storage is kept up to `receivedDataKeptCapacity`.
+    private var receivedData: [UInt8] = []
+    private static let receivedDataKeptCapacity = 64 * 1024
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
     /// must follow the frame with END_STREAM, and may only be submitted after it was sent.
     private var earlyClosedStreams: [Int32] = []
@@ -154,6 +160,11 @@ final class NGHTTP2Session {
     /// is fatal for the session: drain the output (it may hold a GOAWAY) and close.
     func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        if receivedData.capacity > Self.receivedDataKeptCapacity {
+            receivedData = []
+        } else {
+            receivedData.removeAll(keepingCapacity: true)
+        }
         frameHeaders.scan(bytes) { header in
             if header.isEmptyDataWithoutEndStream { events.append(.emptyDataFrame(streamID: header.streamID)) }
         }
@@ -173,6 +184,11 @@ final class NGHTTP2Session {
             return credited
         } ?? 0
         if credited > 0 { nghttp2_session_consume(session, streamID, credited) }
+    }
+
+    /// The bytes of a `.data` event, valid until the next `receive`.
+    func withReceivedData<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        receivedData.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 
     /// Request bytes of `streamID` received and not yet credited back.
@@ -417,9 +433,11 @@ final class NGHTTP2Session {
     }
 
     private func onDataChunk(streamID: Int32, bytes: UnsafeRawBufferPointer) {
-        let known = withStream(streamID) { stream in
+        let known: Void? = withStream(streamID) { stream in
             stream.unconsumed += bytes.count
-            events.append(.data(streamID: streamID, bytes: Array(bytes)))
+            let start = receivedData.count
+            receivedData.append(contentsOf: bytes)
+            events.append(.data(streamID: streamID, range: start..<receivedData.count))
         }
         if known == nil { orphanedCredit += bytes.count }
     }

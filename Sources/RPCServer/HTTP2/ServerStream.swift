@@ -64,8 +64,46 @@ struct ServerStream {
 
     /// What to do, and how many received bytes to give back to the peer as credit.
     struct Outcome {
-        var actions: [Action] = []
+        /// The first action, inline: nearly every outcome has none or one, and an array of one
+        /// was an allocation per call.
+        private var first: Action?
+        private var more: [Action] = []
         var credit = 0
+
+        init(credit: Int = 0) {
+            self.credit = credit
+        }
+
+        init(_ action: Action?) {
+            first = action
+        }
+
+        /// The actions, in order.
+        var actions: [Action] {
+            guard let first else { return [] }
+            return [first] + more
+        }
+
+        mutating func append(_ action: Action?) {
+            guard let action else { return }
+            if first == nil { first = action } else { more.append(action) }
+        }
+
+        /// Appends `other`'s actions and adds its credit.
+        mutating func append(contentsOf other: Outcome) {
+            other.forEach { append($0) }
+            credit += other.credit
+        }
+
+        /// Calls `body` with each action in order while `body` returns true.
+        func forEach(while body: (Action) -> Bool) {
+            guard let first, body(first) else { return }
+            for action in more where !body(action) { return }
+        }
+
+        private func forEach(_ body: (Action) -> Void) {
+            forEach { body($0); return true }
+        }
     }
 
     private(set) var phase: Phase
@@ -113,18 +151,16 @@ struct ServerStream {
         var outcome = Outcome()
         if isBidirectional {
             phase = .dispatched
-            outcome.actions.append(.startHandler(.grpcStream))
+            outcome.append(.startHandler(.grpcStream))
         }
         let chunks = held
         held = []
         for chunk in chunks {
-            let next = receiveData(chunk, budget: &budget)
-            outcome.actions += next.actions
-            outcome.credit += next.credit
+            outcome.append(contentsOf: receiveData(chunk, budget: &budget))
         }
         if heldEnd {
             heldEnd = false
-            outcome.actions += receiveEnd(budget: &budget).actions
+            outcome.append(contentsOf: receiveEnd(budget: &budget))
         }
         return outcome
     }
@@ -144,8 +180,13 @@ struct ServerStream {
     // MARK: Request
 
     mutating func receiveData(_ bytes: [UInt8], budget: inout ConnectionBufferBudget) -> Outcome {
+        bytes.withUnsafeBytes { receiveData($0, budget: &budget) }
+    }
+
+    /// A chunk of request body, read in place (copied only where it must stay).
+    mutating func receiveData(_ bytes: UnsafeRawBufferPointer, budget: inout ConnectionBufferBudget) -> Outcome {
         if phase == .idle {
-            held.append(bytes)
+            held.append(Array(bytes))
             return Outcome()
         }
         if refusedUnread { return Outcome() }
@@ -161,7 +202,7 @@ struct ServerStream {
                     code: .resourceExhausted,
                     message: "the server holds too many request bytes for this connection (limit \(budget.limit)) or in total (limit \(budget.global.limit)); retry later"))
             }
-            outcome.actions += apply(action, budget: &budget)
+            outcome.append(apply(action, budget: &budget))
         } else if http != nil {
             guard phase == .open else { return outcome }
             let maxBodySize = http!.maxBodySize
@@ -170,7 +211,7 @@ struct ServerStream {
                 http!.body = ByteBuffer()
                 releaseAll(budget: &budget)
                 phase = .refused
-                outcome.actions.append(.rejectHTTP(overLimit
+                outcome.append(.rejectHTTP(overLimit
                     ? RESTError.payloadTooLarge(limit: maxBodySize).response
                     : RESTError.serverBusy.response))
                 return outcome
@@ -189,7 +230,7 @@ struct ServerStream {
         }
         if grpc != nil {
             let action = grpc!.receiveEnd()
-            return Outcome(actions: apply(action, budget: &budget))
+            return Outcome(apply(action, budget: &budget))
         }
         guard http != nil, phase == .open else { return Outcome() }
         let body = http!.body
@@ -197,8 +238,8 @@ struct ServerStream {
         // The body is handed on: the connection no longer holds it.
         releaseAll(budget: &budget)
         phase = .dispatched
-        return Outcome(actions: [.startHandler(.http(HTTPRequest(
-            method: HTTPMethod(rawValue: http!.method), uri: http!.uri, headers: http!.headers, body: body)))])
+        return Outcome(.startHandler(.http(HTTPRequest(
+            method: HTTPMethod(rawValue: http!.method), uri: http!.uri, headers: http!.headers, body: body))))
     }
 
     /// A message handed to a bidirectional handler was queued (`enqueued`) or dropped because
@@ -323,26 +364,26 @@ struct ServerStream {
     }
 
     private mutating func apply(_ action: ServerCallStateMachine.ReceiveAction,
-                                budget: inout ConnectionBufferBudget) -> [Action] {
+                                budget: inout ConnectionBufferBudget) -> Action? {
         switch action {
         case .none:
-            return []
+            return nil
         case .reject(let early):
             releaseUnqueued(budget: &budget)
             phase = .refused
-            return [.reject(early)]
+            return .reject(early)
         case .startHandler(let message):
             // The message is handed on: the connection no longer holds its bytes.
             releaseUnqueued(budget: &budget)
             phase = .dispatched
-            return [.startHandler(.grpcMessage(message))]
+            return .startHandler(.grpcMessage(message))
         case .deliver(let messages):
-            return [.deliver(messages)]
+            return .deliver(messages)
         case .endOfRequests:
-            return [.endOfRequests]
+            return .endOfRequests
         case .failRequests(let early):
             releaseUnqueued(budget: &budget)
-            return [.failRequests(early)]
+            return .failRequests(early)
         }
     }
 }
