@@ -58,41 +58,45 @@ public struct Metadata: Sendable, Hashable, Sequence {
 extension Metadata {
     /// Header names that belong to the protocol and never appear as application metadata.
     static func isReserved(_ name: String) -> Bool {
-        // Bytes, not Characters: header names are ASCII, and this runs for every field of every call.
-        if name.utf8.first == UInt8(ascii: ":") || Self.bytes(of: name, at: .start, equal: "grpc-") { return true }
-        switch name.utf8.count {  // by length first, as in RequestHead.parse
-        case 2: return name == "te"
-        case 4: return name == "host"
-        case 12: return name == "content-type"
-        case 14: return name == "content-length"
+        var name = name
+        return name.withUTF8 { isReserved(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// `isReserved` of a name's bytes (header names are ASCII; this runs for every field of
+    /// every call).
+    static func isReserved(_ name: UnsafeRawBufferPointer) -> Bool {
+        guard let first = name.first else { return false }
+        if first == UInt8(ascii: ":") || (name.count >= 5 && UnsafeRawBufferPointer(rebasing: name[..<5]).equals("grpc-")) {
+            return true
+        }
+        switch name.count {  // by length first, as in RequestHead.parse
+        case 2: return name.equals("te")
+        case 4: return name.equals("host")
+        case 12: return name.equals("content-type")
+        case 14: return name.equals("content-length")
         default: return false
         }
     }
 
-    private enum End { case start, end }
-
-    /// Whether `text` starts or ends with the bytes of `affix` (`UnsafeRawBufferPointer.equals`).
-    private static func bytes(of text: String, at end: End, equal affix: StaticString) -> Bool {
-        let count = affix.utf8CodeUnitCount
-        let affixBytes = UnsafeRawBufferPointer(start: affix.utf8Start, count: count)
-        return text.utf8.withContiguousStorageIfAvailable { bytes in
-            guard bytes.count >= count else { return false }
-            let raw = UnsafeRawBufferPointer(bytes)
-            return UnsafeRawBufferPointer(rebasing: end == .start ? raw[..<count] : raw[(raw.count - count)...]).equals(affix)
-        } ?? (end == .start ? text.utf8.starts(with: affixBytes) : text.utf8.suffix(count).elementsEqual(affixBytes))
-    }
-
-    /// Builds request metadata from header fields; nil when a `-bin` value is not base64.
-    init?(requestFields fields: [HeaderField]) {
+    /// Builds request metadata from a header block; nil when a `-bin` value is not base64.
+    init?(requestBlock block: RequestHeaderBlock) {
         self.init()
-        for field in fields where !Self.isReserved(field.name) {
-            if Self.bytes(of: field.name, at: .end, equal: "-bin") {
-                guard let values = BinaryMetadata.decode(field.value) else { return nil }
-                for bytes in values { elements.append(Element(key: field.name, value: .binary(bytes))) }
+        var valid = true
+        block.forEach { field in
+            guard valid, !Self.isReserved(field.name) else { return }
+            let name = HeaderText.name(field.name)
+            let nameCount = field.name.count
+            if nameCount >= 4, UnsafeRawBufferPointer(rebasing: field.name[(nameCount - 4)...]).equals("-bin") {
+                guard let values = BinaryMetadata.decode(HeaderText.value(field.value)) else {
+                    valid = false
+                    return
+                }
+                for bytes in values { elements.append(Element(key: name, value: .binary(bytes))) }
             } else {
-                elements.append(Element(key: field.name, value: .string(field.value)))
+                elements.append(Element(key: name, value: .string(HeaderText.value(field.value))))
             }
         }
+        guard valid else { return nil }
     }
 
     /// Header fields for this metadata; reserved and malformed keys are skipped.

@@ -21,11 +21,11 @@ public enum CredentialVerdict: Sendable {
 /// Maps `/service/method` paths to handlers.
 public struct RPCRouter: Sendable {
     private(set) var handlers: [String: RPCHandler] = [:] {
-        didSet { routes = handlers.map { ($0.key, $0.value) } }
+        didSet { routes = handlers.map { (Array($0.key.utf8), $0.value) } }
     }
-    /// `handlers` as a list for `lookup`: a few dozen paths compared length first cost less
-    /// than hashing the path (SipHash, 500 instructions for a 28-byte path).
-    private var routes: [(path: String, handler: RPCHandler)] = []
+    /// `handlers` as a list for `lookup`: a few dozen paths compared as bytes, length first,
+    /// cost less than making the request's path a String and hashing it.
+    private var routes: [(path: [UInt8], handler: RPCHandler)] = []
     private(set) var services: Set<String> = []
     /// Services whose every method needs `authorization: Bearer <token>`, with the error a
     /// call without one gets: the connection answers it from the headers, before it buffers
@@ -164,10 +164,16 @@ public struct RPCRouter: Sendable {
 
     /// What to do with a request for `path`.
     func lookup(_ path: String) -> Lookup {
-        let length = path.utf8.count
-        for route in routes where route.path.utf8.count == length && route.path == path {
-            return .found(route.handler)
+        var path = path
+        return path.withUTF8 { lookup(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// `lookup` of a request's `:path` bytes.
+    func lookup(_ pathBytes: UnsafeRawBufferPointer) -> Lookup {
+        for route in routes where route.path.count == pathBytes.count {
+            if route.path.withUnsafeBytes({ $0.equals(pathBytes) }) { return .found(route.handler) }
         }
+        let path = String(decoding: pathBytes, as: UTF8.self)
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].isEmpty, !parts[1].isEmpty, !parts[2].isEmpty else {
             return .malformedPath

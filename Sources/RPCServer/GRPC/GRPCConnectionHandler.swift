@@ -274,8 +274,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     func handle(_ event: HTTP2Event) {
         switch event {
-        case .requestHeaders(let streamID, let fields, let tooLarge, let endStream):
-            receiveHeaders(streamID: streamID, fields: fields, tooLarge: tooLarge, endStream: endStream)
+        case .requestHeaders(let streamID, let range, let tooLarge, let endStream):
+            session?.withHeaderBlock(range) { block in
+                receiveHeaders(streamID: streamID, block: block, tooLarge: tooLarge, endStream: endStream)
+            }
         case .data(let streamID, let range):
             abuse.dataWithPayload()
             timers.activity(streamID: streamID, now: passClock())
@@ -318,7 +320,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         streams[streamID]?.machine.messageTaken(count: count, budget: &budget)
     }
 
-    func receiveHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool) {
+    func receiveHeaders(streamID: Int32, block: RequestHeaderBlock, tooLarge: Bool, endStream: Bool) {
         let started = passClock()
         act(manager.streamOpened())
         abuse.streamOpened()
@@ -329,13 +331,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                 message: "request headers exceed \(configuration.maxHeaderListSize) bytes or \(configuration.maxHeaderFields) fields"))
             return
         }
-        if http != nil, let path = fields.first(where: { $0.name == ":path" })?.value, Self.isHTTPPath(path),
-           !RequestHead.isGRPCContentType(fields.first(where: { $0.name == "content-type" })?.value ?? "") {
-            beginHTTPCall(streamID: streamID, fields: fields, endStream: endStream)
+        let path = block.value(of: ":path") ?? UnsafeRawBufferPointer(start: nil, count: 0)
+        if http != nil, Self.isHTTPPath(path),
+           !RequestHead.isGRPCContentType(block.value(of: "content-type").map(HeaderText.value) ?? "") {
+            beginHTTPCall(streamID: streamID, fields: block.fields, endStream: endStream)
             return
         }
         let head: RequestHead
-        switch RequestHead.parse(fields) {
+        switch RequestHead.parse(block) {
         case .rejected(let early):
             rejectUnrouted(streamID: streamID, since: started, early)
             return
@@ -343,12 +346,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             head = parsed
         }
         let handler: RPCHandler
-        switch router.lookup(head.path) {
+        switch router.lookup(path) {
         case .found(let found):
             handler = found
         case .unknownMethod:
             rejectUnrouted(streamID: streamID, since: started,
-                           EarlyResponse(code: .unimplemented, message: "unknown method \(head.path)"))
+                           EarlyResponse(code: .unimplemented, message: "unknown method \(HeaderText.value(path))"))
             return
         case .unknownService(let service):
             rejectUnrouted(streamID: streamID, since: started,
@@ -356,7 +359,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         case .malformedPath:
             rejectUnrouted(streamID: streamID, since: started,
-                           EarlyResponse(code: .unimplemented, message: "malformed method name \"\(head.path)\""))
+                           EarlyResponse(code: .unimplemented, message: "malformed method name \"\(HeaderText.value(path))\""))
             return
         }
         let authorization = handler.credentials == nil ? nil : head.metadata[stringValues: "authorization"].first
@@ -616,11 +619,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// Plain HTTP over h2c: the REST shim's paths and the metrics.
     static func isHTTPPath(_ path: String) -> Bool {
-        // Every gRPC path is rejected by its second byte (`/flowd.`, `/grpc.`), before a prefix compare.
-        guard let second = path.utf8.dropFirst().first, second == UInt8(ascii: "v") || second == UInt8(ascii: "m") else {
-            return false
+        var path = path
+        return path.withUTF8 { isHTTPPath(UnsafeRawBufferPointer($0)) }
+    }
+
+    static func isHTTPPath(_ path: UnsafeRawBufferPointer) -> Bool {
+        func starts(with prefix: StaticString) -> Bool {
+            path.count >= prefix.utf8CodeUnitCount
+                && UnsafeRawBufferPointer(rebasing: path[..<prefix.utf8CodeUnitCount]).equals(prefix)
         }
-        return path.hasPrefix("/v1/") || path == "/metrics" || path.hasPrefix("/metrics?")
+        return starts(with: "/v1/") || path.equals("/metrics") || starts(with: "/metrics?")
     }
 
     func failWaitingWriters(streamID: Int32) {

@@ -13,59 +13,63 @@ struct EarlyResponse: Sendable, Equatable {
     var extraFields: [HeaderField] = []
 }
 
-/// The validated parts of a gRPC request's header block.
+/// The validated parts of a gRPC request's header block (its `:path` is read from the block
+/// by the caller, as bytes).
 struct RequestHead: Sendable {
-    var path: String
     var metadata: Metadata
     /// From `grpc-timeout`; nil when absent.
     var timeout: TimeAmount?
 
     /// Validates a request header block (PROTOCOL-HTTP2.md; status choices follow grpc-go).
-    static func parse(_ fields: [HeaderField]) -> Parsed {
-        var method: String?
-        var path: String?
-        var contentType: String?
-        var encoding: String?
-        var timeoutText: String?
-        for field in fields {
-            // By length first: two Strings of different texts are compared byte by byte, a
-            // few dozen instructions each, and most fields match none of these names.
+    static func parse(_ block: RequestHeaderBlock) -> Parsed {
+        var method: UnsafeRawBufferPointer?
+        var contentType: UnsafeRawBufferPointer?
+        var encoding: UnsafeRawBufferPointer?
+        var timeoutBytes: UnsafeRawBufferPointer?
+        block.forEach { field in
+            // By length first: most fields match none of these names.
             let name = field.name
-            switch name.utf8.count {
-            case 5 where name == ":path": path = field.value
-            case 7 where name == ":method": method = field.value
-            case 12 where name == "content-type": contentType = field.value
-            case 12 where name == "grpc-timeout": timeoutText = field.value
-            case 13 where name == "grpc-encoding": encoding = field.value
+            switch name.count {
+            case 7 where name.equals(":method"): method = field.value
+            case 12 where name.equals("content-type"): contentType = field.value
+            case 12 where name.equals("grpc-timeout"): timeoutBytes = field.value
+            case 13 where name.equals("grpc-encoding"): encoding = field.value
             default: break
             }
         }
-        guard method == "POST" else {
+        guard let method, method.equals("POST") else {
             return .rejected(EarlyResponse(httpStatus: 405, code: .internalError,
-                                          message: "gRPC requires POST, got \(method ?? "no method")"))
+                                          message: "gRPC requires POST, got \(method.map(HeaderText.value) ?? "no method")"))
         }
-        guard let contentType, Self.isGRPCContentType(contentType) else {
+        let contentTypeText = contentType.map(HeaderText.value)
+        guard let contentTypeText, Self.isGRPCContentType(contentTypeText) else {
             return .rejected(EarlyResponse(httpStatus: 415, code: .invalidArgument,
-                                          message: "invalid gRPC content-type \"\(contentType ?? "")\""))
+                                          message: "invalid gRPC content-type \"\(contentTypeText ?? "")\""))
         }
-        if let encoding, encoding != "identity" {
+        if let encoding, !encoding.equals("identity") {
             return .rejected(EarlyResponse(
-                code: .unimplemented, message: "grpc-encoding \"\(encoding)\" is not supported",
+                code: .unimplemented, message: "grpc-encoding \"\(HeaderText.value(encoding))\" is not supported",
                 extraFields: [HeaderField(name: "grpc-accept-encoding", value: "identity")]))
         }
         var timeout: TimeAmount?
-        if let timeoutText {
+        if let timeoutBytes {
+            let timeoutText = HeaderText.value(timeoutBytes)
             guard let parsed = Self.parseTimeout(timeoutText) else {
                 return .rejected(EarlyResponse(httpStatus: 400, code: .internalError,
                                               message: "malformed grpc-timeout \"\(timeoutText)\""))
             }
             timeout = parsed
         }
-        guard let metadata = Metadata(requestFields: fields) else {
+        guard let metadata = Metadata(requestBlock: block) else {
             return .rejected(EarlyResponse(httpStatus: 400, code: .internalError,
                                           message: "malformed base64 in -bin metadata"))
         }
-        return .accepted(RequestHead(path: path ?? "", metadata: metadata, timeout: timeout))
+        return .accepted(RequestHead(metadata: metadata, timeout: timeout))
+    }
+
+    /// `parse` of fields held as Strings.
+    static func parse(_ fields: [HeaderField]) -> Parsed {
+        RequestHeaderBlock.encode(fields).withUnsafeReadableBytes { parse(RequestHeaderBlock(bytes: $0)) }
     }
 
     enum Parsed {

@@ -68,4 +68,11 @@ extension UnsafeRawBufferPointer {
         guard let base = baseAddress else { return true }
         return memcmp(base, text.utf8Start, count) == 0
     }
+
+    /// The same bytes as `other`, compared with `memcmp`.
+    func equals(_ other: UnsafeRawBufferPointer) -> Bool {
+        guard count == other.count else { return false }
+        guard let base = baseAddress, let otherBase = other.baseAddress else { return true }
+        return memcmp(base, otherBase, count) == 0
+    }
 }

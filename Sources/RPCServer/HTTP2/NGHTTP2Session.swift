@@ -19,9 +19,10 @@ enum HTTP2ErrorCode: UInt32, Sendable {
 /// Callbacks only record; the connection acts on the events after `nghttp2_session_mem_recv`
 /// has returned.
 enum HTTP2Event {
-    /// A complete request header block. `tooLarge` is set when the block went over the header
-    /// list limits; its fields were then not kept.
-    case requestHeaders(streamID: Int32, fields: [HeaderField], tooLarge: Bool, endStream: Bool)
+    /// A complete request header block: its place in the session's header bytes of this read
+    /// (`NGHTTP2Session.withHeaderBlock`). `tooLarge` is set when the block went over the
+    /// header list limits; its fields were then not kept.
+    case requestHeaders(streamID: Int32, block: Range<Int>, tooLarge: Bool, endStream: Bool)
     /// A chunk of request body: its place in the session's bytes of this read
     /// (`NGHTTP2Session.withReceivedData`).
     case data(streamID: Int32, range: Range<Int>)
@@ -63,9 +64,6 @@ final class NGHTTP2Session {
     /// A class, changed in place through the map: a struct copied out and written back copied
     /// its header list on every header field and its outbound buffer on every DATA frame.
     private final class StreamIO {
-        var headerFields: [HeaderField] = []
-        var headerBytes = 0
-        var headersTooLarge = false
         var requestEnded = false
         var outbound = ByteBuffer()
         var trailers: HeaderBlock?
@@ -78,10 +76,6 @@ final class NGHTTP2Session {
         var sentBytes = 0
     }
 
-    /// Room reserved for a request's header list at its first field: a gRPC call sends about
-    /// eight (pseudo-headers, content-type, te, user-agent, authorization, a deadline).
-    private static let expectedHeaderFields = 12
-
     private let session: OpaquePointer
     private let headerLimits: HeaderListLimits
     /// Owns each stream's bookkeeping from its request headers until nghttp2 closes it; look-ups
@@ -91,8 +85,25 @@ final class NGHTTP2Session {
     /// The request body bytes of the current `receive`, one after the other: a DATA event names
     /// its range (one buffer per read instead of an array per DATA frame). Emptied by the next
     /// `receive`; its storage is kept up to `receivedDataKeptCapacity`.
-    private var receivedData: [UInt8] = []
+    private var receivedData = ByteBuffer()
     private static let receivedDataKeptCapacity = 64 * 1024
+    /// The request header blocks of the current `receive` in `RequestHeaderBlock`'s layout, one
+    /// after the other: a `.requestHeaders` event names its range. A block still arriving when
+    /// a read ends (a block can span reads) is moved to the front by the next `receive`, which
+    /// drops the rest; storage is kept up to `receivedDataKeptCapacity`.
+    private var receivedHeaders = ByteBuffer()
+    /// The header block nghttp2 is delivering field by field (blocks never interleave).
+    private var receiving: ReceivingBlock?
+
+    private struct ReceivingBlock {
+        let streamID: Int32
+        /// Where its bytes start in `receivedHeaders`.
+        var start: Int
+        /// Sum of `name + value + 32` over its fields (RFC 7541 section 4.1 counting).
+        var listSize = 0
+        var fieldCount = 0
+        var tooLarge = false
+    }
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
     /// must follow the frame with END_STREAM, and may only be submitted after it was sent.
     private var earlyClosedStreams: [Int32] = []
@@ -160,10 +171,13 @@ final class NGHTTP2Session {
     /// is fatal for the session: drain the output (it may hold a GOAWAY) and close.
     func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        if receivedData.capacity > Self.receivedDataKeptCapacity {
-            receivedData = []
+        Self.reset(&receivedData)
+        if let start = receiving?.start {
+            receivedHeaders.moveReaderIndex(to: start)
+            receivedHeaders.discardReadBytes()
+            receiving!.start = 0
         } else {
-            receivedData.removeAll(keepingCapacity: true)
+            Self.reset(&receivedHeaders)
         }
         frameHeaders.scan(bytes) { header in
             if header.isEmptyDataWithoutEndStream { events.append(.emptyDataFrame(streamID: header.streamID)) }
@@ -186,9 +200,23 @@ final class NGHTTP2Session {
         if credited > 0 { nghttp2_session_consume(session, streamID, credited) }
     }
 
+    /// Empties one of the per-read buffers, keeping its storage up to `receivedDataKeptCapacity`.
+    private static func reset(_ buffer: inout ByteBuffer) {
+        if buffer.capacity > receivedDataKeptCapacity {
+            buffer = ByteBuffer()
+        } else {
+            buffer.clear()
+        }
+    }
+
+    /// The header block of a `.requestHeaders` event, valid until the next `receive`.
+    func withHeaderBlock<R>(_ range: Range<Int>, _ body: (RequestHeaderBlock) -> R) -> R {
+        receivedHeaders.withUnsafeReadableBytes { body(RequestHeaderBlock(bytes: UnsafeRawBufferPointer(rebasing: $0[range]))) }
+    }
+
     /// The bytes of a `.data` event, valid until the next `receive`.
     func withReceivedData<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
-        receivedData.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[range])) }
+        receivedData.withUnsafeReadableBytes { body(UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 
     /// Request bytes of `streamID` received and not yet credited back.
@@ -382,39 +410,35 @@ final class NGHTTP2Session {
         let id = flowd_h2_frame_stream_id(frame)
         streams[id] = stream
         nghttp2_session_set_stream_user_data(session, id, Unmanaged.passUnretained(stream).toOpaque())
+        if let abandoned = receiving?.start { receivedHeaders.moveWriterIndex(to: abandoned) }
+        receiving = ReceivingBlock(streamID: id, start: receivedHeaders.writerIndex)
     }
 
     private func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer,
                           value: UnsafeRawBufferPointer) {
-        guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
-        withStream(flowd_h2_frame_stream_id(frame)) { stream in
-            addHeader(to: stream, name: name, value: value)
-        }
-    }
-
-    private func addHeader(to stream: StreamIO, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        stream.headerBytes += name.count + value.count + 32
-        if stream.headersTooLarge
-            || stream.headerBytes > headerLimits.maxListSize
-            || stream.headerFields.count >= headerLimits.maxFieldCount {
-            stream.headersTooLarge = true
-            stream.headerFields = []
+        guard flowd_h2_frame_is_request_headers(frame) != 0, var block = receiving,
+              block.streamID == flowd_h2_frame_stream_id(frame) else { return }
+        block.listSize += name.count + value.count + 32
+        block.fieldCount += 1
+        if block.tooLarge || block.listSize > headerLimits.maxListSize || block.fieldCount > headerLimits.maxFieldCount {
+            if !block.tooLarge { receivedHeaders.moveWriterIndex(to: block.start) }
+            block.tooLarge = true
         } else {
-            if stream.headerFields.isEmpty { stream.headerFields.reserveCapacity(Self.expectedHeaderFields) }
-            stream.headerFields.append(HeaderField(name: HeaderText.name(name), value: HeaderText.value(value)))
+            RequestHeaderBlock.append(name: name, value: value, to: &receivedHeaders)
         }
+        receiving = block
     }
 
     private func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) {
         let id = flowd_h2_frame_stream_id(frame)
         let endStream = flowd_h2_frame_has_end_stream(frame) != 0
         if flowd_h2_frame_is_request_headers(frame) != 0 {
+            guard let block = receiving, block.streamID == id else { return }
+            receiving = nil
             withStream(id) { stream in
-                let fields = stream.headerFields
-                stream.headerFields = []
                 stream.requestEnded = endStream
-                events.append(.requestHeaders(streamID: id, fields: fields, tooLarge: stream.headersTooLarge,
-                                              endStream: endStream))
+                events.append(.requestHeaders(streamID: id, block: block.start..<receivedHeaders.writerIndex,
+                                              tooLarge: block.tooLarge, endStream: endStream))
             }
         } else if flowd_h2_frame_is_headers(frame) != 0 || flowd_h2_frame_is_data(frame) != 0 {
             // END_STREAM on DATA, or on request trailers (gRPC clients do not send them).
@@ -435,9 +459,9 @@ final class NGHTTP2Session {
     private func onDataChunk(streamID: Int32, bytes: UnsafeRawBufferPointer) {
         let known: Void? = withStream(streamID) { stream in
             stream.unconsumed += bytes.count
-            let start = receivedData.count
-            receivedData.append(contentsOf: bytes)
-            events.append(.data(streamID: streamID, range: start..<receivedData.count))
+            let start = receivedData.writerIndex
+            receivedData.writeBytes(bytes)
+            events.append(.data(streamID: streamID, range: start..<receivedData.writerIndex))
         }
         if known == nil { orphanedCredit += bytes.count }
     }
@@ -453,6 +477,10 @@ final class NGHTTP2Session {
     }
 
     private func onStreamClose(streamID: Int32, errorCode: UInt32) {
+        if let block = receiving, block.streamID == streamID {
+            receivedHeaders.moveWriterIndex(to: block.start)
+            receiving = nil
+        }
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         // Credit nobody will consume any more: without it the connection window would leak.
         orphanedCredit += stream.unconsumed

@@ -1,0 +1,77 @@
+import NGHTTP2Support
+import NIOCore
+
+/// A request's header block as bytes, the way nghttp2 delivered it: for each field its name's
+/// and value's lengths (4 bytes each, little-endian), then the name, then the value.
+///
+/// A view: the bytes belong to the session (valid during the pass of `handleEvents` that
+/// handles the block) or to an array the caller keeps alive. Fields are compared and parsed in
+/// place; Strings are made only for what a handler keeps (metadata) or an error names. (As
+/// Strings, a call's eight fields cost an array, two String allocations and their releases.)
+struct RequestHeaderBlock {
+    let bytes: UnsafeRawBufferPointer
+
+    struct Field {
+        let name: UnsafeRawBufferPointer
+        let value: UnsafeRawBufferPointer
+    }
+
+    static let fieldOverhead = 8
+
+    /// Appends one field in the block layout.
+    static func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, to storage: inout ByteBuffer) {
+        let size = fieldOverhead + name.count + value.count
+        storage.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            out.storeBytes(of: UInt32(name.count).littleEndian, toByteOffset: 0, as: UInt32.self)
+            out.storeBytes(of: UInt32(value.count).littleEndian, toByteOffset: 4, as: UInt32.self)
+            let valueStart = fieldOverhead + name.count
+            UnsafeMutableRawBufferPointer(rebasing: out[fieldOverhead..<valueStart]).copyMemory(from: name)
+            UnsafeMutableRawBufferPointer(rebasing: out[valueStart..<size]).copyMemory(from: value)
+            return size
+        }
+    }
+
+    /// `fields` in the block layout (tests, and callers that hold fields as Strings).
+    static func encode(_ fields: [HeaderField]) -> ByteBuffer {
+        var storage = ByteBuffer()
+        for field in fields {
+            var name = field.name, value = field.value
+            name.withUTF8 { name in
+                value.withUTF8 { value in
+                    append(name: UnsafeRawBufferPointer(name), value: UnsafeRawBufferPointer(value), to: &storage)
+                }
+            }
+        }
+        return storage
+    }
+
+    /// Calls `body` with each field in order.
+    func forEach(_ body: (Field) -> Void) {
+        var offset = 0
+        while offset + Self.fieldOverhead <= bytes.count {
+            let nameCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            let valueCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)))
+            let nameStart = offset + Self.fieldOverhead
+            let valueStart = nameStart + nameCount
+            offset = valueStart + valueCount
+            body(Field(name: UnsafeRawBufferPointer(rebasing: bytes[nameStart..<valueStart]),
+                       value: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<offset])))
+        }
+    }
+
+    /// The value of the first field named `name`.
+    func value(of name: StaticString) -> UnsafeRawBufferPointer? {
+        var found: UnsafeRawBufferPointer?
+        forEach { field in
+            if found == nil, field.name.equals(name) { found = field.value }
+        }
+        return found
+    }
+
+    /// The fields as Strings (a plain HTTP request's head).
+    var fields: [HeaderField] {
+        var fields: [HeaderField] = []
+        forEach { fields.append(HeaderField(name: HeaderText.name($0.name), value: HeaderText.value($0.value))) }
+        return fields
+    }
+}

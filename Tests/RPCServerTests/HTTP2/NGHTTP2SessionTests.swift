@@ -1,0 +1,78 @@
+import NGHTTP2Support
+import NIOCore
+import Testing
+@testable import RPCClient
+@testable import RPCServer
+
+@Suite("NGHTTP2Session: a request's header block and body as the connection reads them")
+struct NGHTTP2SessionTests {
+    static let fields = [
+        HeaderField(name: ":method", value: "POST"), HeaderField(name: ":scheme", value: "http"),
+        HeaderField(name: ":path", value: "/grpc.health.v1.Health/Check"), HeaderField(name: ":authority", value: "127.0.0.1:1"),
+        HeaderField(name: "content-type", value: "application/grpc"), HeaderField(name: "te", value: "trailers"),
+        HeaderField(name: "user-agent", value: "a client with a long user agent string"),
+        HeaderField(name: "x-custom-bin", value: "AAEC"),
+    ]
+    static let body: [UInt8] = [0, 0, 0, 0, 3, 10, 1, 65]
+
+    /// What a client sends for one request: preface, SETTINGS, HEADERS, DATA.
+    static func clientBytes() throws -> [UInt8] {
+        let client = try NGHTTP2ClientSession(settings: .init(initialWindowSize: 65_535, maxHeaderListSize: 16_384))
+        _ = try client.submitRequest(fields: fields, body: body)
+        var buffer = ByteBuffer()
+        try client.drainOutput(into: &buffer)
+        return Array(buffer.readableBytesView)
+    }
+
+    static func server() throws -> NGHTTP2Session {
+        try NGHTTP2Session(settings: .init(maxConcurrentStreams: 100, initialWindowSize: 65_535, connectionWindowSize: 1 << 20,
+                                           maxHeaderListSize: 16_384, maxFieldCount: 64, resetBurst: 1000,
+                                           resetRatePerSecond: 33))
+    }
+
+    @Test("split into two reads at every byte, the header block and the body arrive whole and once")
+    func everySplit() throws {
+        let bytes = try Self.clientBytes()
+        for split in 0...bytes.count {
+            let session = try Self.server()
+            var headerBlocks: [[HeaderField]] = []
+            var body: [UInt8] = []
+            for part in [bytes[..<split], bytes[split...]] {
+                try Array(part).withUnsafeBytes { try session.receive($0) }
+                // As the connection does: each read's events are handled before the next read.
+                for event in session.takeEvents() {
+                    switch event {
+                    case .requestHeaders(_, let range, let tooLarge, _):
+                        #expect(!tooLarge)
+                        headerBlocks.append(session.withHeaderBlock(range) { $0.fields })
+                    case .data(_, let range):
+                        body += session.withReceivedData(range) { Array($0) }
+                    default:
+                        break
+                    }
+                }
+            }
+            #expect(headerBlocks == [Self.fields], "split at \(split)")
+            #expect(body == Self.body, "split at \(split)")
+        }
+    }
+
+    @Test("a header block over the field limit is reported too large, and the next one is whole")
+    func tooLarge() throws {
+        let client = try NGHTTP2ClientSession(settings: .init(initialWindowSize: 65_535, maxHeaderListSize: 16_384))
+        let many = Self.fields + (0..<70).map { HeaderField(name: "x-field-\($0)", value: "v") }
+        _ = try client.submitRequest(fields: many, body: Self.body)
+        _ = try client.submitRequest(fields: Self.fields, body: Self.body)
+        var buffer = ByteBuffer()
+        try client.drainOutput(into: &buffer)
+        let session = try Self.server()
+        try Array(buffer.readableBytesView).withUnsafeBytes { try session.receive($0) }
+        var blocks: [(tooLarge: Bool, fields: [HeaderField])] = []
+        for case .requestHeaders(_, let range, let tooLarge, _) in session.takeEvents() {
+            blocks.append((tooLarge, session.withHeaderBlock(range) { $0.fields }))
+        }
+        #expect(blocks.count == 2)
+        #expect(blocks.first?.tooLarge == true && blocks.first?.fields == [])
+        #expect(blocks.last?.tooLarge == false && blocks.last?.fields == Self.fields)
+    }
+}
