@@ -689,11 +689,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .sendMessage:
             break
         }
-        session?.sendData(streamID: streamID) { output in
-            output.reserveCapacity(minimumWritableBytes: GRPCFraming.prefixLength + bytes.count)
-            _ = GRPCFraming.withPrefix(forLength: bytes.count) { output.writeBytes($0) }
-            output.writeBytes(bytes)
-        }
+        session?.sendMessage(streamID: streamID, bytes)
         scheduleFlush()
         return true
     }

@@ -1,4 +1,5 @@
 private import CNGHTTP2
+import Codec
 import NGHTTP2Support
 import NIOCore
 
@@ -65,6 +66,11 @@ final class NGHTTP2Session {
     /// its header list on every header field and its outbound buffer on every DATA frame.
     private final class StreamIO {
         var requestEnded = false
+        /// A gRPC message waiting whole in front of `outbound` (a unary response is one):
+        /// nghttp2 copies it from its own array, its prefix made as it goes, instead of it
+        /// being copied into `outbound` first. `messageSent` counts prefix and message bytes taken.
+        var message: [UInt8]?
+        var messageSent = 0
         var outbound = ByteBuffer()
         var trailers: HeaderBlock?
         /// The body ends with END_STREAM on its last DATA frame, without trailers (plain HTTP).
@@ -286,7 +292,10 @@ final class NGHTTP2Session {
 
     /// Response bytes buffered for `streamID` and not yet handed to nghttp2.
     func bufferedOutboundBytes(streamID: Int32) -> Int {
-        withStream(streamID) { $0.outbound.readableBytes } ?? 0
+        withStream(streamID) { stream in
+            stream.outbound.readableBytes
+                + (stream.message.map { GRPCFraming.prefixLength + $0.count - stream.messageSent } ?? 0)
+        } ?? 0
     }
 
     // MARK: Responses
@@ -322,11 +331,17 @@ final class NGHTTP2Session {
         }
     }
 
-    /// Queues what `write` appends to the stream's output (a gRPC message's prefix and
-    /// bytes, written in place instead of framed into an array first).
-    func sendData(streamID: Int32, _ write: (inout ByteBuffer) -> Void) {
+    /// Queues a gRPC message (framed on the way out).
+    func sendMessage(streamID: Int32, _ bytes: [UInt8]) {
         withStream(streamID) { stream in
-            write(&stream.outbound)
+            if stream.message == nil, stream.outbound.readableBytes == 0 {
+                stream.message = bytes
+                stream.messageSent = 0
+            } else {
+                stream.outbound.reserveCapacity(minimumWritableBytes: GRPCFraming.prefixLength + bytes.count)
+                _ = GRPCFraming.withPrefix(forLength: bytes.count) { stream.outbound.writeBytes($0) }
+                stream.outbound.writeBytes(bytes)
+            }
             resumeIfDeferred(stream, streamID: streamID)
         }
     }
@@ -494,23 +509,31 @@ final class NGHTTP2Session {
     /// nghttp2 pulls response body bytes here while it writes DATA frames within the peer's window.
     private func read(_ stream: StreamIO, streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int,
                       flags: UnsafeMutablePointer<UInt32>) -> Int {
-        let count = min(length, stream.outbound.readableBytes)
-        if count > 0 {
+        var count = 0
+        if let message = stream.message {
+            count = Self.copy(message, from: stream.messageSent, into: buffer, length: length)
+            stream.messageSent += count
+            if stream.messageSent == GRPCFraming.prefixLength + message.count { stream.message = nil }
+        }
+        let fromOutbound = stream.message == nil ? min(length - count, stream.outbound.readableBytes) : 0
+        if fromOutbound > 0 {
             stream.outbound.withUnsafeReadableBytes { bytes in
-                buffer.update(from: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), count: count)
+                (buffer + count).update(from: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), count: fromOutbound)
             }
-            stream.outbound.moveReaderIndex(forwardBy: count)
-            stream.sentBytes += count
+            stream.outbound.moveReaderIndex(forwardBy: fromOutbound)
+            count += fromOutbound
             // Sent: the storage goes (`clear()` would keep its capacity, and a long-lived
             // stream such as a WatchRun would hold it between its messages). The next message
             // allocates what it needs.
             if stream.outbound.readableBytes == 0 { stream.outbound = ByteBuffer() }
         }
-        if stream.outbound.readableBytes == 0, stream.endsWithoutTrailers {
+        stream.sentBytes += count
+        let drained = stream.message == nil && stream.outbound.readableBytes == 0
+        if drained, stream.endsWithoutTrailers {
             flowd_h2_set_data_flags(flags, 1, 0)
             return count
         }
-        if stream.outbound.readableBytes == 0, let trailers = stream.trailers {
+        if drained, let trailers = stream.trailers {
             flowd_h2_set_data_flags(flags, 1, 1)
             stream.trailers = nil
             let rc = trailers.withNameValues { nva, n in nghttp2_submit_trailer(session, streamID, nva, n) }
@@ -519,6 +542,27 @@ final class NGHTTP2Session {
         if count == 0 {
             stream.deferred = true
             return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        return count
+    }
+
+    /// Copies up to `length` bytes of `message` framed (prefix, then message), starting at
+    /// `offset` into the framed bytes; returns how many.
+    private static func copy(_ message: [UInt8], from offset: Int, into buffer: UnsafeMutablePointer<UInt8>,
+                             length: Int) -> Int {
+        let count = min(length, GRPCFraming.prefixLength + message.count - offset)
+        var written = 0
+        if offset < GRPCFraming.prefixLength {
+            written = min(count, GRPCFraming.prefixLength - offset)
+            GRPCFraming.withPrefix(forLength: message.count) { prefix in
+                UnsafeMutableRawPointer(buffer).copyMemory(from: prefix.baseAddress! + offset, byteCount: written)
+            }
+        }
+        if written < count {
+            let start = offset + written - GRPCFraming.prefixLength
+            message.withUnsafeBytes { bytes in
+                UnsafeMutableRawPointer(buffer + written).copyMemory(from: bytes.baseAddress! + start, byteCount: count - written)
+            }
         }
         return count
     }

@@ -1,3 +1,4 @@
+import Codec
 import NGHTTP2Support
 import NIOCore
 import Testing
@@ -74,5 +75,42 @@ struct NGHTTP2SessionTests {
         #expect(blocks.count == 2)
         #expect(blocks.first?.tooLarge == true && blocks.first?.fields == [])
         #expect(blocks.last?.tooLarge == false && blocks.last?.fields == Self.fields)
+    }
+
+    @Test("response messages come out framed and in order across DATA frames and window updates, then the trailers")
+    func framedResponse() throws {
+        let client = try NGHTTP2ClientSession(settings: .init(initialWindowSize: 65_535, maxHeaderListSize: 16_384))
+        let id = try client.submitRequest(fields: Self.fields, body: Self.body)
+        let server = try Self.server()
+        let large = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let messages: [[UInt8]] = [large, [1, 2, 3], [], Array(repeating: 9, count: 70_000)]
+        var received: [UInt8] = []
+        var trailers: [HeaderField] = []
+        var responded = false
+        // Bytes go back and forth until the client has the trailers (bounded: a few dozen rounds).
+        for _ in 0..<200 where trailers.isEmpty {
+            var toServer = ByteBuffer()
+            try client.drainOutput(into: &toServer)
+            try Array(toServer.readableBytesView).withUnsafeBytes { try server.receive($0) }
+            for case .requestHeaders(let streamID, _, _, _) in server.takeEvents() where !responded {
+                responded = true
+                try server.sendResponseHeaders(streamID: streamID, fields: [HeaderField(name: ":status", value: "200")],
+                                               endStream: false)
+                for message in messages { server.sendMessage(streamID: streamID, message) }
+                server.sendTrailers(streamID: streamID, block: .fields([HeaderField(name: "grpc-status", value: "0")]))
+            }
+            var toClient = ByteBuffer()
+            try server.drainOutput(into: &toClient)
+            try Array(toClient.readableBytesView).withUnsafeBytes { try client.receive($0) }
+            for event in client.takeEvents() {
+                switch event {
+                case .data(let streamID, let bytes) where streamID == id: received += bytes
+                case .headers(let streamID, let fields, _, true) where streamID == id: trailers = fields
+                default: break
+                }
+            }
+        }
+        #expect(trailers == [HeaderField(name: "grpc-status", value: "0")])
+        #expect(received == messages.flatMap { GRPCFraming.frame($0) })
     }
 }
