@@ -46,7 +46,8 @@ public final class GRPCServer: Sendable {
                 metrics: ServerMetrics? = nil, logger: Logger,
                 afterRequestBurst: (@Sendable () -> Void)? = nil) {
         self.configuration = configuration
-        let transportMetrics = TransportMetrics(factory: metrics?.factory ?? MetricsSystem.factory)
+        let transportMetrics = TransportMetrics(factory: metrics?.factory ?? MetricsSystem.factory,
+                                                durations: metrics?.requestDurations)
         self.metrics = transportMetrics
         self.http = MetricsHTTPHandler(inner: http ?? NotFoundHandler(), metrics: transportMetrics, endpoint: metrics)
         self.httpConfiguration = httpConfiguration

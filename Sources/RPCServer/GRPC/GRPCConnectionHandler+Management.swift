@@ -106,7 +106,7 @@ extension GRPCConnectionHandler {
             let streamID = expiry.streamID
             logger.debug("resetting a stream", metadata: ["stream": "\(streamID)", "why": "\(expiry)"])
             if let stream = streams[streamID] {
-                stream.end(.cancelled)
+                stream.end(.cancelled, in: callMetrics)
                 stream.machine.markClosed()
                 stream.task?.cancel()
                 stream.verdict?.cancel()

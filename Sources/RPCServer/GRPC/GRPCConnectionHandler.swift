@@ -43,10 +43,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
 
         /// Counts the call's end once, with the status the client sees.
-        func end(_ code: StatusCode) {
+        func end(_ code: StatusCode, in batch: CallMetricsBatch) {
             guard !ended, let call else { return }
             ended = true
-            call.metrics.record(code, since: call.started)
+            batch.record(call.metrics, code, nanoseconds: (NIODeadline.now() - call.started).nanoseconds)
         }
 
         /// Stops whatever still runs or waits for the stream.
@@ -109,6 +109,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     /// that runs outside one (a call admitted once its key was verified asynchronously), so a
     /// snapshot never outlives the requests it was taken for.
     let readBatch = ReadBatch()
+    /// Calls ended and not yet added to the server's metrics (flushed before each write).
+    let callMetrics = CallMetricsBatch()
     var inEventPass = false
     /// See `passClock()`.
     var passTime: NIODeadline?
@@ -177,6 +179,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         cancelAllCalls()
+        callMetrics.flush()
         for timer in [handshakeTimer, idleTimer, graceTimer, ageTimer] { timer?.cancel() }
         sweepTask?.cancel()
         budget.releaseAll()
@@ -186,6 +189,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         cancelAllCalls()
+        callMetrics.flush()
         sweepTask?.cancel()
         ageTimer?.cancel()
         budget.releaseAll()
@@ -225,6 +229,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         if !outerPass {
             readBatch.end()
             passTime = nil
+            callMetrics.flush()
         }
     }
 
@@ -298,7 +303,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .streamClosed(let streamID, _):
             timers.closed(streamID: streamID, now: passClock())
             if let stream = streams.removeValue(forKey: streamID) {
-                stream.end(.cancelled)
+                stream.end(.cancelled, in: callMetrics)
                 stream.machine.closed(budget: &budget)
                 stream.cancel()
             }
@@ -365,7 +370,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let authorization = handler.credentials == nil ? nil : head.metadata[stringValues: "authorization"].first
         if let refusal = handler.credentials?.missing, !RPCRouter.hasBearerCredentials(authorization) {
             // Answered from the headers: the body of an unauthenticated call is never buffered.
-            (handler.metrics ?? metrics.unknownMethod).record(refusal.code, since: started)
+            callMetrics.record(handler.metrics ?? metrics.unknownMethod, refusal.code,
+                               nanoseconds: (NIODeadline.now() - started).nanoseconds)
             sendRefusal(streamID: streamID, refusal)
             return
         }
@@ -449,7 +455,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         switch refusal {
         case .grpc(let error):
             stream.deadline?.cancel()
-            stream.end(error.code)
+            stream.end(error.code, in: callMetrics)
             sendRefusal(streamID: streamID, error)
         case .http(let response):
             sendHTTPHead(streamID: streamID, response)
@@ -481,7 +487,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .reject(let early):
             let stream = streams[streamID]!
             stream.deadline?.cancel()
-            stream.end(early.code)
+            stream.end(early.code, in: callMetrics)
             sendEarlyResponse(streamID: streamID, early)
         case .rejectHTTP(let response):
             sendHTTPHead(streamID: streamID, response)
@@ -522,7 +528,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             stream.inbound?.finish(throwing: CancellationError())
             stream.inbound = nil
             stream.machine.handlerRefused(budget: &budget)
-            stream.end(.unavailable)  // what clients make of REFUSED_STREAM
+            stream.end(.unavailable, in: callMetrics)  // what clients make of REFUSED_STREAM
             session?.resetStream(streamID: streamID, errorCode: .refusedStream)
             scheduleFlush()
             return
@@ -582,7 +588,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func deadlineExpired(streamID: Int32) {
         guard let stream = streams[streamID] else { return }
         let action = stream.machine.deadlineExpired()
-        stream.end(.deadlineExceeded)
+        stream.end(.deadlineExceeded, in: callMetrics)
         stream.task?.cancel()
         stream.verdict?.cancel()
         stream.inbound?.finish(throwing: CancellationError())
@@ -605,7 +611,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         // their bytes go back to the budget (an emptied budget gives memory back to the system).
         for streamID in Array(streams.keys) {
             guard let stream = streams.removeValue(forKey: streamID) else { continue }
-            stream.end(.cancelled)
+            stream.end(.cancelled, in: callMetrics)
             stream.machine.closed(budget: &budget)
             stream.cancel()
         }
@@ -613,7 +619,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// Answers a request that reached no method (counted as method `unknown`).
     func rejectUnrouted(streamID: Int32, since started: NIODeadline, _ early: EarlyResponse) {
-        metrics.unknownMethod.record(early.code, since: started)
+        callMetrics.record(metrics.unknownMethod, early.code, nanoseconds: (NIODeadline.now() - started).nanoseconds)
         sendEarlyResponse(streamID: streamID, early)
     }
 
@@ -713,7 +719,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// The response, if any, then the status: trailers after a response, Trailers-Only without.
     private func sendEnding(_ stream: Stream, streamID: Int32, response: UnaryResponse?, status: RPCStatus, metadata: Metadata) {
-        stream.end(status.code)
+        stream.end(status.code, in: callMetrics)
         if let response {
             sendHeaders(stream, streamID: streamID, metadata: response.metadata)
             _ = sendMessage(stream, streamID: streamID, bytes: response.message)
@@ -837,6 +843,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     /// pass would drain nghttp2 into `output` while the outer one is writing it.
     func flushNow() {
         flushScheduled = false
+        // Before the responses go out: a client that has its answer finds its call counted.
+        callMetrics.flush()
         guard !flushing else {
             flushAgain = true
             return

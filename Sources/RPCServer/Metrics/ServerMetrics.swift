@@ -23,6 +23,9 @@ public struct ServerMetrics: Sendable {
     public let factory: PrometheusMetricsFactory
     /// Runs before each scrape (gauges read from elsewhere, such as the store's run counts).
     public var beforeScrape: @Sendable () async -> Void = {}
+    /// `flowd_grpc_request_duration_seconds`, kept outside the registry (see
+    /// `MethodDurationHistogram`) and written after its series.
+    public let requestDurations = RequestDurationHistograms(name: RPCMetricName.grpcDuration, buckets: ServerMetrics.requestBuckets)
 
     /// The `Content-Type` of the text exposition format.
     public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
@@ -30,9 +33,7 @@ public struct ServerMetrics: Sendable {
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         var factory = PrometheusMetricsFactory(registry: registry)
-        for name in [RPCMetricName.grpcDuration, RPCMetricName.httpDuration] {
-            factory.durationHistogramBuckets[name] = Self.requestBuckets
-        }
+        factory.durationHistogramBuckets[RPCMetricName.httpDuration] = Self.requestBuckets
         for name in [EngineMetricName.scheduleDelay, EngineMetricName.runDuration] {
             factory.durationHistogramBuckets[name] = Self.runBuckets
         }
@@ -65,6 +66,7 @@ public struct ServerMetrics: Sendable {
         await beforeScrape()
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
+        requestDurations.emit(into: &buffer)
         return buffer
     }
 }
@@ -86,25 +88,51 @@ public enum RPCMetricName {
 }
 
 /// Counters of one gRPC method by status code and its latency histogram, made up front.
+///
+/// The histogram is flowd's own (`MethodDurationHistogram`) when the server has a
+/// `ServerMetrics`, so that connections can batch their calls (`CallMetricsBatch`); otherwise it
+/// is a swift-metrics `Timer` of whatever backend was bootstrapped, recorded per call.
 final class MethodMetrics: Sendable {
     private let codes: [CoreMetrics.Counter]
-    private let duration: CoreMetrics.Timer
+    private let duration: CoreMetrics.Timer?
+    let histogram: MethodDurationHistogram?
 
     /// Status codes 0-16 get a series each; any other value counts as UNKNOWN.
-    private static let codeCount = 17
+    static let codeCount = 17
 
-    init(method: String, factory: any MetricsFactory) {
+    init(method: String, factory: any MetricsFactory, durations: RequestDurationHistograms? = nil) {
         codes = (0..<Self.codeCount).map { code in
             CoreMetrics.Counter(label: RPCMetricName.grpcRequests,
                     dimensions: [("method", method), ("code", StatusCode(rawValue: code).description)], factory: factory)
         }
-        duration = CoreMetrics.Timer(label: RPCMetricName.grpcDuration, dimensions: [("method", method)], factory: factory)
+        if let durations {
+            histogram = durations.make(method: method)
+            duration = nil
+        } else {
+            histogram = nil
+            duration = CoreMetrics.Timer(label: RPCMetricName.grpcDuration, dimensions: [("method", method)], factory: factory)
+        }
     }
 
-    func record(_ code: StatusCode, since start: NIODeadline) {
-        let index = code.rawValue >= 0 && code.rawValue < Self.codeCount ? code.rawValue : StatusCode.unknown.rawValue
-        codes[index].increment()
-        duration.recordNanoseconds((NIODeadline.now() - start).nanoseconds)
+    static func codeIndex(_ code: StatusCode) -> Int {
+        code.rawValue >= 0 && code.rawValue < codeCount ? code.rawValue : StatusCode.unknown.rawValue
+    }
+
+    /// One call, counted at once.
+    func record(_ code: StatusCode, nanoseconds: Int64) {
+        codes[Self.codeIndex(code)].increment()
+        if let histogram {
+            var counts = Array(repeating: 0, count: histogram.bounds.count + 1)
+            counts[histogram.bucket(of: nanoseconds)] = 1
+            histogram.add(counts: counts, sumNanoseconds: nanoseconds, count: 1)
+        } else {
+            duration?.recordNanoseconds(nanoseconds)
+        }
+    }
+
+    /// Calls counted by a `CallMetricsBatch`, per status code.
+    func add(codes counts: [Int]) {
+        for (index, count) in counts.enumerated() where count > 0 { codes[index].increment(by: Int64(count)) }
     }
 }
 
@@ -168,6 +196,7 @@ final class TransportMetrics: Sendable {
     /// Calls whose path is not a routed method.
     let unknownMethod: MethodMetrics
     private let factory: any MetricsFactory
+    private let durations: RequestDurationHistograms?
     private let connectionsOpen: CoreMetrics.Meter
     private let closed: [ConnectionCloseReason: CoreMetrics.Counter]
     private let http = Mutex<[HTTPSeriesKey: HTTPSeries]>([:])
@@ -175,9 +204,12 @@ final class TransportMetrics: Sendable {
     /// Records nothing (handlers made outside a server).
     static let disabled = TransportMetrics(factory: NOOPMetricsHandler.instance)
 
-    init(factory: any MetricsFactory) {
+    /// `durations`: the server's `ServerMetrics.requestDurations` (nil: call durations go to
+    /// `factory` as timers).
+    init(factory: any MetricsFactory, durations: RequestDurationHistograms? = nil) {
         self.factory = factory
-        unknownMethod = MethodMetrics(method: "unknown", factory: factory)
+        self.durations = durations
+        unknownMethod = MethodMetrics(method: "unknown", factory: factory, durations: durations)
         connectionsOpen = CoreMetrics.Meter(label: RPCMetricName.connectionsOpen, factory: factory)
         var closed: [ConnectionCloseReason: CoreMetrics.Counter] = [:]
         for reason in ConnectionCloseReason.allCases {
@@ -188,7 +220,7 @@ final class TransportMetrics: Sendable {
     }
 
     func method(_ path: String) -> MethodMetrics {
-        MethodMetrics(method: path, factory: factory)
+        MethodMetrics(method: path, factory: factory, durations: durations)
     }
 
     func connectionOpened() {
