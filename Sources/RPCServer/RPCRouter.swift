@@ -21,12 +21,13 @@ public enum CredentialVerdict: Sendable {
 /// Maps `/service/method` paths to handlers.
 public struct RPCRouter: Sendable {
     private(set) var handlers: [String: RPCHandler] = [:] {
-        didSet { routes = handlers.map { (Array($0.key.utf8), $0.value) } }
+        didSet { routeTable = RouteTable(handlers: handlers, services: services) }
     }
-    /// `handlers` as a list for `lookup`: a few dozen paths compared as bytes, length first,
-    /// cost less than making the request's path a String and hashing it.
-    private var routes: [(path: [UInt8], handler: RPCHandler)] = []
-    private(set) var services: Set<String> = []
+    private(set) var services: Set<String> = [] {
+        didSet { routeTable = RouteTable(handlers: handlers, services: services) }
+    }
+    /// What connections look a request's `:path` up in (see `RouteTable`).
+    private(set) var routeTable = RouteTable(handlers: [:], services: [])
     /// Services whose every method needs `authorization: Bearer <token>`, with the error a
     /// call without one gets: the connection answers it from the headers, before it buffers
     /// the request body.
@@ -165,20 +166,7 @@ public struct RPCRouter: Sendable {
     /// What to do with a request for `path`.
     func lookup(_ path: String) -> Lookup {
         var path = path
-        return path.withUTF8 { lookup(UnsafeRawBufferPointer($0)) }
-    }
-
-    /// `lookup` of a request's `:path` bytes.
-    func lookup(_ pathBytes: UnsafeRawBufferPointer) -> Lookup {
-        for route in routes where route.path.count == pathBytes.count {
-            if route.path.withUnsafeBytes({ $0.equals(pathBytes) }) { return .found(route.handler) }
-        }
-        let path = String(decoding: pathBytes, as: UTF8.self)
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[0].isEmpty, !parts[1].isEmpty, !parts[2].isEmpty else {
-            return .malformedPath
-        }
-        return services.contains(String(parts[1])) ? .unknownMethod : .unknownService(String(parts[1]))
+        return path.withUTF8 { routeTable.lookup(UnsafeRawBufferPointer($0)) }
     }
 
     enum Lookup {
@@ -190,14 +178,68 @@ public struct RPCRouter: Sendable {
 }
 
 /// What a successful handler produced besides streamed messages.
+/// The routed methods as a connection needs them, immutable once the server starts: a class,
+/// so that a look-up copies nothing (through the `RPCRouter` struct, a look-up copied the
+/// router and retained each of its tables, shared by every connection and event loop). The
+/// paths are one byte array compared length first (`memcmp`): for a few dozen methods, less
+/// than making the request's path a String and hashing it.
+final class RouteTable: Sendable {
+    private let bytes: [UInt8]
+    private let spans: [(start: Int, count: Int)]
+    private let handlers: [RPCHandler]
+    private let services: Set<String>
+
+    init(handlers: [String: RPCHandler], services: Set<String>) {
+        var bytes: [UInt8] = []
+        var spans: [(start: Int, count: Int)] = []
+        var list: [RPCHandler] = []
+        for (path, handler) in handlers {
+            spans.append((bytes.count, path.utf8.count))
+            bytes.append(contentsOf: path.utf8)
+            list.append(handler)
+        }
+        self.bytes = bytes
+        self.spans = spans
+        self.handlers = list
+        self.services = services
+    }
+
+    /// The method for a request's `:path` bytes, or why there is none.
+    func lookup(_ path: UnsafeRawBufferPointer) -> RPCRouter.Lookup {
+        let found: Int? = bytes.withUnsafeBytes { all in
+            for index in spans.indices where spans[index].count == path.count {
+                let span = spans[index]
+                if UnsafeRawBufferPointer(rebasing: all[span.start..<span.start + span.count]).equals(path) { return index }
+            }
+            return nil
+        }
+        if let found { return .found(handlers[found]) }
+        let text = String(decoding: path, as: UTF8.self)
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].isEmpty, !parts[1].isEmpty, !parts[2].isEmpty else {
+            return .malformedPath
+        }
+        return services.contains(String(parts[1])) ? .unknownMethod : .unknownService(String(parts[1]))
+    }
+}
+
 /// A service's credential rules (`RPCRouter.requireBearerCredentials`), as a call applies them.
-struct CredentialRules: Sendable {
+/// A class: a call reads it several times, and a struct of an error and two closures was
+/// copied (retained) at each read.
+final class CredentialRules: Sendable {
     /// Answered when the call carries no bearer credentials at all.
     let missing: RPCError
     /// Checks the key off the event loop; nil admits.
     let verify: (@Sendable (String?) async -> RPCError?)?
     /// Checks the key from memory on the event loop, when it can.
     let verifyAtOnce: (@Sendable (String?) -> CredentialVerdict)?
+
+    init(missing: RPCError, verify: (@Sendable (String?) async -> RPCError?)?,
+         verifyAtOnce: (@Sendable (String?) -> CredentialVerdict)?) {
+        self.missing = missing
+        self.verify = verify
+        self.verifyAtOnce = verifyAtOnce
+    }
 }
 
 struct HandlerResult: Sendable {

@@ -77,7 +77,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
 
     let configuration: ServerConfiguration
-    let router: RPCRouter
+    let routes: RouteTable
     let http: (any HTTPRequestHandling)?
     let httpConfiguration: HTTP1Configuration
     var logger: Logger
@@ -130,7 +130,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
          metrics: TransportMetrics = .disabled, closeNote: ConnectionCloseNote? = nil,
          budget: RequestBufferBudget? = nil) {
         self.configuration = configuration
-        self.router = router
+        self.routes = router.routeTable
         self.http = http
         self.httpConfiguration = httpConfiguration
         self.logger = logger
@@ -351,7 +351,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             head = parsed
         }
         let handler: RPCHandler
-        switch router.lookup(path) {
+        switch routes.lookup(path) {
         case .found(let found):
             handler = found
         case .unknownMethod:
