@@ -112,6 +112,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     /// Calls ended and not yet added to the server's metrics (flushed before each write).
     let callMetrics = CallMetricsBatch()
     var inEventPass = false
+    /// Some stream may have writers waiting for its output to drain (`resumeDrainedWriters`
+    /// looks only then: it went through every stream after every write).
+    var writersParked = false
     /// See `passClock()`.
     var passTime: NIODeadline?
     var ageTimer: Scheduled<Void>?
@@ -650,7 +653,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let outbound = session?.bufferedOutboundBytes(streamID: streamID) ?? 0
         let stream = streams[streamID]!
         switch stream.machine.wrote(outbound: outbound, highWaterMark: configuration.streamWriteHighWaterMark) {
-        case .park: stream.waitingWriters.append(writer)
+        case .park:
+            stream.waitingWriters.append(writer)
+            writersParked = true
         case .resume: writer.resume()
         }
     }
@@ -883,11 +888,15 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func resumeDrainedWriters() {
-        guard let session else { return }
+        guard writersParked, let session else { return }
+        writersParked = false
         for (streamID, stream) in streams where !stream.waitingWriters.isEmpty {
             let outbound = session.bufferedOutboundBytes(streamID: streamID)
             guard stream.machine.drained(outbound: outbound, lowWaterMark: configuration.streamWriteLowWaterMark) > 0
-            else { continue }
+            else {
+                writersParked = true
+                continue
+            }
             let writers = stream.waitingWriters
             stream.waitingWriters = []
             for writer in writers { writer.resume() }
