@@ -492,10 +492,9 @@ final class NGHTTP2Session {
     }
 
     private func onStreamClose(streamID: Int32, errorCode: UInt32) {
-        if let block = receiving, block.streamID == streamID {
-            receivedHeaders.moveWriterIndex(to: block.start)
-            receiving = nil
-        }
+        // The block's bytes stay until the next `receive` empties the buffer: this can run
+        // during `drainOutput` while a handler reads a block of the same buffer.
+        if receiving?.streamID == streamID { receiving = nil }
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         // Credit nobody will consume any more: without it the connection window would leak.
         orphanedCredit += stream.unconsumed
