@@ -68,8 +68,7 @@ public struct GRPCMessageDeframer: Sendable {
                 // A whole prefix at hand: read in place and, when the whole body is at hand too,
                 // copied once into its message (no assembly buffer).
                 let start = rest.startIndex
-                let length = Int(rest[start + 1]) << 24 | Int(rest[start + 2]) << 16
-                    | Int(rest[start + 3]) << 8 | Int(rest[start + 4])
+                let length = Self.declaredLength(rest)
                 if rest.count - GRPCFraming.prefixLength >= length {
                     try checkPrefix(flag: rest[start], length: length)
                     let body = start + GRPCFraming.prefixLength
@@ -112,7 +111,7 @@ public struct GRPCMessageDeframer: Sendable {
     }
 
     private mutating func readPrefix() throws(CodecError) {
-        let length = Int(pending[1]) << 24 | Int(pending[2]) << 16 | Int(pending[3]) << 8 | Int(pending[4])
+        let length = Self.declaredLength(pending)
         try checkPrefix(flag: pending[0], length: length)
         if length == 0 {
             enqueue([])
@@ -122,6 +121,12 @@ public struct GRPCMessageDeframer: Sendable {
             // Capacity grows with the bytes that arrive, not with what the prefix claims.
             pending.reserveCapacity(GRPCFraming.prefixLength + min(length, 1 << 16))
         }
+    }
+
+    /// The message length a prefix declares (its bytes 1-4, big-endian).
+    private static func declaredLength<Bytes: Collection<UInt8>>(_ prefix: Bytes) -> Int where Bytes.Index == Int {
+        let start = prefix.startIndex
+        return Int(prefix[start + 1]) << 24 | Int(prefix[start + 2]) << 16 | Int(prefix[start + 3]) << 8 | Int(prefix[start + 4])
     }
 
     /// Rejects a compressed or oversized message (the deframer then fails for good).

@@ -81,22 +81,16 @@ extension Metadata {
     /// Builds request metadata from a header block; nil when a `-bin` value is not base64.
     init?(requestBlock block: RequestHeaderBlock) {
         self.init()
-        var valid = true
-        block.forEach { field in
-            guard valid, !Self.isReserved(field.name) else { return }
+        for field in block where !Self.isReserved(field.name) {
             let name = HeaderText.name(field.name)
             let nameCount = field.name.count
             if nameCount >= 4, UnsafeRawBufferPointer(rebasing: field.name[(nameCount - 4)...]).equals("-bin") {
-                guard let values = BinaryMetadata.decode(HeaderText.value(field.value)) else {
-                    valid = false
-                    return
-                }
+                guard let values = BinaryMetadata.decode(HeaderText.value(field.value)) else { return nil }
                 for bytes in values { elements.append(Element(key: name, value: .binary(bytes))) }
             } else {
                 elements.append(Element(key: name, value: .string(HeaderText.value(field.value))))
             }
         }
-        guard valid else { return nil }
     }
 
     /// Header fields for this metadata; reserved and malformed keys are skipped.

@@ -164,11 +164,6 @@ public struct RPCRouter: Sendable {
     }
 
     /// What to do with a request for `path`.
-    func lookup(_ path: String) -> Lookup {
-        var path = path
-        return path.withUTF8 { routeTable.lookup(UnsafeRawBufferPointer($0)) }
-    }
-
     enum Lookup {
         case found(RPCHandler)
         case unknownMethod

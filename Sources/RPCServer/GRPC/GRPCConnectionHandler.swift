@@ -46,7 +46,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         func end(_ code: StatusCode, in batch: CallMetricsBatch) {
             guard !ended, let call else { return }
             ended = true
-            batch.record(call.metrics, code, nanoseconds: (NIODeadline.now() - call.started).nanoseconds)
+            batch.record(call.metrics, code, since: call.started)
         }
 
         /// Stops whatever still runs or waits for the stream.
@@ -373,8 +373,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let authorization = handler.credentials == nil ? nil : head.metadata[stringValues: "authorization"].first
         if let refusal = handler.credentials?.missing, !RPCRouter.hasBearerCredentials(authorization) {
             // Answered from the headers: the body of an unauthenticated call is never buffered.
-            callMetrics.record(handler.metrics ?? metrics.unknownMethod, refusal.code,
-                               nanoseconds: (NIODeadline.now() - started).nanoseconds)
+            callMetrics.record(handler.metrics ?? metrics.unknownMethod, refusal.code, since: started)
             sendRefusal(streamID: streamID, refusal)
             return
         }
@@ -622,16 +621,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// Answers a request that reached no method (counted as method `unknown`).
     func rejectUnrouted(streamID: Int32, since started: NIODeadline, _ early: EarlyResponse) {
-        callMetrics.record(metrics.unknownMethod, early.code, nanoseconds: (NIODeadline.now() - started).nanoseconds)
+        callMetrics.record(metrics.unknownMethod, early.code, since: started)
         sendEarlyResponse(streamID: streamID, early)
     }
 
     /// Plain HTTP over h2c: the REST shim's paths and the metrics.
-    static func isHTTPPath(_ path: String) -> Bool {
-        var path = path
-        return path.withUTF8 { isHTTPPath(UnsafeRawBufferPointer($0)) }
-    }
-
     static func isHTTPPath(_ path: UnsafeRawBufferPointer) -> Bool {
         func starts(with prefix: StaticString) -> Bool {
             path.count >= prefix.utf8CodeUnitCount

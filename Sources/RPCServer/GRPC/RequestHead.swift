@@ -26,7 +26,7 @@ struct RequestHead: Sendable {
         var contentType: UnsafeRawBufferPointer?
         var encoding: UnsafeRawBufferPointer?
         var timeoutBytes: UnsafeRawBufferPointer?
-        block.forEach { field in
+        for field in block {
             // By length first: most fields match none of these names.
             let name = field.name
             switch name.count {

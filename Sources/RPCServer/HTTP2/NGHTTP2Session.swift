@@ -90,13 +90,13 @@ final class NGHTTP2Session {
     private var events: [HTTP2Event] = []
     /// The request body bytes of the current `receive`, one after the other: a DATA event names
     /// its range (one buffer per read instead of an array per DATA frame). Emptied by the next
-    /// `receive`; its storage is kept up to `receivedDataKeptCapacity`.
+    /// `receive`; its storage is kept up to `keptBufferCapacity`.
     private var receivedData = ByteBuffer()
-    private static let receivedDataKeptCapacity = 64 * 1024
+    private static let keptBufferCapacity = 64 * 1024
     /// The request header blocks of the current `receive` in `RequestHeaderBlock`'s layout, one
     /// after the other: a `.requestHeaders` event names its range. A block still arriving when
     /// a read ends (a block can span reads) is moved to the front by the next `receive`, which
-    /// drops the rest; storage is kept up to `receivedDataKeptCapacity`.
+    /// drops the rest; storage is kept up to `keptBufferCapacity`.
     private var receivedHeaders = ByteBuffer()
     /// The header block nghttp2 is delivering field by field (blocks never interleave).
     private var receiving: ReceivingBlock?
@@ -206,9 +206,9 @@ final class NGHTTP2Session {
         if credited > 0 { nghttp2_session_consume(session, streamID, credited) }
     }
 
-    /// Empties one of the per-read buffers, keeping its storage up to `receivedDataKeptCapacity`.
+    /// Empties one of the per-read buffers, keeping its storage up to `keptBufferCapacity`.
     private static func reset(_ buffer: inout ByteBuffer) {
-        if buffer.capacity > receivedDataKeptCapacity {
+        if buffer.capacity > keptBufferCapacity {
             buffer = ByteBuffer()
         } else {
             buffer.clear()
@@ -217,12 +217,18 @@ final class NGHTTP2Session {
 
     /// The header block of a `.requestHeaders` event, valid until the next `receive`.
     func withHeaderBlock<R>(_ range: Range<Int>, _ body: (RequestHeaderBlock) -> R) -> R {
-        receivedHeaders.withUnsafeReadableBytes { body(RequestHeaderBlock(bytes: UnsafeRawBufferPointer(rebasing: $0[range]))) }
+        Self.with(range, of: receivedHeaders) { body(RequestHeaderBlock(bytes: $0)) }
     }
 
     /// The bytes of a `.data` event, valid until the next `receive`.
     func withReceivedData<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
-        receivedData.withUnsafeReadableBytes { body(UnsafeRawBufferPointer(rebasing: $0[range])) }
+        Self.with(range, of: receivedData, body)
+    }
+
+    /// `buffer` is a copy: the session may write its own while a handler reads (a stream closing
+    /// in `drainOutput`); the storage read stays alive and unchanged.
+    private static func with<R>(_ range: Range<Int>, of buffer: ByteBuffer, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        buffer.withUnsafeReadableBytes { body(UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 
     /// Request bytes of `streamID` received and not yet credited back.

@@ -8,7 +8,7 @@ import NIOCore
 /// handles the block) or to an array the caller keeps alive. Fields are compared and parsed in
 /// place; Strings are made only for what a handler keeps (metadata) or an error names. (As
 /// Strings, a call's eight fields cost an array, two String allocations and their releases.)
-struct RequestHeaderBlock {
+struct RequestHeaderBlock: Sequence {
     let bytes: UnsafeRawBufferPointer
 
     struct Field {
@@ -45,33 +45,32 @@ struct RequestHeaderBlock {
         return storage
     }
 
-    /// Calls `body` with each field in order.
-    func forEach(_ body: (Field) -> Void) {
+    /// The fields in order.
+    struct Iterator: IteratorProtocol {
+        let bytes: UnsafeRawBufferPointer
         var offset = 0
-        while offset + Self.fieldOverhead <= bytes.count {
+
+        mutating func next() -> Field? {
+            guard offset + RequestHeaderBlock.fieldOverhead <= bytes.count else { return nil }
             let nameCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
             let valueCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)))
-            let nameStart = offset + Self.fieldOverhead
+            let nameStart = offset + RequestHeaderBlock.fieldOverhead
             let valueStart = nameStart + nameCount
             offset = valueStart + valueCount
-            body(Field(name: UnsafeRawBufferPointer(rebasing: bytes[nameStart..<valueStart]),
-                       value: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<offset])))
+            return Field(name: UnsafeRawBufferPointer(rebasing: bytes[nameStart..<valueStart]),
+                         value: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<offset]))
         }
     }
 
+    func makeIterator() -> Iterator { Iterator(bytes: bytes) }
+
     /// The value of the first field named `name`.
     func value(of name: StaticString) -> UnsafeRawBufferPointer? {
-        var found: UnsafeRawBufferPointer?
-        forEach { field in
-            if found == nil, field.name.equals(name) { found = field.value }
-        }
-        return found
+        first { $0.name.equals(name) }?.value
     }
 
     /// The fields as Strings (a plain HTTP request's head).
     var fields: [HeaderField] {
-        var fields: [HeaderField] = []
-        forEach { fields.append(HeaderField(name: HeaderText.name($0.name), value: HeaderText.value($0.value))) }
-        return fields
+        map { HeaderField(name: HeaderText.name($0.name), value: HeaderText.value($0.value)) }
     }
 }

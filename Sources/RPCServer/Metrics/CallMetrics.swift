@@ -113,6 +113,11 @@ final class CallMetricsBatch {
     private var entries: [Entry] = []
     private var pending = false
 
+    /// Counts a call of `metrics` that started at `start` and ended now with `code`.
+    func record(_ metrics: MethodMetrics, _ code: StatusCode, since start: NIODeadline) {
+        record(metrics, code, nanoseconds: (NIODeadline.now() - start).nanoseconds)
+    }
+
     /// Counts a call of `metrics` that ended with `code` after `nanoseconds`.
     func record(_ metrics: MethodMetrics, _ code: StatusCode, nanoseconds: Int64) {
         guard let histogram = metrics.histogram else {

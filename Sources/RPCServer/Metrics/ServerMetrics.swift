@@ -118,16 +118,11 @@ final class MethodMetrics: Sendable {
         code.rawValue >= 0 && code.rawValue < codeCount ? code.rawValue : StatusCode.unknown.rawValue
     }
 
-    /// One call, counted at once.
+    /// One call, counted at once (a server without `ServerMetrics`: no histogram of flowd's own
+    /// to batch into).
     func record(_ code: StatusCode, nanoseconds: Int64) {
         codes[Self.codeIndex(code)].increment()
-        if let histogram {
-            var counts = Array(repeating: 0, count: histogram.bounds.count + 1)
-            counts[histogram.bucket(of: nanoseconds)] = 1
-            histogram.add(counts: counts, sumNanoseconds: nanoseconds, count: 1)
-        } else {
-            duration?.recordNanoseconds(nanoseconds)
-        }
+        duration?.recordNanoseconds(nanoseconds)
     }
 
     /// Calls counted by a `CallMetricsBatch`, per status code.
