@@ -114,7 +114,7 @@ let package = Package(
         .target(
             name: "RPCServer",
             dependencies: [
-                "Codec", "Engine", "InputParsing", "CNGHTTP2", "NGHTTP2Support",
+                "Codec", "Engine", "InputParsing", "CNGHTTP2", "CFlowdHTTP2", "NGHTTP2Support",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -125,6 +125,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: [releaseWithoutExclusivityChecks]),
+        // The server session's C side: nghttp2's memory pool and the request header recorder.
+        .target(name: "CFlowdHTTP2", dependencies: ["CNGHTTP2"]),
         // What the nghttp2 server and client sessions share: the error mapping, header fields.
         .target(name: "NGHTTP2Support", dependencies: ["CNGHTTP2"]),
         // A gRPC client over the same nghttp2 + Codec layers (the `flowd` client subcommands).

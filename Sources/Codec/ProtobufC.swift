@@ -110,11 +110,26 @@ package enum ProtobufCCodec {
     package static func encode(_ message: UnsafePointer<ProtobufCMessage>) -> [UInt8] {
         precondition(message.pointee.descriptor != nil, "message not initialised with its generated __init")
         let size = protobuf_c_message_get_packed_size(message)
+        if size <= smallMessageSize {
+            // Packed on the stack, then copied into an array made by a specialised initializer:
+            // `Array(unsafeUninitializedCapacity:)` reaches the standard library's unspecialised
+            // allocation, whose look-up of the array's storage type cost 370 instructions, more
+            // than packing a small message.
+            return withUnsafeTemporaryAllocation(byteCount: smallMessageSize, alignment: 1) { buffer in
+                let count = size == 0 ? 0 : protobuf_c_message_pack(message, buffer.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                precondition(count == size, "protobuf-c packed \(count) bytes, announced \(size)")
+                return [UInt8](UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            }
+        }
         return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
             count = size == 0 ? 0 : protobuf_c_message_pack(message, buffer.baseAddress)
             precondition(count == size, "protobuf-c packed \(count) bytes, announced \(size)")
         }
     }
+
+    /// The largest encoding `encode` packs on the stack (what `withUnsafeTemporaryAllocation`
+    /// always places there).
+    static let smallMessageSize = 1024
 
     /// Builds a message in a fresh arena with `build`, packs it, then frees the arena.
     ///

@@ -1,4 +1,5 @@
 private import CNGHTTP2
+private import CFlowdHTTP2
 import Codec
 import NGHTTP2Support
 import NIOCore
@@ -46,13 +47,6 @@ enum HTTP2Event {
     case invalidFrame(streamID: Int32)
 }
 
-/// Limits enforced while headers are decoded (nghttp2 only advertises its header list size).
-struct HeaderListLimits {
-    /// Sum of `name + value + 32` over all fields (RFC 7541 section 4.1 counting).
-    var maxListSize: Int
-    var maxFieldCount: Int
-}
-
 /// An nghttp2 server session driven through its memory-buffer API.
 ///
 /// Confined to one thread (the connection's event loop). Inbound bytes go in through
@@ -83,7 +77,14 @@ final class NGHTTP2Session {
     }
 
     private let session: OpaquePointer
-    private let headerLimits: HeaderListLimits
+    /// The session's user data (`CFlowdHTTP2`): nghttp2's memory pool and the request header
+    /// recorder, which keeps the request header blocks of the current `receive` one after the
+    /// other in `RequestHeaderBlock`'s layout (a `.requestHeaders` event names its range). A
+    /// block still arriving when a read ends (a block can span reads) is moved to the front by
+    /// the next `receive`, which drops the rest.
+    private let context: UnsafeMutablePointer<flowd_h2_context>
+    /// `withHeaderBlock` is running: `receive` may not move the blocks being read.
+    private var readingHeaderBlocks = 0
     /// Owns each stream's bookkeeping from its request headers until nghttp2 closes it; look-ups
     /// go through `withStream` (nghttp2's stream user data) instead, without a retain.
     private var streams = StreamMap<StreamIO>()
@@ -93,23 +94,9 @@ final class NGHTTP2Session {
     /// `receive`; its storage is kept up to `keptBufferCapacity`.
     private var receivedData = ByteBuffer()
     private static let keptBufferCapacity = 64 * 1024
-    /// The request header blocks of the current `receive` in `RequestHeaderBlock`'s layout, one
-    /// after the other: a `.requestHeaders` event names its range. A block still arriving when
-    /// a read ends (a block can span reads) is moved to the front by the next `receive`, which
-    /// drops the rest; storage is kept up to `keptBufferCapacity`.
-    private var receivedHeaders = ByteBuffer()
-    /// The header block nghttp2 is delivering field by field (blocks never interleave).
-    private var receiving: ReceivingBlock?
-
-    private struct ReceivingBlock {
-        let streamID: Int32
-        /// Where its bytes start in `receivedHeaders`.
-        var start: Int
-        /// Sum of `name + value + 32` over its fields (RFC 7541 section 4.1 counting).
-        var listSize = 0
-        var fieldCount = 0
-        var tooLarge = false
-    }
+    /// Free blocks nghttp2's memory pool keeps per size class (64 to 512 bytes) for the next
+    /// stream's allocations; above it they go back to malloc. At most about 30 KiB a connection.
+    static let poolBlocksPerClass: UInt32 = 32
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
     /// must follow the frame with END_STREAM, and may only be submitted after it was sent.
     private var earlyClosedStreams: [Int32] = []
@@ -130,8 +117,11 @@ final class NGHTTP2Session {
     }
 
     init(settings: Settings) throws(HTTP2SessionError) {
-        self.headerLimits = HeaderListLimits(
-            maxListSize: Int(settings.maxHeaderListSize), maxFieldCount: settings.maxFieldCount)
+        guard let context = flowd_h2_context_new(Int(settings.maxHeaderListSize), settings.maxFieldCount,
+                                                 Self.poolBlocksPerClass) else {
+            throw HTTP2SessionError(libraryCode: Int(NGHTTP2_ERR_NOMEM.rawValue))
+        }
+        self.context = context
         var option: OpaquePointer?
         nghttp2_option_new(&option)
         defer { nghttp2_option_del(option) }
@@ -146,11 +136,13 @@ final class NGHTTP2Session {
         nghttp2_option_set_no_auto_window_update(option, 1)
 
         var raw: OpaquePointer?
-        // `self` is not fully initialised yet; the user data pointer is set right after.
-        let rc = nghttp2_session_server_new2(&raw, Self.callbacks, nil, option)
-        guard rc == 0, let raw else { throw HTTP2SessionError(libraryCode: Int(rc)) }
+        let rc = nghttp2_session_server_new3(&raw, Self.callbacks, context, option, flowd_h2_context_mem(context))
+        guard rc == 0, let raw else {
+            flowd_h2_context_free(context)
+            throw HTTP2SessionError(libraryCode: Int(rc))
+        }
         self.session = raw
-        nghttp2_session_set_user_data(raw, Unmanaged.passUnretained(self).toOpaque())
+        flowd_h2_context_set_owner(context, Unmanaged.passUnretained(self).toOpaque())
 
         var entries = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
@@ -169,6 +161,7 @@ final class NGHTTP2Session {
 
     deinit {
         nghttp2_session_del(session)
+        flowd_h2_context_free(context)
     }
 
     // MARK: Input
@@ -177,14 +170,9 @@ final class NGHTTP2Session {
     /// is fatal for the session: drain the output (it may hold a GOAWAY) and close.
     func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        precondition(readingHeaderBlocks == 0, "a read while a header block is being read")
         Self.reset(&receivedData)
-        if let start = receiving?.start {
-            receivedHeaders.moveReaderIndex(to: start)
-            receivedHeaders.discardReadBytes()
-            receiving!.start = 0
-        } else {
-            Self.reset(&receivedHeaders)
-        }
+        flowd_h2_headers_next_read(context)
         frameHeaders.scan(bytes) { header in
             if header.isEmptyDataWithoutEndStream { events.append(.emptyDataFrame(streamID: header.streamID)) }
         }
@@ -206,7 +194,7 @@ final class NGHTTP2Session {
         if credited > 0 { nghttp2_session_consume(session, streamID, credited) }
     }
 
-    /// Empties one of the per-read buffers, keeping its storage up to `keptBufferCapacity`.
+    /// Empties the per-read buffer, keeping its storage up to `keptBufferCapacity`.
     private static func reset(_ buffer: inout ByteBuffer) {
         if buffer.capacity > keptBufferCapacity {
             buffer = ByteBuffer()
@@ -217,18 +205,19 @@ final class NGHTTP2Session {
 
     /// The header block of a `.requestHeaders` event, valid until the next `receive`.
     func withHeaderBlock<R>(_ range: Range<Int>, _ body: (RequestHeaderBlock) -> R) -> R {
-        Self.with(range, of: receivedHeaders) { body(RequestHeaderBlock(bytes: $0)) }
+        precondition(range.upperBound <= flowd_h2_headers_count(context), "a header block of an earlier read")
+        readingHeaderBlocks += 1
+        defer { readingHeaderBlocks -= 1 }
+        let start = range.isEmpty ? nil : UnsafeRawPointer(flowd_h2_headers_bytes(context)! + range.lowerBound)
+        return body(RequestHeaderBlock(bytes: UnsafeRawBufferPointer(start: start, count: range.count)))
     }
 
-    /// The bytes of a `.data` event, valid until the next `receive`.
+    /// The bytes of a `.data` event, valid until the next `receive`. `receivedData` is read
+    /// through a copy: the session may write its own while a handler reads (a stream closing in
+    /// `drainOutput`); the storage read stays alive and unchanged.
     func withReceivedData<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
-        Self.with(range, of: receivedData, body)
-    }
-
-    /// `buffer` is a copy: the session may write its own while a handler reads (a stream closing
-    /// in `drainOutput`); the storage read stays alive and unchanged.
-    private static func with<R>(_ range: Range<Int>, of buffer: ByteBuffer, _ body: (UnsafeRawBufferPointer) -> R) -> R {
-        buffer.withUnsafeReadableBytes { body(UnsafeRawBufferPointer(rebasing: $0[range])) }
+        let buffer = receivedData
+        return buffer.withUnsafeReadableBytes { body(UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 
     /// Request bytes of `streamID` received and not yet credited back.
@@ -236,6 +225,10 @@ final class NGHTTP2Session {
 
     /// Received bytes not yet credited back to the connection (a gauge for tests).
     var unconsumedConnectionBytes: Int { Int(nghttp2_session_get_effective_recv_data_length(session)) }
+
+    /// Free blocks nghttp2's memory pool holds for reuse (tests: at most four size classes of
+    /// `poolBlocksPerClass`).
+    var pooledBlocks: Int { flowd_h2_pool_free_blocks(context) }
 
     /// Response body bytes nghttp2 has taken from `streamID`'s buffer so far.
     func sentBodyBytes(streamID: Int32) -> Int { withStream(streamID) { $0.sentBytes } ?? 0 }
@@ -420,7 +413,7 @@ final class NGHTTP2Session {
     /// outlives every callback it makes, and a strong reference (`takeUnretainedValue`) cost a
     /// retain and a release per callback, a few dozen per call.
     private static func withOwner<R>(_ userData: UnsafeMutableRawPointer?, _ body: (NGHTTP2Session) -> R) -> R {
-        Unmanaged<NGHTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef(body)
+        Unmanaged<NGHTTP2Session>.fromOpaque(flowd_h2_context_owner(userData)!)._withUnsafeGuaranteedRef(body)
     }
 
     // MARK: Callbacks (record only)
@@ -431,35 +424,19 @@ final class NGHTTP2Session {
         let id = flowd_h2_frame_stream_id(frame)
         streams[id] = stream
         nghttp2_session_set_stream_user_data(session, id, Unmanaged.passUnretained(stream).toOpaque())
-        if let abandoned = receiving?.start { receivedHeaders.moveWriterIndex(to: abandoned) }
-        receiving = ReceivingBlock(streamID: id, start: receivedHeaders.writerIndex)
-    }
-
-    private func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer,
-                          value: UnsafeRawBufferPointer) {
-        guard flowd_h2_frame_is_request_headers(frame) != 0, var block = receiving,
-              block.streamID == flowd_h2_frame_stream_id(frame) else { return }
-        block.listSize += name.count + value.count + 32
-        block.fieldCount += 1
-        if block.tooLarge || block.listSize > headerLimits.maxListSize || block.fieldCount > headerLimits.maxFieldCount {
-            if !block.tooLarge { receivedHeaders.moveWriterIndex(to: block.start) }
-            block.tooLarge = true
-        } else {
-            RequestHeaderBlock.append(name: name, value: value, to: &receivedHeaders)
-        }
-        receiving = block
+        // Its fields go to the recorder (`flowd_h2_callbacks_set_header_recorder`).
+        flowd_h2_headers_begin(context, id)
     }
 
     private func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) {
         let id = flowd_h2_frame_stream_id(frame)
         let endStream = flowd_h2_frame_has_end_stream(frame) != 0
         if flowd_h2_frame_is_request_headers(frame) != 0 {
-            guard let block = receiving, block.streamID == id else { return }
-            receiving = nil
+            var start = 0, end = 0, tooLarge: Int32 = 0
+            guard flowd_h2_headers_end(context, id, &start, &end, &tooLarge) != 0 else { return }
             withStream(id) { stream in
                 stream.requestEnded = endStream
-                events.append(.requestHeaders(streamID: id, block: block.start..<receivedHeaders.writerIndex,
-                                              tooLarge: block.tooLarge, endStream: endStream))
+                events.append(.requestHeaders(streamID: id, block: start..<end, tooLarge: tooLarge != 0, endStream: endStream))
             }
         } else if flowd_h2_frame_is_headers(frame) != 0 || flowd_h2_frame_is_data(frame) != 0 {
             // END_STREAM on DATA, or on request trailers (gRPC clients do not send them).
@@ -498,9 +475,9 @@ final class NGHTTP2Session {
     }
 
     private func onStreamClose(streamID: Int32, errorCode: UInt32) {
-        // The block's bytes stay until the next `receive` empties the buffer: this can run
-        // during `drainOutput` while a handler reads a block of the same buffer.
-        if receiving?.streamID == streamID { receiving = nil }
+        // The block's bytes stay until the next `receive`: this can run during `drainOutput`
+        // while a handler reads a block of the same read.
+        flowd_h2_headers_stream_closed(context, streamID)
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         // Credit nobody will consume any more: without it the connection window would leak.
         orphanedCredit += stream.unconsumed
@@ -591,14 +568,7 @@ final class NGHTTP2Session {
             withOwner(userData) { $0.onBeginHeaders(frame!) }
             return 0
         }
-        nghttp2_session_callbacks_set_on_header_callback(callbacks) {
-            _, frame, name, nameLength, value, valueLength, _, userData in
-            withOwner(userData) {
-                $0.onHeader(frame!, name: UnsafeRawBufferPointer(start: name, count: nameLength),
-                            value: UnsafeRawBufferPointer(start: value, count: valueLength))
-            }
-            return 0
-        }
+        flowd_h2_callbacks_set_header_recorder(callbacks)
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
             withOwner(userData) { $0.onFrameRecv(frame!) }
             return 0

@@ -113,4 +113,35 @@ struct NGHTTP2SessionTests {
         #expect(trailers == [HeaderField(name: "grpc-status", value: "0")])
         #expect(received == messages.flatMap { GRPCFraming.frame($0) })
     }
+
+    @Test("nghttp2's memory pool reuses blocks and keeps at most poolBlocksPerClass free ones per size class")
+    func poolBound() throws {
+        let client = try NGHTTP2ClientSession(settings: .init(initialWindowSize: 65_535, maxHeaderListSize: 16_384))
+        let server = try Self.server()
+        var answered = 0
+        // Three rounds of 90 concurrent calls, each answered with headers, a message and trailers.
+        for _ in 0..<3 {
+            for _ in 0..<90 { _ = try client.submitRequest(fields: Self.fields, body: Self.body) }
+            for _ in 0..<20 {
+                var toServer = ByteBuffer()
+                try client.drainOutput(into: &toServer)
+                try Array(toServer.readableBytesView).withUnsafeBytes { try server.receive($0) }
+                for case .requestHeaders(let streamID, _, _, _) in server.takeEvents() {
+                    answered += 1
+                    try server.sendResponseHeaders(streamID: streamID, fields: [HeaderField(name: ":status", value: "200")],
+                                                   endStream: false)
+                    server.sendMessage(streamID: streamID, [1, 2, 3])
+                    server.sendTrailers(streamID: streamID, block: .fields([HeaderField(name: "grpc-status", value: "0")]))
+                }
+                var toClient = ByteBuffer()
+                try server.drainOutput(into: &toClient)
+                guard toClient.readableBytes > 0 || toServer.readableBytes > 0 else { break }
+                try Array(toClient.readableBytesView).withUnsafeBytes { try client.receive($0) }
+                _ = client.takeEvents()
+            }
+        }
+        #expect(answered == 270)
+        #expect(server.pooledBlocks >= Int(NGHTTP2Session.poolBlocksPerClass), "the pool keeps blocks for reuse")
+        #expect(server.pooledBlocks <= 4 * Int(NGHTTP2Session.poolBlocksPerClass))
+    }
 }
