@@ -78,13 +78,32 @@ extension Metadata {
         }
     }
 
+    /// A request's metadata as bytes: a copy of its whole header block (one array, copied at
+    /// once; `Metadata(requestBlockBytes:)` leaves the reserved fields out), nil when a `-bin`
+    /// value is not base64. A call keeps these and Strings are made only if its handler asks
+    /// (as elements, a call's user-agent alone was an array and a String).
+    static func requestBlockBytes(_ block: RequestHeaderBlock) -> [UInt8]? {
+        for field in block where isBinaryKey(field.name) && !isReserved(field.name) {
+            if BinaryMetadata.decode(HeaderText.value(field.value)) == nil { return nil }
+        }
+        return Array(block.bytes)
+    }
+
+    /// The metadata of `requestBlockBytes` (validated when they were made).
+    init(requestBlockBytes bytes: [UInt8]) {
+        self = bytes.withUnsafeBytes { Metadata(requestBlock: RequestHeaderBlock(bytes: $0)) } ?? Metadata()
+    }
+
+    private static func isBinaryKey(_ name: UnsafeRawBufferPointer) -> Bool {
+        name.count >= 4 && UnsafeRawBufferPointer(rebasing: name[(name.count - 4)...]).equals("-bin")
+    }
+
     /// Builds request metadata from a header block; nil when a `-bin` value is not base64.
     init?(requestBlock block: RequestHeaderBlock) {
         self.init()
         for field in block where !Self.isReserved(field.name) {
             let name = HeaderText.name(field.name)
-            let nameCount = field.name.count
-            if nameCount >= 4, UnsafeRawBufferPointer(rebasing: field.name[(nameCount - 4)...]).equals("-bin") {
+            if Self.isBinaryKey(field.name) {
                 guard let values = BinaryMetadata.decode(HeaderText.value(field.value)) else { return nil }
                 for bytes in values { elements.append(Element(key: name, value: .binary(bytes))) }
             } else {

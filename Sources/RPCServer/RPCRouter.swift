@@ -199,8 +199,8 @@ final class RouteTable: Sendable {
         self.services = services
     }
 
-    /// The method for a request's `:path` bytes, or why there is none.
-    func lookup(_ path: UnsafeRawBufferPointer) -> RPCRouter.Lookup {
+    /// The method for a request's `:path` bytes; nil when none (`lookup` says why).
+    func handler(for path: UnsafeRawBufferPointer) -> RPCHandler? {
         let found: Int? = bytes.withUnsafeBytes { all in
             for index in spans.indices where spans[index].count == path.count {
                 let span = spans[index]
@@ -208,7 +208,12 @@ final class RouteTable: Sendable {
             }
             return nil
         }
-        if let found { return .found(handlers[found]) }
+        return found.map { handlers[$0] }
+    }
+
+    /// The method for a request's `:path` bytes, or why there is none.
+    func lookup(_ path: UnsafeRawBufferPointer) -> RPCRouter.Lookup {
+        if let handler = handler(for: path) { return .found(handler) }
         let text = String(decoding: path, as: UTF8.self)
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].isEmpty, !parts[1].isEmpty, !parts[2].isEmpty else {
@@ -255,7 +260,10 @@ struct HandlerResult: Sendable {
 
 /// The request side of a call as its handler gets it.
 enum RequestInput: Sendable {
-    /// The one message of a unary or server-streaming call.
+    /// The one message of a unary or server-streaming call, as a handler run at once gets it
+    /// (nothing keeps the input after the call; no object to allocate).
+    case bytes([UInt8])
+    /// The one message of a unary or server-streaming call, for a task (see `RequestMessage`).
     case single(RequestMessage)
     /// The messages of a bidirectional-streaming call, as they arrive; `taken` is told the
     /// size of each message the handler takes (the connection stops counting it then).
@@ -263,8 +271,18 @@ enum RequestInput: Sendable {
 
     /// The single message's bytes; they are no longer held by the input afterwards.
     func takeSingle() -> [UInt8] {
-        if case .single(let message) = self { return message.take() }
-        return []
+        switch self {
+        case .bytes(let bytes): bytes
+        case .single(let message): message.take()
+        case .stream: []
+        }
+    }
+
+    /// This input for a task: its single message in a `RequestMessage`, which the handler
+    /// empties when it decodes it.
+    var forTask: RequestInput {
+        if case .bytes(let bytes) = self { return .single(RequestMessage(bytes)) }
+        return self
     }
 
     var stream: (AsyncThrowingStream<[UInt8], any Error>, taken: @Sendable (Int) -> Void) {

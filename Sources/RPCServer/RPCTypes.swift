@@ -20,20 +20,62 @@ public struct MethodDescriptor: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// What a handler knows about its call besides the request message.
+///
+/// A view of the call's fields, which the connection keeps in one object (`CallFields`): a
+/// context is handed to the handler and into its task by reference (as five stored fields, a
+/// copy retained two strings, an array and a key, and the connection made three copies a call).
 public struct ServerContext: Sendable {
-    public var descriptor: MethodDescriptor
-    /// Request metadata (reserved headers removed).
-    public var metadata: Metadata
-    /// When the client stops waiting (from `grpc-timeout`); nil means no deadline.
-    public var deadline: NIODeadline?
-    /// The remote address, for logs.
-    public var peer: String
-    /// The API key the transport already verified from this call's `authorization` header
-    /// (`CredentialVerdict.authenticated`); nil when it did not.
-    public var authenticatedKey: APIKeyRecord?
+    let fields: CallFields
+
+    init(fields: CallFields) {
+        self.fields = fields
+    }
 
     public init(descriptor: MethodDescriptor, metadata: Metadata, deadline: NIODeadline?, peer: String,
                 authenticatedKey: APIKeyRecord? = nil) {
+        fields = CallFields(descriptor: descriptor, metadata: .parsed(metadata), deadline: deadline, peer: peer,
+                            authenticatedKey: authenticatedKey)
+    }
+
+    public var descriptor: MethodDescriptor { fields.descriptor }
+    /// Request metadata (reserved headers removed). Made at each read from the request's
+    /// header bytes: a handler that reads several keys reads this once.
+    public var metadata: Metadata {
+        switch fields.metadata {
+        case .parsed(let metadata): metadata
+        case .requestBlock(let bytes): Metadata(requestBlockBytes: bytes)
+        }
+    }
+    /// When the client stops waiting (from `grpc-timeout`); nil means no deadline.
+    public var deadline: NIODeadline? { fields.deadline }
+    /// The remote address, for logs.
+    public var peer: String { fields.peer }
+    /// The API key the transport already verified from this call's `authorization` header
+    /// (`CredentialVerdict.authenticated`); nil when it did not.
+    public var authenticatedKey: APIKeyRecord? { fields.authenticatedKey }
+}
+
+/// A call's fields as its handler sees them (`ServerContext`). Immutable; the connection's
+/// per-call record (`GRPCConnectionHandler.CallInfo`) extends it, so that a call costs one
+/// object for both.
+class CallFields: @unchecked Sendable {
+    // @unchecked: every stored property is a `let` of a Sendable type; a subclass adds only
+    // `let`s of Sendable types too.
+    let descriptor: MethodDescriptor
+    let metadata: MetadataSource
+    let deadline: NIODeadline?
+    let peer: String
+    let authenticatedKey: APIKeyRecord?
+
+    /// A call's metadata: made by whoever built the context, or still the bytes of the
+    /// request's header block (parsed when a handler asks; most never do).
+    enum MetadataSource: Sendable {
+        case parsed(Metadata)
+        case requestBlock([UInt8])
+    }
+
+    init(descriptor: MethodDescriptor, metadata: MetadataSource, deadline: NIODeadline?, peer: String,
+         authenticatedKey: APIKeyRecord?) {
         self.descriptor = descriptor
         self.metadata = metadata
         self.deadline = deadline

@@ -42,6 +42,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             self.call = call
         }
 
+        /// A gRPC call's stream (its machine built in place: built outside and passed in, it was
+        /// copied and destroyed, a dozen retains and releases).
+        init(grpc call: CallInfo, maxMessageSize: Int, admitted: Bool) {
+            self.machine = ServerStream(grpcMaxMessageSize: maxMessageSize,
+                                        bidirectional: call.handler.kind == .bidirectionalStreaming, admitted: admitted)
+            self.call = call
+        }
+
         /// Counts the call's end once, with the status the client sees.
         func end(_ code: StatusCode, in batch: CallMetricsBatch) {
             guard !ended, let call else { return }
@@ -59,19 +67,24 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// The routed method of a gRPC call (a class: it is handed from step to step of the call).
-    final class CallInfo {
+    /// The routed method of a gRPC call and the fields its handler sees (a class: it is handed
+    /// from step to step of the call, and the handler's `ServerContext` is a view of it).
+    final class CallInfo: CallFields, @unchecked Sendable {
+        // @unchecked: `let`s of Sendable types only, as in `CallFields`.
         let handler: RPCHandler
-        let context: ServerContext
         let metrics: MethodMetrics
         let started: NIODeadline
 
-        init(handler: RPCHandler, context: ServerContext, metrics: MethodMetrics, started: NIODeadline) {
+        init(handler: RPCHandler, metadata: MetadataSource, deadline: NIODeadline?, peer: String,
+             authenticatedKey: APIKeyRecord?, metrics: MethodMetrics, started: NIODeadline) {
             self.handler = handler
-            self.context = context
             self.metrics = metrics
             self.started = started
+            super.init(descriptor: handler.descriptor, metadata: metadata, deadline: deadline, peer: peer,
+                       authenticatedKey: authenticatedKey)
         }
+
+        var context: ServerContext { ServerContext(fields: self) }
     }
 
     static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
@@ -353,74 +366,83 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .accepted(let parsed):
             head = parsed
         }
-        let handler: RPCHandler
-        switch routes.lookup(path) {
-        case .found(let found):
-            handler = found
-        case .unknownMethod:
-            rejectUnrouted(streamID: streamID, since: started,
-                           EarlyResponse(code: .unimplemented, message: "unknown method \(HeaderText.value(path))"))
-            return
-        case .unknownService(let service):
-            rejectUnrouted(streamID: streamID, since: started,
-                           EarlyResponse(code: .unimplemented, message: "unknown service \(service)"))
-            return
-        case .malformedPath:
-            rejectUnrouted(streamID: streamID, since: started,
-                           EarlyResponse(code: .unimplemented, message: "malformed method name \"\(HeaderText.value(path))\""))
+        guard let handler = routes.handler(for: path) else {
+            rejectUnroutable(streamID: streamID, path: path, since: started)
             return
         }
-        let authorization = handler.credentials == nil ? nil : head.metadata[stringValues: "authorization"].first
-        if let refusal = handler.credentials?.missing, !RPCRouter.hasBearerCredentials(authorization) {
-            // Answered from the headers: the body of an unauthenticated call is never buffered.
-            callMetrics.record(handler.metrics ?? metrics.unknownMethod, refusal.code, since: started)
-            sendRefusal(streamID: streamID, refusal)
-            return
-        }
-        var verify = handler.credentials?.verify
-        var refusedAtOnce: RPCError?
-        var authenticatedKey: APIKeyRecord?
-        if verify != nil, let atOnce = handler.credentials?.verifyAtOnce {
-            switch atOnce(authorization) {
-            case .admit: verify = nil
-            case .authenticated(let key):
-                verify = nil
-                authenticatedKey = key
-            case .refuse(let refusal): refusedAtOnce = refusal
-            case .undecided: break
-            }
+        var admission = Admission.admitted(nil)
+        if let credentials = handler.credentials {
+            guard let decided = credentialAdmission(of: credentials, block: block, streamID: streamID, handler: handler,
+                                          since: started) else { return }
+            admission = decided
         }
         let timeout = head.timeout.map { min($0, configuration.maxGRPCTimeout) }
-        let serverContext = ServerContext(
-            descriptor: handler.descriptor,
-            metadata: head.metadata,
-            deadline: timeout.map { started + $0 },
-            peer: peer,
-            authenticatedKey: authenticatedKey)
-        let machine = ServerCallStateMachine(maxMessageSize: configuration.maxReceiveMessageSize,
-                                             bidirectional: handler.kind == .bidirectionalStreaming)
-        let stream = Stream(machine: ServerStream(grpc: machine, admitted: verify == nil),
-                            call: CallInfo(handler: handler, context: serverContext,
-                                           metrics: handler.metrics ?? metrics.unknownMethod, started: started))
+        let stream = Stream(grpc: CallInfo(handler: handler, metadata: .requestBlock(head.metadataBytes),
+                                           deadline: timeout.map { started + $0 }, peer: peer,
+                                           authenticatedKey: admission.authenticatedKey,
+                                           metrics: handler.metrics ?? metrics.unknownMethod, started: started),
+                            maxMessageSize: configuration.maxReceiveMessageSize, admitted: admission.isAdmitted)
         if let timeout, let context, let loopBound {
             stream.deadline = context.eventLoop.scheduleTask(in: timeout) {
                 loopBound.value.deadlineExpired(streamID: streamID)
             }
         }
         streams[streamID] = stream
-        if let refusedAtOnce {
-            credentialsChecked(streamID: streamID, refusal: .grpc(refusedAtOnce))
-        } else if let verify {
+        switch admission {
+        case .refused(let refusal):
+            credentialsChecked(streamID: streamID, refusal: .grpc(refusal))
+        case .verify(let verify, let authorization):
             // The body waits, uncredited, for the verdict on the key.
             checkCredentials(streamID: streamID) { await verify(authorization).map(Refusal.grpc) }
-        } else if stream.machine.isBidirectional {
+        case .admitted where stream.machine.isBidirectional:
             // The handler runs from the headers on and reads the messages as they come; a
             // client that sends more than it reads is stopped at the bound.
             startHandler(streamID: streamID, .grpcStream)
+        case .admitted:
+            break
         }
         // Still open: a refusal above may have ended it.
         if endStream, let open = streams[streamID] {
             perform(open.machine.receiveEnd(budget: &budget), streamID: streamID)
+        }
+    }
+
+    /// What a call's credentials decide from its headers.
+    enum Admission {
+        /// Admitted, with the key the credentials named when it was verified at once.
+        case admitted(APIKeyRecord?)
+        /// Refused once its stream is set up (`credentialsChecked`).
+        case refused(RPCError)
+        /// Held idle until `verify` answers on `authorization`.
+        case verify(@Sendable (String?) async -> RPCError?, authorization: String?)
+
+        var isAdmitted: Bool {
+            if case .admitted = self { return true }
+            return false
+        }
+
+        var authenticatedKey: APIKeyRecord? {
+            if case .admitted(let key) = self { return key }
+            return nil
+        }
+    }
+
+    /// Applies a service's credential rules to a call's headers; nil when the call was answered
+    /// already (no bearer credentials at all: its body is never buffered).
+    func credentialAdmission(of credentials: CredentialRules, block: RequestHeaderBlock, streamID: Int32, handler: RPCHandler,
+                   since started: NIODeadline) -> Admission? {
+        let authorization = block.value(of: "authorization").map(HeaderText.value)
+        guard RPCRouter.hasBearerCredentials(authorization) else {
+            callMetrics.record(handler.metrics ?? metrics.unknownMethod, credentials.missing.code, since: started)
+            sendRefusal(streamID: streamID, credentials.missing)
+            return nil
+        }
+        guard let verify = credentials.verify else { return .admitted(nil) }
+        switch credentials.verifyAtOnce?(authorization) ?? .undecided {
+        case .admit: return .admitted(nil)
+        case .authenticated(let key): return .admitted(key)
+        case .refuse(let refusal): return .refused(refusal)
+        case .undecided: return .verify(verify, authorization: authorization)
         }
     }
 
@@ -474,10 +496,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// Does the outcome's actions in order, then gives its credit back to the peer.
     func perform(_ outcome: ServerStream.Outcome, streamID: Int32) {
-        outcome.forEach { action in
-            guard streams[streamID]?.machine.phase != .closed else { return false }
+        for action in outcome {
+            guard streams[streamID]?.machine.phase != .closed else { break }
             perform(action, streamID: streamID)
-            return true
         }
         session?.consume(streamID: streamID, count: outcome.credit)
     }
@@ -540,7 +561,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         case .http(let request):
             startHTTPHandler(streamID: streamID, request: request)
         case .grpcMessage(let message):
-            runGRPCHandler(stream, streamID: streamID, request: .single(RequestMessage(message)))
+            runGRPCHandler(stream, streamID: streamID, request: .bytes(message))
         case .grpcStream:
             guard let context, let loopBound else { return }
             let (messages, inbound) = AsyncThrowingStream<[UInt8], any Error>.makeStream(
@@ -561,7 +582,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         if configuration.handlersOnEventLoop, call.handler.immediate != nil {
             let started = call.handler.runImmediately(request: request, context: call.context, limits: limits, batch: readBatch)
             if !inEventPass { readBatch.end() }
-            switch started {
+            switch consume started {
             case .ended(let ending):
                 runningHandlers -= 1
                 finish(stream, streamID: streamID, response: ending.response, status: ending.status, metadata: ending.metadata)
@@ -577,6 +598,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let handler = call.handler
         let serverContext = call.context
         let limits = self.limits
+        let request = request.forTask
         stream.task = Task(executorPreference: taskExecutor) {
             await handler.run(request: request, context: serverContext, limits: limits, sink: sink)
         }
@@ -617,6 +639,20 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             stream.machine.closed(budget: &budget)
             stream.cancel()
         }
+    }
+
+    /// Answers a request whose `:path` names no registered method.
+    func rejectUnroutable(streamID: Int32, path: UnsafeRawBufferPointer, since started: NIODeadline) {
+        let early: EarlyResponse
+        switch routes.lookup(path) {
+        case .found, .unknownMethod:
+            early = EarlyResponse(code: .unimplemented, message: "unknown method \(HeaderText.value(path))")
+        case .unknownService(let service):
+            early = EarlyResponse(code: .unimplemented, message: "unknown service \(service)")
+        case .malformedPath:
+            early = EarlyResponse(code: .unimplemented, message: "malformed method name \"\(HeaderText.value(path))\"")
+        }
+        rejectUnrouted(streamID: streamID, since: started, early)
     }
 
     /// Answers a request that reached no method (counted as method `unknown`).

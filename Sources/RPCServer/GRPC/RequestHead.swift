@@ -16,7 +16,9 @@ struct EarlyResponse: Sendable, Equatable {
 /// The validated parts of a gRPC request's header block (its `:path` is read from the block
 /// by the caller, as bytes).
 struct RequestHead: Sendable {
-    var metadata: Metadata
+    /// The application metadata as bytes (`Metadata.requestBlockBytes`).
+    var metadataBytes: [UInt8]
+    var metadata: Metadata { Metadata(requestBlockBytes: metadataBytes) }
     /// From `grpc-timeout`; nil when absent.
     var timeout: TimeAmount?
 
@@ -60,11 +62,11 @@ struct RequestHead: Sendable {
             }
             timeout = parsed
         }
-        guard let metadata = Metadata(requestBlock: block) else {
+        guard let metadataBytes = Metadata.requestBlockBytes(block) else {
             return .rejected(EarlyResponse(httpStatus: 400, code: .internalError,
                                           message: "malformed base64 in -bin metadata"))
         }
-        return .accepted(RequestHead(metadata: metadata, timeout: timeout))
+        return .accepted(RequestHead(metadataBytes: metadataBytes, timeout: timeout))
     }
 
     /// `parse` of fields held as Strings.

@@ -39,23 +39,26 @@ struct ServerCallStateMachine {
     /// Receiving: the one request message, once complete.
     private var message: [UInt8]?
 
+    @inline(__always)
     init(maxMessageSize: Int, bidirectional: Bool = false) {
         deframer = GRPCMessageDeframer(maxMessageSize: maxMessageSize)
         state = bidirectional ? .streaming(responded: false) : .receiving
     }
 
+    /// The rare payloads are `indirect` (boxed): an action is copied from step to step of every
+    /// call, and the size of its largest case was what each copy moved and switched over.
     enum ReceiveAction: Equatable {
         case none
         /// The request is complete: run the handler with this message.
         case startHandler(request: [UInt8])
         /// End the call now with a Trailers-Only response.
-        case reject(EarlyResponse)
+        indirect case reject(EarlyResponse)
         /// Bidirectional: hand these request messages to the running handler.
         case deliver([[UInt8]])
         /// Bidirectional: the client half-closed; no more request messages.
         case endOfRequests
         /// Bidirectional: the request stream is broken; the handler ends the call with this.
-        case failRequests(EarlyResponse)
+        indirect case failRequests(EarlyResponse)
     }
 
     mutating func receiveData(_ bytes: [UInt8]) -> ReceiveAction {
@@ -217,8 +220,10 @@ struct ServerCallStateMachine {
 
     private mutating func close() {
         state = .closed
-        deframer = nil
-        message = nil
+        // Only when set: assigning nil destroys the old value through the Optional's value
+        // witness, set or not (a call closes its machine three or four times).
+        if deframer != nil { deframer = nil }
+        if message != nil { message = nil }
     }
 
     /// Feeds `bytes` to `deframer`; the rejection when they are not valid framing.

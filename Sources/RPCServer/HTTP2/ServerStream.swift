@@ -30,22 +30,31 @@ struct ServerStream {
         case idle, open, refused, dispatched, responding, closed
     }
 
-    /// A plain HTTP request's head and the body received so far.
-    struct HTTPRequestState {
-        var method: String
-        var uri: String
-        var headers: HTTPHeaders
+    /// A plain HTTP request's head and the body received so far. A class: a gRPC call's
+    /// stream has none, and inline it made every gRPC stream's copy and destruction larger.
+    final class HTTPRequestState {
+        let method: String
+        let uri: String
+        let headers: HTTPHeaders
         var body = ByteBuffer()
         let maxBodySize: Int
+
+        init(method: String, uri: String, headers: HTTPHeaders, maxBodySize: Int) {
+            self.method = method
+            self.uri = uri
+            self.headers = headers
+            self.maxBodySize = maxBodySize
+        }
     }
 
-    /// What a handler is started with.
+    /// What a handler is started with. (Here and in `Action`, the rare payloads are `indirect`:
+    /// see `ServerCallStateMachine.ReceiveAction`.)
     enum Dispatch {
         /// The one request message of a unary or server-streaming call.
         case grpcMessage([UInt8])
         /// A bidirectional call: messages follow through `deliver`.
         case grpcStream
-        case http(HTTPRequest)
+        indirect case http(HTTPRequest)
     }
 
     enum Action {
@@ -55,15 +64,15 @@ struct ServerStream {
         /// Bidirectional: the client half-closed.
         case endOfRequests
         /// Bidirectional: the request stream broke; the handler ends the call with this.
-        case failRequests(EarlyResponse)
+        indirect case failRequests(EarlyResponse)
         /// gRPC: end the call now with a Trailers-Only response.
-        case reject(EarlyResponse)
+        indirect case reject(EarlyResponse)
         /// HTTP: answer now with this (the body is no longer read).
-        case rejectHTTP(HTTPResponse)
+        indirect case rejectHTTP(HTTPResponse)
     }
 
     /// What to do, and how many received bytes to give back to the peer as credit.
-    struct Outcome {
+    struct Outcome: Sequence {
         /// The first action, inline: nearly every outcome has none or one, and an array of one
         /// was an allocation per call.
         private var first: Action?
@@ -79,10 +88,7 @@ struct ServerStream {
         }
 
         /// The actions, in order.
-        var actions: [Action] {
-            guard let first else { return [] }
-            return [first] + more
-        }
+        var actions: [Action] { Array(self) }
 
         mutating func append(_ action: Action?) {
             guard let action else { return }
@@ -91,19 +97,24 @@ struct ServerStream {
 
         /// Appends `other`'s actions and adds its credit.
         mutating func append(contentsOf other: Outcome) {
-            other.forEach { append($0) }
+            for action in other { append(action) }
             credit += other.credit
         }
 
-        /// Calls `body` with each action in order while `body` returns true.
-        func forEach(while body: (Action) -> Bool) {
-            guard let first, body(first) else { return }
-            for action in more where !body(action) { return }
+        struct Iterator: IteratorProtocol {
+            fileprivate var first: Action?
+            fileprivate let more: [Action]
+            fileprivate var index = 0
+
+            mutating func next() -> Action? {
+                if let action = first.take() { return action }
+                guard index < more.count else { return nil }
+                defer { index += 1 }
+                return more[index]
+            }
         }
 
-        private func forEach(_ body: (Action) -> Void) {
-            forEach { body($0); return true }
-        }
+        func makeIterator() -> Iterator { Iterator(first: first, more: more) }
     }
 
     private(set) var phase: Phase
@@ -127,6 +138,14 @@ struct ServerStream {
     /// A gRPC call; `admitted` false leaves it idle until `admit` or `refuse`.
     init(grpc machine: ServerCallStateMachine, admitted: Bool) {
         grpc = machine
+        phase = admitted ? .open : .idle
+    }
+
+    /// A gRPC call with a machine of its own (built in place: passed in, it was copied and
+    /// the original destroyed).
+    @inline(__always)
+    init(grpcMaxMessageSize maxMessageSize: Int, bidirectional: Bool, admitted: Bool) {
+        grpc = ServerCallStateMachine(maxMessageSize: maxMessageSize, bidirectional: bidirectional)
         phase = admitted ? .open : .idle
     }
 

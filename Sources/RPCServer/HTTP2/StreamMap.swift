@@ -60,6 +60,15 @@ struct StreamMap<Value>: Sequence {
         }
     }
 
+    /// Changes the value of `id` in place (one look-up; `map[id]?.field = x` is a get and a set);
+    /// false when `id` is not present.
+    @discardableResult
+    mutating func update(_ id: Int32, _ body: (inout Value) -> Void) -> Bool {
+        guard let index = slot(of: id) else { return false }
+        body(&values[index]!)
+        return true
+    }
+
     /// Places an id that is not present: it takes the slot of the first entry nearer its home
     /// than it is, and that entry moves on the same way.
     private mutating func insertNew(_ id: Int32, _ value: Value) {

@@ -57,12 +57,14 @@ struct StreamTimers {
 
     /// Bytes moved on the stream (either way).
     mutating func activity(streamID: Int32, now: NIODeadline) {
-        entries[streamID]?.lastActivity = now
+        entries.update(streamID) { $0.lastActivity = now }
     }
 
     mutating func requestEnded(streamID: Int32, now: NIODeadline) {
-        entries[streamID]?.requestOpen = false
-        entries[streamID]?.lastActivity = now
+        entries.update(streamID) { entry in
+            entry.requestOpen = false
+            entry.lastActivity = now
+        }
     }
 
     /// Forgets the stream; returns how long it lived (nil for a stream never opened here).

@@ -148,15 +148,16 @@ public struct WorkflowsService: RegistrableRPCService {
 
     private func submit(_ request: FlowdV1.RunWorkflowRequest, key: APIKeyRecord, context: ServerContext,
                         trigger: Trigger) async throws -> SubmitResult {
-        let headerKey = context.metadata[stringValues: "idempotency-key"].first
+        let metadata = context.metadata  // parsed from the request's header bytes at each read
+        let headerKey = metadata[stringValues: "idempotency-key"].first
         if let headerKey, !request.idempotencyKey.isEmpty, headerKey != request.idempotencyKey {
             throw WorkflowsErrors.invalidArgument(
                 field: "idempotency_key", "the idempotency-key metadata and the request field differ")
         }
         let idempotencyKey = request.idempotencyKey.isEmpty ? headerKey : request.idempotencyKey
         // An invalid or repeated `traceparent` is ignored (W3C), never an error.
-        let traceContext = RunTraceContext(traceParents: context.metadata[stringValues: "traceparent"],
-                                           traceStates: context.metadata[stringValues: "tracestate"])
+        let traceContext = RunTraceContext(traceParents: metadata[stringValues: "traceparent"],
+                                           traceStates: metadata[stringValues: "tracestate"])
         return try await engine.submit(SubmitRequest(
             key: key, workflow: request.workflow, inputsJSON: request.inputsJson, user: request.user, trigger: trigger,
             transport: .grpc, idempotencyKey: idempotencyKey, traceContext: traceContext))
