@@ -15,8 +15,8 @@ import Codec
 /// ```
 ///
 /// A bidirectional-streaming call (`bidirectional: true`) starts its handler with the headers
-/// and is in `streaming` until it ends: request messages are delivered as they arrive (the
-/// deframer is nil once the client half-closed) while the handler responds.
+/// and is in `streaming` until it ends: request messages are delivered as they arrive (until
+/// the client half-closes, `reading`) while the handler responds.
 ///
 /// Methods return what the caller must do; the machine itself has no side effects.
 struct ServerCallStateMachine {
@@ -29,19 +29,33 @@ struct ServerCallStateMachine {
         case closed
     }
 
-    /// Where the call is. The request's bytes live beside it (`deframer`, `message`), not in
+    /// Where the call is. The request's bytes live beside it (`assembly`, `message`), not in
     /// its cases: a payload was copied out of the enum and written back on every step, a
     /// retain and a release per buffer.
     private(set) var state: State
-    /// Reads request messages while they may still come (receiving; streaming until the client
-    /// half-closes); nil after.
-    private var deframer: GRPCMessageDeframer?
+    private let maxMessageSize: Int
+    /// The bytes of a request message split across DATA frames, and a bidirectional call's
+    /// deframer; nil while none are held. Boxed and made only when needed: a request that
+    /// arrives whole (nearly every unary one) is deframed on the stack, and a deframer kept
+    /// inline made the machine a large value that was copied and destroyed at every step.
+    private var assembly: Assembly?
+    /// Bidirectional: request messages may still come (false once the client half-closed or
+    /// the request stream failed).
+    private var reading: Bool
     /// Receiving: the one request message, once complete.
     private var message: [UInt8]?
 
-    @inline(__always)
+    private final class Assembly {
+        var deframer: GRPCMessageDeframer
+
+        init(_ deframer: GRPCMessageDeframer) {
+            self.deframer = deframer
+        }
+    }
+
     init(maxMessageSize: Int, bidirectional: Bool = false) {
-        deframer = GRPCMessageDeframer(maxMessageSize: maxMessageSize)
+        self.maxMessageSize = maxMessageSize
+        reading = bidirectional
         state = bidirectional ? .streaming(responded: false) : .receiving
     }
 
@@ -68,44 +82,60 @@ struct ServerCallStateMachine {
     mutating func receiveData(_ bytes: UnsafeRawBufferPointer) -> ReceiveAction {
         switch state {
         case .streaming:
-            guard deframer != nil else { return .none }
-            if let failure = Self.append(bytes, to: &deframer!) {
-                deframer = nil
+            guard reading else { return .none }
+            let assembly = self.assembly ?? Assembly(GRPCMessageDeframer(maxMessageSize: maxMessageSize))
+            self.assembly = assembly
+            if let failure = Self.append(bytes, to: &assembly.deframer) {
+                reading = false
+                self.assembly = nil
                 return .failRequests(failure)
             }
             var messages: [[UInt8]] = []
-            while let next = deframer!.next() { messages.append(next) }
+            while let next = assembly.deframer.next() { messages.append(next) }
             return messages.isEmpty ? .none : .deliver(messages)
         case .receiving:
-            if let failure = Self.append(bytes, to: &deframer!) {
-                close()
-                return .reject(failure)
+            if let assembly {
+                return receive(bytes, into: &assembly.deframer)
             }
-            while let next = deframer!.next() {
-                guard message == nil else {
-                    close()
-                    return .reject(EarlyResponse(code: .unimplemented,
-                                                 message: "request cardinality violation: expected one request message"))
-                }
-                message = next
-            }
-            return .none
+            var deframer = GRPCMessageDeframer(maxMessageSize: maxMessageSize)
+            let action = receive(bytes, into: &deframer)
+            if state == .receiving, deframer.hasPartialMessage { assembly = Assembly(deframer) }
+            return action
         case .handling, .responding, .closed:
             return .none
         }
     }
 
+    /// Receiving: feeds `bytes` to `deframer` and takes the message it completes.
+    private mutating func receive(_ bytes: UnsafeRawBufferPointer, into deframer: inout GRPCMessageDeframer) -> ReceiveAction {
+        if let failure = Self.append(bytes, to: &deframer) {
+            close()
+            return .reject(failure)
+        }
+        while let next = deframer.next() {
+            guard message == nil else {
+                close()
+                return .reject(EarlyResponse(code: .unimplemented,
+                                             message: "request cardinality violation: expected one request message"))
+            }
+            message = next
+        }
+        return .none
+    }
+
     mutating func receiveEnd() -> ReceiveAction {
         switch state {
         case .streaming:
-            guard let ended = deframer else { return .none }
-            deframer = nil
-            if ended.hasPartialMessage {
+            guard reading else { return .none }
+            reading = false
+            let partial = assembly?.deframer.hasPartialMessage ?? false
+            assembly = nil
+            if partial {
                 return .failRequests(EarlyResponse(code: .internalError, message: "the request ended inside a message"))
             }
             return .endOfRequests
         case .receiving:
-            let partial = deframer?.hasPartialMessage ?? false
+            let partial = assembly?.deframer.hasPartialMessage ?? false
             let request = message
             close()
             if partial {
@@ -130,8 +160,9 @@ struct ServerCallStateMachine {
         case .receiving:
             close()
             return .reject(early)
-        case .streaming where deframer != nil:
-            deframer = nil
+        case .streaming where reading:
+            reading = false
+            assembly = nil
             return .failRequests(early)
         case .streaming, .handling, .responding, .closed:
             return .none
@@ -220,10 +251,9 @@ struct ServerCallStateMachine {
 
     private mutating func close() {
         state = .closed
-        // Only when set: assigning nil destroys the old value through the Optional's value
-        // witness, set or not (a call closes its machine three or four times).
-        if deframer != nil { deframer = nil }
-        if message != nil { message = nil }
+        reading = false
+        assembly = nil
+        message = nil
     }
 
     /// Feeds `bytes` to `deframer`; the rejection when they are not valid framing.
