@@ -267,7 +267,8 @@ enum RequestInput: Sendable {
     case single(RequestMessage)
     /// The messages of a bidirectional-streaming call, as they arrive; `taken` is told the
     /// size of each message the handler takes (the connection stops counting it then).
-    case stream(AsyncThrowingStream<[UInt8], any Error>, taken: @Sendable (Int) -> Void)
+    /// (`indirect`: boxed, so that the input of every unary call is small to copy.)
+    indirect case stream(AsyncThrowingStream<[UInt8], any Error>, taken: @Sendable (Int) -> Void)
 
     /// The single message's bytes; they are no longer held by the input afterwards.
     func takeSingle() -> [UInt8] {

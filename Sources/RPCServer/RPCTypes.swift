@@ -34,7 +34,7 @@ public struct ServerContext: Sendable {
     public init(descriptor: MethodDescriptor, metadata: Metadata, deadline: NIODeadline?, peer: String,
                 authenticatedKey: APIKeyRecord? = nil) {
         fields = CallFields(descriptor: descriptor, metadata: .parsed(metadata), deadline: deadline, peer: peer,
-                            authenticatedKey: authenticatedKey)
+                            authenticatedKey: authenticatedKey.map(AuthenticatedKey.init))
     }
 
     public var descriptor: MethodDescriptor { fields.descriptor }
@@ -52,7 +52,17 @@ public struct ServerContext: Sendable {
     public var peer: String { fields.peer }
     /// The API key the transport already verified from this call's `authorization` header
     /// (`CredentialVerdict.authenticated`); nil when it did not.
-    public var authenticatedKey: APIKeyRecord? { fields.authenticatedKey }
+    public var authenticatedKey: APIKeyRecord? { fields.authenticatedKey?.record }
+}
+
+/// A key verified from a call's headers, boxed: most calls have none, and an optional record
+/// inline (five fields) was copied and destroyed through value witnesses for each of them.
+final class AuthenticatedKey: Sendable {
+    let record: APIKeyRecord
+
+    init(_ record: APIKeyRecord) {
+        self.record = record
+    }
 }
 
 /// A call's fields as its handler sees them (`ServerContext`). Immutable; the connection's
@@ -65,7 +75,7 @@ class CallFields: @unchecked Sendable {
     let metadata: MetadataSource
     let deadline: NIODeadline?
     let peer: String
-    let authenticatedKey: APIKeyRecord?
+    let authenticatedKey: AuthenticatedKey?
 
     /// A call's metadata: made by whoever built the context, or still the bytes of the
     /// request's header block (parsed when a handler asks; most never do).
@@ -75,7 +85,7 @@ class CallFields: @unchecked Sendable {
     }
 
     init(descriptor: MethodDescriptor, metadata: MetadataSource, deadline: NIODeadline?, peer: String,
-         authenticatedKey: APIKeyRecord?) {
+         authenticatedKey: AuthenticatedKey?) {
         self.descriptor = descriptor
         self.metadata = metadata
         self.deadline = deadline

@@ -95,7 +95,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let started: NIODeadline
 
         init(handler: RPCHandler, metadata: MetadataSource, deadline: NIODeadline?, peer: String,
-             authenticatedKey: APIKeyRecord?, metrics: MethodMetrics, started: NIODeadline) {
+             authenticatedKey: AuthenticatedKey?, metrics: MethodMetrics, started: NIODeadline) {
             self.handler = handler
             self.metrics = metrics
             self.started = started
@@ -111,6 +111,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     let configuration: ServerConfiguration
     let routes: RouteTable
     let http: (any HTTPRequestHandling)?
+    /// `http != nil`, without copying the existential to find out (a value-witness copy a call).
+    let servesHTTP: Bool
     let httpConfiguration: HTTP1Configuration
     var logger: Logger
     let limits = DecodingLimits()
@@ -167,6 +169,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         self.configuration = configuration
         self.routes = router.routeTable
         self.http = http
+        self.servesHTTP = http != nil
         self.httpConfiguration = httpConfiguration
         self.logger = logger
         self.abuse = AbuseGuard(configuration: configuration)
@@ -372,7 +375,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         }
         let path = block.value(of: ":path") ?? UnsafeRawBufferPointer(start: nil, count: 0)
-        if http != nil, Self.isHTTPPath(path),
+        if servesHTTP, Self.isHTTPPath(path),
            !RequestHead.isGRPCContentType(block.value(of: "content-type").map(HeaderText.value) ?? "") {
             beginHTTPCall(streamID: streamID, fields: block.fields, endStream: endStream)
             return
@@ -429,7 +432,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     /// What a call's credentials decide from its headers.
     enum Admission {
         /// Admitted, with the key the credentials named when it was verified at once.
-        case admitted(APIKeyRecord?)
+        case admitted(AuthenticatedKey?)
         /// Refused once its stream is set up (`credentialsChecked`).
         case refused(RPCError)
         /// Held idle until `verify` answers on `authorization`.
@@ -440,7 +443,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return false
         }
 
-        var authenticatedKey: APIKeyRecord? {
+        var authenticatedKey: AuthenticatedKey? {
             if case .admitted(let key) = self { return key }
             return nil
         }
@@ -459,7 +462,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         guard let verify = credentials.verify else { return .admitted(nil) }
         switch credentials.verifyAtOnce?(authorization) ?? .undecided {
         case .admit: return .admitted(nil)
-        case .authenticated(let key): return .admitted(key)
+        case .authenticated(let key): return .admitted(AuthenticatedKey(key))
         case .refuse(let refusal): return .refused(refusal)
         case .undecided: return .verify(verify, authorization: authorization)
         }

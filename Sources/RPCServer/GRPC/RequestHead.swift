@@ -76,7 +76,7 @@ struct RequestHead: Sendable {
 
     enum Parsed {
         case accepted(RequestHead)
-        case rejected(EarlyResponse)
+        indirect case rejected(EarlyResponse)  // boxed: the accepted head is what every call copies
     }
 
     /// `application/grpc` or `application/grpc+proto` (with optional parameters).
