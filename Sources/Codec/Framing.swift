@@ -131,20 +131,36 @@ public struct GRPCMessageDeframer: Sendable {
 
     /// Rejects a compressed or oversized message (the deframer then fails for good).
     private mutating func checkPrefix(flag: UInt8, length: Int) throws(CodecError) {
-        if flag == 1 {
+        if let error = Self.prefixError(flag: flag, length: length, maxMessageSize: maxMessageSize) {
             failed = true
-            throw CodecError(code: .compressedMessage,
-                             message: "compressed message received but no grpc-encoding was negotiated")
+            throw error
+        }
+    }
+
+    private static func prefixError(flag: UInt8, length: Int, maxMessageSize: Int) -> CodecError? {
+        if flag == 1 {
+            return CodecError(code: .compressedMessage,
+                              message: "compressed message received but no grpc-encoding was negotiated")
         }
         if flag != 0 {
-            failed = true
-            throw CodecError(code: .malformed, message: "invalid compressed-flag byte \(flag) in message prefix")
+            return CodecError(code: .malformed, message: "invalid compressed-flag byte \(flag) in message prefix")
         }
         if length > maxMessageSize {
-            failed = true
-            throw CodecError(code: .messageTooLarge,
-                             message: "message of \(length) bytes exceeds the limit of \(maxMessageSize) bytes")
+            return CodecError(code: .messageTooLarge,
+                              message: "message of \(length) bytes exceeds the limit of \(maxMessageSize) bytes")
         }
+        return nil
+    }
+
+    /// The message when `bytes` are exactly one whole framed message (what a unary request's
+    /// one DATA frame nearly always holds), checked as `append` checks it; nil when they are
+    /// anything else (feed them to a deframer then). No deframer is made for the common case.
+    public static func wholeMessage(_ bytes: UnsafeRawBufferPointer, maxMessageSize: Int) throws(CodecError) -> [UInt8]? {
+        guard bytes.count >= GRPCFraming.prefixLength else { return nil }
+        let length = declaredLength(bytes)
+        guard bytes.count - GRPCFraming.prefixLength == length else { return nil }
+        if let error = prefixError(flag: bytes[0], length: length, maxMessageSize: maxMessageSize) { throw error }
+        return length == 0 ? [] : Array(UnsafeRawBufferPointer(rebasing: bytes[GRPCFraming.prefixLength...]))
     }
 
     /// The next complete message, or nil when none is complete yet.

@@ -3,7 +3,8 @@ import Codec
 /// libFuzzer target (tools/fuzz.sh): the gRPC message deframer fed in two pieces split at a
 /// byte chosen by the input, and grpc-message percent-decoding and encoding. Invariants: the
 /// two ways of feeding the bytes yield the same messages; no message exceeds the limit;
-/// decoding then encoding then decoding is stable.
+/// `wholeMessage` agrees with the deframer (its message when the bytes are one whole message,
+/// its failure when they fail); decoding then encoding then decoding is stable.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzFraming(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
@@ -30,6 +31,13 @@ public func fuzzFraming(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let (pieces, piecesFailed) = deframe(splitAt: split)
     precondition(whole == pieces && wholeFailed == piecesFailed, "deframing depends on how the bytes were split")
     precondition(whole.allSatisfy { $0.count <= limit }, "a message over the limit was delivered")
+    do {
+        if let message = try input.withUnsafeBytes({ try GRPCMessageDeframer.wholeMessage($0, maxMessageSize: limit) }) {
+            precondition(!wholeFailed && whole == [message], "wholeMessage disagrees with the deframer")
+        }
+    } catch {
+        precondition(wholeFailed, "wholeMessage failed where the deframer did not")
+    }
 
     let decoded = GRPCStatusMessage.percentDecode(input)
     let again = GRPCStatusMessage.percentDecode(Array(GRPCStatusMessage.percentEncode(decoded).utf8))

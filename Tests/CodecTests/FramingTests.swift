@@ -101,6 +101,24 @@ struct FramingTests {
         let error = #expect(throws: CodecError.self) { try deframer.feed([0x02, 0x00, 0x00, 0x00, 0x00]) }
         #expect(error?.code == .malformed)
     }
+
+    @Test("wholeMessage takes exactly one whole framed message, checked as a deframer checks it, and nothing else")
+    func wholeMessage() throws {
+        func whole(_ bytes: [UInt8], max: Int = 1024) throws -> [UInt8]? {
+            try bytes.withUnsafeBytes { try GRPCMessageDeframer.wholeMessage($0, maxMessageSize: max) }
+        }
+        #expect(try whole(GRPCFraming.frame([1, 2, 3])) == [1, 2, 3])
+        #expect(try whole(GRPCFraming.frame([])) == [])
+        #expect(try whole(Array(GRPCFraming.frame([1, 2, 3]).dropLast())) == nil)  // split: for a deframer
+        #expect(try whole(GRPCFraming.frame([1]) + GRPCFraming.frame([2])) == nil)  // two messages
+        #expect(try whole([0, 0, 0]) == nil)
+        let compressed = #expect(throws: CodecError.self) { try whole([0x01, 0x00, 0x00, 0x00, 0x01, 0x61]) }
+        #expect(compressed?.code == .compressedMessage)
+        let flag = #expect(throws: CodecError.self) { try whole([0x02, 0x00, 0x00, 0x00, 0x00]) }
+        #expect(flag?.code == .malformed)
+        let large = #expect(throws: CodecError.self) { try whole(GRPCFraming.frame([UInt8](repeating: 7, count: 11)), max: 10) }
+        #expect(large?.code == .messageTooLarge)
+    }
 }
 
 @Suite("grpc-message percent-encoding")

@@ -28,8 +28,11 @@ extension GRPCConnectionHandler {
         case .startIdleTimer:
             startIdleTimer()
         case .cancelIdleTimer:
-            idleTimer?.cancel()
-            idleTimer = nil
+            // Asked at every stream's start; nearly always there is no timer.
+            if let timer = idleTimer {
+                timer.cancel()
+                idleTimer = nil
+            }
         case .handshakeDone(let idle):
             handshakeTimer?.cancel()
             handshakeTimer = nil

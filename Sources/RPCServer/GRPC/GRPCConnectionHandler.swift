@@ -685,6 +685,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// Plain HTTP over h2c: the REST shim's paths and the metrics.
     static func isHTTPPath(_ path: UnsafeRawBufferPointer) -> Bool {
+        // A gRPC path's second byte is its service's first letter: nearly every call is out here.
+        guard path.count >= 4, path[1] == UInt8(ascii: "v") || path[1] == UInt8(ascii: "m") else { return false }
         func starts(with prefix: StaticString) -> Bool {
             path.count >= prefix.utf8CodeUnitCount
                 && UnsafeRawBufferPointer(rebasing: path[..<prefix.utf8CodeUnitCount]).equals(prefix)

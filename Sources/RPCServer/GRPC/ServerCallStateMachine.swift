@@ -97,6 +97,17 @@ struct ServerCallStateMachine {
             if let assembly {
                 return receive(bytes, into: &assembly.deframer)
             }
+            if message == nil {
+                do {
+                    if let whole = try GRPCMessageDeframer.wholeMessage(bytes, maxMessageSize: maxMessageSize) {
+                        message = whole
+                        return .none
+                    }
+                } catch {
+                    close()
+                    return .reject(Self.rejection(for: error))
+                }
+            }
             var deframer = GRPCMessageDeframer(maxMessageSize: maxMessageSize)
             let action = receive(bytes, into: &deframer)
             if state == .receiving, deframer.hasPartialMessage { assembly = Assembly(deframer) }
