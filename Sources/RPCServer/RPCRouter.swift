@@ -180,17 +180,20 @@ public struct RPCRouter: Sendable {
 /// than making the request's path a String and hashing it.
 final class RouteTable: Sendable {
     private let bytes: [UInt8]
-    private let spans: [(start: Int, count: Int)]
+    /// Each path's place in `bytes` and its `tail` (`Self.tail`): a path is compared whole only
+    /// when its length and tail match (methods of one service share most of their bytes).
+    private let spans: [(start: Int, count: Int, tail: UInt64)]
     private let handlers: [RPCHandler]
     private let services: Set<String>
 
     init(handlers: [String: RPCHandler], services: Set<String>) {
         var bytes: [UInt8] = []
-        var spans: [(start: Int, count: Int)] = []
+        var spans: [(start: Int, count: Int, tail: UInt64)] = []
         var list: [RPCHandler] = []
         for (path, handler) in handlers {
-            spans.append((bytes.count, path.utf8.count))
-            bytes.append(contentsOf: path.utf8)
+            let utf8 = Array(path.utf8)
+            spans.append((bytes.count, utf8.count, utf8.withUnsafeBytes(Self.tail)))
+            bytes.append(contentsOf: utf8)
             list.append(handler)
         }
         self.bytes = bytes
@@ -199,10 +202,19 @@ final class RouteTable: Sendable {
         self.services = services
     }
 
+    /// Up to the last 8 bytes of a path, as one integer.
+    private static func tail(_ path: UnsafeRawBufferPointer) -> UInt64 {
+        if path.count >= 8 { return path.loadUnaligned(fromByteOffset: path.count - 8, as: UInt64.self) }
+        var tail: UInt64 = 0
+        for byte in path { tail = tail << 8 | UInt64(byte) }
+        return tail
+    }
+
     /// The method for a request's `:path` bytes; nil when none (`lookup` says why).
     func handler(for path: UnsafeRawBufferPointer) -> RPCHandler? {
+        let tail = Self.tail(path)
         let found: Int? = bytes.withUnsafeBytes { all in
-            for index in spans.indices where spans[index].count == path.count {
+            for index in spans.indices where spans[index].count == path.count && spans[index].tail == tail {
                 let span = spans[index]
                 if UnsafeRawBufferPointer(rebasing: all[span.start..<span.start + span.count]).equals(path) { return index }
             }

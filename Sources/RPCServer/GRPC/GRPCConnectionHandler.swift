@@ -37,7 +37,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         var inbound: Inbound?
         var ended = false
 
-        init(machine: ServerStream, call: CallInfo?) {
+        init(machine: consuming ServerStream, call: CallInfo?) {
             self.machine = machine
             self.call = call
         }

@@ -43,8 +43,10 @@ struct RequestHead: Sendable {
             return .rejected(EarlyResponse(httpStatus: 405, code: .internalError,
                                           message: "gRPC requires POST, got \(method.map(HeaderText.value) ?? "no method")"))
         }
-        let contentTypeText = contentType.map(HeaderText.value)
-        guard let contentTypeText, Self.isGRPCContentType(contentTypeText) else {
+        // What nearly every client sends, compared as bytes; anything else as a String.
+        let exactGRPC = contentType?.equals("application/grpc") ?? false
+        let contentTypeText = exactGRPC ? "application/grpc" : contentType.map(HeaderText.value)
+        guard let contentTypeText, exactGRPC || Self.isGRPCContentType(contentTypeText) else {
             return .rejected(EarlyResponse(httpStatus: 415, code: .invalidArgument,
                                           message: "invalid gRPC content-type \"\(contentTypeText ?? "")\""))
         }

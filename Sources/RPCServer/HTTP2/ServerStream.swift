@@ -25,7 +25,7 @@ import NIOHTTP1
 ///
 /// Methods return what the connection must do; the only effect they have is on the budget
 /// passed in.
-struct ServerStream {
+struct ServerStream: ~Copyable {
     enum Phase: Equatable {
         case idle, open, refused, dispatched, responding, closed
     }

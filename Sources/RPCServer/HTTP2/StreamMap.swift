@@ -72,10 +72,24 @@ struct StreamMap<Value>: Sequence {
     /// Places an id that is not present: it takes the slot of the first entry nearer its home
     /// than it is, and that entry moves on the same way.
     private mutating func insertNew(_ id: Int32, _ value: Value) {
-        var id = id
-        var value: Value? = value
         var index = home(id)
         var travelled = 0
+        // Nearly always a free slot comes before any entry to displace: the value is stored
+        // once, without the swaps (a retain and a release each) of the displacing loop below.
+        while true {
+            let present = ids[index]
+            if present == 0 {
+                ids[index] = id
+                values[index] = value
+                count += 1
+                return
+            }
+            if distance(present, at: index) < travelled { break }
+            index = (index + 1) & mask
+            travelled += 1
+        }
+        var id = id
+        var value: Value? = value
         while true {
             let present = ids[index]
             if present == 0 {
