@@ -74,6 +74,9 @@ final class NGHTTP2Session {
         var unconsumed = 0
         /// Response body bytes nghttp2 has taken for DATA frames (write-stall detection).
         var sentBytes = 0
+        /// Neighbours in the session's list of open streams (`openStreams`), which owns them.
+        var next: StreamIO?
+        unowned(unsafe) var previous: StreamIO?
     }
 
     private let session: OpaquePointer
@@ -85,9 +88,10 @@ final class NGHTTP2Session {
     private let context: UnsafeMutablePointer<flowd_h2_context>
     /// `withHeaderBlock` is running: `receive` may not move the blocks being read.
     private var readingHeaderBlocks = 0
-    /// Owns each stream's bookkeeping from its request headers until nghttp2 closes it; look-ups
-    /// go through `withStream` (nghttp2's stream user data) instead, without a retain.
-    private var streams = StreamMap<StreamIO>()
+    /// Owns each stream's bookkeeping from its request headers until nghttp2 closes it: a list
+    /// linked through the streams themselves (a map cost two look-ups a call, and look-ups go
+    /// through `withStream`, nghttp2's stream user data, anyway).
+    private var openStreams: StreamIO?
     private var events: [HTTP2Event] = []
     /// The request body bytes of the current `receive`, one after the other: a DATA event names
     /// its range (one buffer per read instead of an array per DATA frame). Emptied by the next
@@ -162,6 +166,11 @@ final class NGHTTP2Session {
     deinit {
         nghttp2_session_del(session)
         flowd_h2_context_free(context)
+        // One by one: releasing the head would release the rest recursively, one frame each.
+        while let stream = openStreams {
+            openStreams = stream.next
+            stream.next = nil
+        }
     }
 
     // MARK: Input
@@ -225,6 +234,17 @@ final class NGHTTP2Session {
 
     /// Received bytes not yet credited back to the connection (a gauge for tests).
     var unconsumedConnectionBytes: Int { Int(nghttp2_session_get_effective_recv_data_length(session)) }
+
+    /// Streams whose bookkeeping the session holds (tests: the list of open streams).
+    var openStreamCount: Int {
+        var count = 0
+        var stream = openStreams
+        while let current = stream {
+            count += 1
+            stream = current.next
+        }
+        return count
+    }
 
     /// Free blocks nghttp2's memory pool holds for reuse (tests: at most four size classes of
     /// `poolBlocksPerClass`).
@@ -422,7 +442,9 @@ final class NGHTTP2Session {
         guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
         let stream = StreamIO()
         let id = flowd_h2_frame_stream_id(frame)
-        streams[id] = stream
+        stream.next = openStreams
+        openStreams?.previous = stream
+        openStreams = stream
         nghttp2_session_set_stream_user_data(session, id, Unmanaged.passUnretained(stream).toOpaque())
         // Its fields go to the recorder (`flowd_h2_callbacks_set_header_recorder`).
         flowd_h2_headers_begin(context, id)
@@ -478,7 +500,14 @@ final class NGHTTP2Session {
         // The block's bytes stay until the next `receive`: this can run during `drainOutput`
         // while a handler reads a block of the same read.
         flowd_h2_headers_stream_closed(context, streamID)
-        guard let stream = streams.removeValue(forKey: streamID) else { return }
+        guard let data = nghttp2_session_get_stream_user_data(session, streamID) else { return }
+        // A strong reference of its own: unlinked, the stream has no other owner.
+        let stream = Unmanaged<StreamIO>.fromOpaque(data).takeUnretainedValue()
+        if let previous = stream.previous { previous.next = stream.next } else { openStreams = stream.next }
+        stream.next?.previous = stream.previous
+        stream.next = nil
+        stream.previous = nil
+        nghttp2_session_set_stream_user_data(session, streamID, nil)
         // Credit nobody will consume any more: without it the connection window would leak.
         orphanedCredit += stream.unconsumed
         events.append(.streamClosed(streamID: streamID, errorCode: errorCode))

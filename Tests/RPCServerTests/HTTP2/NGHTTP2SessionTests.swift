@@ -144,4 +144,35 @@ struct NGHTTP2SessionTests {
         #expect(server.pooledBlocks >= Int(NGHTTP2Session.poolBlocksPerClass), "the pool keeps blocks for reuse")
         #expect(server.pooledBlocks <= 4 * Int(NGHTTP2Session.poolBlocksPerClass))
     }
+
+    @Test("streams closed in any order leave the list of open streams holding exactly the others")
+    func openStreamList() throws {
+        let client = try NGHTTP2ClientSession(settings: .init(initialWindowSize: 65_535, maxHeaderListSize: 16_384))
+        let server = try Self.server()
+        for _ in 0..<60 { _ = try client.submitRequest(fields: Self.fields, body: Self.body) }
+        var toServer = ByteBuffer()
+        try client.drainOutput(into: &toServer)
+        try Array(toServer.readableBytesView).withUnsafeBytes { try server.receive($0) }
+        var ids: [Int32] = []
+        for case .requestHeaders(let streamID, _, _, _) in server.takeEvents() { ids.append(streamID) }
+        #expect(ids.count == 60)
+        #expect(server.openStreamCount == 60)
+        // Close two thirds, in an order that is neither opening order nor its reverse: the
+        // head, the tail and the middle of the list all go.
+        var generator = SystemRandomNumberGenerator()
+        let closing = ids.enumerated().filter { $0.offset % 3 != 1 }.map(\.element).shuffled(using: &generator)
+        for id in closing {
+            try server.sendResponseHeaders(streamID: id, fields: [HeaderField(name: ":status", value: "200"),
+                                                                  HeaderField(name: "grpc-status", value: "0")],
+                                           endStream: true)
+            var out = ByteBuffer()
+            try server.drainOutput(into: &out)
+        }
+        let closed = server.takeEvents().compactMap { event -> Int32? in
+            if case .streamClosed(let id, _) = event { return id }
+            return nil
+        }
+        #expect(Set(closed) == Set(closing))
+        #expect(server.openStreamCount == 20)
+    }
 }
