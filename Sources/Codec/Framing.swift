@@ -12,7 +12,9 @@ public enum GRPCFraming {
     }
 
     /// Runs `body` with the prefix (uncompressed) of a message of `count` bytes, for callers
-    /// that write the message into a buffer of their own.
+    /// that write the message into a buffer of their own. (Inlinable: the server calls it for
+    /// every response message, and unspecialised it cost 140 instructions.)
+    @inlinable
     public static func withPrefix<R>(forLength count: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         precondition(count <= Int(UInt32.max), "gRPC message longer than 4 GiB")
         let length = UInt32(count)

@@ -83,8 +83,10 @@ extension Metadata {
     /// value is not base64. A call keeps these and Strings are made only if its handler asks
     /// (as elements, a call's user-agent alone was an array and a String).
     static func requestBlockBytes(_ block: RequestHeaderBlock) -> [UInt8]? {
-        for field in block where isBinaryKey(field.name) && !isReserved(field.name) {
-            if BinaryMetadata.decode(HeaderText.value(field.value)) == nil { return nil }
+        if block.hasBinaryNames {
+            for field in block where isBinaryKey(field.name) && !isReserved(field.name) {
+                if BinaryMetadata.decode(HeaderText.value(field.value)) == nil { return nil }
+            }
         }
         return Array(block.bytes)
     }

@@ -64,6 +64,21 @@ struct RequestHeaderBlock: Sequence {
 
     func makeIterator() -> Iterator { Iterator(bytes: bytes) }
 
+    /// True when some field's name ends in `-bin`. One pass over the lengths, a 4-byte load per
+    /// field: every call asks, nearly none has one.
+    var hasBinaryNames: Bool {
+        let suffix = UInt32(littleEndian: 0x6E69_622D)  // "-bin"
+        var offset = 0
+        while offset + Self.fieldOverhead <= bytes.count {
+            let nameCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            let valueCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)))
+            let nameEnd = offset + Self.fieldOverhead + nameCount
+            if nameCount >= 4, bytes.loadUnaligned(fromByteOffset: nameEnd - 4, as: UInt32.self) == suffix { return true }
+            offset = nameEnd + valueCount
+        }
+        return false
+    }
+
     /// The value of the first field named `name`.
     func value(of name: StaticString) -> UnsafeRawBufferPointer? {
         first { $0.name.equals(name) }?.value

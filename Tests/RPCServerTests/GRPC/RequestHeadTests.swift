@@ -66,6 +66,14 @@ struct RequestHeadTests {
         #expect(head.metadata.count == 4)
         #expect(head.timeout == .seconds(1))
         #expect(rejection(fields([("x-b-bin", "!!!")]))?.httpStatus == 400)
+        // The quick test for -bin names looks at names only, and at every field.
+        func hasBinaryNames(_ pairs: [(String, String)]) -> Bool {
+            RequestHeaderBlock.encode(pairs.map { HeaderField(name: $0.0, value: $0.1) })
+                .withUnsafeReadableBytes { RequestHeaderBlock(bytes: $0).hasBinaryNames }
+        }
+        #expect(hasBinaryNames([("x-a", "1"), ("te", "trailers"), ("x-b-bin", "q6ur")]))
+        #expect(!hasBinaryNames([("x-a", "ends-bin"), ("bin", "1"), ("-bi", "n")]))
+        #expect(!hasBinaryNames([]))
     }
 
     @Test("trailers carry the status, a percent-encoded message, details and metadata")
