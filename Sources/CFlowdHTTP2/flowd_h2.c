@@ -101,6 +101,7 @@ void flowd_h2_context_free(flowd_h2_context *context) {
         }
     }
     free(context->headers);
+    free(context->data);
     free(context);
 }
 
@@ -112,16 +113,36 @@ size_t flowd_h2_pool_free_blocks(const flowd_h2_context *context) {
 
 /* ---- Request header recorder ---- */
 
-static int headers_reserve(flowd_h2_context *context, size_t extra) {
-    size_t needed = context->headers_count + extra;
-    if (needed <= context->headers_capacity) return 1;
-    size_t capacity = context->headers_capacity < 4096 ? 4096 : context->headers_capacity;
-    while (capacity < needed) capacity *= 2;
-    uint8_t *grown = realloc(context->headers, capacity);
+/* Makes room for `extra` more bytes in a growing buffer; 0 when out of memory. */
+static int buffer_reserve(uint8_t **bytes, size_t *capacity, size_t count, size_t extra) {
+    if (extra > SIZE_MAX - count) return 0;
+    size_t needed = count + extra;
+    if (needed <= *capacity) return 1;
+    size_t grown_capacity = *capacity < 4096 ? 4096 : *capacity;
+    while (grown_capacity < needed) grown_capacity *= 2;
+    uint8_t *grown = realloc(*bytes, grown_capacity);
     if (grown == NULL) return 0;
-    context->headers = grown;
-    context->headers_capacity = capacity;
+    *bytes = grown;
+    *capacity = grown_capacity;
     return 1;
+}
+
+/* Empties a buffer, keeping its storage up to FLOWD_H2_KEPT_CAPACITY. */
+static void buffer_reset(uint8_t **bytes, size_t *capacity, size_t *count) {
+    *count = 0;
+    if (*capacity > FLOWD_H2_KEPT_CAPACITY) {
+        free(*bytes);
+        *bytes = NULL;
+        *capacity = 0;
+    }
+}
+
+ptrdiff_t flowd_h2_data_append(flowd_h2_context *context, const uint8_t *bytes, size_t length) {
+    if (!buffer_reserve(&context->data, &context->data_capacity, context->data_count, length)) return -1;
+    size_t start = context->data_count;
+    if (length > 0) memcpy(context->data + start, bytes, length);
+    context->data_count += length;
+    return (ptrdiff_t)start;
 }
 
 static int record_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
@@ -144,7 +165,9 @@ static int record_header(nghttp2_session *session, const nghttp2_frame *frame, c
         return 0;
     }
     size_t size = 8 + name_length + value_length;
-    if (!headers_reserve(context, size)) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (!buffer_reserve(&context->headers, &context->headers_capacity, context->headers_count, size)) {
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     uint8_t *out = context->headers + context->headers_count;
     uint32_t lengths[2] = {(uint32_t)name_length, (uint32_t)value_length};
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -162,7 +185,8 @@ void flowd_h2_callbacks_set_header_recorder(nghttp2_session_callbacks *callbacks
     nghttp2_session_callbacks_set_on_header_callback(callbacks, record_header);
 }
 
-void flowd_h2_headers_next_read(flowd_h2_context *context) {
+void flowd_h2_next_read(flowd_h2_context *context) {
+    buffer_reset(&context->data, &context->data_capacity, &context->data_count);
     flowd_h2_receiving *block = &context->receiving;
     if (block->stream_id != 0) {
         size_t length = context->headers_count - block->start;
@@ -171,12 +195,7 @@ void flowd_h2_headers_next_read(flowd_h2_context *context) {
         block->start = 0;
         return;
     }
-    context->headers_count = 0;
-    if (context->headers_capacity > FLOWD_H2_HEADERS_KEPT_CAPACITY) {
-        free(context->headers);
-        context->headers = NULL;
-        context->headers_capacity = 0;
-    }
+    buffer_reset(&context->headers, &context->headers_capacity, &context->headers_count);
 }
 
 void flowd_h2_headers_begin(flowd_h2_context *context, int32_t stream_id) {

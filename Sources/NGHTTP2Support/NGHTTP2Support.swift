@@ -67,10 +67,12 @@ package struct HeaderField: Sendable, Equatable {
 package final class StaticHeaderBlock: @unchecked Sendable {
     package let fields: [HeaderField]
     // Immutable after init and never freed: safe to share across threads.
-    private let nva: UnsafeMutablePointer<nghttp2_nv>
+    @usableFromInline let nva: UnsafeMutablePointer<nghttp2_nv>
+    @usableFromInline let count: Int
 
     package init(_ fields: [HeaderField]) {
         self.fields = fields
+        count = fields.count
         nva = .allocate(capacity: max(1, fields.count))
         let flags = UInt8(NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue)
         for (index, field) in fields.enumerated() {
@@ -87,8 +89,11 @@ package final class StaticHeaderBlock: @unchecked Sendable {
         return pointer
     }
 
+    // Inlinable, as `HeaderBlock.withNameValues`: every response goes through them, and
+    // unspecialised across modules they were a closure context and an indirect call each.
+    @inlinable
     package func withNameValues<R>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
-        body(nva, fields.count)
+        body(nva, count)
     }
 }
 
@@ -104,6 +109,7 @@ package enum HeaderBlock: Sendable {
         }
     }
 
+    @inlinable
     package func withNameValues<R>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
         switch self {
         case .fields(let fields): NGHTTP2Support.withNameValues(fields, body)

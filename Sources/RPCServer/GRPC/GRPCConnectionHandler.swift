@@ -107,6 +107,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     static let shutdownPingOpaque: UInt64 = 0x666C_6F77_6420_4741  // "flowd GA"
+    /// Most a write buffer starts with (see `flushOnce`); larger passes grow it as before.
+    static let outputCapacityHint = 16 * 1024
 
     let configuration: ServerConfiguration
     let routes: RouteTable
@@ -929,7 +931,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         if output.readableBytes > 0 {
             let bytes = output
-            output = context.channel.allocator.buffer(capacity: 0)
+            // The next pass starts with room for as much as this one wrote (up to a bound):
+            // grown from nothing, a pass's buffer was reallocated as its frames were added.
+            output = context.channel.allocator.buffer(capacity: min(bytes.readableBytes, Self.outputCapacityHint))
             context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
         }
         handleEvents()

@@ -86,18 +86,14 @@ final class NGHTTP2Session {
     /// block still arriving when a read ends (a block can span reads) is moved to the front by
     /// the next `receive`, which drops the rest.
     private let context: UnsafeMutablePointer<flowd_h2_context>
-    /// `withHeaderBlock` is running: `receive` may not move the blocks being read.
-    private var readingHeaderBlocks = 0
+    /// `withHeaderBlock` or `withReceivedData` is running: `receive` may not move the bytes
+    /// being read.
+    private var readingReceived = 0
     /// Owns each stream's bookkeeping from its request headers until nghttp2 closes it: a list
     /// linked through the streams themselves (a map cost two look-ups a call, and look-ups go
     /// through `withStream`, nghttp2's stream user data, anyway).
     private var openStreams: StreamIO?
     private var events: [HTTP2Event] = []
-    /// The request body bytes of the current `receive`, one after the other: a DATA event names
-    /// its range (one buffer per read instead of an array per DATA frame). Emptied by the next
-    /// `receive`; its storage is kept up to `keptBufferCapacity`.
-    private var receivedData = ByteBuffer()
-    private static let keptBufferCapacity = 64 * 1024
     /// Free blocks nghttp2's memory pool keeps per size class (64 to 512 bytes) for the next
     /// stream's allocations; above it they go back to malloc. At most about 30 KiB a connection.
     static let poolBlocksPerClass: UInt32 = 32
@@ -179,9 +175,8 @@ final class NGHTTP2Session {
     /// is fatal for the session: drain the output (it may hold a GOAWAY) and close.
     func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        precondition(readingHeaderBlocks == 0, "a read while a header block is being read")
-        Self.reset(&receivedData)
-        flowd_h2_headers_next_read(context)
+        precondition(readingReceived == 0, "a read while the bytes of the last one are being read")
+        flowd_h2_next_read(context)
         frameHeaders.scan(bytes) { header in
             if header.isEmptyDataWithoutEndStream { events.append(.emptyDataFrame(streamID: header.streamID)) }
         }
@@ -203,30 +198,27 @@ final class NGHTTP2Session {
         if credited > 0 { nghttp2_session_consume(session, streamID, credited) }
     }
 
-    /// Empties the per-read buffer, keeping its storage up to `keptBufferCapacity`.
-    private static func reset(_ buffer: inout ByteBuffer) {
-        if buffer.capacity > keptBufferCapacity {
-            buffer = ByteBuffer()
-        } else {
-            buffer.clear()
+    /// The header block of a `.requestHeaders` event, valid until the next `receive`.
+    func withHeaderBlock<R>(_ range: Range<Int>, _ body: (RequestHeaderBlock) -> R) -> R {
+        withReceived(range, flowd_h2_headers_bytes(context), count: flowd_h2_headers_count(context)) {
+            body(RequestHeaderBlock(bytes: $0))
         }
     }
 
-    /// The header block of a `.requestHeaders` event, valid until the next `receive`.
-    func withHeaderBlock<R>(_ range: Range<Int>, _ body: (RequestHeaderBlock) -> R) -> R {
-        precondition(range.upperBound <= flowd_h2_headers_count(context), "a header block of an earlier read")
-        readingHeaderBlocks += 1
-        defer { readingHeaderBlocks -= 1 }
-        let start = range.isEmpty ? nil : UnsafeRawPointer(flowd_h2_headers_bytes(context)! + range.lowerBound)
-        return body(RequestHeaderBlock(bytes: UnsafeRawBufferPointer(start: start, count: range.count)))
+    /// The bytes of a `.data` event, valid until the next `receive`.
+    func withReceivedData<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        withReceived(range, flowd_h2_data_bytes(context), count: flowd_h2_data_count(context), body)
     }
 
-    /// The bytes of a `.data` event, valid until the next `receive`. `receivedData` is read
-    /// through a copy: the session may write its own while a handler reads (a stream closing in
-    /// `drainOutput`); the storage read stays alive and unchanged.
-    func withReceivedData<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
-        let buffer = receivedData
-        return buffer.withUnsafeReadableBytes { body(UnsafeRawBufferPointer(rebasing: $0[range])) }
+    /// `range` of one of the context's per-read buffers (`base`, `count` bytes). Only `receive`
+    /// changes them, and not while this runs.
+    private func withReceived<R>(_ range: Range<Int>, _ base: UnsafePointer<UInt8>?, count: Int,
+                                 _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        precondition(range.upperBound <= count, "bytes of an earlier read")
+        readingReceived += 1
+        defer { readingReceived -= 1 }
+        let start = range.isEmpty ? nil : UnsafeRawPointer(base! + range.lowerBound)
+        return body(UnsafeRawBufferPointer(start: start, count: range.count))
     }
 
     /// Request bytes of `streamID` received and not yet credited back.
@@ -476,14 +468,20 @@ final class NGHTTP2Session {
         }
     }
 
-    private func onDataChunk(streamID: Int32, bytes: UnsafeRawBufferPointer) {
-        let known: Void? = withStream(streamID) { stream in
+    /// False when the bytes could not be kept (out of memory: the session fails).
+    private func onDataChunk(streamID: Int32, bytes: UnsafeRawBufferPointer) -> Bool {
+        let kept: Bool? = withStream(streamID) { stream in
+            let start = flowd_h2_data_append(context, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
+            guard start >= 0 else { return false }
             stream.unconsumed += bytes.count
-            let start = receivedData.writerIndex
-            receivedData.writeBytes(bytes)
-            events.append(.data(streamID: streamID, range: start..<receivedData.writerIndex))
+            events.append(.data(streamID: streamID, range: start..<start + bytes.count))
+            return true
         }
-        if known == nil { orphanedCredit += bytes.count }
+        guard let kept else {
+            orphanedCredit += bytes.count
+            return true
+        }
+        return kept
     }
 
     private func onFrameSend(_ frame: UnsafePointer<nghttp2_frame>) {
@@ -604,8 +602,10 @@ final class NGHTTP2Session {
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) {
             _, _, streamID, data, length, userData in
-            withOwner(userData) { $0.onDataChunk(streamID: streamID, bytes: UnsafeRawBufferPointer(start: data, count: length)) }
-            return 0
+            let kept = withOwner(userData) {
+                $0.onDataChunk(streamID: streamID, bytes: UnsafeRawBufferPointer(start: data, count: length))
+            }
+            return kept ? 0 : Int32(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue)
         }
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, userData in
             withOwner(userData) { $0.onFrameSend(frame!) }

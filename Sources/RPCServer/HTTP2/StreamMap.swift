@@ -10,21 +10,25 @@
 /// linear probing shifted or scanned the whole run of concurrent streams, 700 instructions per
 /// removal at 32 streams). Id 0 (the connection) is never a key.
 struct StreamMap<Value>: Sequence {
-    private var ids: [Int32]
-    private var values: [Value?]
+    /// One array of id and value side by side: a change is one uniqueness check and one bounds
+    /// check, not one per array.
+    private struct Slot {
+        var id: Int32
+        var value: Value?
+    }
+    private var slots: [Slot]
     private var mask: Int
     private(set) var count = 0
 
     init() {
-        ids = Array(repeating: 0, count: 16)
-        values = Array(repeating: nil, count: 16)
+        slots = Array(repeating: Slot(id: 0, value: nil), count: 16)
         mask = 15
     }
 
     var isEmpty: Bool { count == 0 }
 
     /// The ids present, in table order.
-    var keys: [Int32] { ids.filter { $0 != 0 } }
+    var keys: [Int32] { slots.compactMap { $0.id != 0 ? $0.id : nil } }
 
     private func home(_ id: Int32) -> Int { Int(UInt32(bitPattern: id) >> 1) & mask }
 
@@ -35,7 +39,7 @@ struct StreamMap<Value>: Sequence {
         var index = home(id)
         var travelled = 0
         while true {
-            let found = ids[index]
+            let found = slots[index].id
             if found == id { return index }
             if found == 0 || distance(found, at: index) < travelled { return nil }
             index = (index + 1) & mask
@@ -44,18 +48,18 @@ struct StreamMap<Value>: Sequence {
     }
 
     subscript(id: Int32) -> Value? {
-        get { slot(of: id).flatMap { values[$0] } }
+        get { slot(of: id).flatMap { slots[$0].value } }
         set {
             guard let newValue else {
                 removeValue(forKey: id)
                 return
             }
             if let index = slot(of: id) {
-                values[index] = newValue
+                slots[index].value = newValue
                 return
             }
             precondition(id != 0, "stream id 0 is the connection")
-            if (count + 1) * 4 > ids.count * 3 { grow() }
+            if (count + 1) * 4 > slots.count * 3 { grow() }
             insertNew(id, newValue)
         }
     }
@@ -65,7 +69,7 @@ struct StreamMap<Value>: Sequence {
     @discardableResult
     mutating func update(_ id: Int32, _ body: (inout Value) -> Void) -> Bool {
         guard let index = slot(of: id) else { return false }
-        body(&values[index]!)
+        body(&slots[index].value!)
         return true
     }
 
@@ -77,10 +81,9 @@ struct StreamMap<Value>: Sequence {
         // Nearly always a free slot comes before any entry to displace: the value is stored
         // once, without the swaps (a retain and a release each) of the displacing loop below.
         while true {
-            let present = ids[index]
+            let present = slots[index].id
             if present == 0 {
-                ids[index] = id
-                values[index] = value
+                slots[index] = Slot(id: id, value: value)
                 count += 1
                 return
             }
@@ -88,21 +91,17 @@ struct StreamMap<Value>: Sequence {
             index = (index + 1) & mask
             travelled += 1
         }
-        var id = id
-        var value: Value? = value
+        var moving = Slot(id: id, value: value)
         while true {
-            let present = ids[index]
+            let present = slots[index].id
             if present == 0 {
-                ids[index] = id
-                values[index] = value
+                slots[index] = moving
                 count += 1
                 return
             }
             let presentDistance = distance(present, at: index)
             if presentDistance < travelled {
-                ids[index] = id
-                swap(&values[index], &value)
-                id = present
+                swap(&slots[index], &moving)
                 travelled = presentDistance
             }
             index = (index + 1) & mask
@@ -113,38 +112,35 @@ struct StreamMap<Value>: Sequence {
     @discardableResult
     mutating func removeValue(forKey id: Int32) -> Value? {
         guard var hole = slot(of: id) else { return nil }
-        let removed = values[hole]
+        let removed = slots[hole].value
         count -= 1
         // Backward shift: each following entry away from its home moves one slot nearer.
         while true {
             let next = (hole + 1) & mask
-            let moving = ids[next]
+            let moving = slots[next].id
             if moving == 0 || distance(moving, at: next) == 0 { break }
-            ids[hole] = moving
-            values[hole] = values[next]
+            slots[hole] = slots[next]
             hole = next
         }
-        ids[hole] = 0
-        values[hole] = nil
+        slots[hole] = Slot(id: 0, value: nil)
         return removed
     }
 
     private mutating func grow() {
-        let oldIDs = ids, oldValues = values
-        ids = Array(repeating: 0, count: oldIDs.count * 2)
-        values = Array(repeating: nil, count: oldIDs.count * 2)
-        mask = ids.count - 1
+        let old = slots
+        slots = Array(repeating: Slot(id: 0, value: nil), count: old.count * 2)
+        mask = slots.count - 1
         count = 0
-        for (id, value) in zip(oldIDs, oldValues) where id != 0 { insertNew(id, value!) }
+        for slot in old where slot.id != 0 { insertNew(slot.id, slot.value!) }
     }
 
     func makeIterator() -> AnyIterator<(key: Int32, value: Value)> {
         var index = 0
-        let ids = ids, values = values
+        let slots = slots
         return AnyIterator {
-            while index < ids.count {
+            while index < slots.count {
                 defer { index += 1 }
-                if ids[index] != 0, let value = values[index] { return (ids[index], value) }
+                if slots[index].id != 0, let value = slots[index].value { return (slots[index].id, value) }
             }
             return nil
         }
