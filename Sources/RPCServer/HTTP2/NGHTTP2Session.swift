@@ -74,8 +74,11 @@ final class NGHTTP2Session {
         var unconsumed = 0
         /// Response body bytes nghttp2 has taken for DATA frames (write-stall detection).
         var sentBytes = 0
-        /// Neighbours in the session's list of open streams (`openStreams`), which owns them.
-        var next: StreamIO?
+        /// Neighbours in the session's list of open streams (`openStreams`). Not counted
+        /// references: each stream is retained once, by hand, from its request headers until
+        /// nghttp2 closes it (`onBeginHeaders`, `onStreamClose`), so that linking and unlinking
+        /// cost no atomic operation.
+        unowned(unsafe) var next: StreamIO?
         unowned(unsafe) var previous: StreamIO?
     }
 
@@ -89,10 +92,11 @@ final class NGHTTP2Session {
     /// `withHeaderBlock` or `withReceivedData` is running: `receive` may not move the bytes
     /// being read.
     private var readingReceived = 0
-    /// Owns each stream's bookkeeping from its request headers until nghttp2 closes it: a list
+    /// Each stream's bookkeeping from its request headers until nghttp2 closes it, in a list
     /// linked through the streams themselves (a map cost two look-ups a call, and look-ups go
-    /// through `withStream`, nghttp2's stream user data, anyway).
-    private var openStreams: StreamIO?
+    /// through `withStream`, nghttp2's stream user data, anyway). The streams in it hold one
+    /// retain each, which `onStreamClose` (or the session's end) gives back.
+    private unowned(unsafe) var openStreams: StreamIO?
     private var events: [HTTP2Event] = []
     /// Free blocks nghttp2's memory pool keeps per size class (64 to 512 bytes) for the next
     /// stream's allocations; above it they go back to malloc. At most about 30 KiB a connection.
@@ -162,10 +166,10 @@ final class NGHTTP2Session {
     deinit {
         nghttp2_session_del(session)
         flowd_h2_context_free(context)
-        // One by one: releasing the head would release the rest recursively, one frame each.
+        // The streams nghttp2 did not close: their retains go back.
         while let stream = openStreams {
             openStreams = stream.next
-            stream.next = nil
+            Unmanaged.passUnretained(stream).release()
         }
     }
 
@@ -432,12 +436,14 @@ final class NGHTTP2Session {
 
     private func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) {
         guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
-        let stream = StreamIO()
+        let stream = Unmanaged.passRetained(StreamIO())  // released in onStreamClose
         let id = flowd_h2_frame_stream_id(frame)
-        stream.next = openStreams
-        openStreams?.previous = stream
-        openStreams = stream
-        nghttp2_session_set_stream_user_data(session, id, Unmanaged.passUnretained(stream).toOpaque())
+        stream._withUnsafeGuaranteedRef { stream in
+            stream.next = openStreams
+            openStreams?.previous = stream
+            openStreams = stream
+        }
+        nghttp2_session_set_stream_user_data(session, id, stream.toOpaque())
         // Its fields go to the recorder (`flowd_h2_callbacks_set_header_recorder`).
         flowd_h2_headers_begin(context, id)
     }
@@ -499,15 +505,18 @@ final class NGHTTP2Session {
         // while a handler reads a block of the same read.
         flowd_h2_headers_stream_closed(context, streamID)
         guard let data = nghttp2_session_get_stream_user_data(session, streamID) else { return }
-        // A strong reference of its own: unlinked, the stream has no other owner.
-        let stream = Unmanaged<StreamIO>.fromOpaque(data).takeUnretainedValue()
-        if let previous = stream.previous { previous.next = stream.next } else { openStreams = stream.next }
-        stream.next?.previous = stream.previous
-        stream.next = nil
-        stream.previous = nil
         nghttp2_session_set_stream_user_data(session, streamID, nil)
+        let stream = Unmanaged<StreamIO>.fromOpaque(data)
+        let unconsumed = stream._withUnsafeGuaranteedRef { stream in
+            if let previous = stream.previous { previous.next = stream.next } else { openStreams = stream.next }
+            stream.next?.previous = stream.previous
+            stream.next = nil
+            stream.previous = nil
+            return stream.unconsumed
+        }
+        stream.release()  // the retain of onBeginHeaders
         // Credit nobody will consume any more: without it the connection window would leak.
-        orphanedCredit += stream.unconsumed
+        orphanedCredit += unconsumed
         events.append(.streamClosed(streamID: streamID, errorCode: errorCode))
     }
 
