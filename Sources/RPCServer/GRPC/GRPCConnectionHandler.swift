@@ -119,7 +119,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     var logger: Logger
     let limits = DecodingLimits()
 
-    var session: NGHTTP2Session?
+    /// A `let`: read +0 wherever the connection uses it (as a `var`, each of a call's dozen uses
+    /// was a retain and a release). Nil when nghttp2 could not make one (`sessionError`); it
+    /// lives as long as this handler.
+    let session: NGHTTP2Session?
+    let sessionError: (any Error)?
     var context: ChannelHandlerContext?
     var loopBound: NIOLoopBound<GRPCConnectionHandler>?
     /// Handlers' tasks run on this connection's loop (nil: the global executor).
@@ -182,6 +186,20 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                                    writeStallTimeout: configuration.writeStallTimeout)
         self.metrics = metrics
         self.closeNote = closeNote
+        do {
+            session = try NGHTTP2Session(settings: .init(
+                maxConcurrentStreams: UInt32(configuration.maxConcurrentStreams),
+                initialWindowSize: UInt32(configuration.initialStreamWindowSize),
+                connectionWindowSize: Int32(configuration.connectionWindowSize),
+                maxHeaderListSize: UInt32(configuration.maxHeaderListSize),
+                maxFieldCount: configuration.maxHeaderFields,
+                resetBurst: UInt64(configuration.resetStreamBurst),
+                resetRatePerSecond: UInt64(configuration.resetStreamRatePerSecond)))
+            sessionError = nil
+        } catch {
+            session = nil
+            sessionError = error
+        }
     }
 
     // MARK: Channel events
@@ -192,17 +210,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         if configuration.handlersOnEventLoop { taskExecutor = EventLoopTaskExecutor(context.eventLoop) }
         peer = context.channel.remoteAddress?.description ?? "unknown"
         logger[metadataKey: "peer"] = "\(peer)"
-        do {
-            session = try NGHTTP2Session(settings: .init(
-                maxConcurrentStreams: UInt32(configuration.maxConcurrentStreams),
-                initialWindowSize: UInt32(configuration.initialStreamWindowSize),
-                connectionWindowSize: Int32(configuration.connectionWindowSize),
-                maxHeaderListSize: UInt32(configuration.maxHeaderListSize),
-                maxFieldCount: configuration.maxHeaderFields,
-                resetBurst: UInt64(configuration.resetStreamBurst),
-                resetRatePerSecond: UInt64(configuration.resetStreamRatePerSecond)))
-        } catch {
-            logger.error("could not create an HTTP/2 session", metadata: ["error": "\(error)"])
+        guard session != nil else {
+            logger.error("could not create an HTTP/2 session", metadata: ["error": "\(sessionError.map { "\($0)" } ?? "unknown")"])
             closeNote?.note(.protocolError)
             context.close(promise: nil)
             return
@@ -223,7 +232,6 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         for timer in [handshakeTimer, idleTimer, graceTimer, ageTimer] { timer?.cancel() }
         sweepTask?.cancel()
         budget.releaseAll()
-        session = nil
         self.context = nil
     }
 

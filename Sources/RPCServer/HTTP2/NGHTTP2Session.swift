@@ -78,8 +78,8 @@ final class NGHTTP2Session {
         /// references: each stream is retained once, by hand, from its request headers until
         /// nghttp2 closes it (`onBeginHeaders`, `onStreamClose`), so that linking and unlinking
         /// cost no atomic operation.
-        unowned(unsafe) var next: StreamIO?
-        unowned(unsafe) var previous: StreamIO?
+        var next: Unmanaged<StreamIO>?
+        var previous: Unmanaged<StreamIO>?
     }
 
     private let session: OpaquePointer
@@ -96,7 +96,7 @@ final class NGHTTP2Session {
     /// linked through the streams themselves (a map cost two look-ups a call, and look-ups go
     /// through `withStream`, nghttp2's stream user data, anyway). The streams in it hold one
     /// retain each, which `onStreamClose` (or the session's end) gives back.
-    private unowned(unsafe) var openStreams: StreamIO?
+    private var openStreams: Unmanaged<StreamIO>?
     private var events: [HTTP2Event] = []
     /// Free blocks nghttp2's memory pool keeps per size class (64 to 512 bytes) for the next
     /// stream's allocations; above it they go back to malloc. At most about 30 KiB a connection.
@@ -168,8 +168,8 @@ final class NGHTTP2Session {
         flowd_h2_context_free(context)
         // The streams nghttp2 did not close: their retains go back.
         while let stream = openStreams {
-            openStreams = stream.next
-            Unmanaged.passUnretained(stream).release()
+            openStreams = stream._withUnsafeGuaranteedRef { $0.next }
+            stream.release()
         }
     }
 
@@ -237,7 +237,7 @@ final class NGHTTP2Session {
         var stream = openStreams
         while let current = stream {
             count += 1
-            stream = current.next
+            stream = current._withUnsafeGuaranteedRef { $0.next }
         }
         return count
     }
@@ -438,11 +438,9 @@ final class NGHTTP2Session {
         guard flowd_h2_frame_is_request_headers(frame) != 0 else { return }
         let stream = Unmanaged.passRetained(StreamIO())  // released in onStreamClose
         let id = flowd_h2_frame_stream_id(frame)
-        stream._withUnsafeGuaranteedRef { stream in
-            stream.next = openStreams
-            openStreams?.previous = stream
-            openStreams = stream
-        }
+        stream._withUnsafeGuaranteedRef { $0.next = openStreams }
+        openStreams?._withUnsafeGuaranteedRef { $0.previous = stream }
+        openStreams = stream
         nghttp2_session_set_stream_user_data(session, id, stream.toOpaque())
         // Its fields go to the recorder (`flowd_h2_callbacks_set_header_recorder`).
         flowd_h2_headers_begin(context, id)
@@ -507,13 +505,9 @@ final class NGHTTP2Session {
         guard let data = nghttp2_session_get_stream_user_data(session, streamID) else { return }
         nghttp2_session_set_stream_user_data(session, streamID, nil)
         let stream = Unmanaged<StreamIO>.fromOpaque(data)
-        let unconsumed = stream._withUnsafeGuaranteedRef { stream in
-            if let previous = stream.previous { previous.next = stream.next } else { openStreams = stream.next }
-            stream.next?.previous = stream.previous
-            stream.next = nil
-            stream.previous = nil
-            return stream.unconsumed
-        }
+        let (previous, next, unconsumed) = stream._withUnsafeGuaranteedRef { ($0.previous, $0.next, $0.unconsumed) }
+        if let previous { previous._withUnsafeGuaranteedRef { $0.next = next } } else { openStreams = next }
+        next?._withUnsafeGuaranteedRef { $0.previous = previous }
         stream.release()  // the retain of onBeginHeaders
         // Credit nobody will consume any more: without it the connection window would leak.
         orphanedCredit += unconsumed
