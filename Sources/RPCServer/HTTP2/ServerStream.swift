@@ -24,7 +24,8 @@ import NIOHTTP1
 ///   its held bytes go back to the connection when nghttp2 closes the stream).
 ///
 /// Methods return what the connection must do; the only effect they have is on the budget
-/// passed in.
+/// passed in. Not copyable: a stream's machine lives in its stream's object, and a copy (a
+/// temporary moved in, a value read out) was a dozen reference-count operations.
 struct ServerStream: ~Copyable {
     enum Phase: Equatable {
         case idle, open, refused, dispatched, responding, closed
@@ -135,14 +136,8 @@ struct ServerStream: ~Copyable {
     /// Refused from its headers: DATA that still arrives earns no credit.
     private var refusedUnread = false
 
-    /// A gRPC call; `admitted` false leaves it idle until `admit` or `refuse`.
-    init(grpc machine: ServerCallStateMachine, admitted: Bool) {
-        grpc = machine
-        phase = admitted ? .open : .idle
-    }
-
-    /// A gRPC call with a machine of its own (built in place: passed in, it was copied and
-    /// the original destroyed).
+    /// A gRPC call; `admitted` false leaves it idle until `admit` or `refuse`. (Its machine is
+    /// built here: passed in, it was copied and the original destroyed.)
     @inline(__always)
     init(grpcMaxMessageSize maxMessageSize: Int, bidirectional: Bool, admitted: Bool) {
         grpc = ServerCallStateMachine(maxMessageSize: maxMessageSize, bidirectional: bidirectional)

@@ -13,11 +13,11 @@ struct ServerStreamTests {
     }
 
     private func unary(admitted: Bool = true) -> ServerStream {
-        ServerStream(grpc: ServerCallStateMachine(maxMessageSize: 100), admitted: admitted)
+        ServerStream(grpcMaxMessageSize: 100, bidirectional: false, admitted: admitted)
     }
 
     private func bidirectional(admitted: Bool = true) -> ServerStream {
-        ServerStream(grpc: ServerCallStateMachine(maxMessageSize: 100, bidirectional: true), admitted: admitted)
+        ServerStream(grpcMaxMessageSize: 100, bidirectional: true, admitted: admitted)
     }
 
     private func http(maxBodySize: Int = 100, admitted: Bool = true) -> ServerStream {
