@@ -99,7 +99,8 @@ final class NGHTTP2Session {
     private var openStreams: Unmanaged<StreamIO>?
     private var events: [HTTP2Event] = []
     /// Free blocks nghttp2's memory pool keeps per size class (64 to 512 bytes) for the next
-    /// stream's allocations; above it they go back to malloc. At most 32 KiB a connection (blocks with their 16-byte headers).
+    /// stream's allocations; above it they go back to malloc. At most 32 KiB a connection
+    /// (the blocks with their 16-byte headers).
     static let poolBlocksPerClass: UInt32 = 32
     /// Streams whose response ended while the request was still open: RST_STREAM(NO_ERROR)
     /// must follow the frame with END_STREAM, and may only be submitted after it was sent.
