@@ -46,8 +46,17 @@ struct Script {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("flowd-exec-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let url = directory.appendingPathComponent("node.sh")
-        try Data(("#!/bin/sh\n" + body + "\n").utf8).write(to: url)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: url.path)
+        // Written through a close-on-exec descriptor: a process another test spawns meanwhile
+        // would otherwise inherit it open for writing, and executing the script then fails
+        // with ETXTBSY for as long as that process lives (a test waiting for the script's
+        // child then waits forever).
+        let fd = open(url.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        let bytes = Array(("#!/bin/sh\n" + body + "\n").utf8)
+        guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+        }
         path = url.path
     }
 
