@@ -163,16 +163,14 @@ public struct RPCRouter: Sendable {
         service.registerMethods(with: &self)
     }
 
-    /// What to do with a request for `path`.
-    enum Lookup {
-        case found(RPCHandler)
+    /// Why a request's `:path` reached no method (`RouteTable.miss`).
+    enum Miss {
         case unknownMethod
         case unknownService(String)
         case malformedPath
     }
 }
 
-/// What a successful handler produced besides streamed messages.
 /// The routed methods as a connection needs them, immutable once the server starts: a class,
 /// so that a look-up copies nothing (through the `RPCRouter` struct, a look-up copied the
 /// router and retained each of its tables, shared by every connection and event loop). The
@@ -210,7 +208,7 @@ final class RouteTable: Sendable {
         return tail
     }
 
-    /// The method for a request's `:path` bytes; nil when none (`lookup` says why).
+    /// The method for a request's `:path` bytes; nil when none (`miss` says why).
     func handler(for path: UnsafeRawBufferPointer) -> RPCHandler? {
         let tail = Self.tail(path)
         let found: Int? = bytes.withUnsafeBytes { all in
@@ -223,9 +221,8 @@ final class RouteTable: Sendable {
         return found.map { handlers[$0] }
     }
 
-    /// The method for a request's `:path` bytes, or why there is none.
-    func lookup(_ path: UnsafeRawBufferPointer) -> RPCRouter.Lookup {
-        if let handler = handler(for: path) { return .found(handler) }
+    /// Why `handler(for: path)` found no method (asked only then: the answer names the path).
+    func miss(_ path: UnsafeRawBufferPointer) -> RPCRouter.Miss {
         let text = String(decoding: path, as: UTF8.self)
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].isEmpty, !parts[1].isEmpty, !parts[2].isEmpty else {
@@ -254,6 +251,7 @@ final class CredentialRules: Sendable {
     }
 }
 
+/// What a successful handler produced besides streamed messages.
 struct HandlerResult: Sendable {
     var unaryResponse: UnaryResponse?
     var trailingMetadata: Metadata

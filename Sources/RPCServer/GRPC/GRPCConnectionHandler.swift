@@ -676,8 +676,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     /// Answers a request whose `:path` names no registered method.
     func rejectUnroutable(streamID: Int32, path: UnsafeRawBufferPointer, since started: NIODeadline) {
         let early: EarlyResponse
-        switch routes.lookup(path) {
-        case .found, .unknownMethod:
+        switch routes.miss(path) {
+        case .unknownMethod:
             early = EarlyResponse(code: .unimplemented, message: "unknown method \(HeaderText.value(path))")
         case .unknownService(let service):
             early = EarlyResponse(code: .unimplemented, message: "unknown service \(service)")
