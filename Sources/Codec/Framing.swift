@@ -66,16 +66,19 @@ public struct GRPCMessageDeframer: Sendable {
         guard !failed else { return }
         var rest = bytes[...]
         while !rest.isEmpty {
-            if pending.isEmpty, expectedBodyLength == nil, rest.count >= GRPCFraming.prefixLength {
-                // A whole prefix at hand: read in place and, when the whole body is at hand too,
-                // copied once into its message (no assembly buffer).
-                let start = rest.startIndex
-                let length = Self.declaredLength(rest)
-                if rest.count - GRPCFraming.prefixLength >= length {
-                    try checkPrefix(flag: rest[start], length: length)
-                    let body = start + GRPCFraming.prefixLength
-                    enqueue(Array(rest[body..<body + length]))
-                    rest = rest[(body + length)...]
+            if pending.isEmpty, expectedBodyLength == nil {
+                // A whole message at hand is read in place and copied once into its message
+                // (no assembly buffer).
+                let leading: (message: [UInt8], size: Int)?
+                do {
+                    leading = try Self.leadingMessage(rest, maxMessageSize: maxMessageSize)
+                } catch {
+                    failed = true
+                    throw error
+                }
+                if let leading {
+                    enqueue(leading.message)
+                    rest = rest.dropFirst(leading.size)
                     continue
                 }
             }
@@ -155,14 +158,28 @@ public struct GRPCMessageDeframer: Sendable {
     }
 
     /// The message when `bytes` are exactly one whole framed message (what a unary request's
-    /// one DATA frame nearly always holds), checked as `append` checks it; nil when they are
-    /// anything else (feed them to a deframer then). No deframer is made for the common case.
+    /// one DATA frame nearly always holds); nil when they are anything else (feed them to a
+    /// deframer then). Throws where `append` would: a whole first message with a refused prefix.
+    /// No deframer is made for the common case.
     public static func wholeMessage(_ bytes: UnsafeRawBufferPointer, maxMessageSize: Int) throws(CodecError) -> [UInt8]? {
+        guard let leading = try leadingMessage(bytes[...], maxMessageSize: maxMessageSize),
+              leading.size == bytes.count else { return nil }
+        return leading.message
+    }
+
+    /// The message framed at the start of `bytes` when it is there whole, and how many bytes it
+    /// took (prefix included); nil when `bytes` end inside it. Throws what its prefix is refused
+    /// for (`append` checks a prefix it cannot complete yet once it can).
+    private static func leadingMessage(_ bytes: Slice<UnsafeRawBufferPointer>,
+                                       maxMessageSize: Int) throws(CodecError) -> (message: [UInt8], size: Int)? {
         guard bytes.count >= GRPCFraming.prefixLength else { return nil }
         let length = declaredLength(bytes)
-        guard bytes.count - GRPCFraming.prefixLength == length else { return nil }
-        if let error = prefixError(flag: bytes[0], length: length, maxMessageSize: maxMessageSize) { throw error }
-        return length == 0 ? [] : Array(UnsafeRawBufferPointer(rebasing: bytes[GRPCFraming.prefixLength...]))
+        guard bytes.count - GRPCFraming.prefixLength >= length else { return nil }
+        if let error = prefixError(flag: bytes[bytes.startIndex], length: length, maxMessageSize: maxMessageSize) {
+            throw error
+        }
+        let body = bytes.startIndex + GRPCFraming.prefixLength
+        return (length == 0 ? [] : Array(bytes[body..<body + length]), GRPCFraming.prefixLength + length)
     }
 
     /// The next complete message, or nil when none is complete yet.
