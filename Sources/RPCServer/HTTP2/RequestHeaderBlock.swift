@@ -51,9 +51,7 @@ struct RequestHeaderBlock: Sequence {
         var offset = 0
 
         mutating func next() -> Field? {
-            guard offset + RequestHeaderBlock.fieldOverhead <= bytes.count else { return nil }
-            let nameCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-            let valueCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)))
+            guard let (nameCount, valueCount) = RequestHeaderBlock.lengths(in: bytes, at: offset) else { return nil }
             let nameStart = offset + RequestHeaderBlock.fieldOverhead
             let valueStart = nameStart + nameCount
             offset = valueStart + valueCount
@@ -64,14 +62,19 @@ struct RequestHeaderBlock: Sequence {
 
     func makeIterator() -> Iterator { Iterator(bytes: bytes) }
 
+    /// The name's and value's lengths of the field at `offset`; nil at the block's end.
+    private static func lengths(in bytes: UnsafeRawBufferPointer, at offset: Int) -> (name: Int, value: Int)? {
+        guard offset + fieldOverhead <= bytes.count else { return nil }
+        return (Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))),
+                Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))))
+    }
+
     /// True when some field's name ends in `-bin`. One pass over the lengths, a 4-byte load per
     /// field: every call asks, nearly none has one.
     var hasBinaryNames: Bool {
         let suffix = UInt32(littleEndian: 0x6E69_622D)  // "-bin"
         var offset = 0
-        while offset + Self.fieldOverhead <= bytes.count {
-            let nameCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-            let valueCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)))
+        while let (nameCount, valueCount) = Self.lengths(in: bytes, at: offset) {
             let nameEnd = offset + Self.fieldOverhead + nameCount
             if nameCount >= 4, bytes.loadUnaligned(fromByteOffset: nameEnd - 4, as: UInt32.self) == suffix { return true }
             offset = nameEnd + valueCount

@@ -78,7 +78,7 @@ public final class RequestDurationHistograms: Sendable {
 
     init(name: String, buckets: [Duration]) {
         self.name = name
-        bounds = buckets.map { Int64($0.components.seconds) * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000 }
+        bounds = buckets.map { TimeAmount($0).nanoseconds }
     }
 
     func make(method: String) -> MethodDurationHistogram {
